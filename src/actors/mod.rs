@@ -1,0 +1,42 @@
+//! The actor layer: one supervised actor per subscription.
+//!
+//! ```text
+//! Supervisor (one per engine)
+//!  ├── SubscriberActor sub_A   — owns sub_A's queue cursor; at most one attempt in flight
+//!  ├── SubscriberActor sub_B
+//!  └── …                        spawned on first wake (publish, recovery, operator command)
+//! ```
+//!
+//! - The **supervisor** keeps the registry of subscriber actors, forwards coalesced wakes, and
+//!   restarts a failed actor with backoff; past `restart_limit` failures in `restart_window` it
+//!   marks the subscription faulted in the journal instead (visible in the API) and stops trying.
+//! - A **subscriber actor** is the only writer of its subscription's delivery states. It never
+//!   awaits the network in a handler: the HTTP attempt runs in a tracked task whose result comes
+//!   back as a message, so pause, resume, reconfiguration and shutdown are handled promptly.
+//!   Strict order (guarantee 3) holds because the next attempt starts only after the previous
+//!   delivery's terminal state was committed to the journal.
+//!
+//! Message types are private to the crate; the public door is [`EngineHandle`](crate::EngineHandle).
+
+pub(crate) mod subscriber;
+pub(crate) mod supervisor;
+
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+
+use crate::config::EngineConfig;
+use crate::delivery::Sender;
+use crate::journal::Journal;
+
+/// What every actor of an engine shares.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub journal: Journal,
+    pub sender: Sender,
+    pub config: EngineConfig,
+    /// Tracks attempt and timer tasks so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+pub(crate) type SharedCtx = Arc<Ctx>;

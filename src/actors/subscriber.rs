@@ -1,0 +1,491 @@
+//! The subscriber actor: delivers one subscription's queue, strictly in order.
+//!
+//! State machine of the head of the queue:
+//! `idle → (rate/retry wait) → in flight → AttemptDone → record in journal → next head`.
+//! Invariants kept here:
+//! - at most one attempt in flight, and the next one starts only after the journal has committed
+//!   the previous delivery's outcome (guarantee 3);
+//! - the queue in memory is a bounded prefetch of the journal's open deliveries (`actor_prefetch`),
+//!   never the source of truth: after a restart the actor rebuilds it from the journal;
+//! - every state change of a delivery of this subscription is written by this actor.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::AbortHandle;
+
+use super::SharedCtx;
+use crate::clock::{now_ms, until_ms};
+use crate::delivery::{AttemptOutcome, AttemptRequest, AttemptResult};
+use crate::error::{Error, Result};
+use crate::id::{DeliveryId, SubscriptionId};
+use crate::journal::{AttemptRecord, FlagChange, QueuedDelivery, SubscriptionRow};
+use crate::model::{
+    Delivery, DeliveryStatus, FailurePolicy, Subscription, SubscriptionPatch,
+};
+use crate::policy::{self, Decision, ErrorKind};
+
+/// Messages of a subscriber actor.
+pub(crate) enum SubscriberMsg {
+    /// New deliveries may have been journaled for this subscription.
+    Wake,
+    /// An attempt task finished.
+    AttemptDone(Box<AttemptDone>),
+    /// The retry wait of `delivery` is over.
+    TimerFired { delivery: DeliveryId },
+    /// An operator command, answered once its journal write committed.
+    Command(Command, RpcReplyPort<Result<CommandReply>>),
+    /// Finish the attempt in flight (if any), start no other, then stop.
+    Drain,
+    /// Test-only fault injection: panic inside the handler.
+    #[cfg(feature = "test-hooks")]
+    Panic,
+}
+
+/// The result of one attempt, sent back by its task.
+pub(crate) struct AttemptDone {
+    delivery: DeliveryId,
+    n: u32,
+    result: AttemptResult,
+}
+
+/// Operator commands on a subscription or one of its deliveries.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Pause,
+    Resume,
+    Update(SubscriptionPatch),
+    Delete,
+    Skip(DeliveryId),
+    Resubmit(DeliveryId),
+}
+
+/// Answers to [`Command`]s.
+#[derive(Debug)]
+pub(crate) enum CommandReply {
+    Subscription(Box<Subscription>),
+    Delivery(Box<Delivery>),
+    Deleted,
+}
+
+pub(crate) struct SubscriberArgs {
+    pub ctx: SharedCtx,
+    pub id: SubscriptionId,
+    pub wake: Arc<AtomicBool>,
+    /// Backoff before a restarted actor resumes work.
+    pub start_delay: Duration,
+}
+
+pub(crate) struct SubscriberActor;
+
+struct InFlight {
+    delivery: DeliveryId,
+    n: u32,
+    task: AbortHandle,
+}
+
+struct Timer {
+    delivery: DeliveryId,
+    task: AbortHandle,
+}
+
+pub(crate) struct SubscriberState {
+    ctx: SharedCtx,
+    row: SubscriptionRow,
+    wake: Arc<AtomicBool>,
+    start_delay: Duration,
+    queue: VecDeque<QueuedDelivery>,
+    /// Highest `seq` fetched into `queue`; the next fetch continues after it.
+    fetched_upto: i64,
+    /// The queue must be rebuilt from the journal (a delivery was resubmitted behind the head).
+    refetch: bool,
+    in_flight: Option<InFlight>,
+    timer: Option<Timer>,
+    draining: bool,
+    rng: StdRng,
+}
+
+impl Actor for SubscriberActor {
+    type Msg = SubscriberMsg;
+    type State = SubscriberState;
+    type Arguments = SubscriberArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SubscriberArgs,
+    ) -> Result<SubscriberState, ActorProcessingErr> {
+        let row = args
+            .ctx
+            .journal
+            .get_subscription(&args.id)
+            .await?
+            .ok_or_else(|| Error::not_found("subscription", &args.id))?;
+        Ok(SubscriberState {
+            ctx: args.ctx,
+            row,
+            wake: args.wake,
+            start_delay: args.start_delay,
+            queue: VecDeque::new(),
+            fetched_upto: 0,
+            refetch: false,
+            in_flight: None,
+            timer: None,
+            draining: false,
+            rng: StdRng::from_os_rng(),
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut SubscriberState,
+    ) -> Result<(), ActorProcessingErr> {
+        if !state.start_delay.is_zero() {
+            tokio::time::sleep(state.start_delay).await;
+        }
+        state.advance(&myself).await?;
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut SubscriberState,
+    ) -> Result<(), ActorProcessingErr> {
+        // An attempt still running is abandoned: its delivery stays in flight in the journal and
+        // is retried (counted as interrupted) when the subscription next runs.
+        if let Some(f) = state.in_flight.take() {
+            f.task.abort();
+        }
+        state.cancel_timer();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: SubscriberMsg,
+        state: &mut SubscriberState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SubscriberMsg::Wake => {
+                state.wake.store(false, Ordering::Release);
+                state.advance(&myself).await?;
+            }
+            SubscriberMsg::AttemptDone(done) => {
+                if state.on_attempt_done(*done).await? {
+                    myself.stop(Some("subscription deleted".into()));
+                    return Ok(());
+                }
+                if state.draining && state.in_flight.is_none() {
+                    myself.stop(Some("drained".into()));
+                    return Ok(());
+                }
+                state.advance(&myself).await?;
+            }
+            SubscriberMsg::TimerFired { delivery } => {
+                if state.timer.as_ref().is_some_and(|t| t.delivery == delivery) {
+                    state.timer = None;
+                    state.advance(&myself).await?;
+                }
+            }
+            SubscriberMsg::Command(cmd, reply) => {
+                let deleting = matches!(cmd, Command::Delete);
+                let result = state.command(cmd).await;
+                let deleted = deleting && result.is_ok();
+                let _ = reply.send(result);
+                if deleted {
+                    myself.stop(Some("subscription deleted".into()));
+                    return Ok(());
+                }
+                state.advance(&myself).await?;
+            }
+            SubscriberMsg::Drain => {
+                state.draining = true;
+                state.cancel_timer();
+                if state.in_flight.is_none() {
+                    myself.stop(Some("drained".into()));
+                }
+            }
+            #[cfg(feature = "test-hooks")]
+            SubscriberMsg::Panic => panic!("injected fault in subscriber {}", state.row.id),
+        }
+        Ok(())
+    }
+}
+
+impl SubscriberState {
+    fn runnable(&self) -> bool {
+        let r = &self.row;
+        !self.draining
+            && !r.paused
+            && r.disabled_reason.is_none()
+            && r.faulted_reason.is_none()
+            && r.blocked_on.is_none()
+    }
+
+    fn cancel_timer(&mut self) {
+        if let Some(t) = self.timer.take() {
+            t.task.abort();
+        }
+    }
+
+    /// Starts the next attempt if the subscription may and nothing else is going on.
+    async fn advance(&mut self, myself: &ActorRef<SubscriberMsg>) -> Result<()> {
+        if self.in_flight.is_some() || self.timer.is_some() || !self.runnable() {
+            return Ok(());
+        }
+        if self.refetch {
+            self.refetch = false;
+            self.queue.clear();
+            self.fetched_upto = 0;
+        }
+        if self.queue.is_empty() {
+            let more = self
+                .ctx
+                .journal
+                .next_deliveries(&self.row.id, self.fetched_upto, self.ctx.config.actor_prefetch)
+                .await?;
+            if let Some(last) = more.last() {
+                self.fetched_upto = last.seq;
+            }
+            self.queue.extend(more);
+        }
+        let Some(head) = self.queue.front() else {
+            return Ok(());
+        };
+        if let Some(due) = head.next_at {
+            let wait = until_ms(due);
+            if !wait.is_zero() {
+                let delivery = head.id;
+                let me = myself.clone();
+                let task = self.ctx.tasks.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = me.cast(SubscriberMsg::TimerFired { delivery });
+                });
+                self.timer = Some(Timer { delivery, task: task.abort_handle() });
+                return Ok(());
+            }
+        }
+        let n = head.attempts + 1;
+        let started = now_ms();
+        self.ctx.journal.mark_in_flight(head.id, n, started).await?;
+        let spec = &self.row.spec;
+        let req = AttemptRequest {
+            url: spec.url.clone(),
+            event_id: head.event_id.clone(),
+            body: head.body.clone(),
+            access_key: spec.access_key.clone(),
+            headers: spec.headers.clone(),
+            timeout: Duration::from_millis(spec.timeout_ms),
+        };
+        let delivery = head.id;
+        let sender = self.ctx.sender.clone();
+        let me = myself.clone();
+        let span = tracing::debug_span!("attempt", subscription = %self.row.id, tenant = %self.row.tenant_id, event = %head.event_id, n);
+        let task = self.ctx.tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                let result = sender.send(&req).await;
+                let _ = me.cast(SubscriberMsg::AttemptDone(Box::new(AttemptDone { delivery, n, result })));
+            },
+            span,
+        ));
+        self.in_flight = Some(InFlight { delivery, n, task: task.abort_handle() });
+        Ok(())
+    }
+
+    /// Records an attempt's outcome. Returns true if the subscription no longer exists.
+    async fn on_attempt_done(&mut self, done: AttemptDone) -> Result<bool> {
+        match &self.in_flight {
+            Some(f) if f.delivery == done.delivery && f.n == done.n => {}
+            _ => return Ok(false), // stale: from an attempt abandoned earlier
+        }
+        self.in_flight = None;
+        let Some(pos) = self.queue.iter().position(|d| d.id == done.delivery) else {
+            return Ok(false);
+        };
+        let head = &self.queue[pos];
+        let counted = head.budget_used + 1;
+        let spec = &self.row.spec;
+        let (verdict, retry_after, status_code, error_kind, error, snippet) = match done.result.outcome {
+            AttemptOutcome::Response { status, retry_after, snippet, disable } => {
+                let mut v = policy::classify_status(status);
+                if disable && v != policy::Verdict::Delivered {
+                    v = policy::Verdict::Gone;
+                }
+                let (kind, err) = if (200..300).contains(&status) {
+                    (None, None)
+                } else {
+                    (Some("http_status"), Some(format!("receiver answered {status}")))
+                };
+                (v, retry_after, Some(status), kind, err, snippet)
+            }
+            AttemptOutcome::Failed { kind, message } => {
+                // The seeds log a timeout as a failure with status 500.
+                let code = (kind == ErrorKind::Timeout).then_some(500);
+                (policy::classify_error(kind), None, code, Some(kind.as_str()), Some(message), None)
+            }
+        };
+        let decision = policy::decide(
+            verdict,
+            retry_after,
+            counted,
+            &spec.retry,
+            self.ctx.config.max_retry_after,
+            &mut self.rng,
+        );
+        let mut flags = None;
+        let (new_status, next_at) = match decision {
+            Decision::Delivered => (DeliveryStatus::Delivered, None),
+            Decision::RetryIn(d) => (DeliveryStatus::Pending, Some(now_ms() + d.as_millis() as i64)),
+            Decision::Failed { disable } => {
+                let mut f = FlagChange::default();
+                if disable {
+                    f.disabled_reason = Some(Some(match status_code {
+                        Some(410) => "receiver answered 410 Gone".to_string(),
+                        _ => "receiver asked to be disabled (webhook-delivery: disable)".to_string(),
+                    }));
+                }
+                if spec.on_failure == FailurePolicy::Block {
+                    f.blocked_on = Some(Some(done.delivery.raw()));
+                }
+                if f.disabled_reason.is_some() || f.blocked_on.is_some() {
+                    flags = Some(f);
+                }
+                (DeliveryStatus::Failed, None)
+            }
+        };
+        let record = AttemptRecord {
+            delivery: done.delivery,
+            subscription: self.row.id.clone(),
+            n: done.n,
+            started_at: done.result.started_at,
+            duration_ms: done.result.duration.as_millis() as u64,
+            status_code,
+            error_kind,
+            error,
+            snippet,
+            new_status,
+            budget_used: counted,
+            next_at,
+            flags: flags.clone(),
+        };
+        match self.ctx.journal.record_attempt(record).await {
+            Ok(()) => {}
+            Err(Error::NotFound { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+        }
+        if let Some(f) = flags {
+            if let Some(b) = f.blocked_on {
+                self.row.blocked_on = b;
+            }
+            if let Some(d) = f.disabled_reason {
+                self.row.disabled_reason = d;
+            }
+        }
+        if new_status == DeliveryStatus::Pending {
+            if let Some(entry) = self.queue.get_mut(pos) {
+                entry.attempts = done.n;
+                entry.budget_used = counted;
+                entry.next_at = next_at;
+            }
+        } else {
+            self.queue.remove(pos);
+        }
+        Ok(false)
+    }
+
+    async fn command(&mut self, cmd: Command) -> Result<CommandReply> {
+        let journal = &self.ctx.journal;
+        match cmd {
+            Command::Pause => {
+                let flags = FlagChange { paused: Some(true), ..FlagChange::default() };
+                self.row = journal.set_flags(self.row.id.clone(), flags).await?;
+                Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
+            }
+            Command::Resume => {
+                let flags = FlagChange {
+                    paused: Some(false),
+                    disabled_reason: Some(None),
+                    faulted_reason: Some(None),
+                    ..FlagChange::default()
+                };
+                self.row = journal.set_flags(self.row.id.clone(), flags).await?;
+                Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
+            }
+            Command::Update(patch) => {
+                let spec = self.row.spec.apply(patch)?;
+                self.row = journal.update_spec(self.row.id.clone(), spec).await?;
+                Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
+            }
+            Command::Delete => {
+                journal.delete_subscription(self.row.id.clone()).await?;
+                Ok(CommandReply::Deleted)
+            }
+            Command::Skip(id) => {
+                let d = self.own_delivery(id).await?;
+                if self.in_flight.as_ref().is_some_and(|f| f.delivery == id) {
+                    return Err(Error::Conflict(format!(
+                        "delivery {id} is being attempted right now; try again when the attempt ends"
+                    )));
+                }
+                if !matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Failed) {
+                    return Err(Error::Conflict(format!(
+                        "delivery {id} is {}; only pending or failed deliveries can be skipped",
+                        d.status.as_str()
+                    )));
+                }
+                let unblocking = self.row.blocked_on == Some(id.raw());
+                journal
+                    .set_delivery_status(id, DeliveryStatus::Skipped, false, unblocking.then(|| self.row.id.clone()))
+                    .await?;
+                self.queue.retain(|q| q.id != id);
+                if self.timer.as_ref().is_some_and(|t| t.delivery == id) {
+                    self.cancel_timer();
+                }
+                if unblocking {
+                    self.row.blocked_on = None;
+                }
+                self.reply_delivery(id).await
+            }
+            Command::Resubmit(id) => {
+                let d = self.own_delivery(id).await?;
+                if d.status != DeliveryStatus::Failed {
+                    return Err(Error::Conflict(format!(
+                        "delivery {id} is {}; only failed deliveries can be resubmitted",
+                        d.status.as_str()
+                    )));
+                }
+                let unblocking = self.row.blocked_on == Some(id.raw());
+                journal
+                    .set_delivery_status(id, DeliveryStatus::Pending, true, unblocking.then(|| self.row.id.clone()))
+                    .await?;
+                if unblocking {
+                    self.row.blocked_on = None;
+                }
+                // It goes back in its place in the order: rebuild the queue from the journal.
+                self.cancel_timer();
+                self.refetch = true;
+                self.reply_delivery(id).await
+            }
+        }
+    }
+
+    async fn own_delivery(&self, id: DeliveryId) -> Result<Delivery> {
+        match self.ctx.journal.get_delivery(id).await? {
+            Some(d) if d.subscription_id == self.row.id => Ok(d),
+            _ => Err(Error::not_found("delivery", id)),
+        }
+    }
+
+    async fn reply_delivery(&self, id: DeliveryId) -> Result<CommandReply> {
+        let d = self.own_delivery(id).await?;
+        Ok(CommandReply::Delivery(Box::new(d)))
+    }
+}

@@ -1,0 +1,213 @@
+//! The supervisor: registry, wake routing and restart policy of subscriber actors.
+//!
+//! - **Spawn on demand.** A subscriber actor is spawned the first time its subscription is woken
+//!   (a publish, recovery at start, or an operator command), so idle subscriptions cost no actor.
+//! - **Coalesced wakes.** Each child has a flag shared with it: a wake is sent only if the flag was
+//!   clear, and the child clears it when it handles the wake, so a burst of publishes leaves at
+//!   most one `Wake` in a child's mailbox.
+//! - **Restarts.** A child that fails (error or panic) is respawned after an exponential backoff;
+//!   its queue is rebuilt from the journal, so nothing is lost or reordered. More than
+//!   `restart_limit` failures within `restart_window` mark the subscription faulted instead.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::time::Instant;
+
+use super::SharedCtx;
+use super::subscriber::{SubscriberActor, SubscriberArgs, SubscriberMsg};
+use crate::error::{Error, Result};
+use crate::id::SubscriptionId;
+use crate::journal::FlagChange;
+
+/// Messages of the supervisor.
+pub(crate) enum SupervisorMsg {
+    /// These subscriptions have new deliveries.
+    Wake(Vec<SubscriptionId>),
+    /// The actor of a subscription, spawned if needed (fails if the subscription does not exist).
+    Get(SubscriptionId, RpcReplyPort<Result<ActorRef<SubscriberMsg>>>),
+    /// Drain every child; answered when all have stopped.
+    Shutdown(RpcReplyPort<()>),
+    /// Number of live children (for tests and metrics).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    Count(RpcReplyPort<usize>),
+}
+
+pub(crate) struct Supervisor;
+
+struct Child {
+    actor: ActorRef<SubscriberMsg>,
+    wake: Arc<AtomicBool>,
+}
+
+pub(crate) struct SupervisorState {
+    ctx: SharedCtx,
+    children: HashMap<SubscriptionId, Child>,
+    by_actor: HashMap<ActorId, SubscriptionId>,
+    failures: HashMap<SubscriptionId, VecDeque<Instant>>,
+    shutdown: Option<RpcReplyPort<()>>,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SharedCtx;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        ctx: SharedCtx,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            ctx,
+            children: HashMap::new(),
+            by_actor: HashMap::new(),
+            failures: HashMap::new(),
+            shutdown: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Wake(subs) => {
+                if state.shutdown.is_some() {
+                    return Ok(());
+                }
+                for sub in subs {
+                    if let Some(child) = state.children.get(&sub) {
+                        if !child.wake.swap(true, Ordering::AcqRel) {
+                            let _ = child.actor.cast(SubscriberMsg::Wake);
+                        }
+                    } else if let Err(e) = state.spawn(&myself, sub.clone(), Duration::ZERO).await {
+                        tracing::debug!(subscription = %sub, error = %e, "not spawning subscriber");
+                    }
+                }
+            }
+            SupervisorMsg::Get(sub, reply) => {
+                let result = if state.shutdown.is_some() {
+                    Err(Error::ShuttingDown)
+                } else if let Some(child) = state.children.get(&sub) {
+                    Ok(child.actor.clone())
+                } else {
+                    state.spawn(&myself, sub, Duration::ZERO).await
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Shutdown(reply) => {
+                for child in state.children.values() {
+                    let _ = child.actor.cast(SubscriberMsg::Drain);
+                }
+                if state.children.is_empty() {
+                    let _ = reply.send(());
+                } else {
+                    state.shutdown = Some(reply);
+                }
+            }
+            SupervisorMsg::Count(reply) => {
+                let _ = reply.send(state.children.len());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some(sub) = state.forget(cell.get_id()) {
+                    tracing::debug!(subscription = %sub, ?reason, "subscriber stopped");
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(sub) = state.forget(cell.get_id()) {
+                    tracing::error!(subscription = %sub, error = %err, "subscriber actor failed");
+                    if state.shutdown.is_none() {
+                        state.restart(&myself, sub, err.to_string()).await;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if state.children.is_empty()
+            && let Some(reply) = state.shutdown.take()
+        {
+            let _ = reply.send(());
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        sub: SubscriptionId,
+        start_delay: Duration,
+    ) -> Result<ActorRef<SubscriberMsg>> {
+        let wake = Arc::new(AtomicBool::new(false));
+        let args = SubscriberArgs {
+            ctx: self.ctx.clone(),
+            id: sub.clone(),
+            wake: wake.clone(),
+            start_delay,
+        };
+        // Unnamed: ractor's name registry is process-wide and engines must not share it.
+        let (actor, _join) = Actor::spawn_linked(None, SubscriberActor, args, myself.get_cell())
+            .await
+            .map_err(|e| match e {
+                ractor::SpawnErr::StartupFailed(inner) if inner.downcast_ref::<Error>().is_some_and(|e| matches!(e, Error::NotFound { .. })) => {
+                    Error::not_found("subscription", &sub)
+                }
+                other => Error::Internal(format!("could not start subscriber {sub}: {other}")),
+            })?;
+        self.by_actor.insert(actor.get_id(), sub.clone());
+        self.children.insert(sub, Child { actor: actor.clone(), wake });
+        Ok(actor)
+    }
+
+    fn forget(&mut self, id: ActorId) -> Option<SubscriptionId> {
+        let sub = self.by_actor.remove(&id)?;
+        // A newer actor may already serve this subscription; only drop the entry if it is ours.
+        if self.children.get(&sub).is_some_and(|c| c.actor.get_id() == id) {
+            self.children.remove(&sub);
+        }
+        Some(sub)
+    }
+
+    async fn restart(&mut self, myself: &ActorRef<SupervisorMsg>, sub: SubscriptionId, error: String) {
+        let cfg = &self.ctx.config;
+        let now = Instant::now();
+        let history = self.failures.entry(sub.clone()).or_default();
+        history.push_back(now);
+        while history.front().is_some_and(|t| now.duration_since(*t) > cfg.restart_window) {
+            history.pop_front();
+        }
+        let recent = history.len() as u32;
+        if recent > cfg.restart_limit {
+            self.failures.remove(&sub);
+            let reason = format!("actor failed {recent} times within {:?}; last error: {error}", cfg.restart_window);
+            let flags = FlagChange { faulted_reason: Some(Some(reason)), ..FlagChange::default() };
+            match self.ctx.journal.set_flags(sub.clone(), flags).await {
+                Ok(_) => tracing::error!(subscription = %sub, "subscription marked faulted"),
+                Err(e) => tracing::error!(subscription = %sub, error = %e, "could not mark subscription faulted"),
+            }
+            return;
+        }
+        let delay = Duration::from_millis(50u64.saturating_mul(1 << (recent - 1).min(7)));
+        if let Err(e) = self.spawn(myself, sub.clone(), delay).await {
+            tracing::error!(subscription = %sub, error = %e, "could not restart subscriber");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Engine configuration, validated once into types that cannot be invalid.
+//!
+//! [`EngineConfig`] holds every tunable with its default; `EngineBuilder` setters document them.
+//! The server layers environment variables and flags over these defaults.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::error::{Error, Result};
+use crate::model::RetryPolicy;
+
+/// How hard the journal pushes commits to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss and kernel crashes (the default).
+    #[default]
+    Fsync,
+    /// `synchronous=NORMAL`: a commit survives a process crash (`kill -9`) but the last commits
+    /// before a power loss may be lost.
+    Os,
+}
+
+/// Every engine setting, with its default.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Journal durability mode. Default [`Durability::Fsync`].
+    pub durability: Durability,
+    /// Retry policy of subscriptions that do not set one. Default: 4 attempts, 1 s, 10 s, 60 s.
+    pub default_retry: RetryPolicy,
+    /// Attempt timeout of subscriptions that do not set one. Default 30 s.
+    pub default_timeout: Duration,
+    /// TCP connect timeout of every attempt (bounded by the attempt timeout). Default 10 s.
+    pub connect_timeout: Duration,
+    /// The longest `Retry-After` honoured; longer asks are clamped to it. Default 1 h.
+    pub max_retry_after: Duration,
+    /// Actor restarts allowed per subscription within `restart_window` before it is marked
+    /// faulted. Default 5.
+    pub restart_limit: u32,
+    /// The window of `restart_limit`. Default 60 s.
+    pub restart_window: Duration,
+    /// How long `shutdown` lets in-flight attempts finish before abandoning them (they are
+    /// retried after restart). Default 10 s.
+    pub shutdown_grace: Duration,
+    /// Networks exempt from the private-address block (e.g. `127.0.0.0/8` for local tests).
+    /// Default: none.
+    pub allow_networks: Vec<IpNet>,
+    /// Most journal operations grouped into one commit. Default 1024.
+    pub commit_batch_max: usize,
+    /// Journal operations that may wait for the writer before `publish` applies backpressure.
+    /// Default 8192.
+    pub intake_queue: usize,
+    /// Reader connections to the journal. Default 4.
+    pub reader_connections: u32,
+    /// Pending deliveries a subscription actor holds in memory at once. Default 32.
+    pub actor_prefetch: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            durability: Durability::Fsync,
+            default_retry: RetryPolicy::default(),
+            default_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_retry_after: Duration::from_secs(3600),
+            restart_limit: 5,
+            restart_window: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+            allow_networks: Vec::new(),
+            commit_batch_max: 1024,
+            intake_queue: 8192,
+            reader_connections: 4,
+            actor_prefetch: 32,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        self.default_retry.validate()?;
+        let t = self.default_timeout.as_millis() as u64;
+        if !(crate::model::SubscriptionSpec::MIN_TIMEOUT_MS
+            ..=crate::model::SubscriptionSpec::MAX_TIMEOUT_MS)
+            .contains(&t)
+        {
+            return Err(Error::invalid("defaultTimeout", "must be between 100 ms and 300 s"));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(Error::invalid("connectTimeout", "must be positive"));
+        }
+        if self.restart_limit == 0 || self.restart_window.is_zero() {
+            return Err(Error::invalid("restartLimit", "limit and window must be positive"));
+        }
+        if self.commit_batch_max == 0 || self.intake_queue == 0 || self.reader_connections == 0 {
+            return Err(Error::invalid(
+                "commitBatchMax",
+                "batch, queue and reader sizes must be positive",
+            ));
+        }
+        if self.actor_prefetch == 0 || self.actor_prefetch > 1024 {
+            return Err(Error::invalid("actorPrefetch", "must be between 1 and 1024"));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a comma-separated list of CIDRs (`HOOKLINE_ALLOW_NETWORKS`). A bare address is a
+/// single-host network.
+pub fn parse_networks(list: &str) -> Result<Vec<IpNet>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| Error::invalid("allowNetworks", format!("{s:?} is not a CIDR")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_parse_and_refuse_garbage() {
+        let nets = parse_networks("127.0.0.0/8, ::1 ,10.1.2.3").expect("valid list");
+        assert_eq!(nets.len(), 3);
+        assert!(parse_networks("127.0.0.0/33").is_err());
+        assert!(parse_networks("localhost").is_err());
+        assert!(parse_networks("").expect("empty is fine").is_empty());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(EngineConfig::default().validate().is_ok());
+        let c = EngineConfig {
+            restart_limit: 0,
+            ..EngineConfig::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

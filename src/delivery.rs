@@ -1,0 +1,201 @@
+//! Sending one attempt: builds the HTTP request a subscription is owed and reports what happened.
+//!
+//! Plain code, no actors: a [`Sender`] wraps one shared `reqwest::Client` (rustls, connection pool,
+//! redirects never followed) and turns an [`AttemptRequest`] into an [`AttemptResult`]. The whole
+//! attempt, body read included, is bounded by the subscription's timeout, and at most
+//! [`SNIPPET_LIMIT`] bytes of the response are kept (reading stops at [`READ_LIMIT`]), so a
+//! hostile receiver cannot hold a delivery or our memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+
+use crate::clock::now_ms;
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+use crate::id::EventId;
+use crate::policy::{ErrorKind, parse_retry_after};
+
+/// Response bytes kept in the attempt log.
+pub(crate) const SNIPPET_LIMIT: usize = 4 * 1024;
+/// Response bytes read at most (the rest is abandoned with the connection).
+pub(crate) const READ_LIMIT: usize = 64 * 1024;
+/// The content type of every delivery, as the callback contract specifies.
+pub(crate) const CONTENT_TYPE_JSON: &str = "application/json;charset=UTF-8";
+
+/// Everything needed to make one attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptRequest {
+    pub url: String,
+    pub event_id: EventId,
+    pub body: Arc<str>,
+    pub access_key: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
+/// What one attempt produced.
+#[derive(Debug, Clone)]
+pub(crate) enum AttemptOutcome {
+    /// The receiver answered (any status).
+    Response {
+        status: u16,
+        retry_after: Option<Duration>,
+        snippet: Option<String>,
+        /// The receiver asked to be disabled (`webhook-delivery: disable`).
+        disable: bool,
+    },
+    /// No usable response.
+    Failed { kind: ErrorKind, message: String },
+}
+
+/// An attempt's outcome with its timing.
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptResult {
+    pub started_at: i64,
+    pub duration: Duration,
+    pub outcome: AttemptOutcome,
+}
+
+/// Sends attempts over one shared HTTP client.
+#[derive(Debug, Clone)]
+pub(crate) struct Sender {
+    client: reqwest::Client,
+    user_agent: HeaderValue,
+}
+
+impl Sender {
+    pub(crate) fn new(cfg: &EngineConfig) -> Result<Sender> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(cfg.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            // Proxies come from our configuration only, never from the environment.
+            .no_proxy()
+            .build()
+            .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+        let user_agent = HeaderValue::from_static(concat!("hookline/", env!("CARGO_PKG_VERSION")));
+        Ok(Sender { client, user_agent })
+    }
+
+    fn headers(&self, req: &AttemptRequest) -> std::result::Result<HeaderMap, String> {
+        let mut h = HeaderMap::with_capacity(6 + req.headers.len());
+        for (name, value) in &req.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+            let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+            h.insert(name, value);
+        }
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_JSON));
+        h.insert(USER_AGENT, self.user_agent.clone());
+        if let Some(key) = &req.access_key {
+            let mut v = HeaderValue::from_str(key).map_err(|_| "access key is not a valid header value".to_string())?;
+            v.set_sensitive(true);
+            h.insert(HeaderName::from_static("access-key"), v);
+        }
+        let id = HeaderValue::from_str(req.event_id.as_str()).map_err(|e| e.to_string())?;
+        h.insert(HeaderName::from_static("webhook-id"), id);
+        let ts = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        h.insert(HeaderName::from_static("webhook-timestamp"), HeaderValue::from(ts));
+        Ok(h)
+    }
+
+    /// Makes one attempt. Never fails: every problem is an [`AttemptOutcome::Failed`].
+    pub(crate) async fn send(&self, req: &AttemptRequest) -> AttemptResult {
+        let started_at = now_ms();
+        let start = tokio::time::Instant::now();
+        let outcome = match self.headers(req) {
+            Err(message) => AttemptOutcome::Failed { kind: ErrorKind::InvalidRequest, message },
+            Ok(headers) => {
+                let fut = self.exchange(req, headers);
+                match tokio::time::timeout(req.timeout, fut).await {
+                    Ok(o) => o,
+                    Err(_) => AttemptOutcome::Failed {
+                        kind: ErrorKind::Timeout,
+                        message: format!("no complete response within {} ms", req.timeout.as_millis()),
+                    },
+                }
+            }
+        };
+        AttemptResult { started_at, duration: start.elapsed(), outcome }
+    }
+
+    async fn exchange(&self, req: &AttemptRequest, headers: HeaderMap) -> AttemptOutcome {
+        let sent = self
+            .client
+            .post(&req.url)
+            .headers(headers)
+            .body(req.body.as_bytes().to_vec())
+            .send()
+            .await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => return failed(&e),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let disable = resp
+            .headers()
+            .get("webhook-delivery")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("disable"));
+        let mut kept: Vec<u8> = Vec::new();
+        let mut read = 0usize;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    read += chunk.len();
+                    if kept.len() < SNIPPET_LIMIT {
+                        let take = (SNIPPET_LIMIT - kept.len()).min(chunk.len());
+                        kept.extend_from_slice(&chunk[..take]);
+                    }
+                    if read >= READ_LIMIT {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                // A 2xx whose body broke off was not fully received: count it as a reset.
+                Err(e) => return failed(&e),
+            }
+        }
+        let snippet = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
+        AttemptOutcome::Response { status, retry_after, snippet, disable }
+    }
+}
+
+fn failed(e: &reqwest::Error) -> AttemptOutcome {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_builder() {
+        ErrorKind::InvalidRequest
+    } else if e.is_connect() {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Reset
+    };
+    AttemptOutcome::Failed { kind, message: error_chain(e) }
+}
+
+/// The error and its causes on one line (reqwest's own message rarely names the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,462 @@
+//! The engine and its handle: the only public door to hookline.
+//!
+//! [`Engine::builder`] opens the journal (running crash recovery), starts the supervisor and the
+//! writer, and resumes every subscription that has pending deliveries. The resulting
+//! [`EngineHandle`] is cheap to clone and hides actors and the database entirely; the HTTP API
+//! and the CLI are thin layers over it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use ractor::{Actor, ActorRef, RpcReplyPort, rpc::CallResult};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+use tokio_util::task::TaskTracker;
+
+use crate::actors::subscriber::{Command, CommandReply, SubscriberMsg};
+use crate::actors::supervisor::{Supervisor, SupervisorMsg};
+use crate::actors::{Ctx, SharedCtx};
+use crate::config::{Durability, EngineConfig};
+use crate::delivery::Sender;
+use crate::error::{Error, Result};
+use crate::id::{DeliveryId, SubscriptionId, TenantId, validate_external_id};
+use crate::journal::Journal;
+use crate::model::{
+    CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, EventInput, NewSubscription,
+    NewTenant, Principal, PublishReceipt, RetryPolicy, Subscription, SubscriptionPatch,
+    SubscriptionSpec, Tenant,
+};
+
+/// Entry point: `Engine::builder().path("hookline.db").build().await`.
+#[derive(Debug)]
+pub struct Engine;
+
+impl Engine {
+    /// A builder with every setting at its default.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder { path: None, config: EngineConfig::default() }
+    }
+}
+
+/// Configures and starts an engine.
+#[derive(Debug)]
+pub struct EngineBuilder {
+    path: Option<PathBuf>,
+    config: EngineConfig,
+}
+
+impl EngineBuilder {
+    /// The SQLite journal file (created if missing). Default: none; set this or [`in_memory`](Self::in_memory).
+    pub fn path(mut self, path: impl AsRef<Path>) -> Self {
+        self.path = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// A throwaway journal for tests and experiments: nothing survives the engine. It lives in a
+    /// private temporary directory (SQLite's shared in-memory databases would serialise the
+    /// writer and the readers), removed when the engine is dropped.
+    pub fn in_memory(mut self) -> Self {
+        self.path = None;
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Journal durability. Default [`Durability::Fsync`].
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.config.durability = d;
+        self
+    }
+
+    /// Retry policy for subscriptions that set none. Default 4 attempts, backoff 1 s, 10 s, 60 s.
+    pub fn default_retry(mut self, r: RetryPolicy) -> Self {
+        self.config.default_retry = r;
+        self
+    }
+
+    /// Attempt timeout for subscriptions that set none. Default 30 s.
+    pub fn default_timeout(mut self, d: Duration) -> Self {
+        self.config.default_timeout = d;
+        self
+    }
+
+    /// Longest `Retry-After` honoured. Default 1 h.
+    pub fn max_retry_after(mut self, d: Duration) -> Self {
+        self.config.max_retry_after = d;
+        self
+    }
+
+    /// Networks exempt from the private-address block. Default none.
+    pub fn allow_networks(mut self, nets: Vec<ipnet::IpNet>) -> Self {
+        self.config.allow_networks = nets;
+        self
+    }
+
+    /// How long `shutdown` waits for in-flight attempts. Default 10 s.
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.config.shutdown_grace = d;
+        self
+    }
+
+    /// Opens the journal, recovers, and starts delivering.
+    pub async fn build(self) -> Result<EngineHandle> {
+        self.config.validate()?;
+        let (path, tempdir) = match self.path {
+            Some(p) => (p, None),
+            None => {
+                let dir = tempfile::tempdir()
+                    .map_err(|e| Error::unavailable("cannot create a temporary directory", e))?;
+                (dir.path().join("hookline.db"), Some(dir))
+            }
+        };
+        let (journal, recovery) = Journal::open(&path, &self.config).await?;
+        if recovery.interrupted > 0 {
+            tracing::warn!(count = recovery.interrupted, "attempts interrupted by the last stop will be retried");
+        }
+        let ctx: SharedCtx = Arc::new(Ctx {
+            journal: journal.clone(),
+            sender: Sender::new(&self.config)?,
+            config: self.config,
+            tasks: TaskTracker::new(),
+        });
+        let (supervisor, supervisor_task) = Actor::spawn(None, Supervisor, ctx.clone())
+            .await
+            .map_err(|e| Error::Internal(format!("supervisor did not start: {e}")))?;
+        let sup = supervisor.clone();
+        journal.set_commit_hook(Arc::new(move |subs| {
+            let _ = sup.cast(SupervisorMsg::Wake(subs));
+        }));
+        if !recovery.open_subscriptions.is_empty() {
+            let _ = supervisor.cast(SupervisorMsg::Wake(recovery.open_subscriptions));
+        }
+        Ok(EngineHandle {
+            inner: Arc::new(Inner {
+                ctx,
+                supervisor,
+                supervisor_task: Mutex::new(Some(supervisor_task)),
+                closed: AtomicBool::new(false),
+                admin_override: std::sync::RwLock::new(None),
+                _tempdir: tempdir,
+            }),
+        })
+    }
+}
+
+/// The engine's public door. Clone it freely; every clone drives the same engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle").field("journal", &self.inner.ctx.journal).finish()
+    }
+}
+
+struct Inner {
+    ctx: SharedCtx,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    closed: AtomicBool,
+    /// Hash of an admin key given by configuration (never stored).
+    admin_override: std::sync::RwLock<Option<String>>,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+/// SHA-256 hex digest of an API key: what the journal stores and looks up.
+fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+fn generate_key(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+impl EngineHandle {
+    fn journal(&self) -> &Journal {
+        &self.inner.ctx.journal
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    // ---- tenants and keys --------------------------------------------------------------
+
+    /// Creates a tenant and its API key (returned only here; only its hash is stored).
+    pub async fn create_tenant(&self, t: NewTenant) -> Result<CreatedTenant> {
+        self.check_open()?;
+        validate_external_id("id", &t.id)?;
+        if t.name.trim().is_empty() || t.name.len() > 256 {
+            return Err(Error::invalid("name", "must be 1 to 256 characters"));
+        }
+        let key = generate_key("hlk_");
+        let tenant = self
+            .journal()
+            .create_tenant(TenantId::from(t.id), t.name, hash_key(&key))
+            .await?;
+        Ok(CreatedTenant { tenant, api_key: key })
+    }
+
+    /// A tenant by id.
+    pub async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
+        self.journal().get_tenant(id).await?.ok_or_else(|| Error::not_found("tenant", id))
+    }
+
+    /// Who an API key belongs to, if anyone.
+    pub async fn authenticate(&self, key: &str) -> Result<Option<Principal>> {
+        let hash = hash_key(key);
+        let configured = self.inner.admin_override.read().map(|g| g.clone()).unwrap_or(None);
+        if configured.is_some_and(|h| h == hash) {
+            return Ok(Some(Principal::Admin));
+        }
+        self.journal().principal_for_key_hash(&hash).await
+    }
+
+    /// Sets up the admin key. With `configured`, that key is accepted (and not stored). Without,
+    /// if no admin key was ever generated, one is generated, its hash stored, and the key
+    /// returned so the caller can show it once.
+    pub async fn ensure_admin_key(&self, configured: Option<&str>) -> Result<Option<String>> {
+        if let Some(key) = configured {
+            if key.len() < 16 {
+                return Err(Error::invalid("adminKey", "must be at least 16 characters"));
+            }
+            if let Ok(mut g) = self.inner.admin_override.write() {
+                *g = Some(hash_key(key));
+            }
+            return Ok(None);
+        }
+        if self.journal().has_admin_key().await? {
+            return Ok(None);
+        }
+        let key = generate_key("hla_");
+        self.journal().insert_admin_key(hash_key(&key)).await?;
+        Ok(Some(key))
+    }
+
+    // ---- subscriptions -----------------------------------------------------------------
+
+    /// Creates a subscription; it receives events published from now on.
+    pub async fn create_subscription(&self, n: NewSubscription) -> Result<Subscription> {
+        self.check_open()?;
+        validate_external_id("tenantId", &n.tenant_id)?;
+        let tenant = TenantId::from(n.tenant_id.clone());
+        let spec = SubscriptionSpec::from_new(n, &self.inner.ctx.config)?;
+        let row = self
+            .journal()
+            .create_subscription(SubscriptionId::generate(), tenant, spec)
+            .await?;
+        Ok(row.to_public())
+    }
+
+    /// A subscription by id.
+    pub async fn get_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
+        self.journal()
+            .get_subscription(id)
+            .await?
+            .map(|r| r.to_public())
+            .ok_or_else(|| Error::not_found("subscription", id))
+    }
+
+    /// All subscriptions, or those of one tenant.
+    pub async fn list_subscriptions(&self, tenant: Option<&TenantId>) -> Result<Vec<Subscription>> {
+        Ok(self
+            .journal()
+            .list_subscriptions(tenant)
+            .await?
+            .iter()
+            .map(|r| r.to_public())
+            .collect())
+    }
+
+    /// Changes a subscription; the next attempt uses the new settings (one in flight finishes
+    /// with the old ones).
+    pub async fn update_subscription(&self, id: &SubscriptionId, patch: SubscriptionPatch) -> Result<Subscription> {
+        self.subscription_command(id, Command::Update(patch)).await
+    }
+
+    /// Stops starting attempts for a subscription; events keep accumulating.
+    pub async fn pause_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
+        self.subscription_command(id, Command::Pause).await
+    }
+
+    /// Resumes a paused, disabled or faulted subscription (a blocked one resumes through
+    /// [`resubmit`](Self::resubmit) or [`skip`](Self::skip) of its failed delivery).
+    pub async fn resume_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
+        self.subscription_command(id, Command::Resume).await
+    }
+
+    /// Deletes a subscription with its deliveries and attempt log.
+    pub async fn delete_subscription(&self, id: &SubscriptionId) -> Result<()> {
+        match self.command(id, Command::Delete).await? {
+            CommandReply::Deleted => Ok(()),
+            other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn subscription_command(&self, id: &SubscriptionId, cmd: Command) -> Result<Subscription> {
+        match self.command(id, cmd).await? {
+            CommandReply::Subscription(s) => Ok(*s),
+            other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn actor(&self, id: &SubscriptionId) -> Result<ActorRef<SubscriberMsg>> {
+        let sub = id.clone();
+        call(&self.inner.supervisor, move |tx| SupervisorMsg::Get(sub, tx)).await?
+    }
+
+    async fn command(&self, id: &SubscriptionId, cmd: Command) -> Result<CommandReply> {
+        self.check_open()?;
+        let actor = self.actor(id).await?;
+        let result = actor
+            .call(|tx| SubscriberMsg::Command(cmd, tx), None)
+            .await
+            .map_err(|_| Error::Conflict(format!("subscription {id} is restarting; try again")))?;
+        match result {
+            CallResult::Success(r) => r,
+            _ => Err(Error::Conflict(format!("subscription {id} is restarting; try again"))),
+        }
+    }
+
+    // ---- events --------------------------------------------------------------------------
+
+    /// Journals an event and fans it out to every matching subscription. Returns once both are
+    /// durable (guarantee 1). Publishing the same (tenant, id) again returns the original.
+    pub async fn publish(&self, event: EventInput) -> Result<PublishReceipt> {
+        self.check_open()?;
+        let event = event.validate()?;
+        let mut out = self.journal().publish(vec![event]).await?;
+        out.pop().unwrap_or_else(|| Err(Error::Internal("no publish result".into())))
+    }
+
+    /// Publishes several events in one durable commit; one result per event, in order. An invalid
+    /// event is refused on its own without affecting the others.
+    pub async fn publish_batch(&self, events: Vec<EventInput>) -> Result<Vec<Result<PublishReceipt>>> {
+        self.check_open()?;
+        let mut results: Vec<Option<Result<PublishReceipt>>> = Vec::with_capacity(events.len());
+        let mut valid = Vec::with_capacity(events.len());
+        for e in events {
+            match e.validate() {
+                Ok(v) => {
+                    valid.push(v);
+                    results.push(None);
+                }
+                Err(err) => results.push(Some(Err(err))),
+            }
+        }
+        let mut journaled = self.journal().publish(valid).await?.into_iter();
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| journaled.next().unwrap_or_else(|| Err(Error::Internal("missing result".into())))))
+            .collect())
+    }
+
+    // ---- deliveries ----------------------------------------------------------------------
+
+    /// A page of a subscription's deliveries in `seq` order.
+    pub async fn list_deliveries(&self, sub: &SubscriptionId, q: DeliveryQuery) -> Result<DeliveryPage> {
+        self.journal().list_deliveries(sub, &q).await
+    }
+
+    /// A delivery with its attempt log.
+    pub async fn get_delivery(&self, id: DeliveryId) -> Result<DeliveryDetail> {
+        let delivery = self
+            .journal()
+            .get_delivery(id)
+            .await?
+            .ok_or_else(|| Error::not_found("delivery", id))?;
+        let attempt_log = self.journal().attempts(id).await?;
+        Ok(DeliveryDetail { delivery, attempt_log })
+    }
+
+    /// Puts a failed delivery back to pending in its place in the order, with a fresh retry
+    /// budget; a subscription blocked on it resumes from it.
+    pub async fn resubmit(&self, id: DeliveryId) -> Result<Delivery> {
+        self.delivery_command(id, Command::Resubmit(id)).await
+    }
+
+    /// Marks a pending or failed delivery skipped; a subscription blocked on it moves on.
+    pub async fn skip(&self, id: DeliveryId) -> Result<Delivery> {
+        self.delivery_command(id, Command::Skip(id)).await
+    }
+
+    async fn delivery_command(&self, id: DeliveryId, cmd: Command) -> Result<Delivery> {
+        let d = self
+            .journal()
+            .get_delivery(id)
+            .await?
+            .ok_or_else(|| Error::not_found("delivery", id))?;
+        match self.command(&d.subscription_id, cmd).await? {
+            CommandReply::Delivery(d) => Ok(*d),
+            other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    // ---- lifecycle -----------------------------------------------------------------------
+
+    /// Stops intake, lets attempts in flight finish (up to the shutdown grace), commits what is
+    /// pending and closes the journal. Attempts cut short are retried after the next start.
+    pub async fn shutdown(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let grace = self.inner.ctx.config.shutdown_grace;
+        let drained = self.inner.supervisor.call(SupervisorMsg::Shutdown, Some(grace)).await;
+        if !matches!(drained, Ok(CallResult::Success(()))) {
+            tracing::warn!("shutdown grace elapsed; abandoning attempts still in flight");
+        }
+        let _ = self
+            .inner
+            .supervisor
+            .stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
+            .await;
+        self.inner.supervisor.stop(None);
+        if let Some(task) = self.inner.supervisor_task.lock().await.take() {
+            let _ = task.await;
+        }
+        self.inner.ctx.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.ctx.tasks.wait()).await;
+        self.journal().close().await;
+    }
+
+    /// Test-only: makes the subscription's actor panic inside a message handler.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn inject_actor_panic(&self, id: &SubscriptionId) -> Result<()> {
+        let actor = self.actor(id).await?;
+        actor
+            .cast(SubscriberMsg::Panic)
+            .map_err(|_| Error::Internal("actor gone".into()))
+    }
+
+    /// Test-only: the number of live subscriber actors.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn live_actors(&self) -> Result<usize> {
+        call(&self.inner.supervisor, SupervisorMsg::Count).await
+    }
+}
+
+async fn call<T: Send + 'static>(
+    actor: &ActorRef<SupervisorMsg>,
+    msg: impl FnOnce(RpcReplyPort<T>) -> SupervisorMsg,
+) -> Result<T> {
+    match actor.call(msg, None).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        _ => Err(Error::ShuttingDown),
+    }
+}

@@ -1,0 +1,544 @@
+//! The journal's single writer: group commit of every write operation.
+//!
+//! One task owns the only read-write connection. It takes the first waiting operation, then
+//! everything else already queued (up to `commit_batch_max`), applies them in arrival order
+//! inside one `BEGIN IMMEDIATE` transaction, commits once, and only then answers every caller.
+//! Many publishers therefore share one fsync.
+//!
+//! Operations check their preconditions before writing and report a refusal (unknown tenant,
+//! duplicate id) as a per-operation error without touching the database, so one bad request
+//! never sinks a batch. If SQLite itself fails mid-batch, the transaction is rolled back, the
+//! routing table is reloaded, and the operations are replayed one per transaction so that only
+//! the ones that really cannot be written fail.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{CommitHook, SUB_COLUMNS, SubscriptionRow, sub_from_row};
+use crate::clock::format_ms;
+use crate::error::{Error, Result};
+use crate::id::{DeliveryId, SubscriptionId, TenantId};
+use crate::model::{DeliveryStatus, Event, PublishReceipt, SubscriptionSpec, Tenant};
+
+pub(super) enum Command {
+    Op {
+        op: Op,
+        reply: Option<oneshot::Sender<Result<Outcome>>>,
+    },
+    Close(oneshot::Sender<()>),
+}
+
+/// A change to a subscription's state columns; `None` leaves a column as it is.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FlagChange {
+    pub paused: Option<bool>,
+    pub blocked_on: Option<Option<i64>>,
+    pub disabled_reason: Option<Option<String>>,
+    pub faulted_reason: Option<Option<String>>,
+}
+
+/// The outcome of one attempt and the delivery's new state, written together.
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptRecord {
+    pub delivery: DeliveryId,
+    pub subscription: SubscriptionId,
+    pub n: u32,
+    pub started_at: i64,
+    pub duration_ms: u64,
+    pub status_code: Option<u16>,
+    pub error_kind: Option<&'static str>,
+    pub error: Option<String>,
+    pub snippet: Option<String>,
+    pub new_status: DeliveryStatus,
+    pub budget_used: u32,
+    pub next_at: Option<i64>,
+    pub flags: Option<FlagChange>,
+}
+
+#[derive(Debug)]
+pub(super) enum Op {
+    CreateTenant { id: TenantId, name: String, key_hash: String, at: i64 },
+    InsertAdminKey { key_hash: String, at: i64 },
+    CreateSubscription { id: SubscriptionId, tenant: TenantId, spec: SubscriptionSpec, at: i64 },
+    UpdateSpec { id: SubscriptionId, spec: SubscriptionSpec, at: i64 },
+    SetFlags { id: SubscriptionId, flags: FlagChange, at: i64 },
+    DeleteSubscription { id: SubscriptionId },
+    Publish { events: Vec<Event>, at: i64 },
+    MarkInFlight { delivery: DeliveryId, attempts: u32, at: i64 },
+    RecordAttempt(Box<AttemptRecord>),
+    SetDeliveryStatus {
+        delivery: DeliveryId,
+        status: DeliveryStatus,
+        reset_budget: bool,
+        unblock: Option<SubscriptionId>,
+        at: i64,
+    },
+}
+
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Unit,
+    Tenant(Tenant),
+    Row(Box<SubscriptionRow>),
+    Receipts(Vec<Result<PublishReceipt>>),
+}
+
+/// The writer's view of who receives what: tenants, and each tenant's subscriptions.
+#[derive(Default)]
+pub(super) struct Routing {
+    tenants: HashSet<TenantId>,
+    subs: HashMap<TenantId, Vec<(SubscriptionId, Arc<SubscriptionSpec>)>>,
+}
+
+impl Routing {
+    pub(super) async fn load(conn: &mut SqliteConnection) -> sqlx::Result<Routing> {
+        let mut r = Routing::default();
+        for t in sqlx::query_scalar::<_, String>("SELECT id FROM tenants")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            r.tenants.insert(TenantId::from(t));
+        }
+        let rows = sqlx::query(SUB_COLUMNS).fetch_all(&mut *conn).await?;
+        for row in &rows {
+            // An unreadable row cannot be routed to; the reader reports it on access.
+            if let Ok(s) = sub_from_row(row) {
+                r.upsert(s.tenant_id, s.id, s.spec);
+            }
+        }
+        Ok(r)
+    }
+
+    fn upsert(&mut self, tenant: TenantId, id: SubscriptionId, spec: SubscriptionSpec) {
+        let list = self.subs.entry(tenant).or_default();
+        let spec = Arc::new(spec);
+        match list.iter_mut().find(|(i, _)| *i == id) {
+            Some(entry) => entry.1 = spec,
+            None => list.push((id, spec)),
+        }
+    }
+
+    fn remove(&mut self, id: &SubscriptionId) {
+        for list in self.subs.values_mut() {
+            list.retain(|(i, _)| i != id);
+        }
+    }
+}
+
+type Reply = Option<oneshot::Sender<Result<Outcome>>>;
+
+pub(super) async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Command>,
+    mut routing: Routing,
+    hook: Arc<OnceLock<CommitHook>>,
+    batch_max: usize,
+) {
+    let mut ops: Vec<Op> = Vec::with_capacity(batch_max);
+    let mut replies: Vec<Reply> = Vec::with_capacity(batch_max);
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    loop {
+        match rx.recv().await {
+            None => break,
+            Some(Command::Close(done)) => closing = Some(done),
+            Some(Command::Op { op, reply }) => {
+                ops.push(op);
+                replies.push(reply);
+            }
+        }
+        while closing.is_none() && ops.len() < batch_max {
+            match rx.try_recv() {
+                Ok(Command::Op { op, reply }) => {
+                    ops.push(op);
+                    replies.push(reply);
+                }
+                Ok(Command::Close(done)) => closing = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !ops.is_empty() {
+            let wakes = process(&mut conn, &mut routing, &mut ops, &mut replies).await;
+            if !wakes.is_empty()
+                && let Some(h) = hook.get()
+            {
+                h(wakes);
+            }
+        }
+        if let Some(done) = closing.take() {
+            rx.close();
+            // Operations that raced with close still get their answer.
+            while let Ok(Command::Op { op, reply }) = rx.try_recv() {
+                ops.push(op);
+                replies.push(reply);
+            }
+            if !ops.is_empty() {
+                process(&mut conn, &mut routing, &mut ops, &mut replies).await;
+            }
+            let _ = done.send(());
+            break;
+        }
+    }
+    let _ = conn.close().await;
+}
+
+/// Applies and commits one batch, answers its callers, and returns the subscriptions to wake.
+async fn process(
+    conn: &mut SqliteConnection,
+    routing: &mut Routing,
+    ops: &mut Vec<Op>,
+    replies: &mut Vec<Reply>,
+) -> Vec<SubscriptionId> {
+    let mut wakes = HashSet::new();
+    match apply_all(conn, routing, ops, &mut wakes).await {
+        Ok(outcomes) => {
+            for (reply, out) in replies.drain(..).zip(outcomes) {
+                if let Some(r) = reply {
+                    let _ = r.send(out);
+                }
+            }
+            ops.clear();
+        }
+        Err(batch_err) => {
+            tracing::warn!(error = %batch_err, ops = ops.len(), "journal batch failed; replaying one by one");
+            wakes.clear();
+            reload_routing(conn, routing).await;
+            for (op, reply) in ops.drain(..).zip(replies.drain(..)) {
+                let mut single_wakes = HashSet::new();
+                let result = match apply_all(conn, routing, std::slice::from_ref(&op), &mut single_wakes).await {
+                    Ok(mut outs) => outs.pop().unwrap_or_else(|| Err(Error::Internal("empty batch".into()))),
+                    Err(e) => {
+                        reload_routing(conn, routing).await;
+                        Err(Error::unavailable("journal write failed", e))
+                    }
+                };
+                if result.is_ok() {
+                    wakes.extend(single_wakes);
+                }
+                if let Some(r) = reply {
+                    let _ = r.send(result);
+                }
+            }
+        }
+    }
+    wakes.into_iter().collect()
+}
+
+async fn reload_routing(conn: &mut SqliteConnection, routing: &mut Routing) {
+    match Routing::load(conn).await {
+        Ok(r) => *routing = r,
+        Err(e) => tracing::error!(error = %e, "could not reload the routing table"),
+    }
+}
+
+async fn apply_all(
+    conn: &mut SqliteConnection,
+    routing: &mut Routing,
+    ops: &[Op],
+    wakes: &mut HashSet<SubscriptionId>,
+) -> sqlx::Result<Vec<Result<Outcome>>> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outs = Vec::with_capacity(ops.len());
+    for op in ops {
+        outs.push(apply(&mut tx, routing, op, wakes).await?);
+    }
+    tx.commit().await?;
+    Ok(outs)
+}
+
+/// Applies one operation. `Ok(Err(_))` is a refusal that wrote nothing; `Err(_)` is a SQLite
+/// failure that aborts the batch.
+async fn apply(
+    conn: &mut SqliteConnection,
+    routing: &mut Routing,
+    op: &Op,
+    wakes: &mut HashSet<SubscriptionId>,
+) -> sqlx::Result<Result<Outcome>> {
+    match op {
+        Op::CreateTenant { id, name, key_hash, at } => {
+            if routing.tenants.contains(id) {
+                return Ok(Err(Error::Conflict(format!("tenant {id} already exists"))));
+            }
+            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")
+                .bind(id.as_str())
+                .bind(name)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("INSERT INTO api_keys (key_hash, tenant_id, created_at) VALUES (?1, ?2, ?3)")
+                .bind(key_hash)
+                .bind(id.as_str())
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            routing.tenants.insert(id.clone());
+            Ok(Ok(Outcome::Tenant(Tenant {
+                id: id.clone(),
+                name: name.clone(),
+                created_at: format_ms(*at),
+            })))
+        }
+        Op::InsertAdminKey { key_hash, at } => {
+            sqlx::query("INSERT OR IGNORE INTO api_keys (key_hash, tenant_id, created_at) VALUES (?1, NULL, ?2)")
+                .bind(key_hash)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            Ok(Ok(Outcome::Unit))
+        }
+        Op::CreateSubscription { id, tenant, spec, at } => {
+            if !routing.tenants.contains(tenant) {
+                return Ok(Err(Error::not_found("tenant", tenant)));
+            }
+            let config = serde_json::to_string(spec).unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO subscriptions (id, tenant_id, config, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+            )
+            .bind(id.as_str())
+            .bind(tenant.as_str())
+            .bind(config)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            routing.upsert(tenant.clone(), id.clone(), spec.clone());
+            read_row(conn, id).await
+        }
+        Op::UpdateSpec { id, spec, at } => {
+            let config = serde_json::to_string(spec).unwrap_or_default();
+            let tenant: Option<String> = sqlx::query_scalar(
+                "UPDATE subscriptions SET config = ?2, version = version + 1, updated_at = ?3 \
+                 WHERE id = ?1 RETURNING tenant_id",
+            )
+            .bind(id.as_str())
+            .bind(config)
+            .bind(at)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(tenant) = tenant else {
+                return Ok(Err(Error::not_found("subscription", id)));
+            };
+            routing.upsert(TenantId::from(tenant), id.clone(), spec.clone());
+            read_row(conn, id).await
+        }
+        Op::SetFlags { id, flags, at } => {
+            let n = sqlx::query(
+                "UPDATE subscriptions SET \
+                   paused = CASE WHEN ?2 THEN ?3 ELSE paused END, \
+                   blocked_on = CASE WHEN ?4 THEN ?5 ELSE blocked_on END, \
+                   disabled_reason = CASE WHEN ?6 THEN ?7 ELSE disabled_reason END, \
+                   faulted_reason = CASE WHEN ?8 THEN ?9 ELSE faulted_reason END, \
+                   updated_at = ?10 \
+                 WHERE id = ?1",
+            )
+            .bind(id.as_str())
+            .bind(flags.paused.is_some())
+            .bind(flags.paused.unwrap_or(false))
+            .bind(flags.blocked_on.is_some())
+            .bind(flags.blocked_on.flatten())
+            .bind(flags.disabled_reason.is_some())
+            .bind(flags.disabled_reason.clone().flatten())
+            .bind(flags.faulted_reason.is_some())
+            .bind(flags.faulted_reason.clone().flatten())
+            .bind(at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Ok(Err(Error::not_found("subscription", id)));
+            }
+            read_row(conn, id).await
+        }
+        Op::DeleteSubscription { id } => {
+            let n = sqlx::query("DELETE FROM subscriptions WHERE id = ?1")
+                .bind(id.as_str())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Ok(Err(Error::not_found("subscription", id)));
+            }
+            routing.remove(id);
+            Ok(Ok(Outcome::Unit))
+        }
+        Op::Publish { events, at } => {
+            let mut receipts = Vec::with_capacity(events.len());
+            for event in events {
+                receipts.push(publish_one(conn, routing, event, *at, wakes).await?);
+            }
+            Ok(Ok(Outcome::Receipts(receipts)))
+        }
+        Op::MarkInFlight { delivery, attempts, at } => {
+            sqlx::query(
+                "UPDATE deliveries SET state = 'in_flight', attempts = ?2, started_at = ?3, \
+                 next_at = NULL, updated_at = ?3 WHERE id = ?1 AND state IN ('pending', 'in_flight')",
+            )
+            .bind(delivery.raw())
+            .bind(i64::from(*attempts))
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(Ok(Outcome::Unit))
+        }
+        Op::RecordAttempt(rec) => {
+            let now = crate::clock::now_ms();
+            sqlx::query(
+                "INSERT OR REPLACE INTO attempts \
+                 (delivery_id, n, started_at, duration_ms, status_code, error_kind, error, response_snippet) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .bind(rec.delivery.raw())
+            .bind(i64::from(rec.n))
+            .bind(rec.started_at)
+            .bind(rec.duration_ms as i64)
+            .bind(rec.status_code.map(i64::from))
+            .bind(rec.error_kind)
+            .bind(&rec.error)
+            .bind(&rec.snippet)
+            .execute(&mut *conn)
+            .await?;
+            let n = sqlx::query(
+                "UPDATE deliveries SET state = ?2, attempts = ?3, budget_used = ?4, next_at = ?5, \
+                 started_at = NULL, last_status = ?6, last_error = ?7, updated_at = ?8 WHERE id = ?1",
+            )
+            .bind(rec.delivery.raw())
+            .bind(rec.new_status.as_str())
+            .bind(i64::from(rec.n))
+            .bind(i64::from(rec.budget_used))
+            .bind(rec.next_at)
+            .bind(rec.status_code.map(i64::from))
+            .bind(&rec.error)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                // The subscription was deleted while the attempt ran; nothing left to record.
+                return Ok(Err(Error::not_found("delivery", rec.delivery)));
+            }
+            if let Some(flags) = &rec.flags {
+                return Box::pin(apply(
+                    conn,
+                    routing,
+                    &Op::SetFlags { id: rec.subscription.clone(), flags: flags.clone(), at: now },
+                    wakes,
+                ))
+                .await
+                .map(|r| r.map(|_| Outcome::Unit));
+            }
+            Ok(Ok(Outcome::Unit))
+        }
+        Op::SetDeliveryStatus { delivery, status, reset_budget, unblock, at } => {
+            let n = sqlx::query(
+                "UPDATE deliveries SET state = ?2, \
+                   budget_used = CASE WHEN ?3 THEN 0 ELSE budget_used END, \
+                   next_at = NULL, updated_at = ?4 WHERE id = ?1",
+            )
+            .bind(delivery.raw())
+            .bind(status.as_str())
+            .bind(*reset_budget)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Ok(Err(Error::not_found("delivery", delivery)));
+            }
+            if let Some(sub) = unblock {
+                sqlx::query(
+                    "UPDATE subscriptions SET blocked_on = NULL, updated_at = ?3 \
+                     WHERE id = ?1 AND blocked_on = ?2",
+                )
+                .bind(sub.as_str())
+                .bind(delivery.raw())
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(Ok(Outcome::Unit))
+        }
+    }
+}
+
+async fn read_row(conn: &mut SqliteConnection, id: &SubscriptionId) -> sqlx::Result<Result<Outcome>> {
+    let row = sqlx::query(concat!(sub_select!(), " WHERE id = ?1"))
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        None => Err(Error::not_found("subscription", id)),
+        Some(r) => sub_from_row(&r).map(|s| Outcome::Row(Box::new(s))),
+    })
+}
+
+async fn publish_one(
+    conn: &mut SqliteConnection,
+    routing: &Routing,
+    event: &Event,
+    at: i64,
+    wakes: &mut HashSet<SubscriptionId>,
+) -> sqlx::Result<Result<PublishReceipt>> {
+    if !routing.tenants.contains(&event.tenant_id) {
+        return Ok(Err(Error::not_found("tenant", &event.tenant_id)));
+    }
+    let body = match serde_json::to_string(event) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(Error::Internal(format!("event not serialisable: {e}")))),
+    };
+    let seq: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO events (tenant_id, id, notification_type, body, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING seq",
+    )
+    .bind(event.tenant_id.as_str())
+    .bind(event.id.as_str())
+    .bind(event.notification_type.as_str())
+    .bind(&body)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(seq) = seq else {
+        // Idempotent publish: the original event stands and nothing new is created.
+        let row = sqlx::query(
+            "SELECT e.seq, (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq) \
+             FROM events e WHERE e.tenant_id = ?1 AND e.id = ?2",
+        )
+        .bind(event.tenant_id.as_str())
+        .bind(event.id.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+        return Ok(Ok(PublishReceipt {
+            id: event.id.clone(),
+            seq: row.get(0),
+            deliveries: row.get::<i64, _>(1) as u32,
+            duplicate: true,
+        }));
+    };
+    let mut count = 0u32;
+    if let Some(subs) = routing.subs.get(&event.tenant_id) {
+        for (sub, spec) in subs {
+            if !spec.matches(event.notification_type, event.workflow_id.as_deref()) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO deliveries (subscription_id, event_seq, state, updated_at) \
+                 VALUES (?1, ?2, 'pending', ?3)",
+            )
+            .bind(sub.as_str())
+            .bind(seq)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            count += 1;
+            wakes.insert(sub.clone());
+        }
+    }
+    Ok(Ok(PublishReceipt {
+        id: event.id.clone(),
+        seq,
+        deliveries: count,
+        duplicate: false,
+    }))
+}

@@ -1,0 +1,837 @@
+//! The engine's public data types: events, tenants, subscriptions, deliveries and attempts.
+//!
+//! Input types (`EventInput`, `NewSubscription`, `SubscriptionPatch`) are raw and are validated
+//! once, at the door, into the journaled forms (`Event`, `SubscriptionSpec`) that cannot be
+//! invalid. All types serialise as camelCase JSON, as the HTTP API and the seeds do.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::{DeliveryId, EventId, SubscriptionId, TenantId, validate_external_id};
+
+/// The kinds of notification of the callback contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NotificationType {
+    /// A workflow node finished executing.
+    NodeEvent,
+    /// A workflow execution ended.
+    WorkflowEvent,
+    /// A transaction changed status.
+    TransactionEvent,
+    /// A case changed status.
+    CaseEvent,
+}
+
+impl NotificationType {
+    /// All notification types, in declaration order.
+    pub const ALL: [NotificationType; 4] = [
+        NotificationType::NodeEvent,
+        NotificationType::WorkflowEvent,
+        NotificationType::TransactionEvent,
+        NotificationType::CaseEvent,
+    ];
+
+    /// The wire name, e.g. `TRANSACTION_EVENT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationType::NodeEvent => "NODE_EVENT",
+            NotificationType::WorkflowEvent => "WORKFLOW_EVENT",
+            NotificationType::TransactionEvent => "TRANSACTION_EVENT",
+            NotificationType::CaseEvent => "CASE_EVENT",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// An event as a producer submits it: the callback seed's envelope, with an optional `id`
+/// (generated when absent) and an optional `workflowId` used by subscription filters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventInput {
+    /// The producer's id for this event; publishing the same (tenant, id) twice is idempotent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The tenant (customer) the event belongs to.
+    pub tenant_id: String,
+    /// A unique id of the end user the event concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_id: Option<String>,
+    /// The transaction the event belongs to.
+    pub transaction_id: String,
+    /// What kind of notification this is.
+    pub notification_type: NotificationType,
+    /// The workflow that produced the event, used by `workflowIds` filters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    /// The event's content: a JSON object.
+    #[serde(rename = "payLoad")]
+    pub pay_load: serde_json::Map<String, serde_json::Value>,
+    /// When the event happened, RFC 3339.
+    pub timestamp: String,
+}
+
+impl EventInput {
+    /// A new event with an empty payload and the current time as `timestamp`.
+    pub fn new(
+        tenant_id: impl Into<String>,
+        transaction_id: impl Into<String>,
+        notification_type: NotificationType,
+    ) -> Self {
+        EventInput {
+            id: None,
+            tenant_id: tenant_id.into(),
+            reference_id: None,
+            transaction_id: transaction_id.into(),
+            notification_type,
+            workflow_id: None,
+            pay_load: serde_json::Map::new(),
+            timestamp: crate::clock::format_ms(crate::clock::now_ms()),
+        }
+    }
+
+    /// Sets the producer's event id.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Sets the payload; anything that is not a JSON object is refused by `publish`.
+    pub fn payload(mut self, payload: serde_json::Value) -> Self {
+        self.pay_load = match payload {
+            serde_json::Value::Object(map) => map,
+            other => {
+                let mut m = serde_json::Map::new();
+                m.insert(String::from("__invalid__"), other);
+                m
+            }
+        };
+        self
+    }
+
+    /// Sets the workflow id.
+    pub fn workflow_id(mut self, id: impl Into<String>) -> Self {
+        self.workflow_id = Some(id.into());
+        self
+    }
+
+    /// Sets the reference id.
+    pub fn reference_id(mut self, id: impl Into<String>) -> Self {
+        self.reference_id = Some(id.into());
+        self
+    }
+
+    /// Validates the envelope into the journaled form, generating an id when none was given.
+    pub(crate) fn validate(self) -> Result<Event> {
+        validate_external_id("tenantId", &self.tenant_id)?;
+        let id = match self.id {
+            Some(id) => {
+                validate_external_id("id", &id)?;
+                EventId::from(id)
+            }
+            None => EventId::generate(),
+        };
+        if self.transaction_id.is_empty() || self.transaction_id.len() > 256 {
+            return Err(Error::invalid("transactionId", "must be 1 to 256 characters"));
+        }
+        if let Some(r) = &self.reference_id
+            && r.len() > 256
+        {
+            return Err(Error::invalid("referenceId", "must be at most 256 characters"));
+        }
+        if let Some(w) = &self.workflow_id
+            && (w.is_empty() || w.len() > 256)
+        {
+            return Err(Error::invalid("workflowId", "must be 1 to 256 characters"));
+        }
+        if self.pay_load.contains_key("__invalid__") && self.pay_load.len() == 1 {
+            return Err(Error::invalid("payLoad", "must be a JSON object"));
+        }
+        if time::OffsetDateTime::parse(
+            &self.timestamp,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .is_err()
+        {
+            return Err(Error::invalid(
+                "timestamp",
+                "must be an RFC 3339 date-time, e.g. 2026-11-23T10:12:16.827Z",
+            ));
+        }
+        Ok(Event {
+            id,
+            tenant_id: TenantId::from(self.tenant_id),
+            reference_id: self.reference_id,
+            transaction_id: self.transaction_id,
+            notification_type: self.notification_type,
+            workflow_id: self.workflow_id,
+            pay_load: self.pay_load,
+            timestamp: self.timestamp,
+        })
+    }
+}
+
+/// A journaled event: immutable once accepted. Its JSON form is the body POSTed to receivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// The event id (`webhook-id` on the wire).
+    pub id: EventId,
+    /// The tenant the event belongs to.
+    pub tenant_id: TenantId,
+    /// A unique id of the end user the event concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_id: Option<String>,
+    /// The transaction the event belongs to.
+    pub transaction_id: String,
+    /// What kind of notification this is.
+    pub notification_type: NotificationType,
+    /// The workflow that produced the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    /// The event's content.
+    #[serde(rename = "payLoad")]
+    pub pay_load: serde_json::Map<String, serde_json::Value>,
+    /// When the event happened, RFC 3339.
+    pub timestamp: String,
+}
+
+/// What `publish` returns once the event and its deliveries are durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishReceipt {
+    /// The event id (generated when the producer gave none).
+    pub id: EventId,
+    /// The event's position in the journal; deliveries of a subscription go out in `seq` order.
+    pub seq: i64,
+    /// How many subscriptions the event was fanned out to.
+    pub deliveries: u32,
+    /// True when this (tenant, id) had been published before: nothing new was created.
+    pub duplicate: bool,
+}
+
+/// A tenant to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTenant {
+    /// The tenant's id: 1 to 128 characters of `[A-Za-z0-9-_.:]`.
+    pub id: String,
+    /// A display name.
+    pub name: String,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    /// The tenant's id.
+    pub id: TenantId,
+    /// A display name.
+    pub name: String,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
+/// A newly created tenant with its API key, which is shown only this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedTenant {
+    /// The tenant.
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// The tenant's API key (only its hash is stored).
+    pub api_key: String,
+}
+
+/// Who is calling, as established from an API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The operator: may do everything.
+    Admin,
+    /// A tenant: may see and change only its own resources.
+    Tenant(TenantId),
+}
+
+impl Principal {
+    /// Whether this principal may act on resources of `tenant`.
+    pub fn can_access(&self, tenant: &TenantId) -> bool {
+        match self {
+            Principal::Admin => true,
+            Principal::Tenant(t) => t == tenant,
+        }
+    }
+}
+
+/// What happens to a subscription's queue when one of its deliveries ends `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailurePolicy {
+    /// The subscription stops at the failed delivery until an operator resubmits or skips it.
+    #[default]
+    Block,
+    /// The failed delivery stays visible as `failed`; the queue moves on.
+    Skip,
+}
+
+/// How a subscription retries retriable failures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, first try included (1 to 20; default 4: the seed's first try + 3 retries).
+    #[serde(default = "RetryPolicy::default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before each retry, in ms; the last one repeats when attempts outnumber it.
+    /// Default `[1000, 10000, 60000]`. A random jitter of up to 10% is added, never subtracted.
+    #[serde(default = "RetryPolicy::default_backoff_ms")]
+    pub backoff_ms: Vec<u64>,
+}
+
+impl RetryPolicy {
+    /// Upper bound of `maxAttempts`.
+    pub const MAX_ATTEMPTS: u32 = 20;
+    /// Upper bound of one backoff delay (one day).
+    pub const MAX_BACKOFF_MS: u64 = 86_400_000;
+
+    fn default_max_attempts() -> u32 {
+        4
+    }
+
+    fn default_backoff_ms() -> Vec<u64> {
+        vec![1_000, 10_000, 60_000]
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if !(1..=Self::MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(Error::invalid(
+                "retry.maxAttempts",
+                format!("must be between 1 and {}", Self::MAX_ATTEMPTS),
+            ));
+        }
+        if self.backoff_ms.is_empty() || self.backoff_ms.len() > 32 {
+            return Err(Error::invalid("retry.backoffMs", "must list 1 to 32 delays"));
+        }
+        if self.backoff_ms.iter().any(|d| *d > Self::MAX_BACKOFF_MS) {
+            return Err(Error::invalid(
+                "retry.backoffMs",
+                format!("delays must be at most {} ms", Self::MAX_BACKOFF_MS),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: Self::default_max_attempts(),
+            backoff_ms: Self::default_backoff_ms(),
+        }
+    }
+}
+
+/// A subscription's externally visible state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SubscriptionState {
+    /// Delivering.
+    Active,
+    /// Paused by an operator; events accumulate.
+    Paused,
+    /// Stopped at a failed delivery under `onFailure: block`; events accumulate.
+    Blocked,
+    /// Disabled by the receiver (410 Gone); events accumulate until resumed.
+    Disabled,
+    /// Its actor kept crashing and was given up on; events accumulate until resumed.
+    Faulted,
+}
+
+/// A subscription to create.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewSubscription {
+    /// The owning tenant.
+    pub tenant_id: String,
+    /// The callback URL (`http` or `https`).
+    pub url: String,
+    /// Notification types to receive; empty means all.
+    #[serde(default)]
+    pub notification_types: Vec<NotificationType>,
+    /// Workflow ids to receive; empty means all.
+    #[serde(default)]
+    pub workflow_ids: Vec<String>,
+    /// Sent as the seed's `access-key` header.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Retry policy; engine defaults when absent.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    /// Per-attempt timeout in ms (default 30000, 100 to 300000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Failure policy (default `block`).
+    #[serde(default)]
+    pub on_failure: Option<FailurePolicy>,
+}
+
+impl NewSubscription {
+    /// A subscription of `tenant` to `url` with every other field at its default.
+    pub fn new(tenant: impl Into<String>, url: impl Into<String>) -> Self {
+        NewSubscription {
+            tenant_id: tenant.into(),
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Changes to a subscription; absent fields stay as they are. `accessKey: null` removes the key.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionPatch {
+    /// New callback URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// New notification type filter.
+    #[serde(default)]
+    pub notification_types: Option<Vec<NotificationType>>,
+    /// New workflow id filter.
+    #[serde(default)]
+    pub workflow_ids: Option<Vec<String>>,
+    /// New access key; `Some(None)` removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub access_key: Option<Option<String>>,
+    /// New custom headers (replaces all of them).
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// New retry policy.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    /// New timeout.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// New failure policy.
+    #[serde(default)]
+    pub on_failure: Option<FailurePolicy>,
+}
+
+fn double_option<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Header names a subscription may not set: hookline owns them.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "access-key",
+    "transfer-encoding",
+    "connection",
+];
+
+/// The validated, journaled configuration of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SubscriptionSpec {
+    pub url: String,
+    pub notification_types: Vec<NotificationType>,
+    pub workflow_ids: Vec<String>,
+    pub access_key: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub retry: RetryPolicy,
+    pub timeout_ms: u64,
+    pub on_failure: FailurePolicy,
+}
+
+impl SubscriptionSpec {
+    pub const MIN_TIMEOUT_MS: u64 = 100;
+    pub const MAX_TIMEOUT_MS: u64 = 300_000;
+
+    pub(crate) fn from_new(n: NewSubscription, defaults: &crate::config::EngineConfig) -> Result<Self> {
+        let spec = SubscriptionSpec {
+            url: n.url,
+            notification_types: n.notification_types,
+            workflow_ids: n.workflow_ids,
+            access_key: n.access_key,
+            headers: n.headers,
+            retry: n.retry.unwrap_or_else(|| defaults.default_retry.clone()),
+            timeout_ms: n
+                .timeout_ms
+                .unwrap_or(defaults.default_timeout.as_millis() as u64),
+            on_failure: n.on_failure.unwrap_or_default(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub(crate) fn apply(&self, p: SubscriptionPatch) -> Result<Self> {
+        let mut s = self.clone();
+        if let Some(v) = p.url {
+            s.url = v;
+        }
+        if let Some(v) = p.notification_types {
+            s.notification_types = v;
+        }
+        if let Some(v) = p.workflow_ids {
+            s.workflow_ids = v;
+        }
+        if let Some(v) = p.access_key {
+            s.access_key = v;
+        }
+        if let Some(v) = p.headers {
+            s.headers = v;
+        }
+        if let Some(v) = p.retry {
+            s.retry = v;
+        }
+        if let Some(v) = p.timeout_ms {
+            s.timeout_ms = v;
+        }
+        if let Some(v) = p.on_failure {
+            s.on_failure = v;
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let url = url::Url::parse(&self.url).map_err(|e| Error::invalid("url", e))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::invalid("url", "scheme must be http or https"));
+        }
+        if url.host().is_none() {
+            return Err(Error::invalid("url", "must have a host"));
+        }
+        if self.url.len() > 2048 {
+            return Err(Error::invalid("url", "must be at most 2048 characters"));
+        }
+        for w in &self.workflow_ids {
+            if w.is_empty() || w.len() > 256 {
+                return Err(Error::invalid("workflowIds", "each must be 1 to 256 characters"));
+            }
+        }
+        if let Some(k) = &self.access_key
+            && (k.is_empty()
+                || k.len() > 1024
+                || reqwest::header::HeaderValue::from_str(k).is_err())
+        {
+            return Err(Error::invalid(
+                "accessKey",
+                "must be 1 to 1024 visible ASCII characters",
+            ));
+        }
+        if self.headers.len() > 32 {
+            return Err(Error::invalid("headers", "at most 32 custom headers"));
+        }
+        for (name, value) in &self.headers {
+            let lower = name.to_ascii_lowercase();
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(Error::invalid(
+                    format!("headers.{name}"),
+                    "is not a valid header name",
+                ));
+            }
+            if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
+                return Err(Error::invalid(
+                    format!("headers.{name}"),
+                    "is set by hookline and cannot be overridden",
+                ));
+            }
+            if value.len() > 4096 || reqwest::header::HeaderValue::from_str(value).is_err() {
+                return Err(Error::invalid(
+                    format!("headers.{name}"),
+                    "value must be at most 4096 visible characters",
+                ));
+            }
+        }
+        self.retry.validate()?;
+        if !(Self::MIN_TIMEOUT_MS..=Self::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(Error::invalid(
+                "timeoutMs",
+                format!(
+                    "must be between {} and {}",
+                    Self::MIN_TIMEOUT_MS,
+                    Self::MAX_TIMEOUT_MS
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether an event of this type and workflow goes to this subscription.
+    pub(crate) fn matches(&self, ty: NotificationType, workflow: Option<&str>) -> bool {
+        let type_ok = self.notification_types.is_empty() || self.notification_types.contains(&ty);
+        let wf_ok = self.workflow_ids.is_empty()
+            || workflow.is_some_and(|w| self.workflow_ids.iter().any(|x| x == w));
+        type_ok && wf_ok
+    }
+}
+
+/// A subscription as stored, with its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    /// The subscription id.
+    pub id: SubscriptionId,
+    /// The owning tenant.
+    pub tenant_id: TenantId,
+    /// The callback URL.
+    pub url: String,
+    /// Notification types received; empty means all.
+    pub notification_types: Vec<NotificationType>,
+    /// Workflow ids received; empty means all.
+    pub workflow_ids: Vec<String>,
+    /// Whether an access key is configured (the key itself is never returned).
+    pub access_key_set: bool,
+    /// Custom request headers.
+    pub headers: BTreeMap<String, String>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Per-attempt timeout in ms.
+    pub timeout_ms: u64,
+    /// Failure policy.
+    pub on_failure: FailurePolicy,
+    /// Current state.
+    pub state: SubscriptionState,
+    /// Why the subscription is blocked, disabled or faulted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    /// The delivery holding the queue when `state` is `blocked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_on: Option<DeliveryId>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Last change, RFC 3339.
+    pub updated_at: String,
+}
+
+/// A delivery's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its turn (or for a retry).
+    Pending,
+    /// An attempt is under way.
+    InFlight,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Given up on; see the attempts. Under `onFailure: block` it holds the queue.
+    Failed,
+    /// Skipped by an operator.
+    Skipped,
+    /// Dropped by a transform.
+    Dropped,
+}
+
+impl DeliveryStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::InFlight => "in_flight",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Skipped => "skipped",
+            DeliveryStatus::Dropped => "dropped",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        [
+            DeliveryStatus::Pending,
+            DeliveryStatus::InFlight,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Skipped,
+            DeliveryStatus::Dropped,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+
+    /// Whether the delivery will not be attempted again without an operator.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, DeliveryStatus::Pending | DeliveryStatus::InFlight)
+    }
+}
+
+/// One (event, subscription) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The delivery id.
+    pub id: DeliveryId,
+    /// The event delivered.
+    pub event_id: EventId,
+    /// The subscription delivered to.
+    pub subscription_id: SubscriptionId,
+    /// The tenant both belong to.
+    pub tenant_id: TenantId,
+    /// The event's journal sequence number: the delivery order.
+    pub seq: i64,
+    /// Current status.
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Status code of the last attempt, if it got a response (a timeout is recorded as 500).
+    pub last_status_code: Option<u16>,
+    /// Error of the last attempt, if any.
+    pub last_error: Option<String>,
+    /// When the next retry is due, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    /// Last change, RFC 3339.
+    pub updated_at: String,
+}
+
+/// One HTTP try of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub n: u32,
+    /// Start time, RFC 3339.
+    pub started_at: String,
+    /// Duration in ms.
+    pub duration_ms: u64,
+    /// The response status (a timeout is recorded as 500, as the seeds do).
+    pub status_code: Option<u16>,
+    /// The kind of error: `timeout`, `connect`, `dns`, `reset`, `http_status`, `interrupted`, ….
+    pub error_kind: Option<String>,
+    /// A description of the error.
+    pub error: Option<String>,
+    /// The first bytes (at most 4 KiB) of the response body.
+    pub response_snippet: Option<String>,
+}
+
+/// A delivery with its attempt log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryDetail {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// Its attempts, oldest first.
+    pub attempt_log: Vec<Attempt>,
+}
+
+/// Which deliveries of a subscription to list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeliveryQuery {
+    /// Only this status.
+    pub status: Option<DeliveryStatus>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<u32>,
+    /// Only after this cursor (from a previous page's `next`).
+    pub after: Option<String>,
+}
+
+/// A page of deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryPage {
+    /// The deliveries, in `seq` order.
+    pub items: Vec<Delivery>,
+    /// The cursor of the next page, or `None` at the end.
+    pub next: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(types: Vec<NotificationType>, wfs: Vec<&str>) -> SubscriptionSpec {
+        SubscriptionSpec {
+            url: "http://example.com/".into(),
+            notification_types: types,
+            workflow_ids: wfs.into_iter().map(String::from).collect(),
+            access_key: None,
+            headers: BTreeMap::new(),
+            retry: RetryPolicy::default(),
+            timeout_ms: 30_000,
+            on_failure: FailurePolicy::Block,
+        }
+    }
+
+    #[test]
+    fn filters_match_types_and_workflows() {
+        let all = spec(vec![], vec![]);
+        assert!(all.matches(NotificationType::CaseEvent, None));
+        let nodes = spec(vec![NotificationType::NodeEvent], vec![]);
+        assert!(nodes.matches(NotificationType::NodeEvent, Some("104")));
+        assert!(!nodes.matches(NotificationType::CaseEvent, Some("104")));
+        let wf = spec(vec![], vec!["104"]);
+        assert!(wf.matches(NotificationType::CaseEvent, Some("104")));
+        assert!(!wf.matches(NotificationType::CaseEvent, Some("105")));
+        assert!(!wf.matches(NotificationType::CaseEvent, None));
+    }
+
+    #[test]
+    fn envelope_validation_names_the_field() {
+        let ok = EventInput::new("acme", "t1", NotificationType::NodeEvent);
+        assert!(ok.clone().validate().is_ok());
+        let mut bad = ok.clone();
+        bad.timestamp = "yesterday".into();
+        assert!(matches!(bad.validate(), Err(Error::Invalid { field, .. }) if field == "timestamp"));
+        let bad = ok.clone().payload(serde_json::json!([1, 2]));
+        assert!(matches!(bad.validate(), Err(Error::Invalid { field, .. }) if field == "payLoad"));
+        let mut bad = ok;
+        bad.transaction_id.clear();
+        assert!(
+            matches!(bad.validate(), Err(Error::Invalid { field, .. }) if field == "transactionId")
+        );
+    }
+
+    #[test]
+    fn envelope_json_uses_the_seed_names() {
+        let json = serde_json::json!({
+            "tenantId": "acme", "transactionId": "84e32dcfecc9f4dc",
+            "notificationType": "NODE_EVENT", "payLoad": {"id": 28907},
+            "timestamp": "2022-08-12T10:12:16.827Z"
+        });
+        let input: EventInput = serde_json::from_value(json).expect("seed envelope parses");
+        let event = input.validate().expect("valid");
+        let out = serde_json::to_value(&event).expect("serialises");
+        assert_eq!(out["payLoad"]["id"], 28907);
+        assert_eq!(out["notificationType"], "NODE_EVENT");
+        assert!(out["id"].as_str().is_some_and(|s| s.starts_with("evt_")));
+    }
+
+    #[test]
+    fn reserved_headers_are_refused() {
+        let cfg = crate::config::EngineConfig::default();
+        for name in ["Content-Type", "webhook-id", "access-key", "Host"] {
+            let mut n = NewSubscription::new("acme", "http://example.com/hook");
+            n.headers.insert(name.into(), "x".into());
+            assert!(SubscriptionSpec::from_new(n, &cfg).is_err(), "{name} must be refused");
+        }
+        let mut n = NewSubscription::new("acme", "http://example.com/hook");
+        n.headers.insert("entityId".into(), "E1".into());
+        assert!(SubscriptionSpec::from_new(n, &cfg).is_ok());
+    }
+
+    #[test]
+    fn urls_and_limits_are_checked() {
+        let cfg = crate::config::EngineConfig::default();
+        for url in ["ftp://example.com/", "not a url", "http://"] {
+            let n = NewSubscription::new("acme", url);
+            assert!(SubscriptionSpec::from_new(n, &cfg).is_err(), "{url} must be refused");
+        }
+        let mut n = NewSubscription::new("acme", "https://example.com/");
+        n.retry = Some(RetryPolicy { max_attempts: 21, backoff_ms: vec![1] });
+        assert!(SubscriptionSpec::from_new(n, &cfg).is_err());
+        let mut n = NewSubscription::new("acme", "https://example.com/");
+        n.timeout_ms = Some(5);
+        assert!(SubscriptionSpec::from_new(n, &cfg).is_err());
+    }
+}
