@@ -84,13 +84,19 @@ impl EngineConfig {
             ..=crate::model::SubscriptionSpec::MAX_TIMEOUT_MS)
             .contains(&t)
         {
-            return Err(Error::invalid("defaultTimeout", "must be between 100 ms and 300 s"));
+            return Err(Error::invalid(
+                "defaultTimeout",
+                "must be between 100 ms and 300 s",
+            ));
         }
         if self.connect_timeout.is_zero() {
             return Err(Error::invalid("connectTimeout", "must be positive"));
         }
         if self.restart_limit == 0 || self.restart_window.is_zero() {
-            return Err(Error::invalid("restartLimit", "limit and window must be positive"));
+            return Err(Error::invalid(
+                "restartLimit",
+                "limit and window must be positive",
+            ));
         }
         if self.commit_batch_max == 0 || self.intake_queue == 0 || self.reader_connections == 0 {
             return Err(Error::invalid(
@@ -99,7 +105,10 @@ impl EngineConfig {
             ));
         }
         if self.actor_prefetch == 0 || self.actor_prefetch > 1024 {
-            return Err(Error::invalid("actorPrefetch", "must be between 1 and 1024"));
+            return Err(Error::invalid(
+                "actorPrefetch",
+                "must be between 1 and 1024",
+            ));
         }
         Ok(())
     }

@@ -91,7 +91,8 @@ impl Sender {
         h.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_JSON));
         h.insert(USER_AGENT, self.user_agent.clone());
         if let Some(key) = &req.access_key {
-            let mut v = HeaderValue::from_str(key).map_err(|_| "access key is not a valid header value".to_string())?;
+            let mut v = HeaderValue::from_str(key)
+                .map_err(|_| "access key is not a valid header value".to_string())?;
             v.set_sensitive(true);
             h.insert(HeaderName::from_static("access-key"), v);
         }
@@ -101,7 +102,10 @@ impl Sender {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        h.insert(HeaderName::from_static("webhook-timestamp"), HeaderValue::from(ts));
+        h.insert(
+            HeaderName::from_static("webhook-timestamp"),
+            HeaderValue::from(ts),
+        );
         Ok(h)
     }
 
@@ -110,19 +114,29 @@ impl Sender {
         let started_at = now_ms();
         let start = tokio::time::Instant::now();
         let outcome = match self.headers(req) {
-            Err(message) => AttemptOutcome::Failed { kind: ErrorKind::InvalidRequest, message },
+            Err(message) => AttemptOutcome::Failed {
+                kind: ErrorKind::InvalidRequest,
+                message,
+            },
             Ok(headers) => {
                 let fut = self.exchange(req, headers);
                 match tokio::time::timeout(req.timeout, fut).await {
                     Ok(o) => o,
                     Err(_) => AttemptOutcome::Failed {
                         kind: ErrorKind::Timeout,
-                        message: format!("no complete response within {} ms", req.timeout.as_millis()),
+                        message: format!(
+                            "no complete response within {} ms",
+                            req.timeout.as_millis()
+                        ),
                     },
                 }
             }
         };
-        AttemptResult { started_at, duration: start.elapsed(), outcome }
+        AttemptResult {
+            started_at,
+            duration: start.elapsed(),
+            outcome,
+        }
     }
 
     async fn exchange(&self, req: &AttemptRequest, headers: HeaderMap) -> AttemptOutcome {
@@ -168,7 +182,12 @@ impl Sender {
             }
         }
         let snippet = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
-        AttemptOutcome::Response { status, retry_after, snippet, disable }
+        AttemptOutcome::Response {
+            status,
+            retry_after,
+            snippet,
+            disable,
+        }
     }
 }
 
@@ -182,7 +201,10 @@ fn failed(e: &reqwest::Error) -> AttemptOutcome {
     } else {
         ErrorKind::Reset
     };
-    AttemptOutcome::Failed { kind, message: error_chain(e) }
+    AttemptOutcome::Failed {
+        kind,
+        message: error_chain(e),
+    }
 }
 
 /// The error and its causes on one line (reqwest's own message rarely names the cause).

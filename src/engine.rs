@@ -25,9 +25,9 @@ use crate::error::{Error, Result};
 use crate::id::{DeliveryId, SubscriptionId, TenantId, validate_external_id};
 use crate::journal::Journal;
 use crate::model::{
-    CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, EventInput, NewSubscription,
-    NewTenant, Principal, PublishReceipt, RetryPolicy, Subscription, SubscriptionPatch,
-    SubscriptionSpec, Tenant,
+    CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, EventInput,
+    NewSubscription, NewTenant, Principal, PublishReceipt, RetryPolicy, Subscription,
+    SubscriptionPatch, SubscriptionSpec, Tenant,
 };
 
 /// Entry point: `Engine::builder().path("hookline.db").build().await`.
@@ -37,7 +37,10 @@ pub struct Engine;
 impl Engine {
     /// A builder with every setting at its default.
     pub fn builder() -> EngineBuilder {
-        EngineBuilder { path: None, config: EngineConfig::default() }
+        EngineBuilder {
+            path: None,
+            config: EngineConfig::default(),
+        }
     }
 }
 
@@ -118,7 +121,10 @@ impl EngineBuilder {
         };
         let (journal, recovery) = Journal::open(&path, &self.config).await?;
         if recovery.interrupted > 0 {
-            tracing::warn!(count = recovery.interrupted, "attempts interrupted by the last stop will be retried");
+            tracing::warn!(
+                count = recovery.interrupted,
+                "attempts interrupted by the last stop will be retried"
+            );
         }
         let ctx: SharedCtx = Arc::new(Ctx {
             journal: journal.clone(),
@@ -157,7 +163,9 @@ pub struct EngineHandle {
 
 impl std::fmt::Debug for EngineHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineHandle").field("journal", &self.inner.ctx.journal).finish()
+        f.debug_struct("EngineHandle")
+            .field("journal", &self.inner.ctx.journal)
+            .finish()
     }
 }
 
@@ -178,7 +186,10 @@ fn hash_key(key: &str) -> String {
 
 fn generate_key(prefix: &str) -> String {
     let bytes: [u8; 32] = rand::random();
-    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 impl EngineHandle {
@@ -208,18 +219,29 @@ impl EngineHandle {
             .journal()
             .create_tenant(TenantId::from(t.id), t.name, hash_key(&key))
             .await?;
-        Ok(CreatedTenant { tenant, api_key: key })
+        Ok(CreatedTenant {
+            tenant,
+            api_key: key,
+        })
     }
 
     /// A tenant by id.
     pub async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
-        self.journal().get_tenant(id).await?.ok_or_else(|| Error::not_found("tenant", id))
+        self.journal()
+            .get_tenant(id)
+            .await?
+            .ok_or_else(|| Error::not_found("tenant", id))
     }
 
     /// Who an API key belongs to, if anyone.
     pub async fn authenticate(&self, key: &str) -> Result<Option<Principal>> {
         let hash = hash_key(key);
-        let configured = self.inner.admin_override.read().map(|g| g.clone()).unwrap_or(None);
+        let configured = self
+            .inner
+            .admin_override
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or(None);
         if configured.is_some_and(|h| h == hash) {
             return Ok(Some(Principal::Admin));
         }
@@ -284,7 +306,11 @@ impl EngineHandle {
 
     /// Changes a subscription; the next attempt uses the new settings (one in flight finishes
     /// with the old ones).
-    pub async fn update_subscription(&self, id: &SubscriptionId, patch: SubscriptionPatch) -> Result<Subscription> {
+    pub async fn update_subscription(
+        &self,
+        id: &SubscriptionId,
+        patch: SubscriptionPatch,
+    ) -> Result<Subscription> {
         self.subscription_command(id, Command::Update(patch)).await
     }
 
@@ -307,7 +333,11 @@ impl EngineHandle {
         }
     }
 
-    async fn subscription_command(&self, id: &SubscriptionId, cmd: Command) -> Result<Subscription> {
+    async fn subscription_command(
+        &self,
+        id: &SubscriptionId,
+        cmd: Command,
+    ) -> Result<Subscription> {
         match self.command(id, cmd).await? {
             CommandReply::Subscription(s) => Ok(*s),
             other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
@@ -316,7 +346,10 @@ impl EngineHandle {
 
     async fn actor(&self, id: &SubscriptionId) -> Result<ActorRef<SubscriberMsg>> {
         let sub = id.clone();
-        call(&self.inner.supervisor, move |tx| SupervisorMsg::Get(sub, tx)).await?
+        call(&self.inner.supervisor, move |tx| {
+            SupervisorMsg::Get(sub, tx)
+        })
+        .await?
     }
 
     async fn command(&self, id: &SubscriptionId, cmd: Command) -> Result<CommandReply> {
@@ -328,7 +361,9 @@ impl EngineHandle {
             .map_err(|_| Error::Conflict(format!("subscription {id} is restarting; try again")))?;
         match result {
             CallResult::Success(r) => r,
-            _ => Err(Error::Conflict(format!("subscription {id} is restarting; try again"))),
+            _ => Err(Error::Conflict(format!(
+                "subscription {id} is restarting; try again"
+            ))),
         }
     }
 
@@ -340,12 +375,16 @@ impl EngineHandle {
         self.check_open()?;
         let event = event.validate()?;
         let mut out = self.journal().publish(vec![event]).await?;
-        out.pop().unwrap_or_else(|| Err(Error::Internal("no publish result".into())))
+        out.pop()
+            .unwrap_or_else(|| Err(Error::Internal("no publish result".into())))
     }
 
     /// Publishes several events in one durable commit; one result per event, in order. An invalid
     /// event is refused on its own without affecting the others.
-    pub async fn publish_batch(&self, events: Vec<EventInput>) -> Result<Vec<Result<PublishReceipt>>> {
+    pub async fn publish_batch(
+        &self,
+        events: Vec<EventInput>,
+    ) -> Result<Vec<Result<PublishReceipt>>> {
         self.check_open()?;
         let mut results: Vec<Option<Result<PublishReceipt>>> = Vec::with_capacity(events.len());
         let mut valid = Vec::with_capacity(events.len());
@@ -361,14 +400,24 @@ impl EngineHandle {
         let mut journaled = self.journal().publish(valid).await?.into_iter();
         Ok(results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| journaled.next().unwrap_or_else(|| Err(Error::Internal("missing result".into())))))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    journaled
+                        .next()
+                        .unwrap_or_else(|| Err(Error::Internal("missing result".into())))
+                })
+            })
             .collect())
     }
 
     // ---- deliveries ----------------------------------------------------------------------
 
     /// A page of a subscription's deliveries in `seq` order.
-    pub async fn list_deliveries(&self, sub: &SubscriptionId, q: DeliveryQuery) -> Result<DeliveryPage> {
+    pub async fn list_deliveries(
+        &self,
+        sub: &SubscriptionId,
+        q: DeliveryQuery,
+    ) -> Result<DeliveryPage> {
         self.journal().list_deliveries(sub, &q).await
     }
 
@@ -380,7 +429,10 @@ impl EngineHandle {
             .await?
             .ok_or_else(|| Error::not_found("delivery", id))?;
         let attempt_log = self.journal().attempts(id).await?;
-        Ok(DeliveryDetail { delivery, attempt_log })
+        Ok(DeliveryDetail {
+            delivery,
+            attempt_log,
+        })
     }
 
     /// Puts a failed delivery back to pending in its place in the order, with a fresh retry
@@ -415,7 +467,11 @@ impl EngineHandle {
             return;
         }
         let grace = self.inner.ctx.config.shutdown_grace;
-        let drained = self.inner.supervisor.call(SupervisorMsg::Shutdown, Some(grace)).await;
+        let drained = self
+            .inner
+            .supervisor
+            .call(SupervisorMsg::Shutdown, Some(grace))
+            .await;
         if !matches!(drained, Ok(CallResult::Success(()))) {
             tracing::warn!("shutdown grace elapsed; abandoning attempts still in flight");
         }

@@ -50,8 +50,8 @@
 //! The guarantees these modules keep are listed in `ARCHITECTURE.md` and restated where each is
 //! kept (`journal` for 1, 2 and 7; `actors::subscriber` for 3, 4 and 5).
 
-pub mod api;
 mod actors;
+pub mod api;
 mod clock;
 pub mod config;
 mod delivery;

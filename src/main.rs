@@ -1,1 +1,112 @@
-fn main() {}
+//! The `hookline` binary: a thin command-line layer over the library.
+//!
+//! `hookline serve` runs the engine with its HTTP API. Settings come from flags, which override
+//! `HOOKLINE_*` environment variables, which override the defaults (`./hookline.db`,
+//! `127.0.0.1:8080`). SIGTERM or SIGINT stops intake, lets attempts in flight finish (bounded by
+//! the shutdown grace) and exits 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hookline::{Engine, config::parse_networks};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hookline",
+    version,
+    about = "Durable, strictly ordered webhook delivery"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the delivery engine with its HTTP API.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address and port the HTTP API listens on.
+    #[arg(long, env = "HOOKLINE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The SQLite journal file (created if missing).
+    #[arg(long, env = "HOOKLINE_DB", default_value = "hookline.db")]
+    db: PathBuf,
+    /// The admin API key. If unset on first start, one is generated, printed once, and only its
+    /// hash is stored.
+    #[arg(long, env = "HOOKLINE_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+    /// Comma-separated CIDRs exempt from the private-address block (e.g. 127.0.0.0/8).
+    #[arg(long, env = "HOOKLINE_ALLOW_NETWORKS", default_value = "")]
+    allow_networks: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let networks = parse_networks(&args.allow_networks).context("HOOKLINE_ALLOW_NETWORKS")?;
+    let engine = Engine::builder()
+        .path(&args.db)
+        .allow_networks(networks)
+        .build()
+        .await
+        .with_context(|| format!("opening journal {}", args.db.display()))?;
+    if let Some(key) = engine.ensure_admin_key(args.admin_key.as_deref()).await? {
+        // The one place a secret is shown: the generated admin key, once, at first start.
+        #[allow(clippy::print_stdout)]
+        {
+            println!("hookline: generated admin API key (shown only this once, store it now):");
+            println!("{key}");
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, db = %args.db.display(), "hookline serving");
+    hookline::api::serve(listener, engine.clone(), shutdown_signal()).await?;
+    tracing::info!("stopping: finishing attempts in flight");
+    engine.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

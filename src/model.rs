@@ -137,12 +137,18 @@ impl EventInput {
             None => EventId::generate(),
         };
         if self.transaction_id.is_empty() || self.transaction_id.len() > 256 {
-            return Err(Error::invalid("transactionId", "must be 1 to 256 characters"));
+            return Err(Error::invalid(
+                "transactionId",
+                "must be 1 to 256 characters",
+            ));
         }
         if let Some(r) = &self.reference_id
             && r.len() > 256
         {
-            return Err(Error::invalid("referenceId", "must be at most 256 characters"));
+            return Err(Error::invalid(
+                "referenceId",
+                "must be at most 256 characters",
+            ));
         }
         if let Some(w) = &self.workflow_id
             && (w.is_empty() || w.len() > 256)
@@ -313,7 +319,10 @@ impl RetryPolicy {
             ));
         }
         if self.backoff_ms.is_empty() || self.backoff_ms.len() > 32 {
-            return Err(Error::invalid("retry.backoffMs", "must list 1 to 32 delays"));
+            return Err(Error::invalid(
+                "retry.backoffMs",
+                "must list 1 to 32 delays",
+            ));
         }
         if self.backoff_ms.iter().any(|d| *d > Self::MAX_BACKOFF_MS) {
             return Err(Error::invalid(
@@ -459,7 +468,10 @@ impl SubscriptionSpec {
     pub const MIN_TIMEOUT_MS: u64 = 100;
     pub const MAX_TIMEOUT_MS: u64 = 300_000;
 
-    pub(crate) fn from_new(n: NewSubscription, defaults: &crate::config::EngineConfig) -> Result<Self> {
+    pub(crate) fn from_new(
+        n: NewSubscription,
+        defaults: &crate::config::EngineConfig,
+    ) -> Result<Self> {
         let spec = SubscriptionSpec {
             url: n.url,
             notification_types: n.notification_types,
@@ -519,7 +531,10 @@ impl SubscriptionSpec {
         }
         for w in &self.workflow_ids {
             if w.is_empty() || w.len() > 256 {
-                return Err(Error::invalid("workflowIds", "each must be 1 to 256 characters"));
+                return Err(Error::invalid(
+                    "workflowIds",
+                    "each must be 1 to 256 characters",
+                ));
             }
         }
         if let Some(k) = &self.access_key
@@ -782,7 +797,9 @@ mod tests {
         assert!(ok.clone().validate().is_ok());
         let mut bad = ok.clone();
         bad.timestamp = "yesterday".into();
-        assert!(matches!(bad.validate(), Err(Error::Invalid { field, .. }) if field == "timestamp"));
+        assert!(
+            matches!(bad.validate(), Err(Error::Invalid { field, .. }) if field == "timestamp")
+        );
         let bad = ok.clone().payload(serde_json::json!([1, 2]));
         assert!(matches!(bad.validate(), Err(Error::Invalid { field, .. }) if field == "payLoad"));
         let mut bad = ok;
@@ -813,7 +830,10 @@ mod tests {
         for name in ["Content-Type", "webhook-id", "access-key", "Host"] {
             let mut n = NewSubscription::new("acme", "http://example.com/hook");
             n.headers.insert(name.into(), "x".into());
-            assert!(SubscriptionSpec::from_new(n, &cfg).is_err(), "{name} must be refused");
+            assert!(
+                SubscriptionSpec::from_new(n, &cfg).is_err(),
+                "{name} must be refused"
+            );
         }
         let mut n = NewSubscription::new("acme", "http://example.com/hook");
         n.headers.insert("entityId".into(), "E1".into());
@@ -825,10 +845,16 @@ mod tests {
         let cfg = crate::config::EngineConfig::default();
         for url in ["ftp://example.com/", "not a url", "http://"] {
             let n = NewSubscription::new("acme", url);
-            assert!(SubscriptionSpec::from_new(n, &cfg).is_err(), "{url} must be refused");
+            assert!(
+                SubscriptionSpec::from_new(n, &cfg).is_err(),
+                "{url} must be refused"
+            );
         }
         let mut n = NewSubscription::new("acme", "https://example.com/");
-        n.retry = Some(RetryPolicy { max_attempts: 21, backoff_ms: vec![1] });
+        n.retry = Some(RetryPolicy {
+            max_attempts: 21,
+            backoff_ms: vec![1],
+        });
         assert!(SubscriptionSpec::from_new(n, &cfg).is_err());
         let mut n = NewSubscription::new("acme", "https://example.com/");
         n.timeout_ms = Some(5);

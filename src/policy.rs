@@ -19,10 +19,12 @@ pub(crate) enum ErrorKind {
     /// The TCP or TLS connection could not be established.
     Connect,
     /// The host name did not resolve.
+    #[allow(dead_code)] // produced by the SSRF-safe resolver of the outbound-security work
     Dns,
     /// The connection broke while sending or reading.
     Reset,
     /// The destination address is not allowed (SSRF defence).
+    #[allow(dead_code)] // produced by the SSRF-safe resolver of the outbound-security work
     BlockedAddress,
     /// The request could not be built (bad header value, unsupported URL).
     InvalidRequest,
@@ -118,7 +120,9 @@ pub(crate) fn decide<R: Rng + ?Sized>(
         Verdict::Retriable if counted >= policy.max_attempts => Decision::Failed { disable: false },
         Verdict::Retriable => {
             let scheduled = backoff(policy, counted, rng);
-            let asked = retry_after.map(|d| d.min(max_retry_after)).unwrap_or_default();
+            let asked = retry_after
+                .map(|d| d.min(max_retry_after))
+                .unwrap_or_default();
             Decision::RetryIn(scheduled.max(asked))
         }
     }
@@ -129,7 +133,11 @@ pub(crate) fn decide<R: Rng + ?Sized>(
 pub(crate) fn backoff<R: Rng + ?Sized>(policy: &RetryPolicy, retry: u32, rng: &mut R) -> Duration {
     let idx = (retry.max(1) as usize - 1).min(policy.backoff_ms.len().saturating_sub(1));
     let base = policy.backoff_ms.get(idx).copied().unwrap_or(1_000);
-    let jitter = if base >= 10 { rng.random_range(0..=base / 10) } else { 0 };
+    let jitter = if base >= 10 {
+        rng.random_range(0..=base / 10)
+    } else {
+        0
+    };
     Duration::from_millis(base + jitter)
 }
 
@@ -162,7 +170,11 @@ mod tests {
             assert_eq!(classify_status(s), Verdict::Delivered, "{s}");
         }
         for s in [300, 301, 302, 304, 307, 308] {
-            assert_eq!(classify_status(s), Verdict::Fatal, "{s}: 3xx is never followed");
+            assert_eq!(
+                classify_status(s),
+                Verdict::Fatal,
+                "{s}: 3xx is never followed"
+            );
         }
         for s in [408, 425, 429, 500, 502, 503, 504, 599] {
             assert_eq!(classify_status(s), Verdict::Retriable, "{s}");
@@ -194,7 +206,13 @@ mod tests {
         let p = policy(20, &[1000, 10_000, 60_000]);
         let mut rng = StdRng::seed_from_u64(7);
         for _ in 0..200 {
-            for (retry, base) in [(1, 1000), (2, 10_000), (3, 60_000), (4, 60_000), (19, 60_000)] {
+            for (retry, base) in [
+                (1, 1000),
+                (2, 10_000),
+                (3, 60_000),
+                (4, 60_000),
+                (19, 60_000),
+            ] {
                 let d = backoff(&p, retry, &mut rng).as_millis() as u64;
                 assert!(d >= base && d <= base + base / 10, "retry {retry}: {d}");
             }
@@ -231,20 +249,47 @@ mod tests {
         let p = policy(10, &[100]);
         let mut rng = StdRng::seed_from_u64(3);
         let cap = Duration::from_secs(30);
-        let long = decide(Verdict::Retriable, Some(Duration::from_secs(5)), 1, &p, cap, &mut rng);
+        let long = decide(
+            Verdict::Retriable,
+            Some(Duration::from_secs(5)),
+            1,
+            &p,
+            cap,
+            &mut rng,
+        );
         assert_eq!(long, Decision::RetryIn(Duration::from_secs(5)));
-        let huge = decide(Verdict::Retriable, Some(Duration::from_secs(9999)), 1, &p, cap, &mut rng);
+        let huge = decide(
+            Verdict::Retriable,
+            Some(Duration::from_secs(9999)),
+            1,
+            &p,
+            cap,
+            &mut rng,
+        );
         assert_eq!(huge, Decision::RetryIn(cap));
-        let short = decide(Verdict::Retriable, Some(Duration::ZERO), 1, &p, cap, &mut rng);
+        let short = decide(
+            Verdict::Retriable,
+            Some(Duration::ZERO),
+            1,
+            &p,
+            cap,
+            &mut rng,
+        );
         assert!(matches!(short, Decision::RetryIn(d) if d >= Duration::from_millis(100)));
     }
 
     #[test]
     fn retry_after_parses_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(90))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::AbortHandle;
 
 use super::SharedCtx;
@@ -25,9 +25,7 @@ use crate::delivery::{AttemptOutcome, AttemptRequest, AttemptResult};
 use crate::error::{Error, Result};
 use crate::id::{DeliveryId, SubscriptionId};
 use crate::journal::{AttemptRecord, FlagChange, QueuedDelivery, SubscriptionRow};
-use crate::model::{
-    Delivery, DeliveryStatus, FailurePolicy, Subscription, SubscriptionPatch,
-};
+use crate::model::{Delivery, DeliveryStatus, FailurePolicy, Subscription, SubscriptionPatch};
 use crate::policy::{self, Decision, ErrorKind};
 
 /// Messages of a subscriber actor.
@@ -250,7 +248,11 @@ impl SubscriberState {
             let more = self
                 .ctx
                 .journal
-                .next_deliveries(&self.row.id, self.fetched_upto, self.ctx.config.actor_prefetch)
+                .next_deliveries(
+                    &self.row.id,
+                    self.fetched_upto,
+                    self.ctx.config.actor_prefetch,
+                )
                 .await?;
             if let Some(last) = more.last() {
                 self.fetched_upto = last.seq;
@@ -269,7 +271,10 @@ impl SubscriberState {
                     tokio::time::sleep(wait).await;
                     let _ = me.cast(SubscriberMsg::TimerFired { delivery });
                 });
-                self.timer = Some(Timer { delivery, task: task.abort_handle() });
+                self.timer = Some(Timer {
+                    delivery,
+                    task: task.abort_handle(),
+                });
                 return Ok(());
             }
         }
@@ -288,15 +293,30 @@ impl SubscriberState {
         let delivery = head.id;
         let sender = self.ctx.sender.clone();
         let me = myself.clone();
-        let span = tracing::debug_span!("attempt", subscription = %self.row.id, tenant = %self.row.tenant_id, event = %head.event_id, n);
+        let span = tracing::debug_span!(
+            "attempt",
+            subscription = %self.row.id,
+            tenant = %self.row.tenant_id,
+            event = %head.event_id,
+            kind = head.notification_type.as_str(),
+            n
+        );
         let task = self.ctx.tasks.spawn(tracing::Instrument::instrument(
             async move {
                 let result = sender.send(&req).await;
-                let _ = me.cast(SubscriberMsg::AttemptDone(Box::new(AttemptDone { delivery, n, result })));
+                let _ = me.cast(SubscriberMsg::AttemptDone(Box::new(AttemptDone {
+                    delivery,
+                    n,
+                    result,
+                })));
             },
             span,
         ));
-        self.in_flight = Some(InFlight { delivery, n, task: task.abort_handle() });
+        self.in_flight = Some(InFlight {
+            delivery,
+            n,
+            task: task.abort_handle(),
+        });
         Ok(())
     }
 
@@ -313,25 +333,41 @@ impl SubscriberState {
         let head = &self.queue[pos];
         let counted = head.budget_used + 1;
         let spec = &self.row.spec;
-        let (verdict, retry_after, status_code, error_kind, error, snippet) = match done.result.outcome {
-            AttemptOutcome::Response { status, retry_after, snippet, disable } => {
-                let mut v = policy::classify_status(status);
-                if disable && v != policy::Verdict::Delivered {
-                    v = policy::Verdict::Gone;
+        let (verdict, retry_after, status_code, error_kind, error, snippet) =
+            match done.result.outcome {
+                AttemptOutcome::Response {
+                    status,
+                    retry_after,
+                    snippet,
+                    disable,
+                } => {
+                    let mut v = policy::classify_status(status);
+                    if disable && v != policy::Verdict::Delivered {
+                        v = policy::Verdict::Gone;
+                    }
+                    let (kind, err) = if (200..300).contains(&status) {
+                        (None, None)
+                    } else {
+                        (
+                            Some("http_status"),
+                            Some(format!("receiver answered {status}")),
+                        )
+                    };
+                    (v, retry_after, Some(status), kind, err, snippet)
                 }
-                let (kind, err) = if (200..300).contains(&status) {
-                    (None, None)
-                } else {
-                    (Some("http_status"), Some(format!("receiver answered {status}")))
-                };
-                (v, retry_after, Some(status), kind, err, snippet)
-            }
-            AttemptOutcome::Failed { kind, message } => {
-                // The seeds log a timeout as a failure with status 500.
-                let code = (kind == ErrorKind::Timeout).then_some(500);
-                (policy::classify_error(kind), None, code, Some(kind.as_str()), Some(message), None)
-            }
-        };
+                AttemptOutcome::Failed { kind, message } => {
+                    // The seeds log a timeout as a failure with status 500.
+                    let code = (kind == ErrorKind::Timeout).then_some(500);
+                    (
+                        policy::classify_error(kind),
+                        None,
+                        code,
+                        Some(kind.as_str()),
+                        Some(message),
+                        None,
+                    )
+                }
+            };
         let decision = policy::decide(
             verdict,
             retry_after,
@@ -343,13 +379,18 @@ impl SubscriberState {
         let mut flags = None;
         let (new_status, next_at) = match decision {
             Decision::Delivered => (DeliveryStatus::Delivered, None),
-            Decision::RetryIn(d) => (DeliveryStatus::Pending, Some(now_ms() + d.as_millis() as i64)),
+            Decision::RetryIn(d) => (
+                DeliveryStatus::Pending,
+                Some(now_ms() + d.as_millis() as i64),
+            ),
             Decision::Failed { disable } => {
                 let mut f = FlagChange::default();
                 if disable {
                     f.disabled_reason = Some(Some(match status_code {
                         Some(410) => "receiver answered 410 Gone".to_string(),
-                        _ => "receiver asked to be disabled (webhook-delivery: disable)".to_string(),
+                        _ => {
+                            "receiver asked to be disabled (webhook-delivery: disable)".to_string()
+                        }
                     }));
                 }
                 if spec.on_failure == FailurePolicy::Block {
@@ -405,7 +446,10 @@ impl SubscriberState {
         let journal = &self.ctx.journal;
         match cmd {
             Command::Pause => {
-                let flags = FlagChange { paused: Some(true), ..FlagChange::default() };
+                let flags = FlagChange {
+                    paused: Some(true),
+                    ..FlagChange::default()
+                };
                 self.row = journal.set_flags(self.row.id.clone(), flags).await?;
                 Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
             }
@@ -443,7 +487,12 @@ impl SubscriberState {
                 }
                 let unblocking = self.row.blocked_on == Some(id.raw());
                 journal
-                    .set_delivery_status(id, DeliveryStatus::Skipped, false, unblocking.then(|| self.row.id.clone()))
+                    .set_delivery_status(
+                        id,
+                        DeliveryStatus::Skipped,
+                        false,
+                        unblocking.then(|| self.row.id.clone()),
+                    )
                     .await?;
                 self.queue.retain(|q| q.id != id);
                 if self.timer.as_ref().is_some_and(|t| t.delivery == id) {
@@ -464,7 +513,12 @@ impl SubscriberState {
                 }
                 let unblocking = self.row.blocked_on == Some(id.raw());
                 journal
-                    .set_delivery_status(id, DeliveryStatus::Pending, true, unblocking.then(|| self.row.id.clone()))
+                    .set_delivery_status(
+                        id,
+                        DeliveryStatus::Pending,
+                        true,
+                        unblocking.then(|| self.row.id.clone()),
+                    )
                     .await?;
                 if unblocking {
                     self.row.blocked_on = None;

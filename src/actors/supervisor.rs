@@ -28,7 +28,10 @@ pub(crate) enum SupervisorMsg {
     /// These subscriptions have new deliveries.
     Wake(Vec<SubscriptionId>),
     /// The actor of a subscription, spawned if needed (fails if the subscription does not exist).
-    Get(SubscriptionId, RpcReplyPort<Result<ActorRef<SubscriberMsg>>>),
+    Get(
+        SubscriptionId,
+        RpcReplyPort<Result<ActorRef<SubscriberMsg>>>,
+    ),
     /// Drain every child; answered when all have stopped.
     Shutdown(RpcReplyPort<()>),
     /// Number of live children (for tests and metrics).
@@ -167,41 +170,71 @@ impl SupervisorState {
         let (actor, _join) = Actor::spawn_linked(None, SubscriberActor, args, myself.get_cell())
             .await
             .map_err(|e| match e {
-                ractor::SpawnErr::StartupFailed(inner) if inner.downcast_ref::<Error>().is_some_and(|e| matches!(e, Error::NotFound { .. })) => {
+                ractor::SpawnErr::StartupFailed(inner)
+                    if inner
+                        .downcast_ref::<Error>()
+                        .is_some_and(|e| matches!(e, Error::NotFound { .. })) =>
+                {
                     Error::not_found("subscription", &sub)
                 }
                 other => Error::Internal(format!("could not start subscriber {sub}: {other}")),
             })?;
         self.by_actor.insert(actor.get_id(), sub.clone());
-        self.children.insert(sub, Child { actor: actor.clone(), wake });
+        self.children.insert(
+            sub,
+            Child {
+                actor: actor.clone(),
+                wake,
+            },
+        );
         Ok(actor)
     }
 
     fn forget(&mut self, id: ActorId) -> Option<SubscriptionId> {
         let sub = self.by_actor.remove(&id)?;
         // A newer actor may already serve this subscription; only drop the entry if it is ours.
-        if self.children.get(&sub).is_some_and(|c| c.actor.get_id() == id) {
+        if self
+            .children
+            .get(&sub)
+            .is_some_and(|c| c.actor.get_id() == id)
+        {
             self.children.remove(&sub);
         }
         Some(sub)
     }
 
-    async fn restart(&mut self, myself: &ActorRef<SupervisorMsg>, sub: SubscriptionId, error: String) {
+    async fn restart(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        sub: SubscriptionId,
+        error: String,
+    ) {
         let cfg = &self.ctx.config;
         let now = Instant::now();
         let history = self.failures.entry(sub.clone()).or_default();
         history.push_back(now);
-        while history.front().is_some_and(|t| now.duration_since(*t) > cfg.restart_window) {
+        while history
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > cfg.restart_window)
+        {
             history.pop_front();
         }
         let recent = history.len() as u32;
         if recent > cfg.restart_limit {
             self.failures.remove(&sub);
-            let reason = format!("actor failed {recent} times within {:?}; last error: {error}", cfg.restart_window);
-            let flags = FlagChange { faulted_reason: Some(Some(reason)), ..FlagChange::default() };
+            let reason = format!(
+                "actor failed {recent} times within {:?}; last error: {error}",
+                cfg.restart_window
+            );
+            let flags = FlagChange {
+                faulted_reason: Some(Some(reason)),
+                ..FlagChange::default()
+            };
             match self.ctx.journal.set_flags(sub.clone(), flags).await {
                 Ok(_) => tracing::error!(subscription = %sub, "subscription marked faulted"),
-                Err(e) => tracing::error!(subscription = %sub, error = %e, "could not mark subscription faulted"),
+                Err(e) => {
+                    tracing::error!(subscription = %sub, error = %e, "could not mark subscription faulted")
+                }
             }
             return;
         }

@@ -84,7 +84,6 @@ pub(crate) struct SubscriptionRow {
     pub id: SubscriptionId,
     pub tenant_id: TenantId,
     pub spec: SubscriptionSpec,
-    pub version: i64,
     pub paused: bool,
     pub blocked_on: Option<i64>,
     pub disabled_reason: Option<String>,
@@ -159,7 +158,9 @@ pub(crate) struct Journal {
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal").field("path", &self.inner.path).finish()
+        f.debug_struct("Journal")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -245,7 +246,10 @@ impl Journal {
         let (reply, rx) = oneshot::channel();
         self.inner
             .tx
-            .send(Command::Op { op, reply: Some(reply) })
+            .send(Command::Op {
+                op,
+                reply: Some(reply),
+            })
             .await
             .map_err(|_| Error::ShuttingDown)?;
         rx.await.map_err(|_| Error::ShuttingDown)?
@@ -272,9 +276,19 @@ impl Journal {
 
     // ---- writes -------------------------------------------------------------------------
 
-    pub(crate) async fn create_tenant(&self, id: TenantId, name: String, key_hash: String) -> Result<Tenant> {
+    pub(crate) async fn create_tenant(
+        &self,
+        id: TenantId,
+        name: String,
+        key_hash: String,
+    ) -> Result<Tenant> {
         match self
-            .call(Op::CreateTenant { id, name, key_hash, at: now_ms() })
+            .call(Op::CreateTenant {
+                id,
+                name,
+                key_hash,
+                at: now_ms(),
+            })
             .await?
         {
             Outcome::Tenant(t) => Ok(t),
@@ -283,7 +297,11 @@ impl Journal {
     }
 
     pub(crate) async fn insert_admin_key(&self, key_hash: String) -> Result<()> {
-        self.call_unit(Op::InsertAdminKey { key_hash, at: now_ms() }).await
+        self.call_unit(Op::InsertAdminKey {
+            key_hash,
+            at: now_ms(),
+        })
+        .await
     }
 
     pub(crate) async fn create_subscription(
@@ -292,15 +310,39 @@ impl Journal {
         tenant: TenantId,
         spec: SubscriptionSpec,
     ) -> Result<SubscriptionRow> {
-        self.row_op(Op::CreateSubscription { id, tenant, spec, at: now_ms() }).await
+        self.row_op(Op::CreateSubscription {
+            id,
+            tenant,
+            spec,
+            at: now_ms(),
+        })
+        .await
     }
 
-    pub(crate) async fn update_spec(&self, id: SubscriptionId, spec: SubscriptionSpec) -> Result<SubscriptionRow> {
-        self.row_op(Op::UpdateSpec { id, spec, at: now_ms() }).await
+    pub(crate) async fn update_spec(
+        &self,
+        id: SubscriptionId,
+        spec: SubscriptionSpec,
+    ) -> Result<SubscriptionRow> {
+        self.row_op(Op::UpdateSpec {
+            id,
+            spec,
+            at: now_ms(),
+        })
+        .await
     }
 
-    pub(crate) async fn set_flags(&self, id: SubscriptionId, flags: FlagChange) -> Result<SubscriptionRow> {
-        self.row_op(Op::SetFlags { id, flags, at: now_ms() }).await
+    pub(crate) async fn set_flags(
+        &self,
+        id: SubscriptionId,
+        flags: FlagChange,
+    ) -> Result<SubscriptionRow> {
+        self.row_op(Op::SetFlags {
+            id,
+            flags,
+            at: now_ms(),
+        })
+        .await
     }
 
     async fn row_op(&self, op: Op) -> Result<SubscriptionRow> {
@@ -316,7 +358,13 @@ impl Journal {
 
     /// Journals events and their deliveries in one commit; one result per event, in order.
     pub(crate) async fn publish(&self, events: Vec<Event>) -> Result<Vec<Result<PublishReceipt>>> {
-        match self.call(Op::Publish { events, at: now_ms() }).await? {
+        match self
+            .call(Op::Publish {
+                events,
+                at: now_ms(),
+            })
+            .await?
+        {
             Outcome::Receipts(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -324,10 +372,22 @@ impl Journal {
 
     /// Marks an attempt as started. Does not wait for the commit: if the process dies before it
     /// commits, the attempt is simply not counted, and the delivery is retried all the same.
-    pub(crate) async fn mark_in_flight(&self, delivery: DeliveryId, attempts: u32, at: i64) -> Result<()> {
+    pub(crate) async fn mark_in_flight(
+        &self,
+        delivery: DeliveryId,
+        attempts: u32,
+        at: i64,
+    ) -> Result<()> {
         self.inner
             .tx
-            .send(Command::Op { op: Op::MarkInFlight { delivery, attempts, at }, reply: None })
+            .send(Command::Op {
+                op: Op::MarkInFlight {
+                    delivery,
+                    attempts,
+                    at,
+                },
+                reply: None,
+            })
             .await
             .map_err(|_| Error::ShuttingDown)
     }
@@ -344,8 +404,14 @@ impl Journal {
         reset_budget: bool,
         unblock: Option<SubscriptionId>,
     ) -> Result<()> {
-        self.call_unit(Op::SetDeliveryStatus { delivery, status, reset_budget, unblock, at: now_ms() })
-            .await
+        self.call_unit(Op::SetDeliveryStatus {
+            delivery,
+            status,
+            reset_budget,
+            unblock,
+            at: now_ms(),
+        })
+        .await
     }
 
     // ---- reads --------------------------------------------------------------------------
@@ -387,7 +453,10 @@ impl Journal {
         }))
     }
 
-    pub(crate) async fn get_subscription(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRow>> {
+    pub(crate) async fn get_subscription(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<Option<SubscriptionRow>> {
         let row = sqlx::query(concat!(sub_select!(), " WHERE id = ?1"))
             .bind(id.as_str())
             .fetch_optional(self.pool())
@@ -396,15 +465,22 @@ impl Journal {
         row.map(|r| sub_from_row(&r)).transpose()
     }
 
-    pub(crate) async fn list_subscriptions(&self, tenant: Option<&TenantId>) -> Result<Vec<SubscriptionRow>> {
+    pub(crate) async fn list_subscriptions(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<SubscriptionRow>> {
         let rows = match tenant {
-            Some(t) => sqlx::query(concat!(sub_select!(), " WHERE tenant_id = ?1 ORDER BY id"))
-                .bind(t.as_str())
-                .fetch_all(self.pool())
-                .await,
-            None => sqlx::query(concat!(sub_select!(), " ORDER BY id"))
-                .fetch_all(self.pool())
-                .await,
+            Some(t) => {
+                sqlx::query(concat!(sub_select!(), " WHERE tenant_id = ?1 ORDER BY id"))
+                    .bind(t.as_str())
+                    .fetch_all(self.pool())
+                    .await
+            }
+            None => {
+                sqlx::query(concat!(sub_select!(), " ORDER BY id"))
+                    .fetch_all(self.pool())
+                    .await
+            }
         }
         .map_err(sql_err("read"))?;
         rows.iter().map(sub_from_row).collect()
@@ -481,19 +557,22 @@ impl Journal {
             .collect())
     }
 
-    pub(crate) async fn list_deliveries(&self, sub: &SubscriptionId, q: &DeliveryQuery) -> Result<DeliveryPage> {
+    pub(crate) async fn list_deliveries(
+        &self,
+        sub: &SubscriptionId,
+        q: &DeliveryQuery,
+    ) -> Result<DeliveryPage> {
         let limit = q.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid("limit", "must be between 1 and 1000"));
         }
-        let after = match &q.after {
-            None => 0,
-            Some(c) => c
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| Error::invalid("after", "is not a cursor from a previous page"))?,
-        };
+        let after =
+            match &q.after {
+                None => 0,
+                Some(c) => c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    Error::invalid("after", "is not a cursor from a previous page")
+                })?,
+            };
         let status = q.status.map(DeliveryStatus::as_str);
         let rows = sqlx::query(concat!(
             delivery_select!(),
@@ -507,7 +586,10 @@ impl Journal {
         .fetch_all(self.pool())
         .await
         .map_err(sql_err("read"))?;
-        let mut items = rows.iter().map(delivery_from_row).collect::<Result<Vec<_>>>()?;
+        let mut items = rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let next = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items.last().map(|d| d.seq.to_string())
@@ -516,20 +598,12 @@ impl Journal {
         };
         Ok(DeliveryPage { items, next })
     }
-
-    pub(crate) async fn event_by_id(&self, tenant: &TenantId, id: &EventId) -> Result<Option<(i64, String)>> {
-        let row = sqlx::query("SELECT seq, body FROM events WHERE tenant_id = ?1 AND id = ?2")
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await
-            .map_err(sql_err("read"))?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
-    }
 }
 
 fn unexpected(o: Outcome) -> Error {
-    Error::Internal(format!("journal answered with an unexpected outcome: {o:?}"))
+    Error::Internal(format!(
+        "journal answered with an unexpected outcome: {o:?}"
+    ))
 }
 
 async fn check_pragmas(conn: &mut SqliteConnection, durability: Durability) -> Result<()> {
@@ -539,7 +613,9 @@ async fn check_pragmas(conn: &mut SqliteConnection, durability: Durability) -> R
         .map_err(sql_err("pragma"))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Unavailable {
-            message: format!("journal_mode is {mode}, expected wal (is the file on a network filesystem?)"),
+            message: format!(
+                "journal_mode is {mode}, expected wal (is the file on a network filesystem?)"
+            ),
             source: None,
         });
     }
@@ -563,14 +639,18 @@ async fn check_pragmas(conn: &mut SqliteConnection, durability: Durability) -> R
 /// Guarantee 7: attempts cut short by a crash are logged as interrupted and retried.
 async fn recover(conn: &mut SqliteConnection) -> Result<Recovery> {
     let now = now_ms();
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(sql_err("recovery"))?;
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(sql_err("recovery"))?;
     let interrupted = sqlx::query(
         "INSERT OR IGNORE INTO attempts (delivery_id, n, started_at, duration_ms, error_kind, error) \
          SELECT id, attempts, COALESCE(started_at, updated_at), MAX(0, ?1 - COALESCE(started_at, updated_at)), \
-                'interrupted', 'hookline stopped while this attempt was in flight' \
+                ?2, 'hookline stopped while this attempt was in flight' \
          FROM deliveries WHERE state = 'in_flight' AND attempts > 0",
     )
     .bind(now)
+    .bind(crate::policy::ErrorKind::Interrupted.as_str())
     .execute(&mut *tx)
     .await
     .map_err(sql_err("recovery"))?
@@ -596,7 +676,10 @@ async fn recover(conn: &mut SqliteConnection) -> Result<Recovery> {
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    Ok(Recovery { interrupted, open_subscriptions })
+    Ok(Recovery {
+        interrupted,
+        open_subscriptions,
+    })
 }
 
 pub(super) const SUB_COLUMNS: &str = sub_select!();
@@ -609,7 +692,6 @@ fn sub_from_row(r: &SqliteRow) -> Result<SubscriptionRow> {
         id: SubscriptionId::from(r.get::<String, _>(0)),
         tenant_id: TenantId::from(r.get::<String, _>(1)),
         spec,
-        version: r.get(3),
         paused: r.get::<i64, _>(4) != 0,
         blocked_on: r.get(5),
         disabled_reason: r.get(6),

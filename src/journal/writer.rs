@@ -61,14 +61,44 @@ pub(crate) struct AttemptRecord {
 
 #[derive(Debug)]
 pub(super) enum Op {
-    CreateTenant { id: TenantId, name: String, key_hash: String, at: i64 },
-    InsertAdminKey { key_hash: String, at: i64 },
-    CreateSubscription { id: SubscriptionId, tenant: TenantId, spec: SubscriptionSpec, at: i64 },
-    UpdateSpec { id: SubscriptionId, spec: SubscriptionSpec, at: i64 },
-    SetFlags { id: SubscriptionId, flags: FlagChange, at: i64 },
-    DeleteSubscription { id: SubscriptionId },
-    Publish { events: Vec<Event>, at: i64 },
-    MarkInFlight { delivery: DeliveryId, attempts: u32, at: i64 },
+    CreateTenant {
+        id: TenantId,
+        name: String,
+        key_hash: String,
+        at: i64,
+    },
+    InsertAdminKey {
+        key_hash: String,
+        at: i64,
+    },
+    CreateSubscription {
+        id: SubscriptionId,
+        tenant: TenantId,
+        spec: SubscriptionSpec,
+        at: i64,
+    },
+    UpdateSpec {
+        id: SubscriptionId,
+        spec: SubscriptionSpec,
+        at: i64,
+    },
+    SetFlags {
+        id: SubscriptionId,
+        flags: FlagChange,
+        at: i64,
+    },
+    DeleteSubscription {
+        id: SubscriptionId,
+    },
+    Publish {
+        events: Vec<Event>,
+        at: i64,
+    },
+    MarkInFlight {
+        delivery: DeliveryId,
+        attempts: u32,
+        at: i64,
+    },
     RecordAttempt(Box<AttemptRecord>),
     SetDeliveryStatus {
         delivery: DeliveryId,
@@ -208,13 +238,18 @@ async fn process(
             reload_routing(conn, routing).await;
             for (op, reply) in ops.drain(..).zip(replies.drain(..)) {
                 let mut single_wakes = HashSet::new();
-                let result = match apply_all(conn, routing, std::slice::from_ref(&op), &mut single_wakes).await {
-                    Ok(mut outs) => outs.pop().unwrap_or_else(|| Err(Error::Internal("empty batch".into()))),
-                    Err(e) => {
-                        reload_routing(conn, routing).await;
-                        Err(Error::unavailable("journal write failed", e))
-                    }
-                };
+                let result =
+                    match apply_all(conn, routing, std::slice::from_ref(&op), &mut single_wakes)
+                        .await
+                    {
+                        Ok(mut outs) => outs
+                            .pop()
+                            .unwrap_or_else(|| Err(Error::Internal("empty batch".into()))),
+                        Err(e) => {
+                            reload_routing(conn, routing).await;
+                            Err(Error::unavailable("journal write failed", e))
+                        }
+                    };
                 if result.is_ok() {
                     wakes.extend(single_wakes);
                 }
@@ -258,7 +293,12 @@ async fn apply(
     wakes: &mut HashSet<SubscriptionId>,
 ) -> sqlx::Result<Result<Outcome>> {
     match op {
-        Op::CreateTenant { id, name, key_hash, at } => {
+        Op::CreateTenant {
+            id,
+            name,
+            key_hash,
+            at,
+        } => {
             if routing.tenants.contains(id) {
                 return Ok(Err(Error::Conflict(format!("tenant {id} already exists"))));
             }
@@ -268,12 +308,14 @@ async fn apply(
                 .bind(at)
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query("INSERT INTO api_keys (key_hash, tenant_id, created_at) VALUES (?1, ?2, ?3)")
-                .bind(key_hash)
-                .bind(id.as_str())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "INSERT INTO api_keys (key_hash, tenant_id, created_at) VALUES (?1, ?2, ?3)",
+            )
+            .bind(key_hash)
+            .bind(id.as_str())
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
             routing.tenants.insert(id.clone());
             Ok(Ok(Outcome::Tenant(Tenant {
                 id: id.clone(),
@@ -289,7 +331,12 @@ async fn apply(
                 .await?;
             Ok(Ok(Outcome::Unit))
         }
-        Op::CreateSubscription { id, tenant, spec, at } => {
+        Op::CreateSubscription {
+            id,
+            tenant,
+            spec,
+            at,
+        } => {
             if !routing.tenants.contains(tenant) {
                 return Ok(Err(Error::not_found("tenant", tenant)));
             }
@@ -371,7 +418,11 @@ async fn apply(
             }
             Ok(Ok(Outcome::Receipts(receipts)))
         }
-        Op::MarkInFlight { delivery, attempts, at } => {
+        Op::MarkInFlight {
+            delivery,
+            attempts,
+            at,
+        } => {
             sqlx::query(
                 "UPDATE deliveries SET state = 'in_flight', attempts = ?2, started_at = ?3, \
                  next_at = NULL, updated_at = ?3 WHERE id = ?1 AND state IN ('pending', 'in_flight')",
@@ -423,7 +474,11 @@ async fn apply(
                 return Box::pin(apply(
                     conn,
                     routing,
-                    &Op::SetFlags { id: rec.subscription.clone(), flags: flags.clone(), at: now },
+                    &Op::SetFlags {
+                        id: rec.subscription.clone(),
+                        flags: flags.clone(),
+                        at: now,
+                    },
                     wakes,
                 ))
                 .await
@@ -431,7 +486,13 @@ async fn apply(
             }
             Ok(Ok(Outcome::Unit))
         }
-        Op::SetDeliveryStatus { delivery, status, reset_budget, unblock, at } => {
+        Op::SetDeliveryStatus {
+            delivery,
+            status,
+            reset_budget,
+            unblock,
+            at,
+        } => {
             let n = sqlx::query(
                 "UPDATE deliveries SET state = ?2, \
                    budget_used = CASE WHEN ?3 THEN 0 ELSE budget_used END, \
@@ -463,7 +524,10 @@ async fn apply(
     }
 }
 
-async fn read_row(conn: &mut SqliteConnection, id: &SubscriptionId) -> sqlx::Result<Result<Outcome>> {
+async fn read_row(
+    conn: &mut SqliteConnection,
+    id: &SubscriptionId,
+) -> sqlx::Result<Result<Outcome>> {
     let row = sqlx::query(concat!(sub_select!(), " WHERE id = ?1"))
         .bind(id.as_str())
         .fetch_optional(&mut *conn)
