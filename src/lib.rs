@@ -8,24 +8,31 @@
 //! order: the next event goes only after the previous one got a 2xx or was given up on under the
 //! subscription's failure policy, across retries, restarts and crashes.
 //!
-//! ```no_run
+//! ```
 //! use hookline::{Engine, EventInput, NewSubscription, NewTenant, NotificationType};
 //!
-//! # async fn run() -> hookline::Result<()> {
-//! let engine = Engine::builder().path("hookline.db").build().await?;
-//! engine.create_tenant(NewTenant { id: "acme".into(), name: "Acme Lending".into() }).await?;
-//! let mut sub = NewSubscription::new("acme", "https://acme.example/hooks");
-//! sub.access_key = Some("s3cr3t".into());
-//! engine.create_subscription(sub).await?;
-//! let receipt = engine
-//!     .publish(
-//!         EventInput::new("acme", "84e32dcfecc9f4dc", NotificationType::TransactionEvent)
-//!             .payload(serde_json::json!({"status": "PASSED"})),
-//!     )
-//!     .await?; // returns once the event is durable
-//! println!("event {} is #{}", receipt.id, receipt.seq);
-//! engine.shutdown().await;
-//! # Ok(()) }
+//! #[tokio::main]
+//! async fn main() -> hookline::Result<()> {
+//!     // A throwaway journal; use `.path("hookline.db")` to keep one.
+//!     let engine = Engine::builder().in_memory().build().await?;
+//!     engine.create_tenant(NewTenant { id: "acme".into(), name: "Acme Lending".into() }).await?;
+//!     let mut sub = NewSubscription::new("acme", "http://127.0.0.1:9/hooks");
+//!     sub.access_key = Some("s3cr3t".into());
+//!     let sub = engine.create_subscription(sub).await?;
+//!
+//!     let receipt = engine
+//!         .publish(
+//!             EventInput::new("acme", "84e32dcfecc9f4dc", NotificationType::TransactionEvent)
+//!                 .payload(serde_json::json!({"status": "PASSED"})),
+//!         )
+//!         .await?; // returns once the event and its delivery are durable
+//!     assert_eq!(receipt.deliveries, 1);
+//!
+//!     let page = engine.list_deliveries(&sub.id, Default::default()).await?;
+//!     assert_eq!(page.items[0].event_id, receipt.id);
+//!     engine.shutdown().await;
+//!     Ok(())
+//! }
 //! ```
 //!
 //! ## Layout (layers point one way: top uses bottom)
