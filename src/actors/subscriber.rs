@@ -81,15 +81,26 @@ pub(crate) struct SubscriberArgs {
 
 pub(crate) struct SubscriberActor;
 
+/// Aborts its task when dropped. ractor drops a failed actor's state without calling
+/// `post_stop`, so this is what stops an orphaned attempt or timer before the restarted actor
+/// (which waits at least one restart backoff) takes the delivery up again.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct InFlight {
     delivery: DeliveryId,
     n: u32,
-    task: AbortHandle,
+    _task: AbortOnDrop,
 }
 
 struct Timer {
     delivery: DeliveryId,
-    task: AbortHandle,
+    _task: AbortOnDrop,
 }
 
 pub(crate) struct SubscriberState {
@@ -158,9 +169,7 @@ impl Actor for SubscriberActor {
     ) -> Result<(), ActorProcessingErr> {
         // An attempt still running is abandoned: its delivery stays in flight in the journal and
         // is retried (counted as interrupted) when the subscription next runs.
-        if let Some(f) = state.in_flight.take() {
-            f.task.abort();
-        }
+        state.in_flight = None;
         state.cancel_timer();
         Ok(())
     }
@@ -229,9 +238,7 @@ impl SubscriberState {
     }
 
     fn cancel_timer(&mut self) {
-        if let Some(t) = self.timer.take() {
-            t.task.abort();
-        }
+        self.timer = None;
     }
 
     /// Starts the next attempt if the subscription may and nothing else is going on.
@@ -273,7 +280,7 @@ impl SubscriberState {
                 });
                 self.timer = Some(Timer {
                     delivery,
-                    task: task.abort_handle(),
+                    _task: AbortOnDrop(task.abort_handle()),
                 });
                 return Ok(());
             }
@@ -315,7 +322,7 @@ impl SubscriberState {
         self.in_flight = Some(InFlight {
             delivery,
             n,
-            task: task.abort_handle(),
+            _task: AbortOnDrop(task.abort_handle()),
         });
         Ok(())
     }
