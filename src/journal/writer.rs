@@ -24,6 +24,8 @@ use crate::error::{Error, Result};
 use crate::id::{DeliveryId, SubscriptionId, TenantId};
 use crate::model::{DeliveryStatus, Event, PublishReceipt, SubscriptionSpec, Tenant};
 
+// `Close` is sent once per engine; boxing the common variant would cost an allocation per write.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Command {
     Op {
         op: Op,
