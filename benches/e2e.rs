@@ -1,1 +1,850 @@
-fn main(){}
+//! End-to-end benchmark: hookline embedded on a SQLite file, delivering to loopback receivers.
+//!
+//! `cargo bench --bench e2e -- [--quick] [--events N] [--single N] [--subs N]`
+//!
+//! Everything runs in one process on one tokio runtime: a bare hyper receiver that answers 200
+//! at once, the ceilings (a bare `reqwest::Client` posting the same ~1 KiB envelopes to it), and
+//! hookline. The machine this runs on is shared and small, so every hookline figure is printed
+//! next to a ceiling measured in the same run, and the ratio is the number to watch:
+//!
+//! | figure | how |
+//! |---|---|
+//! | `fsync_p50_ms` | 1 KiB write + `fsync` on the journal's disk: the floor of one durable commit |
+//! | `ceiling_seq_rps` | one request at a time to one receiver path for ~2 s |
+//! | `ceiling_conc_rps` | `--subs` streams, each one request at a time, for ~2 s |
+//! | `ingest_per_s` | `--events` events through `publish` by 64 publisher tasks, to a paused subscription |
+//! | `ingest_batch_per_s` | the same through `publish_batch` in batches of 100 |
+//! | `deliveries_1_per_s` | `--single` events pre-published to a paused subscription, then resumed: time until the receiver has them all |
+//! | `deliveries_1_os_per_s` | the same with durability `os` (no fsync): what the fsyncs cost |
+//! | `deliveries_100_per_s` | `--events / --subs` events fanned out to `--subs` paused subscriptions, then all resumed |
+//! | `latency_idle_*` | one subscription, one event at a time: publish call → receipt |
+//! | `latency_100_sweep` | `--subs` active subscriptions, events published open-loop at shares of `deliveries_100_per_s` (10 to 80%): scheduled publish instant → receipt, and whether the engine kept up |
+//! | `latency_100_*` | the sweep point at the highest load the engine kept up with |
+//!
+//! The receiver records, per subscription path, the arrival of each event id, which gives the
+//! latencies and a check of the strict per-subscription order (`order_violations`, expected 0).
+//! The table goes to stdout; the last stdout line is one JSON object with every figure.
+
+#![allow(clippy::print_stdout, reason = "a benchmark's report is its stdout")]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hookline::{
+    Durability, Engine, EngineHandle, EventInput, NewSubscription, NewTenant, NotificationType,
+    SubscriptionId,
+};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+/// Concurrent publisher tasks of the ingest figures.
+const PUBLISHERS: usize = 64;
+/// Events per `publish_batch` call.
+const BATCH: usize = 100;
+/// Longest wait for a phase's deliveries before the run is declared broken.
+const DRAIN_LIMIT: Duration = Duration::from_secs(180);
+
+// ---- command line ----------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Sizes {
+    quick: bool,
+    /// Ingest events (each way) and total deliveries of the fan-out case.
+    events: u32,
+    /// Deliveries of the one-subscription case.
+    single: u32,
+    /// Subscriptions of the fan-out case and streams of the concurrent ceiling.
+    subs: u32,
+    /// How long each ceiling runs.
+    ceiling_for: Duration,
+    /// Samples of the idle latency.
+    idle_samples: u32,
+    /// Offered loads of the latency sweep, as shares of the measured fan-out drain rate.
+    latency_loads: Vec<f64>,
+    /// How long events are published at each load of the sweep.
+    latency_for: Duration,
+    /// Samples of the raw fsync probe.
+    fsync_samples: u32,
+}
+
+impl Sizes {
+    fn from_args() -> Sizes {
+        let mut quick = false;
+        let (mut events, mut single, mut subs) = (None, None, None);
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut number = |name: &str| -> u32 {
+                args.next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| panic!("{name} needs a positive number"))
+            };
+            match a.as_str() {
+                "--quick" => quick = true,
+                "--events" => events = Some(number("--events")),
+                "--single" => single = Some(number("--single")),
+                "--subs" => subs = Some(number("--subs")),
+                // `cargo bench` passes `--bench` to every bench binary.
+                "--bench" => {}
+                other => eprintln!("e2e: ignoring unknown argument {other:?}"),
+            }
+        }
+        let events = events.unwrap_or(if quick { 2_000 } else { 20_000 });
+        Sizes {
+            quick,
+            events,
+            single: single.unwrap_or(if quick { 500 } else { 5_000 }),
+            subs: subs.unwrap_or(100),
+            ceiling_for: Duration::from_secs(if quick { 1 } else { 2 }),
+            idle_samples: if quick { 30 } else { 200 },
+            latency_loads: if quick {
+                vec![0.25, 0.8]
+            } else {
+                vec![0.1, 0.25, 0.5, 0.8]
+            },
+            latency_for: Duration::from_millis(if quick { 1_500 } else { 4_000 }),
+            fsync_samples: if quick { 30 } else { 200 },
+        }
+    }
+}
+
+// ---- the receiver ----------------------------------------------------------------------------
+
+/// One hookline delivery as the receiver saw it.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    /// `k` of the path `/s/k`: the subscription.
+    path: u32,
+    /// `i` of the event id `ev-i`.
+    event: u32,
+    /// Nanoseconds since [`Receiver::base`], once the whole body was read.
+    at_ns: u64,
+}
+
+/// A loopback receiver: bare hyper, 200 with an empty body for everything, counting requests.
+#[derive(Debug)]
+struct Receiver {
+    base: Instant,
+    count: AtomicU64,
+    /// `reached` is notified by every request that brings `count` to at least this.
+    target: AtomicU64,
+    reached: Notify,
+    arrivals: Mutex<Vec<Arrival>>,
+}
+
+impl Receiver {
+    async fn start(base: Instant) -> (Arc<Receiver>, SocketAddr) {
+        let rx = Arc::new(Receiver {
+            base,
+            count: AtomicU64::new(0),
+            target: AtomicU64::new(u64::MAX),
+            reached: Notify::new(),
+            arrivals: Mutex::new(Vec::new()),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let server = rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let rx = server.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| rx.clone().handle(req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (rx, addr)
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Empty<Bytes>>, Infallible> {
+        let path = req
+            .uri()
+            .path()
+            .strip_prefix("/s/")
+            .and_then(|k| k.parse::<u32>().ok());
+        let event = req
+            .headers()
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|id| id.strip_prefix("ev-"))
+            .and_then(|i| i.parse::<u32>().ok());
+        // Read the whole body, as a real receiver would, before it counts as received.
+        let _ = req.into_body().collect().await;
+        if let (Some(path), Some(event)) = (path, event) {
+            let at_ns = self.now_ns();
+            self.arrivals
+                .lock()
+                .expect("arrivals lock")
+                .push(Arrival { path, event, at_ns });
+        }
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= self.target.load(Ordering::SeqCst) {
+            self.reached.notify_one();
+        }
+        Ok(Response::new(Empty::new()))
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `count` reaches `target`; panics after `limit` (the run is broken).
+    async fn wait_for(&self, target: u64, limit: Duration) {
+        self.target.store(target, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.count() < target {
+            // A permit left by an earlier phase only causes one more look at the count.
+            if tokio::time::timeout_at(deadline, self.reached.notified())
+                .await
+                .is_err()
+            {
+                panic!(
+                    "the receiver got {} of {target} requests within {limit:?}",
+                    self.count()
+                );
+            }
+        }
+        self.target.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    fn take_arrivals(&self) -> Vec<Arrival> {
+        std::mem::take(&mut *self.arrivals.lock().expect("arrivals lock"))
+    }
+}
+
+/// Deliveries that arrived at a path not after an earlier event of the same path (a duplicate
+/// or a reordering). Valid when events were published in id order.
+fn order_violations(arrivals: &[Arrival]) -> u64 {
+    let mut last: std::collections::HashMap<u32, u32> = Default::default();
+    let mut bad = 0;
+    for a in arrivals {
+        if let Some(prev) = last.insert(a.path, a.event)
+            && a.event <= prev
+        {
+            bad += 1;
+        }
+    }
+    bad
+}
+
+// ---- payloads --------------------------------------------------------------------------------
+
+/// About 1 KiB of `payLoad`: `{"i": i, "pad": "xxx…"}`.
+fn pad() -> String {
+    "x".repeat(1000)
+}
+
+fn event(tenant: &str, i: u32, pad: &str) -> EventInput {
+    EventInput::new(tenant, format!("tx-{i}"), NotificationType::NodeEvent)
+        .id(format!("ev-{i}"))
+        .payload(serde_json::json!({ "i": i, "pad": pad }))
+}
+
+/// The body the ceilings send: an envelope shaped like the one hookline posts.
+fn ceiling_body(pad: &str) -> Bytes {
+    let v = serde_json::json!({
+        "id": "ev-0",
+        "tenantId": "bench",
+        "transactionId": "tx-0",
+        "notificationType": "NODE_EVENT",
+        "payLoad": { "i": 0, "pad": pad },
+        "timestamp": "2026-01-01T00:00:00.000Z",
+    });
+    Bytes::from(serde_json::to_vec(&v).expect("serialise the envelope"))
+}
+
+// ---- statistics ------------------------------------------------------------------------------
+
+/// Nearest-rank percentile of sorted values.
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// Rounds to `digits` decimals for the JSON line (NaN becomes null).
+fn round(x: f64, digits: i32) -> serde_json::Value {
+    let scale = 10f64.powi(digits);
+    serde_json::Number::from_f64((x * scale).round() / scale)
+        .map(serde_json::Value::Number)
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Two decimals: rates and milliseconds.
+fn r2(x: f64) -> serde_json::Value {
+    round(x, 2)
+}
+
+// ---- floor and ceilings ----------------------------------------------------------------------
+
+/// Median and p99 (ms) of a 1 KiB append + `fsync` in a temporary directory (SQLite with
+/// `synchronous=FULL` calls `fsync` on the WAL at every commit).
+async fn fsync_probe(samples: u32) -> (f64, f64) {
+    let times = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut f = std::fs::File::create(dir.path().join("probe")).expect("probe file");
+        let block = [b'x'; 1024];
+        (0..samples)
+            .map(|_| {
+                f.write_all(&block).expect("probe write");
+                let t = Instant::now();
+                f.sync_all().expect("probe fsync");
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("fsync probe");
+    let s = sorted(times);
+    (pct(&s, 50.0), pct(&s, 99.0))
+}
+
+/// A client set up like hookline's sender (no proxy, no redirects, `TCP_NODELAY`).
+fn ceiling_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .no_proxy()
+        .build()
+        .expect("HTTP client")
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: &Bytes) {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json;charset=UTF-8")
+        .header("user-agent", "hookline-bench")
+        .header("webhook-id", "c-0")
+        .header("webhook-timestamp", ts)
+        .body(body.clone())
+        .send()
+        .await
+        .expect("ceiling request");
+    assert!(
+        resp.status().is_success(),
+        "receiver answered {}",
+        resp.status()
+    );
+    resp.bytes().await.expect("ceiling response body");
+}
+
+/// `streams` tasks, each posting one request at a time to its own path, for `dur`; requests/s.
+async fn ceiling(addr: SocketAddr, streams: u32, dur: Duration, body: &Bytes) -> f64 {
+    let client = ceiling_client();
+    let run = |dur: Duration| {
+        let mut set = JoinSet::new();
+        let deadline = Instant::now() + dur;
+        for k in 0..streams {
+            let (client, body) = (client.clone(), body.clone());
+            let url = format!("http://{addr}/c/{k}");
+            set.spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    post(&client, &url, &body).await;
+                    n += 1;
+                }
+                n
+            });
+        }
+        async move {
+            let start = Instant::now();
+            let total: u64 = set.join_all().await.into_iter().sum();
+            total as f64 / start.elapsed().as_secs_f64()
+        }
+    };
+    run(Duration::from_millis(300)).await; // warm-up: connections, allocator, caches
+    run(dur).await
+}
+
+// ---- hookline --------------------------------------------------------------------------------
+
+/// An engine on a fresh SQLite file, and its directory.
+struct Journaled {
+    engine: EngineHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl Journaled {
+    async fn start(durability: Durability) -> Journaled {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let engine = Engine::builder()
+            .path(dir.path().join("hookline.db"))
+            .durability(durability)
+            .shutdown_grace(Duration::from_secs(5))
+            .build()
+            .await
+            .expect("engine starts");
+        Journaled { engine, _dir: dir }
+    }
+
+    /// A tenant with `subs` subscriptions to `/s/0`…, paused when `paused`.
+    async fn tenant(
+        &self,
+        tenant: &str,
+        addr: SocketAddr,
+        subs: u32,
+        paused: bool,
+    ) -> Vec<SubscriptionId> {
+        self.engine
+            .create_tenant(NewTenant {
+                id: tenant.into(),
+                name: tenant.into(),
+            })
+            .await
+            .expect("create tenant");
+        let mut ids = Vec::with_capacity(subs as usize);
+        for k in 0..subs {
+            let sub = NewSubscription::new(tenant, format!("http://{addr}/s/{k}"));
+            let sub = self
+                .engine
+                .create_subscription(sub)
+                .await
+                .expect("create subscription");
+            if paused {
+                self.engine
+                    .pause_subscription(&sub.id)
+                    .await
+                    .expect("pause subscription");
+            }
+            ids.push(sub.id);
+        }
+        ids
+    }
+
+    /// Publishes `range` in batches of [`BATCH`], in order, each fanning out to `subs`.
+    async fn prepublish(&self, tenant: &str, range: std::ops::Range<u32>, subs: u32, pad: &str) {
+        let ids: Vec<u32> = range.collect();
+        for chunk in ids.chunks(BATCH) {
+            let batch = chunk.iter().map(|i| event(tenant, *i, pad)).collect();
+            for r in self
+                .engine
+                .publish_batch(batch)
+                .await
+                .expect("publish batch")
+            {
+                let r = r.expect("event accepted");
+                assert_eq!(r.deliveries, subs, "fan-out of {}", r.id);
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        self.engine.shutdown().await;
+    }
+}
+
+/// Durable events/s through `publish` (batch `None`) or `publish_batch`, by [`PUBLISHERS`]
+/// tasks, to one paused subscription; with the per-call latencies (ms).
+async fn ingest(addr: SocketAddr, n: u32, batch: Option<usize>, pad: &str) -> (f64, Vec<f64>) {
+    let j = Journaled::start(Durability::Fsync).await;
+    j.tenant("ingest", addr, 1, true).await;
+    let mut lanes: Vec<Vec<Vec<EventInput>>> = vec![Vec::new(); PUBLISHERS];
+    let events: Vec<EventInput> = (0..n).map(|i| event("ingest", i, pad)).collect();
+    for (k, call) in events.chunks(batch.unwrap_or(1)).enumerate() {
+        lanes[k % PUBLISHERS].push(call.to_vec());
+    }
+    let single = batch.is_none();
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for lane in lanes {
+        let engine = j.engine.clone();
+        set.spawn(async move {
+            let mut times = Vec::with_capacity(lane.len());
+            for mut call in lane {
+                let t = Instant::now();
+                let receipts = if single {
+                    let one = call.pop().expect("one event per call");
+                    vec![engine.publish(one).await]
+                } else {
+                    engine.publish_batch(call).await.expect("publish batch")
+                };
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                for r in receipts {
+                    let r = r.expect("event accepted");
+                    assert!(
+                        r.deliveries == 1 && !r.duplicate,
+                        "unexpected receipt {r:?}"
+                    );
+                }
+            }
+            times
+        });
+    }
+    let times: Vec<f64> = set.join_all().await.into_iter().flatten().collect();
+    let rate = f64::from(n) / start.elapsed().as_secs_f64();
+    j.shutdown().await;
+    (rate, sorted(times))
+}
+
+/// What a drain phase measured, with the engine left running (all subscriptions active).
+struct Drained {
+    j: Journaled,
+    per_s: f64,
+    order_violations: u64,
+}
+
+/// Pre-publishes `events` events to `subs` paused subscriptions, resumes them all at once and
+/// times until the receiver has every delivery.
+async fn drain(
+    rx: &Receiver,
+    addr: SocketAddr,
+    durability: Durability,
+    subs: u32,
+    events: u32,
+    pad: &str,
+) -> Drained {
+    let j = Journaled::start(durability).await;
+    let ids = j.tenant("drain", addr, subs, true).await;
+    j.prepublish("drain", 0..events, subs, pad).await;
+    rx.take_arrivals();
+    let expected = u64::from(events) * u64::from(subs);
+    let target = rx.count() + expected;
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for id in ids {
+        let engine = j.engine.clone();
+        set.spawn(async move { engine.resume_subscription(&id).await.expect("resume") });
+    }
+    rx.wait_for(target, DRAIN_LIMIT).await;
+    let per_s = expected as f64 / start.elapsed().as_secs_f64();
+    set.join_all().await;
+    let arrivals = rx.take_arrivals();
+    Drained {
+        j,
+        per_s,
+        order_violations: order_violations(&arrivals),
+    }
+}
+
+/// Publish-call-start → receipt (ms) with one active subscription, one event at a time.
+async fn idle_latency(
+    rx: &Receiver,
+    j: &Journaled,
+    first: u32,
+    samples: u32,
+    pad: &str,
+) -> Vec<f64> {
+    rx.take_arrivals();
+    let mut sent = Vec::with_capacity(samples as usize);
+    for i in first..first + samples {
+        let target = rx.count() + 1;
+        sent.push(rx.now_ns());
+        j.engine
+            .publish(event("drain", i, pad))
+            .await
+            .expect("publish");
+        rx.wait_for(target, DRAIN_LIMIT).await;
+    }
+    let lat = rx
+        .take_arrivals()
+        .iter()
+        .map(|a| a.at_ns.saturating_sub(sent[(a.event - first) as usize]) as f64 / 1e6)
+        .collect();
+    sorted(lat)
+}
+
+/// One point of the loaded-latency sweep.
+struct Loaded {
+    /// Share of the measured fan-out drain rate offered.
+    load: f64,
+    events_per_s: f64,
+    /// Deliveries offered per second (`events_per_s` × subscriptions).
+    offered_per_s: f64,
+    /// Deliveries received / (last receipt − first scheduled publish).
+    delivered_per_s: f64,
+    /// Whether the engine kept up: the last receipt came within a fifth of the publishing
+    /// window after the last scheduled publish (else a backlog built up and the latencies
+    /// mostly measure how long the window was).
+    kept_up: bool,
+    /// Sorted latencies, ms.
+    lat: Vec<f64>,
+}
+
+impl Loaded {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "load": self.load,
+            "events_per_s": r2(self.events_per_s),
+            "offered_per_s": r2(self.offered_per_s),
+            "delivered_per_s": r2(self.delivered_per_s),
+            "kept_up": self.kept_up,
+            "p50_ms": r2(pct(&self.lat, 50.0)),
+            "p99_ms": r2(pct(&self.lat, 99.0)),
+            "max_ms": r2(self.lat.last().copied().unwrap_or(f64::NAN)),
+        })
+    }
+}
+
+/// Publishes open-loop at `load` × `drain_per_s` deliveries/s for `dur` to `subs` active
+/// subscriptions (events `first`…); latency is scheduled publish instant → receipt (ms), so a
+/// stalled publisher does not hide its delay.
+async fn loaded_latency(
+    rx: &Receiver,
+    j: &Journaled,
+    subs: u32,
+    first: u32,
+    (load, drain_per_s): (f64, f64),
+    dur: Duration,
+    pad: &str,
+) -> Loaded {
+    let rate = (load * drain_per_s / f64::from(subs)).clamp(1.0, 10_000.0);
+    rx.take_arrivals();
+    let n = ((rate * dur.as_secs_f64()).round() as u32).max(10);
+    let target = rx.count() + u64::from(n) * u64::from(subs);
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut scheduled = Vec::with_capacity(n as usize);
+    let mut set = JoinSet::new();
+    for i in first..first + n {
+        let at = ticks.tick().await.into_std();
+        scheduled.push(at.saturating_duration_since(rx.base).as_nanos() as u64);
+        let (engine, ev) = (j.engine.clone(), event("drain", i, pad));
+        set.spawn(async move { engine.publish(ev).await.expect("publish") });
+    }
+    set.join_all().await;
+    rx.wait_for(target, DRAIN_LIMIT).await;
+    let arrivals = rx.take_arrivals();
+    let first_ns = scheduled.first().copied().unwrap_or(0);
+    let last_sched = scheduled.last().copied().unwrap_or(0);
+    let last_ns = arrivals.iter().map(|a| a.at_ns).max().unwrap_or(first_ns);
+    let lat = arrivals
+        .iter()
+        .map(|a| {
+            a.at_ns
+                .saturating_sub(scheduled[(a.event - first) as usize]) as f64
+                / 1e6
+        })
+        .collect();
+    Loaded {
+        load,
+        events_per_s: rate,
+        offered_per_s: rate * f64::from(subs),
+        delivered_per_s: arrivals.len() as f64 / ((last_ns - first_ns) as f64 / 1e9),
+        kept_up: last_ns.saturating_sub(last_sched) as f64 <= dur.as_nanos() as f64 / 5.0,
+        lat: sorted(lat),
+    }
+}
+
+// ---- main ------------------------------------------------------------------------------------
+
+fn main() {
+    let sizes = Sizes::from_args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run(sizes));
+}
+
+async fn run(sz: Sizes) {
+    let begun = Instant::now();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (rx, addr) = Receiver::start(begun).await;
+    let pad = pad();
+    let body = ceiling_body(&pad);
+    let step = |what: &str| eprintln!("e2e [{:>5.1}s] {what}", begun.elapsed().as_secs_f64());
+
+    step("fsync probe");
+    let (fsync_p50, fsync_p99) = fsync_probe(sz.fsync_samples).await;
+    step("ceiling: sequential");
+    let ceiling_seq = ceiling(addr, 1, sz.ceiling_for, &body).await;
+    step("ceiling: concurrent");
+    let ceiling_conc = ceiling(addr, sz.subs, sz.ceiling_for, &body).await;
+
+    step("ingest: publish");
+    let (ingest_rate, ingest_lat) = ingest(addr, sz.events, None, &pad).await;
+    step("ingest: publish_batch");
+    let (batch_rate, batch_lat) = ingest(addr, sz.events, Some(BATCH), &pad).await;
+
+    step("deliveries: 1 subscription");
+    let one = drain(&rx, addr, Durability::Fsync, 1, sz.single, &pad).await;
+    step("latency: idle");
+    let idle = idle_latency(&rx, &one.j, sz.single, sz.idle_samples, &pad).await;
+    one.j.shutdown().await;
+    step("deliveries: 1 subscription, durability os");
+    let one_os = drain(&rx, addr, Durability::Os, 1, sz.single, &pad).await;
+    one_os.j.shutdown().await;
+
+    let fan_events = (sz.events / sz.subs).max(1);
+    step("deliveries: fan-out");
+    let fan = drain(&rx, addr, Durability::Fsync, sz.subs, fan_events, &pad).await;
+    let mut sweep = Vec::new();
+    let mut next = fan_events;
+    for &load in &sz.latency_loads {
+        step(&format!("latency: fan-out at {:.0}% load", load * 100.0));
+        let point = (load, fan.per_s);
+        let l = loaded_latency(&rx, &fan.j, sz.subs, next, point, sz.latency_for, &pad).await;
+        next += (l.events_per_s * sz.latency_for.as_secs_f64())
+            .round()
+            .max(10.0) as u32;
+        sweep.push(l);
+    }
+    fan.j.shutdown().await;
+    step("done");
+    // The headline latency: the highest load the engine kept up with (else the lowest tried).
+    let headline = sweep
+        .iter()
+        .rev()
+        .find(|l| l.kept_up)
+        .or(sweep.first())
+        .expect("at least one latency load");
+
+    let seq_ratio = one.per_s / ceiling_seq;
+    let conc_ratio = fan.per_s / ceiling_conc;
+    let violations = one.order_violations + one_os.order_violations + fan.order_violations;
+    let s = sz.subs;
+    let ms = |v: &[f64]| format!("p50 {:.2} ms, p99 {:.2} ms", pct(v, 50.0), pct(v, 99.0));
+    let row = |label: String, value: String| println!("  {label:<44} {value}");
+
+    println!();
+    println!(
+        "hookline e2e ({} run: events {}, single {}, subs {s}, {cores} cores, {:.0} s)",
+        if sz.quick { "quick" } else { "full" },
+        sz.events,
+        sz.single,
+        begun.elapsed().as_secs_f64()
+    );
+    println!("floor and ceilings (same process, loopback, bare hyper receiver answering 200)");
+    row(
+        "fsync: 1 KiB append + fsync".into(),
+        format!("p50 {fsync_p50:.3} ms, p99 {fsync_p99:.3} ms"),
+    );
+    row(
+        "reqwest, 1 request at a time".into(),
+        format!(
+            "{ceiling_seq:>8.0} req/s   {:.0} µs/request",
+            1e6 / ceiling_seq
+        ),
+    );
+    row(
+        format!("reqwest, {s} sequential streams"),
+        format!("{ceiling_conc:>8.0} req/s"),
+    );
+    println!("hookline (SQLite file in a temp dir, durability fsync unless noted)");
+    row(
+        format!("ingest: publish, {PUBLISHERS} publishers"),
+        format!("{ingest_rate:>8.0} ev/s    per call {}", ms(&ingest_lat)),
+    );
+    row(
+        format!("ingest: publish_batch({BATCH}), {PUBLISHERS} publishers"),
+        format!("{batch_rate:>8.0} ev/s    per call {}", ms(&batch_lat)),
+    );
+    row(
+        "deliveries, 1 subscription".into(),
+        format!(
+            "{:>8.0} /s       seq_ratio  {seq_ratio:.3}   {:.0} µs/delivery",
+            one.per_s,
+            1e6 / one.per_s
+        ),
+    );
+    row(
+        "deliveries, 1 subscription, durability os".into(),
+        format!(
+            "{:>8.0} /s       seq_ratio  {:.3}   {:.0} µs/delivery",
+            one_os.per_s,
+            one_os.per_s / ceiling_seq,
+            1e6 / one_os.per_s
+        ),
+    );
+    row(
+        format!("deliveries, {s} subscriptions"),
+        format!("{:>8.0} /s       conc_ratio {conc_ratio:.3}", fan.per_s),
+    );
+    row("latency, 1 subscription, idle".into(), ms(&idle));
+    for l in &sweep {
+        row(
+            format!(
+                "latency, {s} subs, {:.0}% load ({:.0} ev/s)",
+                l.load * 100.0,
+                l.events_per_s
+            ),
+            format!(
+                "{}, max {:.2} ms; offered {:.0}, delivered {:.0} /s{}",
+                ms(&l.lat),
+                l.lat.last().copied().unwrap_or(f64::NAN),
+                l.offered_per_s,
+                l.delivered_per_s,
+                if l.kept_up { "" } else { "  FELL BEHIND" }
+            ),
+        );
+    }
+    row(
+        "per-subscription order violations".into(),
+        violations.to_string(),
+    );
+    if violations > 0 {
+        eprintln!("e2e: WARNING: {violations} deliveries arrived duplicated or out of order");
+    }
+
+    let json = serde_json::json!({
+        "quick": sz.quick,
+        "cores": cores,
+        "events": sz.events,
+        "single_events": sz.single,
+        "subs": s,
+        "fsync_p50_ms": round(fsync_p50, 3),
+        "fsync_p99_ms": round(fsync_p99, 3),
+        "ceiling_seq_rps": r2(ceiling_seq),
+        "ceiling_conc_rps": r2(ceiling_conc),
+        "ingest_per_s": r2(ingest_rate),
+        "ingest_p50_ms": r2(pct(&ingest_lat, 50.0)),
+        "ingest_p99_ms": r2(pct(&ingest_lat, 99.0)),
+        "ingest_batch_per_s": r2(batch_rate),
+        "ingest_batch_p50_ms": r2(pct(&batch_lat, 50.0)),
+        "ingest_batch_p99_ms": r2(pct(&batch_lat, 99.0)),
+        "deliveries_1_per_s": r2(one.per_s),
+        "deliveries_1_os_per_s": r2(one_os.per_s),
+        "deliveries_100_per_s": r2(fan.per_s),
+        "seq_ratio": round(seq_ratio, 4),
+        "conc_ratio": round(conc_ratio, 4),
+        "latency_idle_p50_ms": r2(pct(&idle, 50.0)),
+        "latency_idle_p99_ms": r2(pct(&idle, 99.0)),
+        "latency_100_p50_ms": r2(pct(&headline.lat, 50.0)),
+        "latency_100_p99_ms": r2(pct(&headline.lat, 99.0)),
+        "latency_100_max_ms": r2(headline.lat.last().copied().unwrap_or(f64::NAN)),
+        "latency_100_load": headline.load,
+        "latency_100_events_per_s": r2(headline.events_per_s),
+        "latency_100_kept_up": headline.kept_up,
+        "latency_100_sweep": sweep.iter().map(Loaded::json).collect::<Vec<_>>(),
+        "order_violations": violations,
+        "elapsed_s": r2(begun.elapsed().as_secs_f64()),
+    });
+    println!("{json}");
+}
