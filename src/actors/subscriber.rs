@@ -286,8 +286,12 @@ impl SubscriberState {
             }
         }
         let n = head.attempts + 1;
-        let started = now_ms();
-        self.ctx.journal.mark_in_flight(head.id, n, started).await?;
+        if !head.marked {
+            self.ctx
+                .journal
+                .mark_in_flight(head.id, n, now_ms())
+                .await?;
+        }
         let spec = &self.row.spec;
         let req = AttemptRequest {
             url: spec.url.clone(),
@@ -409,6 +413,18 @@ impl SubscriberState {
                 (DeliveryStatus::Failed, None)
             }
         };
+        // When this delivery is done and the next one can go at once, mark the next one in flight
+        // in the same commit (AttemptDone is followed by `advance` in the same handler, so the
+        // mark is exactly when its attempt starts).
+        let stays_runnable = flags.is_none() && !self.draining && !self.refetch && self.runnable();
+        let next_in_flight = match (new_status.is_terminal(), pos, self.queue.get(1)) {
+            (true, 0, Some(next))
+                if stays_runnable && next.next_at.is_none_or(|t| t <= now_ms()) =>
+            {
+                Some((next.id, next.attempts + 1, now_ms()))
+            }
+            _ => None,
+        };
         let record = AttemptRecord {
             delivery: done.delivery,
             subscription: self.row.id.clone(),
@@ -423,6 +439,7 @@ impl SubscriberState {
             budget_used: counted,
             next_at,
             flags: flags.clone(),
+            next_in_flight,
         };
         match self.ctx.journal.record_attempt(record).await {
             Ok(()) => {}
@@ -436,6 +453,11 @@ impl SubscriberState {
             if let Some(d) = f.disabled_reason {
                 self.row.disabled_reason = d;
             }
+        }
+        if let Some((next, _, _)) = next_in_flight
+            && let Some(entry) = self.queue.iter_mut().find(|q| q.id == next)
+        {
+            entry.marked = true;
         }
         if new_status == DeliveryStatus::Pending {
             if let Some(entry) = self.queue.get_mut(pos) {

@@ -148,6 +148,8 @@ pub(crate) struct QueuedDelivery {
     pub attempts: u32,
     pub budget_used: u32,
     pub next_at: Option<i64>,
+    /// Already marked in flight in the journal (by the commit of the previous outcome).
+    pub marked: bool,
 }
 
 /// Handle to the journal; cheap to clone.
@@ -520,6 +522,7 @@ impl Journal {
                     attempts: r.get::<i64, _>(5) as u32,
                     budget_used: r.get::<i64, _>(6) as u32,
                     next_at: r.get(7),
+                    marked: false,
                 })
             })
             .collect()

@@ -59,6 +59,9 @@ pub(crate) struct AttemptRecord {
     pub budget_used: u32,
     pub next_at: Option<i64>,
     pub flags: Option<FlagChange>,
+    /// The next delivery to mark in flight in the same commit: (delivery, attempt number, at).
+    /// Saves one commit per delivery on a busy subscription.
+    pub next_in_flight: Option<(DeliveryId, u32, i64)>,
 }
 
 #[derive(Debug)]
@@ -472,6 +475,9 @@ async fn apply(
                 // The subscription was deleted while the attempt ran; nothing left to record.
                 return Ok(Err(Error::not_found("delivery", rec.delivery)));
             }
+            if let Some((next, attempts, at)) = rec.next_in_flight {
+                mark_in_flight(conn, next, attempts, at).await?;
+            }
             if let Some(flags) = &rec.flags {
                 return Box::pin(apply(
                     conn,
@@ -524,6 +530,24 @@ async fn apply(
             Ok(Ok(Outcome::Unit))
         }
     }
+}
+
+async fn mark_in_flight(
+    conn: &mut SqliteConnection,
+    delivery: DeliveryId,
+    attempts: u32,
+    at: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deliveries SET state = 'in_flight', attempts = ?2, started_at = ?3, \
+         next_at = NULL, updated_at = ?3 WHERE id = ?1 AND state IN ('pending', 'in_flight')",
+    )
+    .bind(delivery.raw())
+    .bind(i64::from(attempts))
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn read_row(
