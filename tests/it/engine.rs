@@ -269,7 +269,7 @@ async fn status_2xx_is_delivered_on_the_first_attempt() {
 async fn status_3xx_fails_at_once_and_is_never_followed() {
     let (_h, rx, probes) = probe_statuses(&[301, 302, 303, 307, 308], 3, |code, r| {
         let target = format!("http://{}/followed-{code}", r.header("host").unwrap_or(""));
-        Reply::status(code).header("location", target)
+        Reply::redirect(code, target)
     })
     .await;
     for p in probes {
@@ -339,7 +339,7 @@ async fn other_4xx_fail_without_retry() {
 async fn retry_after_is_honoured_even_with_a_short_backoff() {
     let (_h, _rx, probes) = probe_statuses(&[429, 503], 3, |code, r| {
         if r.nth_for_id == 1 {
-            Reply::status(code).header("retry-after", "1")
+            Reply::retry_after(code, 1)
         } else {
             Reply::ok()
         }
@@ -362,7 +362,7 @@ async fn retry_after_is_honoured_even_with_a_short_backoff() {
 async fn retry_after_is_clamped_to_the_configured_maximum() {
     let rx = Receiver::with(|r| {
         if r.nth_for_id == 1 {
-            Reply::status(503).header("retry-after", "3600")
+            Reply::retry_after(503, 3600)
         } else {
             Reply::ok()
         }
@@ -941,6 +941,77 @@ async fn update_with_a_new_url_sends_subsequent_deliveries_there() {
     assert_eq!(rx.requests().len(), 6);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_during_a_retry_wait_sends_the_retry_to_the_new_url() {
+    let rx = Receiver::with(|r| {
+        if r.path == "/old" {
+            Reply::retry_after(503, 1)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let h = TestEngine::start().await;
+    let s = h.subscribe(sub(rx.url("/old"))).await;
+    let expected = h.publish_all(events("mv", 3)).await;
+    rx.wait_for("the first attempt at /old", WITHIN, |r| {
+        r.iter().any(|r| r.status.is_some())
+    })
+    .await;
+    let patch = SubscriptionPatch {
+        url: Some(rx.url("/new")),
+        ..Default::default()
+    };
+    h.update_subscription(&s.id, patch).await.expect("update");
+    rx.wait_delivered_at("/new", &expected, WITHIN).await;
+    let reqs = rx.requests();
+    assert_eq!(
+        rx.requests_at("/old").len(),
+        1,
+        "only the first attempt went to /old"
+    );
+    assert_eq!(reqs[0].webhook_id(), "mv-000");
+    assert_strict_order(&reqs, &expected, 0);
+    let log = h.detail_of(&s.id, "mv-000").await.attempt_log;
+    assert_eq!(
+        log.iter().map(|a| (a.n, a.status_code)).collect::<Vec<_>>(),
+        [(1, Some(503)), (2, Some(200))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_lets_the_attempt_in_flight_finish_and_starts_no_other() {
+    let rx = Receiver::with(|r| {
+        if r.webhook_id() == "pf-002" {
+            Reply::ok().delay(Duration::from_millis(300))
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let h = TestEngine::start().await;
+    let s = h.subscribe(sub(rx.url("/pf"))).await;
+    let expected = h.publish_all(events("pf", 6)).await;
+    rx.wait_for("pf-002 in flight", WITHIN, |r| {
+        r.iter().any(|r| r.webhook_id() == "pf-002")
+    })
+    .await;
+    h.pause_subscription(&s.id).await.expect("pause");
+    h.wait_status(&s.id, "pf-002", DeliveryStatus::Delivered)
+        .await;
+    consistently(
+        "nothing else sent while paused",
+        Duration::from_millis(300),
+        || async { rx.requests().len() == 3 },
+    )
+    .await;
+    let d = h.delivery_of(&s.id, "pf-003").await;
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0));
+    h.resume_subscription(&s.id).await.expect("resume");
+    rx.wait_delivered_at("/pf", &expected, WITHIN).await;
+    assert_strict_order(&rx.requests(), &expected, 0);
+}
+
 // ---- 10. attempt log ----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1039,21 +1110,52 @@ async fn snippet_cap_holds_for_multibyte_bodies() {
 
 // ---- 11. actor restarts (fault injection) -------------------------------------------------
 
+/// Holds the first request of `pan-010` and `pan-025` for 3 s (then 503), so a panic injected
+/// when it arrives finds it in flight; everything else is accepted after 5 ms.
+#[cfg(feature = "test-hooks")]
+fn hold_first_of(held: &'static [&'static str]) -> impl Fn(&Recorded) -> Reply + Send + Sync {
+    move |r| {
+        if held.contains(&r.webhook_id()) && r.nth_for_id == 1 {
+            Reply::status(503).delay(Duration::from_secs(3))
+        } else {
+            Reply::ok().delay(Duration::from_millis(5))
+        }
+    }
+}
+
 #[cfg(feature = "test-hooks")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actor_panic_mid_stream_loses_and_reorders_nothing() {
-    let rx = Receiver::with(|_| Reply::ok().delay(Duration::from_millis(5))).await;
+    const HELD: &[&str] = &["pan-010", "pan-025"];
+    let rx = Receiver::with(hold_first_of(HELD)).await;
     let h = TestEngine::start().await;
     let s = h.subscribe(sub(rx.url("/panic"))).await;
     let expected = h.publish_all(events("pan", 40)).await;
-    for at in [10, 25] {
-        rx.wait_for(&format!("{at} requests"), WITHIN, |r| r.len() >= at)
-            .await;
+    for id in HELD {
+        rx.wait_for(&format!("{id} in flight"), WITHIN, |r| {
+            r.iter().any(|r| r.webhook_id() == *id)
+        })
+        .await;
         h.inject_actor_panic(&s.id).await.expect("inject a panic");
     }
     rx.wait_delivered_at("/panic", &expected, WITHIN).await;
     // Only the delivery in flight at each panic may be repeated.
-    assert_strict_order(&rx.requests(), &expected, 2);
+    let reqs = rx.requests();
+    assert_strict_order(&reqs, &expected, 2);
+    // Each held attempt was abandoned and sent again by the restarted actor long before the
+    // receiver would have answered it (a plain retry would have waited for the answer).
+    for id in HELD {
+        let tries: Vec<&Recorded> = reqs.iter().filter(|r| r.webhook_id() == *id).collect();
+        assert_eq!(
+            tries.len(),
+            2,
+            "{id}: the abandoned attempt and its re-send"
+        );
+        assert!(
+            tries[0].answered_at.is_none_or(|t| t > tries[1].at),
+            "{id} was re-sent only after its first attempt was answered: no restart"
+        );
+    }
     h.wait_all_delivered(&s.id, expected.len()).await;
     assert_eq!(
         h.live_actors().await.expect("count"),
@@ -1063,6 +1165,35 @@ async fn actor_panic_mid_stream_loses_and_reorders_nothing() {
     assert_eq!(
         h.get_subscription(&s.id).await.expect("get").state,
         SubscriptionState::Active
+    );
+}
+
+#[cfg(feature = "test-hooks")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "BUG: a restarted actor re-sends an in_flight delivery without logging the abandoned \
+            attempt (src/actors/subscriber.rs:288): `attempts` is 2, the log has only n = 2"]
+async fn attempt_abandoned_by_an_actor_restart_is_logged() {
+    let rx = Receiver::with(hold_first_of(&["ab-001"])).await;
+    let h = TestEngine::start().await;
+    let s = h.subscribe(sub(rx.url("/ab"))).await;
+    let expected = h.publish_all(events("ab", 3)).await;
+    rx.wait_for("ab-001 in flight", WITHIN, |r| {
+        r.iter().any(|r| r.webhook_id() == "ab-001")
+    })
+    .await;
+    h.inject_actor_panic(&s.id).await.expect("inject a panic");
+    rx.wait_delivered_at("/ab", &expected, WITHIN).await;
+    h.wait_all_delivered(&s.id, expected.len()).await;
+    let d = h.detail_of(&s.id, "ab-001").await;
+    assert_eq!(rx.requests_for("ab-001").len(), 2);
+    assert_eq!(d.delivery.attempts, 2, "two HTTP tries");
+    assert_eq!(
+        d.attempt_log
+            .iter()
+            .map(|a| (a.n, a.error_kind.as_deref(), a.status_code))
+            .collect::<Vec<_>>(),
+        [(1, Some("interrupted"), None), (2, None, Some(200))],
+        "every attempt is in the log, the abandoned one as interrupted (as after a crash)"
     );
 }
 

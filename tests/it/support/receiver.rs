@@ -105,6 +105,16 @@ impl Reply {
         Reply::status(200)
     }
 
+    /// This status with a `Retry-After` of `secs` seconds.
+    pub fn retry_after(status: u16, secs: u64) -> Reply {
+        Reply::status(status).header("retry-after", secs.to_string())
+    }
+
+    /// A redirect (3xx) to `location`.
+    pub fn redirect(status: u16, location: impl Into<String>) -> Reply {
+        Reply::status(status).header("location", location)
+    }
+
     /// Adds a response header.
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Reply {
         self.headers.push((name.to_owned(), value.into()));
