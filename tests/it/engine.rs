@@ -19,8 +19,8 @@ use serde_json::json;
 
 use crate::support::{
     Receiver, Recorded, Reply, TENANT, TestEngine, WITHIN, assert_never_interleaved,
-    assert_strict_order, closed_port_url, consistently, event, event_for, events, eventually_true,
-    fail_first, ids, retry,
+    assert_strict_order, closed_port_url, consistently, event, event_for, events, fail_first, ids,
+    retry,
 };
 
 fn sub(url: String) -> NewSubscription {
@@ -1227,7 +1227,7 @@ async fn repeated_panics_fault_the_subscription_until_resumed() {
         "{:?}",
         faulted.state_reason
     );
-    eventually_true("the faulted actor to stay down", WITHIN, || async {
+    crate::support::eventually_true("the faulted actor to stay down", WITHIN, || async {
         h.live_actors().await.expect("count") == 0
     })
     .await;
