@@ -181,7 +181,7 @@ impl Sender {
                 Err(e) => return failed(&e),
             }
         }
-        let snippet = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
+        let snippet = (!kept.is_empty()).then(|| snippet_text(&kept));
         AttemptOutcome::Response {
             status,
             retry_after,
@@ -189,6 +189,20 @@ impl Sender {
             disable,
         }
     }
+}
+
+/// The kept bytes as text of at most [`SNIPPET_LIMIT`] bytes: a character cut by the limit is
+/// dropped rather than replaced (a replacement character would push it past the limit).
+fn snippet_text(kept: &[u8]) -> String {
+    let kept = match std::str::from_utf8(kept) {
+        Err(e) if e.error_len().is_none() => &kept[..e.valid_up_to()],
+        _ => kept,
+    };
+    let mut s = String::from_utf8_lossy(kept).into_owned();
+    while s.len() > SNIPPET_LIMIT {
+        s.pop();
+    }
+    s
 }
 
 fn failed(e: &reqwest::Error) -> AttemptOutcome {
@@ -220,4 +234,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_never_exceed_the_limit() {
+        let mut body = b"x".to_vec();
+        body.extend("é".repeat(5000).as_bytes());
+        let s = snippet_text(&body[..SNIPPET_LIMIT]);
+        assert!(s.len() <= SNIPPET_LIMIT);
+        assert!(s.ends_with('é'));
+        let s = snippet_text(&[0xff; SNIPPET_LIMIT]);
+        assert!(
+            s.len() <= SNIPPET_LIMIT,
+            "invalid bytes replaced within the limit"
+        );
+        assert_eq!(snippet_text(b"ok"), "ok");
+    }
 }

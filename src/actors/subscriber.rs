@@ -158,6 +158,13 @@ impl Actor for SubscriberActor {
         if !state.start_delay.is_zero() {
             tokio::time::sleep(state.start_delay).await;
         }
+        // A previous actor of this subscription may have died with an attempt in flight: log it
+        // as interrupted (as crash recovery does) so the attempt log has no gap.
+        state
+            .ctx
+            .journal
+            .interrupt_in_flight(state.row.id.clone())
+            .await?;
         state.advance(&myself).await?;
         Ok(())
     }

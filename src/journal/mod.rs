@@ -394,6 +394,12 @@ impl Journal {
             .map_err(|_| Error::ShuttingDown)
     }
 
+    /// Logs this subscription's attempts left in flight by a failed actor as interrupted.
+    pub(crate) async fn interrupt_in_flight(&self, sub: SubscriptionId) -> Result<()> {
+        self.call_unit(Op::InterruptInFlight { sub, at: now_ms() })
+            .await
+    }
+
     pub(crate) async fn record_attempt(&self, record: AttemptRecord) -> Result<()> {
         self.call_unit(Op::RecordAttempt(Box::new(record))).await
     }
@@ -639,6 +645,40 @@ async fn check_pragmas(conn: &mut SqliteConnection, durability: Durability) -> R
     Ok(())
 }
 
+/// Logs every attempt still marked in flight (of one subscription, or of all) as `interrupted`
+/// and puts its delivery back to pending, where it is retried without consuming retry budget.
+/// Used by crash recovery and when a subscription's actor starts after a failure.
+pub(super) async fn interrupt_in_flight(
+    conn: &mut SqliteConnection,
+    sub: Option<&SubscriptionId>,
+    now: i64,
+) -> sqlx::Result<u64> {
+    let sub = sub.map(SubscriptionId::as_str);
+    let logged = sqlx::query(
+        "INSERT OR IGNORE INTO attempts (delivery_id, n, started_at, duration_ms, error_kind, error) \
+         SELECT id, attempts, COALESCE(started_at, updated_at), \
+                MAX(0, ?1 - COALESCE(started_at, updated_at)), ?2, \
+                'hookline stopped while this attempt was in flight' \
+         FROM deliveries WHERE state = 'in_flight' AND attempts > 0 \
+           AND (?3 IS NULL OR subscription_id = ?3)",
+    )
+    .bind(now)
+    .bind(crate::policy::ErrorKind::Interrupted.as_str())
+    .bind(sub)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "UPDATE deliveries SET state = 'pending', started_at = NULL, last_error = 'interrupted', \
+         updated_at = ?1 WHERE state = 'in_flight' AND (?2 IS NULL OR subscription_id = ?2)",
+    )
+    .bind(now)
+    .bind(sub)
+    .execute(&mut *conn)
+    .await?;
+    Ok(logged)
+}
+
 /// Guarantee 7: attempts cut short by a crash are logged as interrupted and retried.
 async fn recover(conn: &mut SqliteConnection) -> Result<Recovery> {
     let now = now_ms();
@@ -646,26 +686,9 @@ async fn recover(conn: &mut SqliteConnection) -> Result<Recovery> {
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(sql_err("recovery"))?;
-    let interrupted = sqlx::query(
-        "INSERT OR IGNORE INTO attempts (delivery_id, n, started_at, duration_ms, error_kind, error) \
-         SELECT id, attempts, COALESCE(started_at, updated_at), MAX(0, ?1 - COALESCE(started_at, updated_at)), \
-                ?2, 'hookline stopped while this attempt was in flight' \
-         FROM deliveries WHERE state = 'in_flight' AND attempts > 0",
-    )
-    .bind(now)
-    .bind(crate::policy::ErrorKind::Interrupted.as_str())
-    .execute(&mut *tx)
-    .await
-    .map_err(sql_err("recovery"))?
-    .rows_affected();
-    sqlx::query(
-        "UPDATE deliveries SET state = 'pending', started_at = NULL, last_error = 'interrupted', \
-         updated_at = ?1 WHERE state = 'in_flight'",
-    )
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(sql_err("recovery"))?;
+    let interrupted = interrupt_in_flight(&mut tx, None, now)
+        .await
+        .map_err(sql_err("recovery"))?;
     let open: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT subscription_id FROM deliveries WHERE state IN ('pending', 'in_flight')",
     )

@@ -99,6 +99,10 @@ pub(super) enum Op {
         events: Vec<Event>,
         at: i64,
     },
+    InterruptInFlight {
+        sub: SubscriptionId,
+        at: i64,
+    },
     MarkInFlight {
         delivery: DeliveryId,
         attempts: u32,
@@ -422,6 +426,10 @@ async fn apply(
                 receipts.push(publish_one(conn, routing, event, *at, wakes).await?);
             }
             Ok(Ok(Outcome::Receipts(receipts)))
+        }
+        Op::InterruptInFlight { sub, at } => {
+            super::interrupt_in_flight(conn, Some(sub), *at).await?;
+            Ok(Ok(Outcome::Unit))
         }
         Op::MarkInFlight {
             delivery,

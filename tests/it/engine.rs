@@ -1078,8 +1078,6 @@ async fn attempt_log_records_every_attempt_with_a_capped_snippet() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: src/delivery.rs:184 lossy-decodes a snippet cut mid-character; the U+FFFD \
-            replacement makes it 4098 bytes (fix: cut `kept` back to a char boundary first)"]
 async fn snippet_cap_holds_for_multibyte_bodies() {
     // 1 + 2k bytes: the 4096-byte cut falls inside a two-byte character.
     let body: String = std::iter::once('x')
@@ -1170,8 +1168,6 @@ async fn actor_panic_mid_stream_loses_and_reorders_nothing() {
 
 #[cfg(feature = "test-hooks")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a restarted actor re-sends an in_flight delivery without logging the abandoned \
-            attempt (src/actors/subscriber.rs:288): `attempts` is 2, the log has only n = 2"]
 async fn attempt_abandoned_by_an_actor_restart_is_logged() {
     let rx = Receiver::with(hold_first_of(&["ab-001"])).await;
     let h = TestEngine::start().await;

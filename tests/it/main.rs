@@ -1,6 +1,6 @@
 //! hookline's integration tests: one binary, real SQLite files, real loopback receivers.
 //!
-//! Run with `cargo test --features test-hooks --test it`. Test modules are listed here; shared
+//! Run with `cargo test --all-features`. Test modules are listed here; shared
 //! fixtures (test receiver, engine start-up, polling helpers) live in `support`.
 
 #![allow(clippy::unwrap_used)]
@@ -8,4 +8,5 @@
 mod support;
 
 // Test modules: one line each.
+mod crash;
 mod engine;
