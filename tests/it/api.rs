@@ -278,6 +278,38 @@ impl Api {
             .clone()
     }
 
+    /// Every delivery of a subscription, following `next` with pages of `limit`; also returns
+    /// the number of pages. Asserts every page but the last is full and none is empty.
+    async fn walk(&self, key: &str, sub: &str, limit: u32) -> (Vec<Value>, usize) {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let q = match &cursor {
+                None => format!("limit={limit}"),
+                Some(c) => format!("limit={limit}&after={c}"),
+            };
+            let page = self.deliveries(key, sub, &q).await;
+            pages += 1;
+            assert!(pages <= 100, "pagination does not end: {page}");
+            let items = page["items"].as_array().expect("items");
+            assert!(
+                !items.is_empty() && items.len() <= limit as usize,
+                "limit={limit}: {page}"
+            );
+            all.extend(items.iter().cloned());
+            match &page["next"] {
+                Value::Null => break,
+                Value::String(c) => {
+                    assert_eq!(items.len(), limit as usize, "a page with a next is full");
+                    cursor = Some(c.clone());
+                }
+                other => panic!("next is neither null nor a string: {other}"),
+            }
+        }
+        (all, pages)
+    }
+
     /// Waits until the subscription has a delivery of `event_id` in `status`; returns it.
     async fn delivery_of(&self, sub: &str, event_id: &str, status: &str) -> Value {
         eventually(
@@ -1152,28 +1184,19 @@ async fn deliveries_page_in_order_and_operators_unblock_them() {
         0
     );
 
-    // Pagination: pages of 2, following `next` until null, cover every delivery once, in order.
-    let mut all: Vec<Value> = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let q = match &cursor {
-            None => "limit=2".to_owned(),
-            Some(c) => format!("limit=2&after={c}"),
-        };
-        let page = api.deliveries(&key, &sub, &q).await;
-        pages += 1;
-        assert!(pages <= 5, "pagination does not end: {page}");
-        let items = page["items"].as_array().expect("items");
-        assert!(items.len() <= 2, "{page}");
-        all.extend(items.iter().cloned());
-        match &page["next"] {
-            Value::Null => break,
-            Value::String(s) => cursor = Some(s.clone()),
-            other => panic!("next is neither null nor a string: {other}"),
-        }
-    }
+    // Pagination: following `next` until null covers every delivery once, in order, in full
+    // pages and without a trailing empty one (a full last page has no `next`).
+    let (all, pages) = api.walk(&key, &sub, 2).await;
     assert_eq!(pages, 3);
+    for limit in [1u32, 3, 4, 5, 1000] {
+        let (again, pages) = api.walk(&key, &sub, limit).await;
+        assert_eq!(again, all, "limit={limit}");
+        assert_eq!(pages, 5usize.div_ceil(limit as usize), "limit={limit}");
+    }
+    let beyond = api
+        .deliveries(&key, &sub, &format!("after={}", seqs[4]))
+        .await;
+    assert_eq!(beyond, json!({"items": [], "next": null}));
     let page_seqs: Vec<i64> = all
         .iter()
         .map(|d| d["seq"].as_i64().expect("seq"))
@@ -1556,6 +1579,9 @@ async fn binary_accepts_a_configured_admin_key() {
 
 // ---- shutdown and known bugs ---------------------------------------------------------------
 
+/// An engine shut down under a running server refuses every request with 503 and a JSON error
+/// (which code: see `requests_after_engine_shutdown_say_shutting_down`); `/healthz` does not
+/// touch the engine.
 #[tokio::test]
 async fn requests_after_engine_shutdown_get_503() {
     let api = Api::start().await;
