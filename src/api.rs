@@ -179,6 +179,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
+    // Type errors, missing and unknown fields are refusals of the body (400), whatever status
+    // axum proposes for them (422).
+    if let JsonRejection::JsonDataError(e) = &r {
+        return ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.body_text());
+    }
     let (code, message) = match &r {
         JsonRejection::MissingJsonContentType(_) => (
             "unsupported_media_type",
@@ -188,7 +193,6 @@ fn json_rejection(r: JsonRejection) -> ApiError {
             "malformed_json",
             format!("malformed JSON: {}", e.body_text()),
         ),
-        JsonRejection::JsonDataError(e) => ("invalid", e.body_text()),
         _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => (
             "payload_too_large",
             format!("body exceeds {MAX_BODY_BYTES} bytes"),

@@ -235,6 +235,7 @@ impl EngineHandle {
 
     /// Who an API key belongs to, if anyone.
     pub async fn authenticate(&self, key: &str) -> Result<Option<Principal>> {
+        self.check_open()?;
         let hash = hash_key(key);
         let configured = self
             .inner

@@ -1609,7 +1609,6 @@ async fn requests_after_engine_shutdown_get_503() {
 /// PATCH /v1/subscriptions/{id} answer 422 instead, because `json_rejection` (src/api.rs) keeps
 /// axum's status for `JsonDataError`; POST /v1/subscriptions and POST /v1/events answer 400.
 #[tokio::test]
-#[ignore = "BUG: src/api.rs json_rejection answers 422 for JsonDataError; README says 400 invalid"]
 async fn type_errors_in_typed_bodies_are_400_invalid() {
     let api = Api::start().await;
     let key = api.tenant("acme").await;
@@ -1641,7 +1640,6 @@ async fn type_errors_in_typed_bodies_are_400_invalid() {
 /// answers `503 unavailable` ("the journal is unavailable"), logged as an error, instead of
 /// `503 shutting_down`.
 #[tokio::test]
-#[ignore = "BUG: src/engine.rs authenticate reads the closed journal: 503 unavailable, not shutting_down"]
 async fn requests_after_engine_shutdown_say_shutting_down() {
     let api = Api::start().await;
     let key = api.tenant("acme").await;

@@ -48,7 +48,9 @@ async fn start_receiver(log: Log) -> SocketAddr {
         StatusCode::OK
     }
     let app = Router::new().route("/{sub}", post(hook)).with_state(log);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind receiver");
     let addr = listener.local_addr().expect("receiver addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver") });
     addr
@@ -78,7 +80,10 @@ fn spawn_server(db: &Path, port: u16) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn hookline");
-    Server { child, base: format!("http://127.0.0.1:{port}") }
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 async fn wait_healthy(client: &reqwest::Client, base: &str) {
@@ -89,12 +94,20 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) {
         {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "hookline did not become healthy");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hookline did not become healthy"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn post_json(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> reqwest::Result<(u16, Value)> {
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: &Value,
+) -> reqwest::Result<(u16, Value)> {
     let r = client
         .post(url)
         .header("authorization", format!("Bearer {key}"))
@@ -104,7 +117,10 @@ async fn post_json(client: &reqwest::Client, url: &str, key: &str, body: &Value)
         .await?;
     let status = r.status().as_u16();
     let bytes = r.bytes().await?;
-    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
 }
 
 async fn integrity_ok(db: &PathBuf) -> String {
@@ -134,9 +150,14 @@ async fn kill_9_loses_nothing_and_reorders_nothing() {
     let mut server = spawn_server(&db, port);
     let base = server.base.clone();
     wait_healthy(&client, &base).await;
-    let (s, t) = post_json(&client, &format!("{base}/v1/tenants"), ADMIN, &json!({"id": "acme", "name": "Acme"}))
-        .await
-        .expect("create tenant");
+    let (s, t) = post_json(
+        &client,
+        &format!("{base}/v1/tenants"),
+        ADMIN,
+        &json!({"id": "acme", "name": "Acme"}),
+    )
+    .await
+    .expect("create tenant");
     assert_eq!(s, 201, "{t}");
     let tenant_key = t["apiKey"].as_str().expect("api key").to_owned();
     for sub in SUBS {
@@ -145,9 +166,14 @@ async fn kill_9_loses_nothing_and_reorders_nothing() {
             "retry": {"maxAttempts": 20, "backoffMs": [5, 20]},
             "timeoutMs": 2000
         });
-        let (s, v) = post_json(&client, &format!("{base}/v1/subscriptions"), &tenant_key, &body)
-            .await
-            .expect("create subscription");
+        let (s, v) = post_json(
+            &client,
+            &format!("{base}/v1/subscriptions"),
+            &tenant_key,
+            &body,
+        )
+        .await
+        .expect("create subscription");
         assert_eq!(s, 201, "{v}");
     }
 
@@ -189,7 +215,11 @@ async fn kill_9_loses_nothing_and_reorders_nothing() {
         server.child.kill().expect("SIGKILL");
         let _ = server.child.wait();
         kills += 1;
-        assert_eq!(integrity_ok(&db).await, "ok", "journal corrupt after kill {kills}");
+        assert_eq!(
+            integrity_ok(&db).await,
+            "ok",
+            "journal corrupt after kill {kills}"
+        );
         server = spawn_server(&db, port);
         wait_healthy(&client, &server.base).await;
     }
@@ -201,13 +231,21 @@ async fn kill_9_loses_nothing_and_reorders_nothing() {
         let complete = {
             let log = log.lock().expect("log");
             SUBS.iter().all(|s| {
-                log.iter().filter(|(p, _)| p == s).map(|(_, n)| *n).collect::<BTreeSet<_>>().len() as u64 == EVENTS
+                log.iter()
+                    .filter(|(p, _)| p == s)
+                    .map(|(_, n)| *n)
+                    .collect::<BTreeSet<_>>()
+                    .len() as u64
+                    == EVENTS
             })
         };
         if complete {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "not everything was delivered after the last restart");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not everything was delivered after the last restart"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = server.child.kill();
@@ -217,17 +255,34 @@ async fn kill_9_loses_nothing_and_reorders_nothing() {
     let log = log.lock().expect("log").clone();
     let mut total_dups = 0;
     for sub in SUBS {
-        let seq: Vec<u64> = log.iter().filter(|(p, _)| p == sub).map(|(_, n)| *n).collect();
+        let seq: Vec<u64> = log
+            .iter()
+            .filter(|(p, _)| p == sub)
+            .map(|(_, n)| *n)
+            .collect();
         let mut dups = 0;
         for w in seq.windows(2) {
-            assert!(w[1] >= w[0], "subscription {sub}: event {} arrived after {} (reordered)", w[1], w[0]);
-            assert!(w[1] <= w[0] + 1, "subscription {sub}: event {} skipped ahead of {}", w[1], w[0] + 1);
+            assert!(
+                w[1] >= w[0],
+                "subscription {sub}: event {} arrived after {} (reordered)",
+                w[1],
+                w[0]
+            );
+            assert!(
+                w[1] <= w[0] + 1,
+                "subscription {sub}: event {} skipped ahead of {}",
+                w[1],
+                w[0] + 1
+            );
             if w[1] == w[0] {
                 dups += 1;
             }
         }
         assert_eq!(seq.first(), Some(&0));
-        assert!(dups <= kills, "subscription {sub}: {dups} duplicates for {kills} kills");
+        assert!(
+            dups <= kills,
+            "subscription {sub}: {dups} duplicates for {kills} kills"
+        );
         total_dups += dups;
     }
     println!(

@@ -8,5 +8,6 @@
 mod support;
 
 // Test modules: one line each.
+mod api;
 mod crash;
 mod engine;
