@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,7 +123,7 @@ async fn post_json(
     ))
 }
 
-async fn integrity_ok(db: &PathBuf) -> String {
+async fn integrity_ok(db: &Path) -> String {
     let mut conn = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("open journal for integrity check");
@@ -285,7 +285,7 @@ async fn kill_9_loses_nothing_and_reorders_nothing() {
         );
         total_dups += dups;
     }
-    println!(
+    eprintln!(
         "crash test: {kills} kills, {EVENTS} events x {} subscriptions, {total_dups} duplicate receipts, {publish_retries} publish retries",
         SUBS.len()
     );
