@@ -49,6 +49,7 @@ pub fn router(engine: EngineHandle) -> Router {
         )
         .route("/v1/subscriptions/{id}/pause", post(pause_subscription))
         .route("/v1/subscriptions/{id}/resume", post(resume_subscription))
+        .route("/v1/subscriptions/{id}/secret/rotate", post(rotate_secret))
         .route("/v1/subscriptions/{id}/deliveries", get(list_deliveries))
         .route("/v1/events", post(publish))
         .route("/v1/deliveries/{id}", get(get_delivery))
@@ -406,6 +407,33 @@ async fn resume_subscription(
 ) -> ApiResult<impl IntoResponse> {
     let sub = visible_subscription(&engine, &auth, &id).await?;
     Ok(Json(engine.resume_subscription(&sub.id).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RotateBody {
+    secret: Option<String>,
+    grace_seconds: Option<u64>,
+}
+
+async fn rotate_secret(
+    State(engine): State<EngineHandle>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let sub = visible_subscription(&engine, &auth, &id).await?;
+    // The body is optional: an empty one rotates to a generated secret with the default grace.
+    let body: RotateBody = if body.is_empty() {
+        RotateBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?
+    };
+    let grace = body.grace_seconds.map(std::time::Duration::from_secs);
+    Ok(Json(
+        engine.rotate_secret(&sub.id, body.secret, grace).await?,
+    ))
 }
 
 #[derive(Deserialize)]

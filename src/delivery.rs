@@ -17,6 +17,8 @@ use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::id::EventId;
 use crate::policy::{ErrorKind, parse_retry_after};
+use crate::signing::{SigningKeys, signature_header};
+use crate::ssrf::{IpPolicy, SsrfError, SsrfResolver, check_url, find_in_chain};
 
 /// Response bytes kept in the attempt log.
 pub(crate) const SNIPPET_LIMIT: usize = 4 * 1024;
@@ -33,6 +35,7 @@ pub(crate) struct AttemptRequest {
     pub body: Arc<str>,
     pub access_key: Option<String>,
     pub headers: BTreeMap<String, String>,
+    pub signing: SigningKeys,
     pub timeout: Duration,
 }
 
@@ -64,11 +67,17 @@ pub(crate) struct AttemptResult {
 pub(crate) struct Sender {
     client: reqwest::Client,
     user_agent: HeaderValue,
+    policy: Arc<IpPolicy>,
 }
 
 impl Sender {
     pub(crate) fn new(cfg: &EngineConfig) -> Result<Sender> {
+        let policy = Arc::new(IpPolicy::new(cfg.allow_networks.clone()));
         let client = reqwest::Client::builder()
+            // Every name is resolved once, checked, and only the checked addresses are dialled.
+            .dns_resolver(Arc::new(
+                SsrfResolver::new(policy.clone()).with_timeout(cfg.connect_timeout),
+            ))
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -78,11 +87,20 @@ impl Sender {
             .build()
             .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
         let user_agent = HeaderValue::from_static(concat!("hookline/", env!("CARGO_PKG_VERSION")));
-        Ok(Sender { client, user_agent })
+        Ok(Sender {
+            client,
+            user_agent,
+            policy,
+        })
     }
 
-    fn headers(&self, req: &AttemptRequest) -> std::result::Result<HeaderMap, String> {
-        let mut h = HeaderMap::with_capacity(6 + req.headers.len());
+    /// The address policy deliveries follow (also used to validate subscription URLs).
+    pub(crate) fn policy(&self) -> &IpPolicy {
+        &self.policy
+    }
+
+    fn headers(&self, req: &AttemptRequest, body: &[u8]) -> std::result::Result<HeaderMap, String> {
+        let mut h = HeaderMap::with_capacity(7 + req.headers.len());
         for (name, value) in &req.headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
             let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
@@ -96,16 +114,30 @@ impl Sender {
             v.set_sensitive(true);
             h.insert(HeaderName::from_static("access-key"), v);
         }
-        let id = HeaderValue::from_str(req.event_id.as_str()).map_err(|e| e.to_string())?;
-        h.insert(HeaderName::from_static("webhook-id"), id);
+        let id = req.event_id.as_str();
+        h.insert(
+            HeaderName::from_static("webhook-id"),
+            HeaderValue::from_str(id).map_err(|e| e.to_string())?,
+        );
         let ts = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
+            .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         h.insert(
             HeaderName::from_static("webhook-timestamp"),
             HeaderValue::from(ts),
         );
+        // Signed over the exact bytes sent, with the same timestamp as the header.
+        let secrets = req.signing.active(now_ms()).map_err(|e| e.to_string())?;
+        let ed = req.signing.ed25519_key().map_err(|e| e.to_string())?;
+        if !secrets.is_empty() || ed.is_some() {
+            let sig =
+                signature_header(&secrets, ed.as_ref(), id, ts, body).map_err(|e| e.to_string())?;
+            h.insert(
+                HeaderName::from_static("webhook-signature"),
+                HeaderValue::from_str(&sig).map_err(|e| e.to_string())?,
+            );
+        }
         Ok(h)
     }
 
@@ -113,11 +145,8 @@ impl Sender {
     pub(crate) async fn send(&self, req: &AttemptRequest) -> AttemptResult {
         let started_at = now_ms();
         let start = tokio::time::Instant::now();
-        let outcome = match self.headers(req) {
-            Err(message) => AttemptOutcome::Failed {
-                kind: ErrorKind::InvalidRequest,
-                message,
-            },
+        let outcome = match self.prepare(req) {
+            Err(refused) => refused,
             Ok(headers) => {
                 let fut = self.exchange(req, headers);
                 match tokio::time::timeout(req.timeout, fut).await {
@@ -137,6 +166,20 @@ impl Sender {
             duration: start.elapsed(),
             outcome,
         }
+    }
+
+    /// Checks the destination and builds the headers; a refusal is the attempt's outcome.
+    fn prepare(&self, req: &AttemptRequest) -> std::result::Result<HeaderMap, AttemptOutcome> {
+        let url = url::Url::parse(&req.url).map_err(|e| AttemptOutcome::Failed {
+            kind: ErrorKind::InvalidRequest,
+            message: format!("bad URL: {e}"),
+        })?;
+        check_url(&url, &self.policy).map_err(|e| classify_ssrf(&e, e.to_string()))?;
+        self.headers(req, req.body.as_bytes())
+            .map_err(|message| AttemptOutcome::Failed {
+                kind: ErrorKind::InvalidRequest,
+                message,
+            })
     }
 
     async fn exchange(&self, req: &AttemptRequest, headers: HeaderMap) -> AttemptOutcome {
@@ -205,7 +248,19 @@ fn snippet_text(kept: &[u8]) -> String {
     s
 }
 
+fn classify_ssrf(e: &SsrfError, message: String) -> AttemptOutcome {
+    let kind = if e.is_blocked() {
+        ErrorKind::BlockedAddress
+    } else {
+        ErrorKind::Dns
+    };
+    AttemptOutcome::Failed { kind, message }
+}
+
 fn failed(e: &reqwest::Error) -> AttemptOutcome {
+    if let Some(ssrf) = find_in_chain(e) {
+        return classify_ssrf(ssrf, error_chain(e));
+    }
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
     } else if e.is_builder() {

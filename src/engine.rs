@@ -282,7 +282,9 @@ impl EngineHandle {
             .journal()
             .create_subscription(SubscriptionId::generate(), tenant, spec)
             .await?;
-        Ok(row.to_public())
+        let mut public = row.to_public();
+        public.secret = Some(row.spec.signing.secret.clone());
+        Ok(public)
     }
 
     /// A subscription by id.
@@ -313,6 +315,23 @@ impl EngineHandle {
         patch: SubscriptionPatch,
     ) -> Result<Subscription> {
         self.subscription_command(id, Command::Update(patch)).await
+    }
+
+    /// Replaces a subscription's signing secret (with `secret`, or a generated one) and returns
+    /// the subscription with the new secret in full. During `grace` (default 24 h) requests carry
+    /// signatures by both the old and the new secret.
+    pub async fn rotate_secret(
+        &self,
+        id: &SubscriptionId,
+        secret: Option<String>,
+        grace: Option<Duration>,
+    ) -> Result<Subscription> {
+        let grace = grace.unwrap_or(Duration::from_secs(24 * 3600));
+        if grace > Duration::from_secs(7 * 24 * 3600) {
+            return Err(Error::invalid("graceSeconds", "must be at most 7 days"));
+        }
+        self.subscription_command(id, Command::RotateSecret { secret, grace })
+            .await
     }
 
     /// Stops starting attempts for a subscription; events keep accumulating.

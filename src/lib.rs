@@ -68,9 +68,7 @@ pub mod id;
 mod journal;
 pub mod model;
 mod policy;
-#[allow(dead_code)] // wired in by the delivery path
 mod signing;
-#[allow(dead_code)] // wired in by the delivery path
 mod ssrf;
 
 pub use config::{Durability, EngineConfig};

@@ -10,6 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::{DeliveryId, EventId, SubscriptionId, TenantId, validate_external_id};
+use crate::signing::SigningKeys;
+use crate::ssrf::{IpPolicy, check_url};
 
 /// The kinds of notification of the callback contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -132,6 +134,10 @@ impl EventInput {
         let id = match self.id {
             Some(id) => {
                 validate_external_id("id", &id)?;
+                if id.contains('.') {
+                    // The signed content is "{id}.{timestamp}.{body}": a dot would make it ambiguous.
+                    return Err(Error::invalid("id", "must not contain '.'"));
+                }
                 EventId::from(id)
             }
             None => EventId::generate(),
@@ -388,6 +394,12 @@ pub struct NewSubscription {
     /// Failure policy (default `block`).
     #[serde(default)]
     pub on_failure: Option<FailurePolicy>,
+    /// Signing secret (`whsec_` + base64 of 24 to 64 bytes); generated when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Also sign with ed25519 (`v1a`); the public key is shown as `publicKey`.
+    #[serde(default)]
+    pub ed25519: bool,
 }
 
 impl NewSubscription {
@@ -451,7 +463,7 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// The validated, journaled configuration of a subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SubscriptionSpec {
     pub url: String,
@@ -462,6 +474,28 @@ pub(crate) struct SubscriptionSpec {
     pub retry: RetryPolicy,
     pub timeout_ms: u64,
     pub on_failure: FailurePolicy,
+    #[serde(default)]
+    pub signing: SigningKeys,
+}
+
+// Secrets stay out of logs and panics: Debug names them only.
+impl std::fmt::Debug for SubscriptionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionSpec")
+            .field("url", &self.url)
+            .field("notification_types", &self.notification_types)
+            .field("workflow_ids", &self.workflow_ids)
+            .field(
+                "access_key",
+                &self.access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("retry", &self.retry)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("on_failure", &self.on_failure)
+            .field("signing", &self.signing)
+            .finish()
+    }
 }
 
 impl SubscriptionSpec {
@@ -472,6 +506,8 @@ impl SubscriptionSpec {
         n: NewSubscription,
         defaults: &crate::config::EngineConfig,
     ) -> Result<Self> {
+        let signing = SigningKeys::create(n.secret.as_deref(), n.ed25519)
+            .map_err(|e| Error::invalid("secret", e))?;
         let spec = SubscriptionSpec {
             url: n.url,
             notification_types: n.notification_types,
@@ -483,12 +519,13 @@ impl SubscriptionSpec {
                 .timeout_ms
                 .unwrap_or(defaults.default_timeout.as_millis() as u64),
             on_failure: n.on_failure.unwrap_or_default(),
+            signing,
         };
-        spec.validate()?;
+        spec.validate(&IpPolicy::new(defaults.allow_networks.clone()))?;
         Ok(spec)
     }
 
-    pub(crate) fn apply(&self, p: SubscriptionPatch) -> Result<Self> {
+    pub(crate) fn apply(&self, p: SubscriptionPatch, policy: &IpPolicy) -> Result<Self> {
         let mut s = self.clone();
         if let Some(v) = p.url {
             s.url = v;
@@ -514,17 +551,22 @@ impl SubscriptionSpec {
         if let Some(v) = p.on_failure {
             s.on_failure = v;
         }
-        s.validate()?;
+        s.validate(policy)?;
         Ok(s)
     }
 
-    fn validate(&self) -> Result<()> {
+    fn validate(&self, policy: &IpPolicy) -> Result<()> {
         let url = url::Url::parse(&self.url).map_err(|e| Error::invalid("url", e))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Error::invalid("url", "scheme must be http or https"));
         }
         if url.host().is_none() {
             return Err(Error::invalid("url", "must have a host"));
+        }
+        // A literal address (or localhost) that deliveries would refuse is refused now; names
+        // are checked again when each attempt resolves them.
+        if let Err(e) = check_url(&url, policy) {
+            return Err(Error::invalid("url", e));
         }
         if self.url.len() > 2048 {
             return Err(Error::invalid("url", "must be at most 2048 characters"));
@@ -626,6 +668,17 @@ pub struct Subscription {
     /// The delivery holding the queue when `state` is `blocked`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_on: Option<DeliveryId>,
+    /// The signing secret in full: present only in the answers to creation and rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The signing secret, masked.
+    pub secret_masked: String,
+    /// When the previous secret (still sent during a rotation) stops being sent, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<String>,
+    /// The ed25519 public key (`whpk_…`) receivers verify `v1a` signatures with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// Creation time, RFC 3339.
     pub created_at: String,
     /// Last change, RFC 3339.
@@ -775,6 +828,7 @@ mod tests {
             retry: RetryPolicy::default(),
             timeout_ms: 30_000,
             on_failure: FailurePolicy::Block,
+            signing: SigningKeys::default(),
         }
     }
 

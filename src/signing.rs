@@ -190,6 +190,7 @@ impl Ed25519Secret {
         format!("{}{}", Self::PREFIX, STANDARD.encode(self.0.to_bytes()))
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // for receivers' verification and tests
     /// A display form safe for listings and logs.
     pub(crate) fn masked(&self) -> String {
         mask(Self::PREFIX, &self.to_text())
@@ -219,6 +220,7 @@ pub(crate) struct Ed25519PublicKey(VerifyingKey);
 impl Ed25519PublicKey {
     pub(crate) const PREFIX: &'static str = "whpk_";
 
+    #[cfg_attr(not(test), allow(dead_code))] // for receivers' verification and tests
     /// Parses `whpk_` + base64 of the 32-byte key.
     pub(crate) fn parse(text: &str) -> Result<Ed25519PublicKey, SecretError> {
         let bytes = decode(text, Self::PREFIX)?;
@@ -296,6 +298,7 @@ pub(crate) fn signature_header(
     Ok(parts.join(" "))
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // for receivers' verification and tests
 /// The signatures of one scheme (`v1` or `v1a`) in a header value, base64-decoded; entries that
 /// do not decode are skipped (they cannot match anything).
 fn signatures<'a>(header: &'a str, scheme: &'a str) -> impl Iterator<Item = Vec<u8>> + 'a {
@@ -305,6 +308,7 @@ fn signatures<'a>(header: &'a str, scheme: &'a str) -> impl Iterator<Item = Vec<
         .filter_map(|(_, sig)| STANDARD.decode(sig).ok())
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // for receivers' verification and tests
 /// Whether any `v1` signature in `header` verifies under any of `secrets` (constant-time
 /// comparison). Timestamp tolerance is not checked.
 pub(crate) fn verify(
@@ -327,6 +331,7 @@ pub(crate) fn verify(
     })
 }
 
+#[cfg_attr(not(test), allow(dead_code))] // for receivers' verification and tests
 /// Whether any `v1a` signature in `header` verifies under `key` (strict ed25519 verification).
 pub(crate) fn verify_v1a(
     header: &str,
@@ -589,5 +594,162 @@ mod tests {
         // `a` + ts 1 + body `2.{}` and `a.1` + ts 2 + body `{}` sign the same bytes.
         let header = sign_v1(&s, "a", 1, b"2.{}").expect("sign");
         assert!(!verify(&header, std::slice::from_ref(&s), "a.1", 2, b"{}"));
+    }
+}
+
+/// A subscription's signing material as journaled (text forms): the current HMAC secret, the
+/// previous ones still honoured during a rotation grace period, and an optional ed25519 key.
+#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SigningKeys {
+    /// `whsec_…`.
+    pub secret: String,
+    /// Rotated-out secrets and when they stop being sent (ms since the epoch).
+    #[serde(default)]
+    pub previous: Vec<PreviousSecret>,
+    /// `whsk_…`, when asymmetric (`v1a`) signing is on.
+    #[serde(default)]
+    pub ed25519: Option<String>,
+}
+
+/// A rotated-out secret, still used until `until_ms`.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PreviousSecret {
+    pub secret: String,
+    pub until_ms: i64,
+}
+
+impl fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeys")
+            .field("secret", &"<redacted>")
+            .field("previous", &self.previous.len())
+            .field("ed25519", &self.ed25519.is_some())
+            .finish()
+    }
+}
+
+impl SigningKeys {
+    /// Most rotated-out secrets kept at once.
+    pub(crate) const MAX_PREVIOUS: usize = 10;
+
+    /// New keys: the given `whsec_` secret or a generated one, and an ed25519 key if asked.
+    pub(crate) fn create(secret: Option<&str>, ed25519: bool) -> Result<Self, SecretError> {
+        let secret = match secret {
+            Some(text) => SigningSecret::parse(text)?,
+            None => SigningSecret::generate(),
+        };
+        Ok(SigningKeys {
+            secret: secret.to_text(),
+            previous: Vec::new(),
+            ed25519: ed25519.then(|| Ed25519Secret::generate().to_text()),
+        })
+    }
+
+    /// Replaces the current secret; the old one keeps being sent until `now + grace`.
+    pub(crate) fn rotate(
+        &self,
+        new: Option<&str>,
+        grace: std::time::Duration,
+        now_ms: i64,
+    ) -> Result<Self, SecretError> {
+        let next = Self::create(new, false)?;
+        let mut previous: Vec<PreviousSecret> = self
+            .previous
+            .iter()
+            .filter(|p| p.until_ms > now_ms)
+            .cloned()
+            .collect();
+        if !grace.is_zero() && !self.secret.is_empty() {
+            previous.push(PreviousSecret {
+                secret: self.secret.clone(),
+                until_ms: now_ms.saturating_add(grace.as_millis() as i64),
+            });
+        }
+        let excess = previous.len().saturating_sub(Self::MAX_PREVIOUS);
+        previous.drain(..excess);
+        Ok(SigningKeys {
+            secret: next.secret,
+            previous,
+            ed25519: self.ed25519.clone(),
+        })
+    }
+
+    /// The secrets to sign with now: current first, then unexpired previous ones.
+    pub(crate) fn active(&self, now_ms: i64) -> Result<Vec<SigningSecret>, SecretError> {
+        let mut out = Vec::with_capacity(1 + self.previous.len());
+        if !self.secret.is_empty() {
+            out.push(SigningSecret::parse(&self.secret)?);
+        }
+        for p in self.previous.iter().filter(|p| p.until_ms > now_ms) {
+            out.push(SigningSecret::parse(&p.secret)?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn ed25519_key(&self) -> Result<Option<Ed25519Secret>, SecretError> {
+        self.ed25519
+            .as_deref()
+            .map(Ed25519Secret::parse)
+            .transpose()
+    }
+
+    /// The current secret masked for display.
+    pub(crate) fn masked(&self) -> String {
+        SigningSecret::parse(&self.secret)
+            .map(|s| s.masked())
+            .unwrap_or_default()
+    }
+
+    /// The `whpk_` public key of the ed25519 key, if any.
+    pub(crate) fn public_key(&self) -> Option<String> {
+        self.ed25519_key()
+            .ok()
+            .flatten()
+            .map(|k| k.public_key().to_text())
+    }
+
+    /// When the last previous secret stops being sent.
+    pub(crate) fn rotation_ends(&self, now_ms: i64) -> Option<i64> {
+        self.previous
+            .iter()
+            .map(|p| p.until_ms)
+            .filter(|t| *t > now_ms)
+            .max()
+    }
+}
+
+#[cfg(test)]
+mod keys_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rotation_keeps_the_old_secret_for_the_grace_period_only() {
+        let keys = SigningKeys::create(None, false).expect("keys");
+        let rotated = keys
+            .rotate(None, Duration::from_secs(60), 1_000)
+            .expect("rotate");
+        assert_ne!(rotated.secret, keys.secret);
+        assert_eq!(rotated.active(1_000).expect("active").len(), 2);
+        assert_eq!(rotated.active(61_001).expect("active").len(), 1);
+        let again = rotated.rotate(None, Duration::ZERO, 1_000).expect("rotate");
+        assert_eq!(
+            again.active(1_000).expect("active").len(),
+            2,
+            "earlier grace still runs"
+        );
+        assert!(format!("{again:?}").contains("redacted"));
+        assert!(!format!("{again:?}").contains(&again.secret));
+    }
+
+    #[test]
+    fn given_secrets_are_validated() {
+        assert!(SigningKeys::create(Some("whsec_short"), false).is_err());
+        let k =
+            SigningKeys::create(Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), true).expect("ok");
+        assert!(k.public_key().is_some_and(|p| p.starts_with("whpk_")));
+        assert!(k.masked().starts_with("whsec_"));
     }
 }

@@ -58,6 +58,11 @@ pub(crate) enum Command {
     Pause,
     Resume,
     Update(SubscriptionPatch),
+    /// Replace the signing secret; the old one is still sent for `grace`.
+    RotateSecret {
+        secret: Option<String>,
+        grace: Duration,
+    },
     Delete,
     Skip(DeliveryId),
     Resubmit(DeliveryId),
@@ -306,6 +311,7 @@ impl SubscriberState {
             body: head.body.clone(),
             access_key: spec.access_key.clone(),
             headers: spec.headers.clone(),
+            signing: spec.signing.clone(),
             timeout: Duration::from_millis(spec.timeout_ms),
         };
         let delivery = head.id;
@@ -500,9 +506,20 @@ impl SubscriberState {
                 Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
             }
             Command::Update(patch) => {
-                let spec = self.row.spec.apply(patch)?;
+                let spec = self.row.spec.apply(patch, self.ctx.sender.policy())?;
                 self.row = journal.update_spec(self.row.id.clone(), spec).await?;
                 Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
+            }
+            Command::RotateSecret { secret, grace } => {
+                let mut spec = self.row.spec.clone();
+                spec.signing = spec
+                    .signing
+                    .rotate(secret.as_deref(), grace, now_ms())
+                    .map_err(|e| Error::invalid("secret", e))?;
+                self.row = journal.update_spec(self.row.id.clone(), spec).await?;
+                let mut public = self.row.to_public();
+                public.secret = Some(self.row.spec.signing.secret.clone());
+                Ok(CommandReply::Subscription(Box::new(public)))
             }
             Command::Delete => {
                 journal.delete_subscription(self.row.id.clone()).await?;

@@ -131,6 +131,10 @@ impl SubscriptionRow {
             state,
             state_reason,
             blocked_on: self.blocked_on.map(DeliveryId),
+            secret: None,
+            secret_masked: s.signing.masked(),
+            previous_secret_expires_at: s.signing.rotation_ends(now_ms()).map(format_ms),
+            public_key: s.signing.public_key(),
             created_at: format_ms(self.created_at),
             updated_at: format_ms(self.updated_at),
         }

@@ -702,7 +702,19 @@ async fn subscription_crud_round_trips() {
         "the access key leaked: {}",
         r.text
     );
-    let sub = r.ok(201).clone();
+    let mut sub = r.ok(201).clone();
+    // The signing secret is shown in full once, at creation; later reads show it masked.
+    let secret_text = sub["secret"]
+        .as_str()
+        .expect("secret at creation")
+        .to_owned();
+    assert!(secret_text.starts_with("whsec_"), "{sub}");
+    sub.as_object_mut().expect("object").remove("secret");
+    assert!(
+        sub["secretMasked"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("whsec_") && !m.contains(&secret_text[10..]))
+    );
     let id = sub["id"].as_str().expect("id").to_owned();
     assert!(id.starts_with("sub_"), "{id}");
     assert_eq!(sub["tenantId"], "acme");
