@@ -67,6 +67,8 @@ pub mod error;
 pub mod id;
 mod journal;
 pub mod model;
+#[allow(dead_code)] // wired in by the delivery path
+mod oauth;
 mod policy;
 mod signing;
 mod ssrf;
