@@ -647,7 +647,8 @@ impl SigningKeys {
         })
     }
 
-    /// Replaces the current secret; the old one keeps being sent until `now + grace`.
+    /// Replaces the current secret; the old one keeps being sent until `now + grace`. A zero
+    /// grace revokes every old secret at once (the response to a leaked secret).
     pub(crate) fn rotate(
         &self,
         new: Option<&str>,
@@ -661,7 +662,9 @@ impl SigningKeys {
             .filter(|p| p.until_ms > now_ms)
             .cloned()
             .collect();
-        if !grace.is_zero() && !self.secret.is_empty() {
+        if grace.is_zero() {
+            previous.clear();
+        } else if !self.secret.is_empty() {
             previous.push(PreviousSecret {
                 secret: self.secret.clone(),
                 until_ms: now_ms.saturating_add(grace.as_millis() as i64),
@@ -734,11 +737,19 @@ mod keys_tests {
         assert_ne!(rotated.secret, keys.secret);
         assert_eq!(rotated.active(1_000).expect("active").len(), 2);
         assert_eq!(rotated.active(61_001).expect("active").len(), 1);
-        let again = rotated.rotate(None, Duration::ZERO, 1_000).expect("rotate");
+        let again = rotated
+            .rotate(None, Duration::from_secs(10), 1_000)
+            .expect("rotate");
         assert_eq!(
             again.active(1_000).expect("active").len(),
-            2,
+            3,
             "earlier grace still runs"
+        );
+        let revoked = again.rotate(None, Duration::ZERO, 1_000).expect("rotate");
+        assert_eq!(
+            revoked.active(1_000).expect("active").len(),
+            1,
+            "zero grace revokes all"
         );
         assert!(format!("{again:?}").contains("redacted"));
         assert!(!format!("{again:?}").contains(&again.secret));

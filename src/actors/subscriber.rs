@@ -357,6 +357,7 @@ impl SubscriberState {
         let head = &self.queue[pos];
         let counted = head.budget_used + 1;
         let spec = &self.row.spec;
+        let mut disable_requested = false;
         let (verdict, retry_after, status_code, error_kind, error, snippet) =
             match done.result.outcome {
                 AttemptOutcome::Response {
@@ -366,6 +367,7 @@ impl SubscriberState {
                     disable,
                 } => {
                     let mut v = policy::classify_status(status);
+                    disable_requested = disable;
                     if disable && v != policy::Verdict::Delivered {
                         v = policy::Verdict::Gone;
                     }
@@ -402,7 +404,18 @@ impl SubscriberState {
         );
         let mut flags = None;
         let (new_status, next_at) = match decision {
-            Decision::Delivered => (DeliveryStatus::Delivered, None),
+            Decision::Delivered => {
+                // A receiver may take this delivery and still ask for no more.
+                if disable_requested {
+                    flags = Some(FlagChange {
+                        disabled_reason: Some(Some(
+                            "receiver asked to be disabled (webhook-delivery: disable)".into(),
+                        )),
+                        ..FlagChange::default()
+                    });
+                }
+                (DeliveryStatus::Delivered, None)
+            }
             Decision::RetryIn(d) => (
                 DeliveryStatus::Pending,
                 Some(now_ms() + d.as_millis() as i64),

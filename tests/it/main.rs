@@ -11,3 +11,4 @@ mod support;
 mod api;
 mod crash;
 mod engine;
+mod outbound;

@@ -1,0 +1,357 @@
+//! Outbound security: Standard Webhooks signatures checked by the reference Python library (as a
+//! real receiver would), secret rotation, ed25519 `v1a`, destinations refused by the SSRF guard
+//! (a loopback listener must see no connection at all), and receiver-driven disabling.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use hookline::{DeliveryStatus, Error, NewSubscription, SubscriptionState};
+
+use crate::support::receiver::{Recorded, Reply};
+use crate::support::{Receiver, TENANT, TestEngine, WITHIN, builder, event, retry};
+
+/// Makes sure the reference library is importable, installing it from PyPI if needed.
+fn ensure_standardwebhooks() {
+    let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
+    if ok(Command::new("python3").args(["-c", "import standardwebhooks"])) {
+        return;
+    }
+    let installed = ok(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "standardwebhooks==1.0.0",
+    ]));
+    assert!(
+        installed && ok(Command::new("python3").args(["-c", "import standardwebhooks"])),
+        "python3 with the standardwebhooks package (PyPI) is needed to verify signatures"
+    );
+}
+
+/// Verifies a received request with `standardwebhooks.Webhook(secret).verify(body, headers)`.
+fn reference_verifies(secret: &str, r: &Recorded) -> bool {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("req.json");
+    let headers: serde_json::Map<String, serde_json::Value> =
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+            .iter()
+            .map(|h| ((*h).to_string(), r.header(h).unwrap_or_default().into()))
+            .collect();
+    let doc = serde_json::json!({
+        "secret": secret,
+        "body": String::from_utf8_lossy(&r.body),
+        "headers": headers,
+    });
+    std::fs::write(&input, serde_json::to_vec(&doc).expect("json")).expect("write input");
+    let script = "import json, sys\n\
+        from standardwebhooks.webhooks import Webhook\n\
+        d = json.load(open(sys.argv[1]))\n\
+        Webhook(d['secret']).verify(d['body'], d['headers'])\n";
+    Command::new("python3")
+        .args(["-c", script])
+        .arg(&input)
+        .status()
+        .expect("run python3")
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_verify_with_the_reference_library_across_rotation() {
+    ensure_standardwebhooks();
+    let rx = Receiver::start().await;
+    let h = TestEngine::start().await;
+    let s = h
+        .subscribe(NewSubscription::new(TENANT, rx.url("/sig")))
+        .await;
+    let first = s.secret.clone().expect("the secret is shown at creation");
+    assert!(first.starts_with("whsec_"));
+    let shown = h.get_subscription(&s.id).await.expect("get");
+    assert_eq!(shown.secret, None, "the secret is shown only once");
+    assert!(!format!("{shown:?}").contains(&first[8..]));
+
+    h.publish_all([event("sig-1")]).await;
+    rx.wait_delivered_at("/sig", &["sig-1".into()], WITHIN)
+        .await;
+    let r = &rx.requests_at("/sig")[0];
+    let sig = r.header("webhook-signature").expect("signed");
+    assert!(sig.starts_with("v1,") && !sig.contains(' '), "{sig}");
+    assert!(
+        reference_verifies(&first, r),
+        "the reference library rejects our signature"
+    );
+    let other = hookline_secret_of_32_bytes(7);
+    assert!(
+        !reference_verifies(&other, r),
+        "a wrong secret must not verify"
+    );
+
+    // Rotation: both the old and the new secret sign during the grace period.
+    let rotated = h
+        .rotate_secret(&s.id, None, Some(Duration::from_secs(600)))
+        .await
+        .expect("rotate");
+    let second = rotated.secret.clone().expect("the new secret is shown");
+    assert_ne!(second, first);
+    assert!(rotated.previous_secret_expires_at.is_some());
+    h.publish_all([event("sig-2")]).await;
+    rx.wait_delivered_at("/sig", &["sig-1".into(), "sig-2".into()], WITHIN)
+        .await;
+    let r = rx.requests_for("sig-2").remove(0);
+    assert_eq!(
+        r.header("webhook-signature")
+            .expect("signed")
+            .split(' ')
+            .count(),
+        2
+    );
+    assert!(reference_verifies(&first, &r), "old secret during grace");
+    assert!(reference_verifies(&second, &r), "new secret");
+
+    // A rotation to a given secret with zero grace revokes every old secret at once.
+    let third = hookline_secret_of_32_bytes(9);
+    let rotated = h
+        .rotate_secret(&s.id, Some(third.clone()), Some(Duration::ZERO))
+        .await
+        .expect("rotate");
+    assert_eq!(rotated.secret.as_deref(), Some(third.as_str()));
+    h.publish_all([event("sig-3")]).await;
+    rx.wait_delivered_at(
+        "/sig",
+        &["sig-1".into(), "sig-2".into(), "sig-3".into()],
+        WITHIN,
+    )
+    .await;
+    let r = rx.requests_for("sig-3").remove(0);
+    assert!(reference_verifies(&third, &r));
+    assert_eq!(
+        r.header("webhook-signature")
+            .expect("signed")
+            .split(' ')
+            .count(),
+        1
+    );
+    assert!(!reference_verifies(&second, &r), "revoked");
+    assert!(!reference_verifies(&first, &r), "revoked");
+
+    // Bad secrets are refused with the field named.
+    let err = h
+        .rotate_secret(&s.id, Some("whsec_tooshort".into()), None)
+        .await
+        .expect_err("short secret");
+    assert!(
+        matches!(err, Error::Invalid { ref field, .. } if field == "secret"),
+        "{err}"
+    );
+}
+
+fn hookline_secret_of_32_bytes(seed: u8) -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode([seed; 32])
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed25519_signatures_verify_with_the_public_key() {
+    let rx = Receiver::start().await;
+    let h = TestEngine::start().await;
+    let mut n = NewSubscription::new(TENANT, rx.url("/ed"));
+    n.ed25519 = true;
+    let s = h.subscribe(n).await;
+    let pk = s.public_key.clone().expect("public key shown");
+    let pk = pk.strip_prefix("whpk_").expect("whpk_ prefix");
+    let pk: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(pk)
+        .expect("base64")
+        .try_into()
+        .expect("32 bytes");
+    let key = VerifyingKey::from_bytes(&pk).expect("a valid key");
+
+    h.publish_all([event("ed-1")]).await;
+    rx.wait_delivered_at("/ed", &["ed-1".into()], WITHIN).await;
+    let r = &rx.requests_at("/ed")[0];
+    let header = r.header("webhook-signature").expect("signed");
+    let v1a = header
+        .split(' ')
+        .find_map(|p| p.strip_prefix("v1a,"))
+        .expect("a v1a signature");
+    assert!(
+        header.split(' ').any(|p| p.starts_with("v1,")),
+        "v1 as well: {header}"
+    );
+    let sig: [u8; 64] = base64::engine::general_purpose::STANDARD
+        .decode(v1a)
+        .expect("base64")
+        .try_into()
+        .expect("64 bytes");
+    let msg = format!(
+        "{}.{}.{}",
+        r.header("webhook-id").expect("id"),
+        r.header("webhook-timestamp").expect("ts"),
+        String::from_utf8_lossy(&r.body)
+    );
+    key.verify(msg.as_bytes(), &Signature::from_bytes(&sig))
+        .expect("the v1a signature verifies with the published key");
+}
+
+/// A TCP listener that counts the connections it accepts.
+async fn counting_listener(ip: &str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((_sock, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (addr, count)
+}
+
+/// A host name other than `localhost` that resolves to a loopback address here (`/etc/hosts`).
+fn loopback_alias() -> Option<String> {
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts.lines().find_map(|l| {
+        let mut parts = l.split_whitespace();
+        let ip: std::net::IpAddr = parts.next()?.parse().ok()?;
+        if !ip.is_loopback() {
+            return None;
+        }
+        parts
+            .find(|n| !n.starts_with('#') && !n.contains("localhost") && !n.contains('.'))
+            .map(str::to_owned)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_destinations_never_see_a_connection() {
+    let (addr, connections) = counting_listener("127.0.0.1").await;
+    let port = addr.port();
+    // Loopback is not allowed in this engine.
+    let h = TestEngine::start_with(|b| b.allow_networks(Vec::new())).await;
+
+    for host in [
+        "localhost",
+        "127.0.0.1",
+        "127.1",
+        "0.0.0.0",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "169.254.169.254",
+        "10.0.0.1",
+        "[fd00:ec2::254]",
+    ] {
+        let url = format!("http://{host}:{port}/hook");
+        let err = h
+            .create_subscription(NewSubscription::new(TENANT, url.clone()))
+            .await
+            .expect_err(&url);
+        assert!(
+            matches!(err, Error::Invalid { ref field, .. } if field == "url"),
+            "{url}: {err}"
+        );
+    }
+
+    // A name that resolves to loopback passes creation but every attempt is refused, once.
+    let alias = loopback_alias()
+        .expect("this test needs a host name other than localhost mapped to 127.x in /etc/hosts");
+    let mut n = NewSubscription::new(TENANT, format!("http://{alias}:{port}/hook"));
+    n.retry = Some(retry(5));
+    let s = h.subscribe(n).await;
+    h.publish_all([event("ssrf-1")]).await;
+    let d = h.wait_status(&s.id, "ssrf-1", DeliveryStatus::Failed).await;
+    assert_eq!(d.delivery.attempts, 1, "a blocked address is not retried");
+    let detail = h.detail_of(&s.id, "ssrf-1").await;
+    assert_eq!(
+        detail.attempt_log[0].error_kind.as_deref(),
+        Some("blocked_address"),
+        "{detail:?}"
+    );
+
+    // A redirect to loopback from an allowed receiver is never followed.
+    let target = format!("http://127.0.0.1:{port}/hook");
+    let rx = Receiver::with(move |_| Reply::redirect(307, target.clone())).await;
+    let allowed = TestEngine::start_with(|b| {
+        b.allow_networks(vec![
+            format!("{}/32", rx.addr().ip()).parse().expect("cidr"),
+        ])
+    })
+    .await;
+    let s = allowed
+        .subscribe(NewSubscription::new(TENANT, rx.url("/r")))
+        .await;
+    allowed.publish_all([event("redir-1")]).await;
+    let d = allowed
+        .wait_status(&s.id, "redir-1", DeliveryStatus::Failed)
+        .await;
+    assert_eq!(d.delivery.last_status_code, Some(307));
+
+    // Allowed when created, refused when the operator no longer allows it: checked per attempt.
+    let mut h2 = TestEngine::start().await;
+    let s = h2
+        .subscribe(NewSubscription::new(
+            TENANT,
+            format!("http://127.0.0.1:{port}/hook"),
+        ))
+        .await;
+    h2.pause_subscription(&s.id).await.expect("pause");
+    h2.publish_all([event("later-1")]).await;
+    h2.engine.shutdown().await;
+    h2.engine = builder(&h2.db)
+        .allow_networks(Vec::new())
+        .build()
+        .await
+        .expect("restart without loopback");
+    h2.resume_subscription(&s.id).await.expect("resume");
+    let d = h2
+        .wait_status(&s.id, "later-1", DeliveryStatus::Failed)
+        .await;
+    assert_eq!(d.delivery.attempts, 1);
+
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "the loopback listener was connected to"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_can_ask_to_be_disabled() {
+    let rx = Receiver::with(|r| {
+        if r.webhook_id() == "dis-1" {
+            Reply::ok().header("webhook-delivery", "disable")
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let h = TestEngine::start().await;
+    let s = h
+        .subscribe(NewSubscription::new(TENANT, rx.url("/d")))
+        .await;
+    h.publish_all([event("dis-1"), event("dis-2")]).await;
+    h.wait_status(&s.id, "dis-1", DeliveryStatus::Delivered)
+        .await;
+    let sub = h.wait_state(&s.id, SubscriptionState::Disabled).await;
+    assert!(
+        sub.state_reason
+            .is_some_and(|r| r.contains("webhook-delivery"))
+    );
+    assert_eq!(
+        h.delivery_of(&s.id, "dis-2").await.status,
+        DeliveryStatus::Pending,
+        "events accumulate while disabled"
+    );
+    h.resume_subscription(&s.id).await.expect("resume");
+    h.wait_status(&s.id, "dis-2", DeliveryStatus::Delivered)
+        .await;
+}
