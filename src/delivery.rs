@@ -10,12 +10,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use base64::Engine as _;
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
 
 use crate::clock::now_ms;
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::id::EventId;
+use crate::id::SubscriptionId;
+use crate::model::ReceiverAuth;
+use crate::oauth::{OAuth2Config, OAuthError, TokenCache, bearer_header};
 use crate::policy::{ErrorKind, parse_retry_after};
 use crate::signing::{SigningKeys, signature_header};
 use crate::ssrf::{IpPolicy, SsrfError, SsrfResolver, check_url, find_in_chain};
@@ -36,6 +42,9 @@ pub(crate) struct AttemptRequest {
     pub access_key: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub signing: SigningKeys,
+    pub auth: Option<ReceiverAuth>,
+    /// The subscription: the key of its cached OAuth2 token.
+    pub subscription: SubscriptionId,
     pub timeout: Duration,
 }
 
@@ -68,6 +77,7 @@ pub(crate) struct Sender {
     client: reqwest::Client,
     user_agent: HeaderValue,
     policy: Arc<IpPolicy>,
+    tokens: TokenCache,
 }
 
 impl Sender {
@@ -90,6 +100,7 @@ impl Sender {
         Ok(Sender {
             client,
             user_agent,
+            tokens: TokenCache::new(policy.clone()),
             policy,
         })
     }
@@ -113,6 +124,36 @@ impl Sender {
                 .map_err(|_| "access key is not a valid header value".to_string())?;
             v.set_sensitive(true);
             h.insert(HeaderName::from_static("access-key"), v);
+        }
+        match &req.auth {
+            Some(ReceiverAuth::AccessKey { key }) => {
+                let mut v = HeaderValue::from_str(key).map_err(|_| "bad access key".to_string())?;
+                v.set_sensitive(true);
+                h.insert(HeaderName::from_static("access-key"), v);
+            }
+            Some(ReceiverAuth::Basic { username, password }) => {
+                let creds = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{password}"));
+                let mut v = HeaderValue::from_str(&format!("Basic {creds}"))
+                    .map_err(|_| "bad basic credentials".to_string())?;
+                v.set_sensitive(true);
+                h.insert(AUTHORIZATION, v);
+            }
+            Some(ReceiverAuth::Bearer { token }) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| "bad bearer token".to_string())?;
+                v.set_sensitive(true);
+                h.insert(AUTHORIZATION, v);
+            }
+            Some(ReceiverAuth::Oauth2 { headers, .. }) => {
+                for (name, value) in headers {
+                    let name =
+                        HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+                    let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+                    h.insert(name, value);
+                }
+            }
+            None => {}
         }
         let id = req.event_id.as_str();
         h.insert(
@@ -145,27 +186,70 @@ impl Sender {
     pub(crate) async fn send(&self, req: &AttemptRequest) -> AttemptResult {
         let started_at = now_ms();
         let start = tokio::time::Instant::now();
-        let outcome = match self.prepare(req) {
-            Err(refused) => refused,
-            Ok(headers) => {
-                let fut = self.exchange(req, headers);
-                match tokio::time::timeout(req.timeout, fut).await {
-                    Ok(o) => o,
-                    Err(_) => AttemptOutcome::Failed {
-                        kind: ErrorKind::Timeout,
-                        message: format!(
-                            "no complete response within {} ms",
-                            req.timeout.as_millis()
-                        ),
-                    },
-                }
-            }
+        // The timeout bounds everything, the token fetch of OAuth2 receivers included.
+        let outcome = match tokio::time::timeout(req.timeout, self.attempt(req)).await {
+            Ok(o) => o,
+            Err(_) => AttemptOutcome::Failed {
+                kind: ErrorKind::Timeout,
+                message: format!("no complete response within {} ms", req.timeout.as_millis()),
+            },
         };
         AttemptResult {
             started_at,
             duration: start.elapsed(),
             outcome,
         }
+    }
+
+    async fn attempt(&self, req: &AttemptRequest) -> AttemptOutcome {
+        let mut headers = match self.prepare(req) {
+            Err(refused) => return refused,
+            Ok(h) => h,
+        };
+        let Some(ReceiverAuth::Oauth2 {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+            token_headers,
+            ..
+        }) = &req.auth
+        else {
+            return self.exchange(req, headers).await;
+        };
+        let cfg = OAuth2Config {
+            token_url: token_url.clone(),
+            client_id: client_id.clone(),
+            client_secret: client_secret.clone(),
+            scope: scope.clone(),
+            token_headers: token_headers.clone(),
+        };
+        let key = req.subscription.as_str();
+        let mut retried = false;
+        loop {
+            let token = match self.tokens.token(key, &cfg, &self.client).await {
+                Ok(t) => t,
+                Err(e) => return token_failed(&e),
+            };
+            match bearer_header(&token) {
+                Ok(v) => headers.insert(AUTHORIZATION, v),
+                Err(e) => return token_failed(&e),
+            };
+            let out = self.exchange(req, headers.clone()).await;
+            match out {
+                // The token may have been revoked early: refresh it once and try again.
+                AttemptOutcome::Response { status: 401, .. } if !retried => {
+                    self.tokens.invalidate(key, &token);
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Forgets what is cached for a subscription (its OAuth2 token).
+    pub(crate) fn forget(&self, subscription: &SubscriptionId) {
+        self.tokens.forget(subscription.as_str());
     }
 
     /// Checks the destination and builds the headers; a refusal is the attempt's outcome.
@@ -246,6 +330,23 @@ fn snippet_text(kept: &[u8]) -> String {
         s.pop();
     }
     s
+}
+
+/// A token endpoint failure: retried when the token server may recover, failed otherwise (bad
+/// credentials or configuration need an operator).
+fn token_failed(e: &OAuthError) -> AttemptOutcome {
+    if let OAuthError::Destination(ssrf) = e {
+        return classify_ssrf(ssrf, e.to_string());
+    }
+    let kind = if e.is_retriable() {
+        ErrorKind::TokenUnavailable
+    } else {
+        ErrorKind::TokenRefused
+    };
+    AttemptOutcome::Failed {
+        kind,
+        message: e.to_string(),
+    }
 }
 
 fn classify_ssrf(e: &SsrfError, message: String) -> AttemptOutcome {

@@ -314,7 +314,8 @@ impl EngineHandle {
         id: &SubscriptionId,
         patch: SubscriptionPatch,
     ) -> Result<Subscription> {
-        self.subscription_command(id, Command::Update(patch)).await
+        self.subscription_command(id, Command::Update(Box::new(patch)))
+            .await
     }
 
     /// Replaces a subscription's signing secret (with `secret`, or a generated one) and returns

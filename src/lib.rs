@@ -16,7 +16,7 @@
 //!     // A throwaway journal; use `.path("hookline.db")` to keep one.
 //!     let engine = Engine::builder().in_memory().build().await?;
 //!     engine.create_tenant(NewTenant { id: "acme".into(), name: "Acme Lending".into() }).await?;
-//!     let mut sub = NewSubscription::new("acme", "http://127.0.0.1:9/hooks");
+//!     let mut sub = NewSubscription::new("acme", "https://acme.example/hooks");
 //!     sub.access_key = Some("s3cr3t".into());
 //!     let sub = engine.create_subscription(sub).await?;
 //!
@@ -67,9 +67,10 @@ pub mod error;
 pub mod id;
 mod journal;
 pub mod model;
-#[allow(dead_code)] // wired in by the delivery path
 mod oauth;
 mod policy;
+#[allow(dead_code)] // wired in by the journal
+mod secretbox;
 mod signing;
 mod ssrf;
 
@@ -80,5 +81,6 @@ pub use id::{DeliveryId, EventId, SubscriptionId, TenantId};
 pub use model::{
     Attempt, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus,
     Event, EventInput, FailurePolicy, NewSubscription, NewTenant, NotificationType, Principal,
-    PublishReceipt, RetryPolicy, Subscription, SubscriptionPatch, SubscriptionState, Tenant,
+    PublishReceipt, ReceiverAuth, RetryPolicy, Subscription, SubscriptionPatch, SubscriptionState,
+    Tenant,
 };

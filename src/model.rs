@@ -400,6 +400,9 @@ pub struct NewSubscription {
     /// Also sign with ed25519 (`v1a`); the public key is shown as `publicKey`.
     #[serde(default)]
     pub ed25519: bool,
+    /// How to authenticate to the receiver (instead of `accessKey`).
+    #[serde(default)]
+    pub auth: Option<ReceiverAuth>,
 }
 
 impl NewSubscription {
@@ -441,6 +444,9 @@ pub struct SubscriptionPatch {
     /// New failure policy.
     #[serde(default)]
     pub on_failure: Option<FailurePolicy>,
+    /// New receiver authentication; `Some(None)` removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub auth: Option<Option<ReceiverAuth>>,
 }
 
 fn double_option<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
@@ -449,6 +455,180 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// How hookline authenticates to a receiver (besides the signature every request carries).
+/// Secrets in here are never returned by the API and never logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum ReceiverAuth {
+    /// The callback contract's static `access-key` header.
+    AccessKey {
+        /// The key.
+        key: String,
+    },
+    /// HTTP Basic authentication.
+    Basic {
+        /// User name (no `:`).
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// A static bearer token.
+    Bearer {
+        /// The token.
+        token: String,
+    },
+    /// OAuth2 client credentials at a token endpoint (the lending seed's gateway): the token is
+    /// cached until shortly before it expires; a 401 from the receiver refreshes it once.
+    Oauth2 {
+        /// The token endpoint.
+        token_url: String,
+        /// Client id (sent with HTTP Basic to the token endpoint).
+        client_id: String,
+        /// Client secret.
+        client_secret: String,
+        /// Requested scope.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+        /// Extra headers of the token request.
+        #[serde(default)]
+        token_headers: BTreeMap<String, String>,
+        /// Extra headers of every delivery (e.g. entityId, appId, branchCode, userId,
+        /// SERVICE-CONSUMER).
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+    },
+}
+
+impl std::fmt::Debug for ReceiverAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReceiverAuth({})", self.view())
+    }
+}
+
+impl ReceiverAuth {
+    /// What may be shown of it: the type and the non-secret fields.
+    pub fn view(&self) -> serde_json::Value {
+        match self {
+            ReceiverAuth::AccessKey { .. } => serde_json::json!({"type": "accessKey"}),
+            ReceiverAuth::Basic { username, .. } => {
+                serde_json::json!({"type": "basic", "username": username})
+            }
+            ReceiverAuth::Bearer { .. } => serde_json::json!({"type": "bearer"}),
+            ReceiverAuth::Oauth2 {
+                token_url,
+                client_id,
+                scope,
+                token_headers,
+                headers,
+                ..
+            } => serde_json::json!({
+                "type": "oauth2",
+                "tokenUrl": token_url,
+                "clientId": client_id,
+                "scope": scope,
+                "tokenHeaders": token_headers.keys().collect::<Vec<_>>(),
+                "headers": headers.keys().collect::<Vec<_>>(),
+            }),
+        }
+    }
+
+    fn validate(&self, policy: &IpPolicy) -> Result<()> {
+        let visible = |field: &str, v: &str| {
+            if v.is_empty() || v.len() > 4096 || reqwest::header::HeaderValue::from_str(v).is_err()
+            {
+                Err(Error::invalid(
+                    field,
+                    "must be 1 to 4096 visible ASCII characters",
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            ReceiverAuth::AccessKey { key } => visible("auth.key", key),
+            ReceiverAuth::Bearer { token } => visible("auth.token", token),
+            ReceiverAuth::Basic { username, password } => {
+                if username.is_empty() || username.contains(':') || username.len() > 256 {
+                    return Err(Error::invalid(
+                        "auth.username",
+                        "must be 1 to 256 characters without ':'",
+                    ));
+                }
+                if password.len() > 1024 {
+                    return Err(Error::invalid(
+                        "auth.password",
+                        "must be at most 1024 characters",
+                    ));
+                }
+                Ok(())
+            }
+            ReceiverAuth::Oauth2 {
+                token_url,
+                client_id,
+                client_secret,
+                token_headers,
+                headers,
+                ..
+            } => {
+                let url =
+                    url::Url::parse(token_url).map_err(|e| Error::invalid("auth.tokenUrl", e))?;
+                check_url(&url, policy).map_err(|e| Error::invalid("auth.tokenUrl", e))?;
+                if client_id.is_empty() || client_id.len() > 512 {
+                    return Err(Error::invalid(
+                        "auth.clientId",
+                        "must be 1 to 512 characters",
+                    ));
+                }
+                if client_secret.len() > 4096 {
+                    return Err(Error::invalid(
+                        "auth.clientSecret",
+                        "must be at most 4096 characters",
+                    ));
+                }
+                validate_headers("auth.tokenHeaders", token_headers)?;
+                validate_headers("auth.headers", headers)
+            }
+        }
+    }
+}
+
+/// Checks custom header names and values: valid HTTP, and none that hookline sets itself.
+fn validate_headers(field: &str, headers: &BTreeMap<String, String>) -> Result<()> {
+    if headers.len() > 32 {
+        return Err(Error::invalid(field, "at most 32 headers"));
+    }
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(Error::invalid(
+                format!("{field}.{name}"),
+                "is not a valid header name",
+            ));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str())
+            || lower.starts_with("webhook-")
+            || lower == "authorization"
+        {
+            return Err(Error::invalid(
+                format!("{field}.{name}"),
+                "is set by hookline and cannot be overridden",
+            ));
+        }
+        if value.len() > 4096 || reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(Error::invalid(
+                format!("{field}.{name}"),
+                "value must be at most 4096 visible characters",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Header names a subscription may not set: hookline owns them.
@@ -476,6 +656,8 @@ pub(crate) struct SubscriptionSpec {
     pub on_failure: FailurePolicy,
     #[serde(default)]
     pub signing: SigningKeys,
+    #[serde(default)]
+    pub auth: Option<ReceiverAuth>,
 }
 
 // Secrets stay out of logs and panics: Debug names them only.
@@ -494,6 +676,7 @@ impl std::fmt::Debug for SubscriptionSpec {
             .field("timeout_ms", &self.timeout_ms)
             .field("on_failure", &self.on_failure)
             .field("signing", &self.signing)
+            .field("auth", &self.auth)
             .finish()
     }
 }
@@ -520,6 +703,7 @@ impl SubscriptionSpec {
                 .unwrap_or(defaults.default_timeout.as_millis() as u64),
             on_failure: n.on_failure.unwrap_or_default(),
             signing,
+            auth: n.auth,
         };
         spec.validate(&IpPolicy::new(defaults.allow_networks.clone()))?;
         Ok(spec)
@@ -550,6 +734,9 @@ impl SubscriptionSpec {
         }
         if let Some(v) = p.on_failure {
             s.on_failure = v;
+        }
+        if let Some(v) = p.auth {
+            s.auth = v;
         }
         s.validate(policy)?;
         Ok(s)
@@ -589,29 +776,15 @@ impl SubscriptionSpec {
                 "must be 1 to 1024 visible ASCII characters",
             ));
         }
-        if self.headers.len() > 32 {
-            return Err(Error::invalid("headers", "at most 32 custom headers"));
-        }
-        for (name, value) in &self.headers {
-            let lower = name.to_ascii_lowercase();
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        validate_headers("headers", &self.headers)?;
+        if let Some(auth) = &self.auth {
+            if self.access_key.is_some() {
                 return Err(Error::invalid(
-                    format!("headers.{name}"),
-                    "is not a valid header name",
+                    "auth",
+                    "set either accessKey or auth, not both",
                 ));
             }
-            if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
-                return Err(Error::invalid(
-                    format!("headers.{name}"),
-                    "is set by hookline and cannot be overridden",
-                ));
-            }
-            if value.len() > 4096 || reqwest::header::HeaderValue::from_str(value).is_err() {
-                return Err(Error::invalid(
-                    format!("headers.{name}"),
-                    "value must be at most 4096 visible characters",
-                ));
-            }
+            auth.validate(policy)?;
         }
         self.retry.validate()?;
         if !(Self::MIN_TIMEOUT_MS..=Self::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
@@ -652,6 +825,9 @@ pub struct Subscription {
     pub workflow_ids: Vec<String>,
     /// Whether an access key is configured (the key itself is never returned).
     pub access_key_set: bool,
+    /// The receiver authentication's type and non-secret fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<serde_json::Value>,
     /// Custom request headers.
     pub headers: BTreeMap<String, String>,
     /// Retry policy.
@@ -829,6 +1005,7 @@ mod tests {
             timeout_ms: 30_000,
             on_failure: FailurePolicy::Block,
             signing: SigningKeys::default(),
+            auth: None,
         }
     }
 

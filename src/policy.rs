@@ -19,17 +19,19 @@ pub(crate) enum ErrorKind {
     /// The TCP or TLS connection could not be established.
     Connect,
     /// The host name did not resolve.
-    #[allow(dead_code)] // produced by the SSRF-safe resolver of the outbound-security work
     Dns,
     /// The connection broke while sending or reading.
     Reset,
     /// The destination address is not allowed (SSRF defence).
-    #[allow(dead_code)] // produced by the SSRF-safe resolver of the outbound-security work
     BlockedAddress,
     /// The request could not be built (bad header value, unsupported URL).
     InvalidRequest,
     /// The process stopped while the attempt was in flight.
     Interrupted,
+    /// The receiver's OAuth2 token endpoint was unreachable or answered 5xx/429.
+    TokenUnavailable,
+    /// The token endpoint refused our credentials or answered something unusable.
+    TokenRefused,
 }
 
 impl ErrorKind {
@@ -42,6 +44,8 @@ impl ErrorKind {
             ErrorKind::BlockedAddress => "blocked_address",
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::TokenUnavailable => "token_unavailable",
+            ErrorKind::TokenRefused => "token_refused",
         }
     }
 
@@ -52,8 +56,11 @@ impl ErrorKind {
             | ErrorKind::Connect
             | ErrorKind::Dns
             | ErrorKind::Reset
-            | ErrorKind::Interrupted => true,
-            ErrorKind::BlockedAddress | ErrorKind::InvalidRequest => false,
+            | ErrorKind::Interrupted
+            | ErrorKind::TokenUnavailable => true,
+            ErrorKind::BlockedAddress | ErrorKind::InvalidRequest | ErrorKind::TokenRefused => {
+                false
+            }
         }
     }
 }
@@ -193,10 +200,15 @@ mod tests {
             ErrorKind::Dns,
             ErrorKind::Reset,
             ErrorKind::Interrupted,
+            ErrorKind::TokenUnavailable,
         ] {
             assert_eq!(classify_error(k), Verdict::Retriable, "{k:?}");
         }
-        for k in [ErrorKind::BlockedAddress, ErrorKind::InvalidRequest] {
+        for k in [
+            ErrorKind::BlockedAddress,
+            ErrorKind::InvalidRequest,
+            ErrorKind::TokenRefused,
+        ] {
             assert_eq!(classify_error(k), Verdict::Fatal, "{k:?}");
         }
     }

@@ -57,7 +57,7 @@ pub(crate) struct AttemptDone {
 pub(crate) enum Command {
     Pause,
     Resume,
-    Update(SubscriptionPatch),
+    Update(Box<SubscriptionPatch>),
     /// Replace the signing secret; the old one is still sent for `grace`.
     RotateSecret {
         secret: Option<String>,
@@ -312,6 +312,8 @@ impl SubscriberState {
             access_key: spec.access_key.clone(),
             headers: spec.headers.clone(),
             signing: spec.signing.clone(),
+            auth: spec.auth.clone(),
+            subscription: self.row.id.clone(),
             timeout: Duration::from_millis(spec.timeout_ms),
         };
         let delivery = head.id;
@@ -519,7 +521,9 @@ impl SubscriberState {
                 Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
             }
             Command::Update(patch) => {
-                let spec = self.row.spec.apply(patch, self.ctx.sender.policy())?;
+                let spec = self.row.spec.apply(*patch, self.ctx.sender.policy())?;
+                // A changed token endpoint or credentials must not reuse a cached token.
+                self.ctx.sender.forget(&self.row.id);
                 self.row = journal.update_spec(self.row.id.clone(), spec).await?;
                 Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
             }
@@ -536,6 +540,7 @@ impl SubscriberState {
             }
             Command::Delete => {
                 journal.delete_subscription(self.row.id.clone()).await?;
+                self.ctx.sender.forget(&self.row.id);
                 Ok(CommandReply::Deleted)
             }
             Command::Skip(id) => {

@@ -124,6 +124,7 @@ impl SubscriptionRow {
             notification_types: s.notification_types.clone(),
             workflow_ids: s.workflow_ids.clone(),
             access_key_set: s.access_key.is_some(),
+            auth: s.auth.as_ref().map(|a| a.view()),
             headers: s.headers.clone(),
             retry: s.retry.clone(),
             timeout_ms: s.timeout_ms,

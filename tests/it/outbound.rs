@@ -355,3 +355,184 @@ async fn receiver_can_ask_to_be_disabled() {
     h.wait_status(&s.id, "dis-2", DeliveryStatus::Delivered)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_receiver_auth_headers_are_sent_and_never_shown() {
+    let rx = Receiver::start().await;
+    let h = TestEngine::start().await;
+    let cases = [
+        (
+            "/basic",
+            serde_json::json!({"type": "basic", "username": "osp", "password": "pa55:word"}),
+            (
+                "authorization",
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode("osp:pa55:word")
+                ),
+            ),
+            "pa55:word",
+        ),
+        (
+            "/bearer",
+            serde_json::json!({"type": "bearer", "token": "tok-static-123"}),
+            ("authorization", "Bearer tok-static-123".to_string()),
+            "tok-static-123",
+        ),
+        (
+            "/key",
+            serde_json::json!({"type": "accessKey", "key": "the-access-key"}),
+            ("access-key", "the-access-key".to_string()),
+            "the-access-key",
+        ),
+    ];
+    for (path, auth, (header, expected), secret) in cases {
+        let mut n = NewSubscription::new(TENANT, rx.url(path));
+        n.auth = Some(serde_json::from_value(auth).expect("auth parses"));
+        let s = h.subscribe(n).await;
+        let shown =
+            serde_json::to_string(&h.get_subscription(&s.id).await.expect("get")).expect("json");
+        assert!(!shown.contains(secret), "{path}: secret shown: {shown}");
+        let id = format!("auth{}", path.replace('/', "-"));
+        h.publish_all([event(&id)]).await;
+        rx.wait_delivered_at(path, std::slice::from_ref(&id), WITHIN)
+            .await;
+        let r = &rx.requests_at(path)[0];
+        assert_eq!(r.header(header), Some(expected.as_str()), "{path}");
+    }
+    // accessKey and auth together are ambiguous.
+    let mut n = NewSubscription::new(TENANT, rx.url("/both"));
+    n.access_key = Some("k".into());
+    n.auth = Some(hookline::ReceiverAuth::Bearer { token: "t".into() });
+    let err = h.create_subscription(n).await.expect_err("both");
+    assert!(
+        matches!(err, Error::Invalid { ref field, .. } if field == "auth"),
+        "{err}"
+    );
+}
+
+/// A real OAuth2 token endpoint: checks client credentials and the token headers, counts
+/// requests, issues `tok-1`, `tok-2`, …
+async fn token_endpoint(accept: bool) -> (String, Arc<AtomicUsize>) {
+    use axum::http::{HeaderMap, StatusCode};
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let c = c.clone();
+            async move {
+                let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+                let basic = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode("hookline-client:s3cret")
+                );
+                let authed = headers.get("authorization").and_then(|v| v.to_str().ok())
+                    == Some(basic.as_str());
+                let attrs = headers.get("x-gateway").and_then(|v| v.to_str().ok()) == Some("OBRH");
+                if !accept || !authed || !attrs || !body.contains("grant_type=client_credentials") {
+                    return (StatusCode::UNAUTHORIZED, "{\"error\":\"invalid_client\"}".to_string());
+                }
+                (
+                    StatusCode::OK,
+                    format!("{{\"access_token\":\"tok-{n}\",\"token_type\":\"Bearer\",\"expires_in\":3600}}"),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("token endpoint") });
+    (format!("http://{addr}/token"), count)
+}
+
+fn oauth2(token_url: &str) -> hookline::ReceiverAuth {
+    serde_json::from_value(serde_json::json!({
+        "type": "oauth2",
+        "tokenUrl": token_url,
+        "clientId": "hookline-client",
+        "clientSecret": "s3cret",
+        "tokenHeaders": {"x-gateway": "OBRH"},
+        "headers": {"entityId": "E01", "appId": "LOANS", "SERVICE-CONSUMER": "OFSLL"}
+    }))
+    .expect("oauth2 config parses")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_tokens_are_cached_and_refreshed_once_on_401() {
+    let (token_url, token_requests) = token_endpoint(true).await;
+    // The receiver accepts tok-1 until it "revokes" it after two deliveries.
+    let rx = Receiver::with(|r| {
+        let auth = r.header("authorization").unwrap_or_default();
+        let revoked = auth == "Bearer tok-1" && r.webhook_id() == "oa-3";
+        if auth.starts_with("Bearer tok-") && !revoked {
+            Reply::ok()
+        } else {
+            Reply::status(401)
+        }
+    })
+    .await;
+    let h = TestEngine::start().await;
+    let mut n = NewSubscription::new(TENANT, rx.url("/oa"));
+    n.auth = Some(oauth2(&token_url));
+    let s = h.subscribe(n).await;
+    let shown =
+        serde_json::to_string(&h.get_subscription(&s.id).await.expect("get")).expect("json");
+    assert!(!shown.contains("s3cret"), "client secret shown: {shown}");
+    assert!(
+        shown.contains("hookline-client"),
+        "client id is shown: {shown}"
+    );
+
+    let ids = h
+        .publish_all([event("oa-1"), event("oa-2"), event("oa-3"), event("oa-4")])
+        .await;
+    rx.wait_delivered_at("/oa", &ids, WITHIN).await;
+    let reqs = rx.requests_at("/oa");
+    assert_eq!(reqs[0].header("entityid"), Some("E01"));
+    assert_eq!(reqs[0].header("service-consumer"), Some("OFSLL"));
+    assert_eq!(reqs[0].header("authorization"), Some("Bearer tok-1"));
+    assert_eq!(
+        token_requests.load(Ordering::SeqCst),
+        2,
+        "one token for the first deliveries, one refresh after the 401"
+    );
+    let d = h.detail_of(&s.id, "oa-3").await;
+    assert_eq!(
+        d.delivery.attempts, 1,
+        "the 401 refresh is part of one attempt"
+    );
+    assert_eq!(
+        rx.requests_for("oa-4")[0].header("authorization"),
+        Some("Bearer tok-2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_client_credentials_fail_the_delivery_without_retry() {
+    let (token_url, token_requests) = token_endpoint(false).await;
+    let rx = Receiver::start().await;
+    let h = TestEngine::start().await;
+    let mut n = NewSubscription::new(TENANT, rx.url("/refused"));
+    n.auth = Some(oauth2(&token_url));
+    n.retry = Some(retry(5));
+    let s = h.subscribe(n).await;
+    h.publish_all([event("ref-1")]).await;
+    let d = h.wait_status(&s.id, "ref-1", DeliveryStatus::Failed).await;
+    assert_eq!(d.delivery.attempts, 1);
+    assert_eq!(
+        d.attempt_log[0].error_kind.as_deref(),
+        Some("token_refused")
+    );
+    assert!(
+        !d.attempt_log[0]
+            .error
+            .clone()
+            .unwrap_or_default()
+            .contains("s3cret")
+    );
+    assert_eq!(token_requests.load(Ordering::SeqCst), 1);
+    assert!(rx.requests().is_empty(), "nothing is sent without a token");
+}
