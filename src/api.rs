@@ -50,6 +50,7 @@ pub fn router(engine: EngineHandle) -> Router {
         .route("/v1/subscriptions/{id}/pause", post(pause_subscription))
         .route("/v1/subscriptions/{id}/resume", post(resume_subscription))
         .route("/v1/subscriptions/{id}/secret/rotate", post(rotate_secret))
+        .route("/v1/subscriptions/{id}/test", post(test_endpoint))
         .route("/v1/subscriptions/{id}/deliveries", get(list_deliveries))
         .route("/v1/events", post(publish))
         .route("/v1/deliveries/{id}", get(get_delivery))
@@ -407,6 +408,15 @@ async fn resume_subscription(
 ) -> ApiResult<impl IntoResponse> {
     let sub = visible_subscription(&engine, &auth, &id).await?;
     Ok(Json(engine.resume_subscription(&sub.id).await?))
+}
+
+async fn test_endpoint(
+    State(engine): State<EngineHandle>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let sub = visible_subscription(&engine, &auth, &id).await?;
+    Ok(Json(engine.test_endpoint(&sub.id).await?))
 }
 
 #[derive(Deserialize, Default)]

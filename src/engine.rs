@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::id::{DeliveryId, SubscriptionId, TenantId, validate_external_id};
 use crate::journal::Journal;
 use crate::model::{
-    CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, EventInput,
+    CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, EndpointTest, EventInput,
     NewSubscription, NewTenant, Principal, PublishReceipt, RetryPolicy, Subscription,
     SubscriptionPatch, SubscriptionSpec, Tenant,
 };
@@ -333,6 +333,56 @@ impl EngineHandle {
         }
         self.subscription_command(id, Command::RotateSecret { secret, grace })
             .await
+    }
+
+    /// Sends a signed test event to the subscription's endpoint now, outside its queue (nothing
+    /// is journaled and the order of real deliveries is untouched), with the subscription's
+    /// headers, authentication and timeout.
+    pub async fn test_endpoint(&self, id: &SubscriptionId) -> Result<EndpointTest> {
+        self.check_open()?;
+        let row = self
+            .journal()
+            .get_subscription(id)
+            .await?
+            .ok_or_else(|| Error::not_found("subscription", id))?;
+        let event = EventInput::new(
+            row.tenant_id.as_str(),
+            "hookline-endpoint-test",
+            crate::model::NotificationType::WorkflowEvent,
+        )
+        .payload(serde_json::json!({"test": true, "subscriptionId": id.as_str()}))
+        .validate()?;
+        let body = serde_json::to_string(&event)
+            .map_err(|e| Error::Internal(format!("test event: {e}")))?;
+        let spec = &row.spec;
+        let req = crate::delivery::AttemptRequest {
+            url: spec.url.clone(),
+            event_id: event.id.clone(),
+            body: Arc::from(body),
+            access_key: spec.access_key.clone(),
+            headers: spec.headers.clone(),
+            signing: spec.signing.clone(),
+            auth: spec.auth.clone(),
+            subscription: row.id.clone(),
+            timeout: Duration::from_millis(spec.timeout_ms),
+        };
+        let result = self.inner.ctx.sender.send(&req).await;
+        let duration_ms = result.duration.as_millis() as u64;
+        Ok(match result.outcome {
+            crate::delivery::AttemptOutcome::Response { status, .. } => EndpointTest {
+                status_code: Some(status),
+                duration_ms,
+                error: (!(200..300).contains(&status))
+                    .then(|| format!("receiver answered {status}")),
+                verified: (200..300).contains(&status),
+            },
+            crate::delivery::AttemptOutcome::Failed { kind, message } => EndpointTest {
+                status_code: (kind == crate::policy::ErrorKind::Timeout).then_some(500),
+                duration_ms,
+                error: Some(format!("{}: {message}", kind.as_str())),
+                verified: false,
+            },
+        })
     }
 
     /// Stops starting attempts for a subscription; events keep accumulating.

@@ -80,7 +80,7 @@ pub use error::{Error, Result};
 pub use id::{DeliveryId, EventId, SubscriptionId, TenantId};
 pub use model::{
     Attempt, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus,
-    Event, EventInput, FailurePolicy, NewSubscription, NewTenant, NotificationType, Principal,
-    PublishReceipt, ReceiverAuth, RetryPolicy, Subscription, SubscriptionPatch, SubscriptionState,
-    Tenant,
+    EndpointTest, Event, EventInput, FailurePolicy, NewSubscription, NewTenant, NotificationType,
+    Principal, PublishReceipt, ReceiverAuth, RetryPolicy, Subscription, SubscriptionPatch,
+    SubscriptionState, Tenant,
 };

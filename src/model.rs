@@ -861,6 +861,21 @@ pub struct Subscription {
     pub updated_at: String,
 }
 
+/// What an endpoint test (the lending seed's "Test button") found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointTest {
+    /// The receiver's status code, if it answered (a timeout is reported as 500, as the seeds do).
+    pub status_code: Option<u16>,
+    /// How long the request took.
+    pub duration_ms: u64,
+    /// What went wrong, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether the endpoint accepted the signed test event with a 2xx.
+    pub verified: bool,
+}
+
 /// A delivery's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -536,3 +536,46 @@ async fn refused_client_credentials_fail_the_delivery_without_retry() {
     assert_eq!(token_requests.load(Ordering::SeqCst), 1);
     assert!(rx.requests().is_empty(), "nothing is sent without a token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_test_sends_a_signed_event_outside_the_queue() {
+    ensure_standardwebhooks();
+    let rx = Receiver::with(|r| {
+        if r.path == "/down" {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let h = TestEngine::start().await;
+    let s = h
+        .subscribe(NewSubscription::new(TENANT, rx.url("/up")))
+        .await;
+    let secret = s.secret.clone().expect("secret");
+    let t = h.test_endpoint(&s.id).await.expect("test");
+    assert!(t.verified, "{t:?}");
+    assert_eq!(t.status_code, Some(200));
+    let r = &rx.requests_at("/up")[0];
+    assert!(reference_verifies(&secret, r), "the test event is signed");
+    assert_eq!(r.json()["payLoad"]["test"], true);
+    assert!(h.deliveries(&s.id).await.is_empty(), "nothing is journaled");
+
+    let down = h
+        .subscribe(NewSubscription::new(TENANT, rx.url("/down")))
+        .await;
+    let t = h.test_endpoint(&down.id).await.expect("test");
+    assert!(!t.verified);
+    assert_eq!(t.status_code, Some(503));
+    assert!(t.error.is_some());
+
+    let closed = h
+        .subscribe(NewSubscription::new(
+            TENANT,
+            crate::support::closed_port_url("/x"),
+        ))
+        .await;
+    let t = h.test_endpoint(&closed.id).await.expect("test");
+    assert_eq!((t.verified, t.status_code), (false, None));
+    assert!(t.error.is_some_and(|e| e.starts_with("connect")));
+}
