@@ -192,14 +192,16 @@ impl MasterKey {
     /// whole directory (they have the key too). Production deployments should pass the key in
     /// `HOOKLINE_SECRET_KEY`, from a secret store, and back it up separately from the journal.
     pub(crate) fn load_or_create(path: &Path) -> Result<(MasterKey, bool), SecretBoxError> {
-        let key = MasterKey::generate();
-        let mut text = format!("{}\n", key.to_text());
-        let created = create_exclusive(path, text.as_bytes());
-        wipe_string(&mut text);
-        if created.map_err(|e| io_error("cannot create", path, &e))? {
-            return Ok((key, true));
+        if !path.exists() {
+            let key = MasterKey::generate();
+            let mut text = format!("{}\n", key.to_text());
+            let created = create_exclusive(path, text.as_bytes());
+            wipe_string(&mut text);
+            if created.map_err(|e| io_error("cannot create", path, &e))? {
+                return Ok((key, true));
+            }
+            // Another process created it first: use its key.
         }
-        drop(key);
         Ok((read_key_file(path)?, false))
     }
 }
@@ -261,7 +263,7 @@ fn read_key_file(path: &Path) -> Result<MasterKey, SecretBoxError> {
 }
 
 /// Creates `path` holding `contents` unless it exists. `Ok(true)`: created (and synced);
-/// `Ok(false)`: it already existed (possibly created by a concurrent process just now).
+/// `Ok(false)`: it already existed (created by a concurrent process since the caller looked).
 fn create_exclusive(path: &Path, contents: &[u8]) -> io::Result<bool> {
     let name = path
         .file_name()
@@ -270,9 +272,6 @@ fn create_exclusive(path: &Path, contents: &[u8]) -> io::Result<bool> {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    if path.exists() {
-        return Ok(false);
-    }
     let mut tmp_name = name.to_os_string();
     tmp_name.push(format!(".{}.tmp", hex::encode(rand::random::<[u8; 6]>())));
     let tmp = dir.join(tmp_name);
@@ -773,6 +772,31 @@ mod tests {
         assert!(!was_created);
         assert_eq!(loaded.0[..], created.0[..]);
         assert_eq!(loaded.key_id(), created.key_id());
+    }
+
+    #[test]
+    fn concurrent_load_or_create_agree_on_one_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k");
+        let barrier = std::sync::Barrier::new(8);
+        let results: Vec<(MasterKey, bool)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        MasterKey::load_or_create(&path).expect("load_or_create")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+        let first = results[0].0.key_id();
+        assert!(results.iter().all(|(k, _)| k.key_id() == first));
+        assert_eq!(fs::read_dir(dir.path()).expect("read_dir").count(), 1);
     }
 
     #[test]
