@@ -69,6 +69,8 @@ mod journal;
 pub mod model;
 mod oauth;
 mod policy;
+#[allow(dead_code)] // wired in by the subscriber actor
+mod ratelimit;
 #[allow(dead_code)] // wired in by the journal
 mod secretbox;
 mod signing;
