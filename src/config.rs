@@ -54,6 +54,12 @@ pub struct EngineConfig {
     pub reader_connections: u32,
     /// Pending deliveries a subscription actor holds in memory at once. Default 32.
     pub actor_prefetch: u32,
+    /// The master key sealing subscription secrets in the journal (`base64:…` or 64 hex
+    /// characters). Default: a key file beside the journal (`<db>.key`, mode 0600), created on
+    /// first start; production should pass one from a secret store instead.
+    pub secret_key: Option<crate::secretbox::Redacted<String>>,
+    /// The per-tenant delivery rate limit applied to every tenant without its own. Default none.
+    pub tenant_rate_limit: Option<crate::ratelimit::RateLimit>,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +78,8 @@ impl Default for EngineConfig {
             intake_queue: 8192,
             reader_connections: 4,
             actor_prefetch: 32,
+            secret_key: None,
+            tenant_rate_limit: None,
         }
     }
 }
@@ -103,6 +111,9 @@ impl EngineConfig {
                 "commitBatchMax",
                 "batch, queue and reader sizes must be positive",
             ));
+        }
+        if let Some(l) = &self.tenant_rate_limit {
+            l.validate()?;
         }
         if self.actor_prefetch == 0 || self.actor_prefetch > 1024 {
             return Err(Error::invalid(

@@ -29,6 +29,7 @@ use crate::model::{
     NewSubscription, NewTenant, Principal, PublishReceipt, RetryPolicy, Subscription,
     SubscriptionPatch, SubscriptionSpec, Tenant,
 };
+use crate::secretbox::{MasterKey, SecretBox};
 
 /// Entry point: `Engine::builder().path("hookline.db").build().await`.
 #[derive(Debug)]
@@ -108,6 +109,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The master key sealing subscription secrets (`base64:…` or 64 hex characters). Default: a
+    /// key file `<db>.key` beside the journal, created on first start.
+    pub fn secret_key(mut self, key: impl Into<String>) -> Self {
+        self.config.secret_key = Some(crate::secretbox::Redacted::new(key.into()));
+        self
+    }
+
     /// Opens the journal, recovers, and starts delivering.
     pub async fn build(self) -> Result<EngineHandle> {
         self.config.validate()?;
@@ -119,7 +127,8 @@ impl EngineBuilder {
                 (dir.path().join("hookline.db"), Some(dir))
             }
         };
-        let (journal, recovery) = Journal::open(&path, &self.config).await?;
+        let sealer = SecretBox::new(master_key(&path, &self.config, tempdir.is_some())?);
+        let (journal, recovery) = Journal::open(&path, &self.config, sealer).await?;
         if recovery.interrupted > 0 {
             tracing::warn!(
                 count = recovery.interrupted,
@@ -177,6 +186,29 @@ struct Inner {
     /// Hash of an admin key given by configuration (never stored).
     admin_override: std::sync::RwLock<Option<String>>,
     _tempdir: Option<tempfile::TempDir>,
+}
+
+/// The key sealing subscription secrets: configured, generated for a throwaway journal, or kept
+/// in a key file beside the journal.
+fn master_key(db: &Path, cfg: &EngineConfig, throwaway: bool) -> Result<MasterKey> {
+    if let Some(text) = &cfg.secret_key {
+        return MasterKey::parse(text.expose()).map_err(|e| Error::invalid("secretKey", e));
+    }
+    if throwaway {
+        return Ok(MasterKey::generate());
+    }
+    let mut file = db.as_os_str().to_owned();
+    file.push(".key");
+    let file = PathBuf::from(file);
+    let (key, created) = MasterKey::load_or_create(&file)
+        .map_err(|e| Error::unavailable(format!("secret key file {}", file.display()), e))?;
+    if created {
+        tracing::warn!(
+            file = %file.display(),
+            "generated the key sealing subscription secrets; back it up with the journal, or set HOOKLINE_SECRET_KEY"
+        );
+    }
+    Ok(key)
 }
 
 /// SHA-256 hex digest of an API key: what the journal stores and looks up.

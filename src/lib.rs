@@ -71,7 +71,6 @@ mod oauth;
 mod policy;
 #[allow(dead_code)] // wired in by the subscriber actor
 mod ratelimit;
-#[allow(dead_code)] // wired in by the journal
 mod secretbox;
 mod signing;
 mod ssrf;
@@ -86,3 +85,5 @@ pub use model::{
     Principal, PublishReceipt, ReceiverAuth, RetryPolicy, Subscription, SubscriptionPatch,
     SubscriptionState, Tenant,
 };
+pub use ratelimit::RateLimit;
+pub use secretbox::Redacted;

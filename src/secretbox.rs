@@ -336,6 +336,7 @@ impl SecretBox {
         SecretBox { key }
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // for diagnostics of a wrong key
     /// The id of the key in use, for logs and [`SecretBoxError::WrongKey`].
     pub(crate) fn key_id(&self) -> String {
         self.key.key_id()

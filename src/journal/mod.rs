@@ -26,7 +26,7 @@
 macro_rules! sub_select {
     () => {
         "SELECT id, tenant_id, config, version, paused, blocked_on, disabled_reason, \
-         faulted_reason, created_at, updated_at FROM subscriptions"
+         faulted_reason, created_at, updated_at, secrets FROM subscriptions"
     };
 }
 
@@ -62,6 +62,7 @@ use crate::model::{
     Attempt, Delivery, DeliveryPage, DeliveryQuery, DeliveryStatus, Event, NotificationType,
     Principal, PublishReceipt, Subscription, SubscriptionSpec, SubscriptionState, Tenant,
 };
+use crate::secretbox::SecretBox;
 
 pub(crate) use writer::{AttemptRecord, FlagChange};
 use writer::{Command, Op, Outcome};
@@ -176,6 +177,7 @@ struct Inner {
     tx: mpsc::Sender<Command>,
     readers: SqlitePool,
     hook: Arc<OnceLock<CommitHook>>,
+    sealer: Arc<SecretBox>,
     writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -186,7 +188,12 @@ fn sql_err(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
 impl Journal {
     /// Opens (creating if needed) the journal at `path`, migrates it, runs crash recovery and
     /// starts the writer task.
-    pub(crate) async fn open(path: &Path, cfg: &EngineConfig) -> Result<(Journal, Recovery)> {
+    pub(crate) async fn open(
+        path: &Path,
+        cfg: &EngineConfig,
+        sealer: SecretBox,
+    ) -> Result<(Journal, Recovery)> {
+        let sealer = Arc::new(sealer);
         let sync = match cfg.durability {
             Durability::Fsync => SqliteSynchronous::Full,
             Durability::Os => SqliteSynchronous::Normal,
@@ -212,9 +219,7 @@ impl Journal {
             .await
             .map_err(|e| Error::unavailable("journal migration failed", e))?;
         let recovery = recover(&mut conn).await?;
-        let cache = writer::Routing::load(&mut conn)
-            .await
-            .map_err(sql_err("load"))?;
+        let cache = writer::Routing::load(&mut conn, sealer.clone()).await?;
 
         let readers = SqlitePoolOptions::new()
             .max_connections(cfg.reader_connections)
@@ -238,6 +243,7 @@ impl Journal {
                 tx,
                 readers,
                 hook,
+                sealer,
                 writer_task: Mutex::new(Some(task)),
             }),
         };
@@ -475,7 +481,8 @@ impl Journal {
             .fetch_optional(self.pool())
             .await
             .map_err(sql_err("read"))?;
-        row.map(|r| sub_from_row(&r)).transpose()
+        row.map(|r| sub_from_row(&r, &self.inner.sealer))
+            .transpose()
     }
 
     pub(crate) async fn list_subscriptions(
@@ -496,7 +503,9 @@ impl Journal {
             }
         }
         .map_err(sql_err("read"))?;
-        rows.iter().map(sub_from_row).collect()
+        rows.iter()
+            .map(|r| sub_from_row(r, &self.inner.sealer))
+            .collect()
     }
 
     /// The next open deliveries of a subscription after `after_seq`, in order.
@@ -715,12 +724,52 @@ async fn recover(conn: &mut SqliteConnection) -> Result<Recovery> {
 
 pub(super) const SUB_COLUMNS: &str = sub_select!();
 
-fn sub_from_row(r: &SqliteRow) -> Result<SubscriptionRow> {
+/// The spec fields that carry secrets: kept out of the readable `config` column and sealed.
+const SECRET_FIELDS: [&str; 3] = ["accessKey", "auth", "signing"];
+
+/// Splits a spec into its readable config JSON and its sealed secrets (bound to the id).
+pub(super) fn encode_spec(
+    spec: &SubscriptionSpec,
+    id: &SubscriptionId,
+    sealer: &SecretBox,
+) -> Result<(String, Vec<u8>)> {
+    let internal = |e: &dyn std::fmt::Display| Error::Internal(format!("subscription config: {e}"));
+    let mut value = serde_json::to_value(spec).map_err(|e| internal(&e))?;
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| internal(&"not an object"))?;
+    let mut secrets = serde_json::Map::new();
+    for field in SECRET_FIELDS {
+        if let Some(v) = obj.remove(field) {
+            secrets.insert(field.to_owned(), v);
+        }
+    }
+    let sealed = sealer
+        .seal_json(&secrets, id.as_str().as_bytes())
+        .map_err(|e| internal(&e))?;
+    Ok((value.to_string(), sealed))
+}
+
+fn sub_from_row(r: &SqliteRow, sealer: &SecretBox) -> Result<SubscriptionRow> {
+    let id = SubscriptionId::from(r.get::<String, _>(0));
     let config: String = r.get(2);
-    let spec: SubscriptionSpec = serde_json::from_str(&config)
+    let mut value: serde_json::Value = serde_json::from_str(&config)
+        .map_err(|e| Error::Internal(format!("unreadable subscription config: {e}")))?;
+    if let Some(sealed) = r.get::<Option<Vec<u8>>, _>(10)
+        && let Some(obj) = value.as_object_mut()
+    {
+        let secrets: serde_json::Map<String, serde_json::Value> = sealer
+            .open_json(&sealed, id.as_str().as_bytes())
+            .map_err(|e| Error::Unavailable {
+                message: format!("cannot open the secrets of subscription {id}: {e}"),
+                source: None,
+            })?;
+        obj.extend(secrets);
+    }
+    let spec: SubscriptionSpec = serde_json::from_value(value)
         .map_err(|e| Error::Internal(format!("unreadable subscription config: {e}")))?;
     Ok(SubscriptionRow {
-        id: SubscriptionId::from(r.get::<String, _>(0)),
+        id,
         tenant_id: TenantId::from(r.get::<String, _>(1)),
         spec,
         paused: r.get::<i64, _>(4) != 0,

@@ -18,11 +18,12 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CommitHook, SUB_COLUMNS, SubscriptionRow, sub_from_row};
+use super::{CommitHook, SUB_COLUMNS, SubscriptionRow, encode_spec, sub_from_row};
 use crate::clock::format_ms;
 use crate::error::{Error, Result};
 use crate::id::{DeliveryId, SubscriptionId, TenantId};
 use crate::model::{DeliveryStatus, Event, PublishReceipt, SubscriptionSpec, Tenant};
+use crate::secretbox::SecretBox;
 
 // `Close` is sent once per engine; boxing the common variant would cost an allocation per write.
 #[allow(clippy::large_enum_variant)]
@@ -127,27 +128,40 @@ pub(super) enum Outcome {
 }
 
 /// The writer's view of who receives what: tenants, and each tenant's subscriptions.
-#[derive(Default)]
 pub(super) struct Routing {
+    /// Seals and opens subscription secrets (kept here because every write path has the routing).
+    sealer: Arc<SecretBox>,
     tenants: HashSet<TenantId>,
     subs: HashMap<TenantId, Vec<(SubscriptionId, Arc<SubscriptionSpec>)>>,
 }
 
 impl Routing {
-    pub(super) async fn load(conn: &mut SqliteConnection) -> sqlx::Result<Routing> {
-        let mut r = Routing::default();
+    pub(super) async fn load(
+        conn: &mut SqliteConnection,
+        sealer: Arc<SecretBox>,
+    ) -> Result<Routing> {
+        let sql = |e: sqlx::Error| Error::unavailable("journal load failed", e);
+        let mut r = Routing {
+            sealer,
+            tenants: HashSet::new(),
+            subs: HashMap::new(),
+        };
         for t in sqlx::query_scalar::<_, String>("SELECT id FROM tenants")
             .fetch_all(&mut *conn)
-            .await?
+            .await
+            .map_err(sql)?
         {
             r.tenants.insert(TenantId::from(t));
         }
-        let rows = sqlx::query(SUB_COLUMNS).fetch_all(&mut *conn).await?;
+        let rows = sqlx::query(SUB_COLUMNS)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(sql)?;
         for row in &rows {
-            // An unreadable row cannot be routed to; the reader reports it on access.
-            if let Ok(s) = sub_from_row(row) {
-                r.upsert(s.tenant_id, s.id, s.spec);
-            }
+            // A subscription that cannot be read (a wrong master key) could not be routed to:
+            // its events would be silently lost, so refusing to start is the only safe answer.
+            let s = sub_from_row(row, &r.sealer)?;
+            r.upsert(s.tenant_id, s.id, s.spec);
         }
         Ok(r)
     }
@@ -272,7 +286,7 @@ async fn process(
 }
 
 async fn reload_routing(conn: &mut SqliteConnection, routing: &mut Routing) {
-    match Routing::load(conn).await {
+    match Routing::load(conn, routing.sealer.clone()).await {
         Ok(r) => *routing = r,
         Err(e) => tracing::error!(error = %e, "could not reload the routing table"),
     }
@@ -349,28 +363,36 @@ async fn apply(
             if !routing.tenants.contains(tenant) {
                 return Ok(Err(Error::not_found("tenant", tenant)));
             }
-            let config = serde_json::to_string(spec).unwrap_or_default();
+            let (config, secrets) = match encode_spec(spec, id, &routing.sealer) {
+                Ok(v) => v,
+                Err(e) => return Ok(Err(e)),
+            };
             sqlx::query(
-                "INSERT INTO subscriptions (id, tenant_id, config, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                "INSERT INTO subscriptions (id, tenant_id, config, secrets, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
             )
             .bind(id.as_str())
             .bind(tenant.as_str())
             .bind(config)
+            .bind(secrets)
             .bind(at)
             .execute(&mut *conn)
             .await?;
             routing.upsert(tenant.clone(), id.clone(), spec.clone());
-            read_row(conn, id).await
+            read_row(conn, id, &routing.sealer).await
         }
         Op::UpdateSpec { id, spec, at } => {
-            let config = serde_json::to_string(spec).unwrap_or_default();
+            let (config, secrets) = match encode_spec(spec, id, &routing.sealer) {
+                Ok(v) => v,
+                Err(e) => return Ok(Err(e)),
+            };
             let tenant: Option<String> = sqlx::query_scalar(
-                "UPDATE subscriptions SET config = ?2, version = version + 1, updated_at = ?3 \
-                 WHERE id = ?1 RETURNING tenant_id",
+                "UPDATE subscriptions SET config = ?2, secrets = ?3, version = version + 1, \
+                 updated_at = ?4 WHERE id = ?1 RETURNING tenant_id",
             )
             .bind(id.as_str())
             .bind(config)
+            .bind(secrets)
             .bind(at)
             .fetch_optional(&mut *conn)
             .await?;
@@ -378,7 +400,7 @@ async fn apply(
                 return Ok(Err(Error::not_found("subscription", id)));
             };
             routing.upsert(TenantId::from(tenant), id.clone(), spec.clone());
-            read_row(conn, id).await
+            read_row(conn, id, &routing.sealer).await
         }
         Op::SetFlags { id, flags, at } => {
             let n = sqlx::query(
@@ -406,7 +428,7 @@ async fn apply(
             if n == 0 {
                 return Ok(Err(Error::not_found("subscription", id)));
             }
-            read_row(conn, id).await
+            read_row(conn, id, &routing.sealer).await
         }
         Op::DeleteSubscription { id } => {
             let n = sqlx::query("DELETE FROM subscriptions WHERE id = ?1")
@@ -561,6 +583,7 @@ async fn mark_in_flight(
 async fn read_row(
     conn: &mut SqliteConnection,
     id: &SubscriptionId,
+    sealer: &SecretBox,
 ) -> sqlx::Result<Result<Outcome>> {
     let row = sqlx::query(concat!(sub_select!(), " WHERE id = ?1"))
         .bind(id.as_str())
@@ -568,7 +591,7 @@ async fn read_row(
         .await?;
     Ok(match row {
         None => Err(Error::not_found("subscription", id)),
-        Some(r) => sub_from_row(&r).map(|s| Outcome::Row(Box::new(s))),
+        Some(r) => sub_from_row(&r, sealer).map(|s| Outcome::Row(Box::new(s))),
     })
 }
 

@@ -579,3 +579,60 @@ async fn endpoint_test_sends_a_signed_event_outside_the_queue() {
     assert_eq!((t.verified, t.status_code), (false, None));
     assert!(t.error.is_some_and(|e| e.starts_with("connect")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_secrets_are_sealed_in_the_journal() {
+    let mut h = TestEngine::start().await;
+    let mut n = NewSubscription::new(TENANT, "https://receiver.example/a");
+    n.access_key = Some("plain-access-key-7f3a9".into());
+    let given = hookline_secret_of_32_bytes(42);
+    n.secret = Some(given.clone());
+    h.subscribe(n).await;
+    let mut n = NewSubscription::new(TENANT, "https://receiver.example/b");
+    n.auth = Some(hookline::ReceiverAuth::Bearer {
+        token: "bearer-token-c41d2".into(),
+    });
+    let b = h.subscribe(n).await;
+    h.restart().await;
+    assert_eq!(
+        h.get_subscription(&b.id)
+            .await
+            .expect("readable after restart")
+            .auth,
+        Some(serde_json::json!({"type": "bearer"}))
+    );
+    h.engine.shutdown().await;
+
+    let mut raw = std::fs::read(&h.db).expect("journal");
+    if let Ok(wal) = std::fs::read(h.db.with_extension("db-wal")) {
+        raw.extend(wal);
+    }
+    for secret in ["plain-access-key-7f3a9", "bearer-token-c41d2", &given[6..]] {
+        assert!(
+            !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} is stored in clear"
+        );
+    }
+    let key_file = format!("{}.key", h.db.display());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file)
+            .expect("key file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the key file is private");
+
+    // With another key the journal cannot be routed: the engine refuses to start.
+    let err = builder(&h.db)
+        .secret_key(format!(
+            "base64:{}",
+            base64::engine::general_purpose::STANDARD.encode([1u8; 32])
+        ))
+        .build()
+        .await
+        .expect_err("a wrong key must not start");
+    assert!(err.to_string().contains("secrets"), "{err}");
+    h.engine = builder(&h.db)
+        .build()
+        .await
+        .expect("the right key opens it");
+}
