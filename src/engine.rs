@@ -116,6 +116,12 @@ impl EngineBuilder {
         self
     }
 
+    /// A delivery rate limit for every tenant, shared by its subscriptions. Default none.
+    pub fn tenant_rate_limit(mut self, limit: crate::ratelimit::RateLimit) -> Self {
+        self.config.tenant_rate_limit = Some(limit);
+        self
+    }
+
     /// Opens the journal, recovers, and starts delivering.
     pub async fn build(self) -> Result<EngineHandle> {
         self.config.validate()?;
@@ -138,6 +144,7 @@ impl EngineBuilder {
         let ctx: SharedCtx = Arc::new(Ctx {
             journal: journal.clone(),
             sender: Sender::new(&self.config)?,
+            limiters: crate::ratelimit::Limiters::new(self.config.tenant_rate_limit.clone()),
             config: self.config,
             tasks: TaskTracker::new(),
         });

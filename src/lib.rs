@@ -69,7 +69,6 @@ mod journal;
 pub mod model;
 mod oauth;
 mod policy;
-#[allow(dead_code)] // wired in by the subscriber actor
 mod ratelimit;
 mod secretbox;
 mod signing;

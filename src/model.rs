@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::{DeliveryId, EventId, SubscriptionId, TenantId, validate_external_id};
+use crate::ratelimit::RateLimit;
 use crate::signing::SigningKeys;
 use crate::ssrf::{IpPolicy, check_url};
 
@@ -366,7 +367,7 @@ pub enum SubscriptionState {
 }
 
 /// A subscription to create.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewSubscription {
     /// The owning tenant.
@@ -403,6 +404,9 @@ pub struct NewSubscription {
     /// How to authenticate to the receiver (instead of `accessKey`).
     #[serde(default)]
     pub auth: Option<ReceiverAuth>,
+    /// Pace deliveries to at most this rate (never reordering or dropping them).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl NewSubscription {
@@ -417,7 +421,7 @@ impl NewSubscription {
 }
 
 /// Changes to a subscription; absent fields stay as they are. `accessKey: null` removes the key.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionPatch {
     /// New callback URL.
@@ -447,6 +451,9 @@ pub struct SubscriptionPatch {
     /// New receiver authentication; `Some(None)` removes it.
     #[serde(default, deserialize_with = "double_option")]
     pub auth: Option<Option<ReceiverAuth>>,
+    /// New rate limit; `Some(None)` removes it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 fn double_option<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
@@ -643,7 +650,7 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// The validated, journaled configuration of a subscription.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SubscriptionSpec {
     pub url: String,
@@ -658,6 +665,8 @@ pub(crate) struct SubscriptionSpec {
     pub signing: SigningKeys,
     #[serde(default)]
     pub auth: Option<ReceiverAuth>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 // Secrets stay out of logs and panics: Debug names them only.
@@ -677,6 +686,7 @@ impl std::fmt::Debug for SubscriptionSpec {
             .field("on_failure", &self.on_failure)
             .field("signing", &self.signing)
             .field("auth", &self.auth)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -704,6 +714,7 @@ impl SubscriptionSpec {
             on_failure: n.on_failure.unwrap_or_default(),
             signing,
             auth: n.auth,
+            rate_limit: n.rate_limit,
         };
         spec.validate(&IpPolicy::new(defaults.allow_networks.clone()))?;
         Ok(spec)
@@ -737,6 +748,9 @@ impl SubscriptionSpec {
         }
         if let Some(v) = p.auth {
             s.auth = v;
+        }
+        if let Some(v) = p.rate_limit {
+            s.rate_limit = v;
         }
         s.validate(policy)?;
         Ok(s)
@@ -777,6 +791,9 @@ impl SubscriptionSpec {
             ));
         }
         validate_headers("headers", &self.headers)?;
+        if let Some(l) = &self.rate_limit {
+            l.validate()?;
+        }
         if let Some(auth) = &self.auth {
             if self.access_key.is_some() {
                 return Err(Error::invalid(
@@ -810,7 +827,7 @@ impl SubscriptionSpec {
 }
 
 /// A subscription as stored, with its state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     /// The subscription id.
@@ -828,6 +845,9 @@ pub struct Subscription {
     /// The receiver authentication's type and non-secret fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<serde_json::Value>,
+    /// The rate limit pacing deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// Custom request headers.
     pub headers: BTreeMap<String, String>,
     /// Retry policy.
@@ -1021,6 +1041,7 @@ mod tests {
             on_failure: FailurePolicy::Block,
             signing: SigningKeys::default(),
             auth: None,
+            rate_limit: None,
         }
     }
 

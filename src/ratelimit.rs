@@ -60,7 +60,6 @@
 //! a check be dated as of `due`. It is real time: `tokio::time::pause` does not pause it, so
 //! tests with a paused clock should leave rate limits unset.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -153,14 +152,20 @@ impl RateLimit {
 /// instant (the lateness credit). Only [`Bucket::check_at`] sets it, and only for one check.
 #[derive(Debug, Default)]
 struct CallerClock {
-    at: Cell<Option<Instant>>,
+    // A mutex rather than a Cell so the pacer is Sync (actor state is borrowed across awaits);
+    // it is uncontended: one bucket is checked by one caller at a time.
+    at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Clock for CallerClock {
     type Instant = Instant;
 
     fn now(&self) -> Instant {
-        self.at.get().unwrap_or_else(Instant::now)
+        self.at
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .unwrap_or_else(Instant::now)
     }
 }
 
@@ -182,12 +187,17 @@ impl Bucket {
     /// Takes one cell as of `at`, or returns the earliest instant one is available.
     fn check_at(&self, at: Instant) -> Result<(), Instant> {
         let clock = self.limiter.clock();
-        clock.at.set(Some(at));
+        let set = |v: Option<Instant>| {
+            if let Ok(mut g) = clock.at.lock() {
+                *g = v;
+            }
+        };
+        set(Some(at));
         let outcome = self
             .limiter
             .check()
             .map_err(|not_until| not_until.earliest_possible());
-        clock.at.set(None);
+        set(None);
         outcome
     }
 
@@ -215,6 +225,7 @@ impl Bucket {
         (self.limit.interval() / 2).min(MAX_LATENESS_CREDIT)
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // per-tenant overrides and pruning: no API yet
     /// How long after its last grant the bucket is full again: `burst` intervals (the theoretical
     /// arrival time is at most `burst` intervals past the last grant).
     fn refill_time(&self) -> Duration {
@@ -278,6 +289,7 @@ impl Limiters {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // per-tenant overrides and pruning: no API yet
     /// Overrides the default limit of `tenant`; `None` removes the override, so the engine
     /// default applies again. A changed limit starts from a fresh (full) bucket; setting the
     /// limit the tenant already has keeps its bucket, so a no-op update grants no extra burst.
@@ -293,6 +305,7 @@ impl Limiters {
         }
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // per-tenant overrides and pruning: no API yet
     /// Forgets everything about `tenant` (its override and its bucket), e.g. when it is deleted.
     pub(crate) fn forget_tenant(&self, tenant: &str) {
         let mut t = self.lock();
@@ -300,6 +313,7 @@ impl Limiters {
         t.buckets.remove(tenant);
     }
 
+    #[cfg_attr(not(test), allow(dead_code))] // per-tenant overrides and pruning: no API yet
     /// Drops the buckets that are full again: they would be recreated exactly as they are, so
     /// this bounds memory to the tenants active in the last `burst / perSecond` seconds without
     /// changing any decision. Meant to be called now and then (e.g. by the supervisor).

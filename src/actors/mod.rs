@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::EngineConfig;
 use crate::delivery::Sender;
 use crate::journal::Journal;
+use crate::ratelimit::Limiters;
 
 /// What every actor of an engine shares.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub(crate) struct Ctx {
     pub config: EngineConfig,
     /// Tracks attempt and timer tasks so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Per-tenant rate limits shared by the tenant's subscriptions.
+    pub limiters: Limiters,
 }
 
 pub(crate) type SharedCtx = Arc<Ctx>;

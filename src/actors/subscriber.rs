@@ -27,6 +27,7 @@ use crate::id::{DeliveryId, SubscriptionId};
 use crate::journal::{AttemptRecord, FlagChange, QueuedDelivery, SubscriptionRow};
 use crate::model::{Delivery, DeliveryStatus, FailurePolicy, Subscription, SubscriptionPatch};
 use crate::policy::{self, Decision, ErrorKind};
+use crate::ratelimit::SubscriptionPacer;
 
 /// Messages of a subscriber actor.
 pub(crate) enum SubscriberMsg {
@@ -122,6 +123,8 @@ pub(crate) struct SubscriberState {
     timer: Option<Timer>,
     draining: bool,
     rng: StdRng,
+    /// Paces attempts to the subscription's (and its tenant's) rate limit, in queue order.
+    pacer: SubscriptionPacer,
 }
 
 impl Actor for SubscriberActor {
@@ -140,6 +143,7 @@ impl Actor for SubscriberActor {
             .get_subscription(&args.id)
             .await?
             .ok_or_else(|| Error::not_found("subscription", &args.id))?;
+        let row_limit = row.spec.rate_limit.clone();
         Ok(SubscriberState {
             ctx: args.ctx,
             row,
@@ -152,6 +156,7 @@ impl Actor for SubscriberActor {
             timer: None,
             draining: false,
             rng: StdRng::from_os_rng(),
+            pacer: SubscriptionPacer::new(row_limit),
         })
     }
 
@@ -284,6 +289,25 @@ impl SubscriberState {
         if let Some(due) = head.next_at {
             let wait = until_ms(due);
             if !wait.is_zero() {
+                let delivery = head.id;
+                let me = myself.clone();
+                let task = self.ctx.tasks.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = me.cast(SubscriberMsg::TimerFired { delivery });
+                });
+                self.timer = Some(Timer {
+                    delivery,
+                    _task: AbortOnDrop(task.abort_handle()),
+                });
+                return Ok(());
+            }
+        }
+        if !head.marked {
+            // Pacing waits for the head and never reorders: nothing else may start meanwhile.
+            if let Err(wait) = self
+                .pacer
+                .next_slot(&self.ctx.limiters, self.row.tenant_id.as_str())
+            {
                 let delivery = head.id;
                 let me = myself.clone();
                 let task = self.ctx.tasks.spawn(async move {
@@ -447,8 +471,14 @@ impl SubscriberState {
         let stays_runnable = flags.is_none() && !self.draining && !self.refetch && self.runnable();
         let next_in_flight = match (new_status.is_terminal(), pos, self.queue.get(1)) {
             (true, 0, Some(next))
-                if stays_runnable && next.next_at.is_none_or(|t| t <= now_ms()) =>
+                if stays_runnable
+                    && next.next_at.is_none_or(|t| t <= now_ms())
+                    && self
+                        .pacer
+                        .next_slot(&self.ctx.limiters, self.row.tenant_id.as_str())
+                        .is_ok() =>
             {
+                // `marked` doubles as "its rate-limit slot is already taken".
                 Some((next.id, next.attempts + 1, now_ms()))
             }
             _ => None,
@@ -525,6 +555,7 @@ impl SubscriberState {
                 // A changed token endpoint or credentials must not reuse a cached token.
                 self.ctx.sender.forget(&self.row.id);
                 self.row = journal.update_spec(self.row.id.clone(), spec).await?;
+                self.pacer.reconfigure(self.row.spec.rate_limit.clone());
                 Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
             }
             Command::RotateSecret { secret, grace } => {

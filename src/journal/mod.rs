@@ -126,6 +126,7 @@ impl SubscriptionRow {
             workflow_ids: s.workflow_ids.clone(),
             access_key_set: s.access_key.is_some(),
             auth: s.auth.as_ref().map(|a| a.view()),
+            rate_limit: s.rate_limit.clone(),
             headers: s.headers.clone(),
             retry: s.retry.clone(),
             timeout_ms: s.timeout_ms,

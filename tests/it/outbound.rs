@@ -636,3 +636,80 @@ async fn subscription_secrets_are_sealed_in_the_journal() {
         .await
         .expect("the right key opens it");
 }
+
+/// The measured rate of the 2xx receipts at `path`, after the first (which the burst allows at
+/// once), with the order they arrived in.
+fn measured_rate(rx: &Receiver, path: &str) -> (f64, Vec<String>) {
+    let reqs = rx.requests_at(path);
+    let first = reqs.first().expect("requests").at;
+    let last = reqs.last().expect("requests").at;
+    let rate = (reqs.len() - 1) as f64 / last.duration_since(first).as_secs_f64();
+    (
+        rate,
+        reqs.iter().map(|r| r.webhook_id().to_owned()).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_pace_the_queue_without_reordering() {
+    let rx = Receiver::start().await;
+    let h = TestEngine::start().await;
+    let mut n = NewSubscription::new(TENANT, rx.url("/paced"));
+    n.rate_limit = Some(hookline::RateLimit {
+        per_second: 25.0,
+        burst: 1,
+    });
+    let s = h.subscribe(n).await;
+    h.pause_subscription(&s.id).await.expect("pause");
+    let ids = h.publish_all(crate::support::events("rl", 51)).await;
+    h.resume_subscription(&s.id).await.expect("resume");
+    rx.wait_delivered_at("/paced", &ids, Duration::from_secs(20))
+        .await;
+    let (rate, order) = measured_rate(&rx, "/paced");
+    assert_eq!(order, ids, "pacing never reorders");
+    assert!(
+        (0.9 * 25.0..=1.05 * 25.0).contains(&rate),
+        "measured {rate:.2}/s for a 25/s limit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_limit_caps_its_subscriptions_together() {
+    let rx = Receiver::start().await;
+    let h = TestEngine::start_with(|b| {
+        b.tenant_rate_limit(hookline::RateLimit {
+            per_second: 30.0,
+            burst: 1,
+        })
+    })
+    .await;
+    let a = h
+        .subscribe(NewSubscription::new(TENANT, rx.url("/ta")))
+        .await;
+    let b = h
+        .subscribe(NewSubscription::new(TENANT, rx.url("/tb")))
+        .await;
+    for s in [&a.id, &b.id] {
+        h.pause_subscription(s).await.expect("pause");
+    }
+    let ids = h.publish_all(crate::support::events("tl", 30)).await;
+    for s in [&a.id, &b.id] {
+        h.resume_subscription(s).await.expect("resume");
+    }
+    rx.wait_delivered_at("/ta", &ids, Duration::from_secs(20))
+        .await;
+    rx.wait_delivered_at("/tb", &ids, Duration::from_secs(20))
+        .await;
+    let reqs = rx.requests();
+    let span = reqs
+        .last()
+        .expect("reqs")
+        .at
+        .duration_since(reqs[0].at)
+        .as_secs_f64();
+    let rate = (reqs.len() - 1) as f64 / span;
+    assert!(
+        (0.9 * 30.0..=1.05 * 30.0).contains(&rate),
+        "two subscriptions together went {rate:.2}/s under a 30/s tenant limit"
+    );
+}
