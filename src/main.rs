@@ -42,6 +42,10 @@ struct ServeArgs {
     /// hash is stored.
     #[arg(long, env = "HOOKLINE_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
+    /// The master key sealing subscription secrets in the journal (`base64:…` or 64 hex
+    /// characters). If unset, a key file `<db>.key` beside the journal is created and used.
+    #[arg(long, env = "HOOKLINE_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
     /// Comma-separated CIDRs exempt from the private-address block (e.g. 127.0.0.0/8).
     #[arg(long, env = "HOOKLINE_ALLOW_NETWORKS", default_value = "")]
     allow_networks: String,
@@ -63,9 +67,11 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let networks = parse_networks(&args.allow_networks).context("HOOKLINE_ALLOW_NETWORKS")?;
-    let engine = Engine::builder()
-        .path(&args.db)
-        .allow_networks(networks)
+    let mut builder = Engine::builder().path(&args.db).allow_networks(networks);
+    if let Some(key) = args.secret_key {
+        builder = builder.secret_key(key);
+    }
+    let engine = builder
         .build()
         .await
         .with_context(|| format!("opening journal {}", args.db.display()))?;
