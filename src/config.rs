@@ -58,6 +58,11 @@ pub struct EngineConfig {
     /// characters). Default: a key file beside the journal (`<db>.key`, mode 0600), created on
     /// first start; production should pass one from a secret store instead.
     pub secret_key: Option<crate::secretbox::Redacted<String>>,
+    /// Outbound HTTP(S) proxy every delivery goes through (the lending seed's proxy setting),
+    /// e.g. `http://10.0.0.5:3128`. Give it as an IP address, or allow its network: its name is
+    /// resolved under the same address rules as receivers. Default none (direct connections;
+    /// `HTTP_PROXY` and friends in the environment are ignored).
+    pub proxy: Option<String>,
     /// The per-tenant delivery rate limit applied to every tenant without its own. Default none.
     pub tenant_rate_limit: Option<crate::ratelimit::RateLimit>,
 }
@@ -79,6 +84,7 @@ impl Default for EngineConfig {
             reader_connections: 4,
             actor_prefetch: 32,
             secret_key: None,
+            proxy: None,
             tenant_rate_limit: None,
         }
     }
@@ -111,6 +117,15 @@ impl EngineConfig {
                 "commitBatchMax",
                 "batch, queue and reader sizes must be positive",
             ));
+        }
+        if let Some(p) = &self.proxy {
+            let url = url::Url::parse(p).map_err(|e| Error::invalid("proxy", e))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err(Error::invalid(
+                    "proxy",
+                    "must be an http:// or https:// URL with a host",
+                ));
+            }
         }
         if let Some(l) = &self.tenant_rate_limit {
             l.validate()?;

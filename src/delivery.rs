@@ -24,7 +24,7 @@ use crate::model::ReceiverAuth;
 use crate::oauth::{OAuth2Config, OAuthError, TokenCache, bearer_header};
 use crate::policy::{ErrorKind, parse_retry_after};
 use crate::signing::{SigningKeys, signature_header};
-use crate::ssrf::{IpPolicy, SsrfError, SsrfResolver, check_url, find_in_chain};
+use crate::ssrf::{IpPolicy, SsrfError, SsrfResolver, check_url, find_in_chain, resolve_checked};
 
 /// Response bytes kept in the attempt log.
 pub(crate) const SNIPPET_LIMIT: usize = 4 * 1024;
@@ -78,12 +78,15 @@ pub(crate) struct Sender {
     user_agent: HeaderValue,
     policy: Arc<IpPolicy>,
     tokens: TokenCache,
+    /// Deliveries go through a proxy, which resolves target names itself.
+    proxied: bool,
+    dns_timeout: Duration,
 }
 
 impl Sender {
     pub(crate) fn new(cfg: &EngineConfig) -> Result<Sender> {
         let policy = Arc::new(IpPolicy::new(cfg.allow_networks.clone()));
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             // Every name is resolved once, checked, and only the checked addresses are dialled.
             .dns_resolver(Arc::new(
                 SsrfResolver::new(policy.clone()).with_timeout(cfg.connect_timeout),
@@ -91,9 +94,14 @@ impl Sender {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            // Proxies come from our configuration only, never from the environment.
-            .no_proxy()
+            .tcp_nodelay(true);
+        // Proxies come from our configuration only, never from the environment.
+        let builder = match &cfg.proxy {
+            None => builder.no_proxy(),
+            Some(p) => builder
+                .proxy(reqwest::Proxy::all(p.as_str()).map_err(|e| Error::invalid("proxy", e))?),
+        };
+        let client = builder
             .build()
             .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
         let user_agent = HeaderValue::from_static(concat!("hookline/", env!("CARGO_PKG_VERSION")));
@@ -102,6 +110,8 @@ impl Sender {
             user_agent,
             tokens: TokenCache::new(policy.clone()),
             policy,
+            proxied: cfg.proxy.is_some(),
+            dns_timeout: cfg.connect_timeout,
         })
     }
 
@@ -206,6 +216,11 @@ impl Sender {
             Err(refused) => return refused,
             Ok(h) => h,
         };
+        if self.proxied
+            && let Err(refused) = self.check_proxied_target(&req.url).await
+        {
+            return refused;
+        }
         let Some(ReceiverAuth::Oauth2 {
             token_url,
             client_id,
@@ -250,6 +265,21 @@ impl Sender {
     /// Forgets what is cached for a subscription (its OAuth2 token).
     pub(crate) fn forget(&self, subscription: &SubscriptionId) {
         self.tokens.forget(subscription.as_str());
+    }
+
+    /// Through a proxy our resolver never sees the target's name (the proxy resolves it), so the
+    /// same address rules are applied by resolving it here first. The proxy resolves it again:
+    /// a DNS-rebinding window remains, which the proxy's own egress rules must close.
+    async fn check_proxied_target(&self, url: &str) -> std::result::Result<(), AttemptOutcome> {
+        let Ok(url) = url::Url::parse(url) else {
+            return Ok(()); // prepare() has already refused it
+        };
+        if let Some(url::Host::Domain(name)) = url.host() {
+            resolve_checked(name, &self.policy, self.dns_timeout)
+                .await
+                .map_err(|e| classify_ssrf(&e, e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Checks the destination and builds the headers; a refusal is the attempt's outcome.

@@ -116,6 +116,12 @@ impl EngineBuilder {
         self
     }
 
+    /// An outbound HTTP(S) proxy for every delivery (see [`EngineConfig::proxy`]). Default none.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.config.proxy = Some(url.into());
+        self
+    }
+
     /// A delivery rate limit for every tenant, shared by its subscriptions. Default none.
     pub fn tenant_rate_limit(mut self, limit: crate::ratelimit::RateLimit) -> Self {
         self.config.tenant_rate_limit = Some(limit);

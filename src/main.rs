@@ -46,6 +46,9 @@ struct ServeArgs {
     /// characters). If unset, a key file `<db>.key` beside the journal is created and used.
     #[arg(long, env = "HOOKLINE_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
+    /// Outbound HTTP(S) proxy for every delivery, e.g. http://10.0.0.5:3128.
+    #[arg(long, env = "HOOKLINE_PROXY")]
+    proxy: Option<String>,
     /// Comma-separated CIDRs exempt from the private-address block (e.g. 127.0.0.0/8).
     #[arg(long, env = "HOOKLINE_ALLOW_NETWORKS", default_value = "")]
     allow_networks: String,
@@ -70,6 +73,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut builder = Engine::builder().path(&args.db).allow_networks(networks);
     if let Some(key) = args.secret_key {
         builder = builder.secret_key(key);
+    }
+    if let Some(proxy) = args.proxy {
+        builder = builder.proxy(proxy);
     }
     let engine = builder
         .build()

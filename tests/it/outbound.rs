@@ -713,3 +713,61 @@ async fn a_tenant_limit_caps_its_subscriptions_together() {
         "two subscriptions together went {rate:.2}/s under a 30/s tenant limit"
     );
 }
+
+/// A forward proxy stand-in: records the absolute-form request line it is sent and answers 200.
+async fn recording_proxy() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let s = s.clone();
+        async move {
+            s.lock().expect("lock").push(uri.to_string());
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("proxy") });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_go_through_the_configured_proxy_under_the_same_rules() {
+    let (proxy, seen) = recording_proxy().await;
+    // Loopback is not allowed as a target here; the proxy is configured by its address.
+    let h = TestEngine::start_with(|b| b.allow_networks(Vec::new()).proxy(proxy.clone())).await;
+    // A public literal target: the proxy receives the absolute-form request for it.
+    let s = h
+        .subscribe(NewSubscription::new(
+            TENANT,
+            "http://93.184.216.34/hooks/osp",
+        ))
+        .await;
+    h.publish_all([event("px-1")]).await;
+    h.wait_status(&s.id, "px-1", DeliveryStatus::Delivered)
+        .await;
+    assert_eq!(
+        seen.lock().expect("lock").clone(),
+        vec!["http://93.184.216.34/hooks/osp".to_string()]
+    );
+
+    // A name resolving to loopback is refused before anything reaches the proxy.
+    let alias = loopback_alias().expect("a loopback alias in /etc/hosts");
+    let s = h
+        .subscribe(NewSubscription::new(TENANT, format!("http://{alias}/x")))
+        .await;
+    h.publish_all([event("px-2")]).await;
+    let d = h.wait_status(&s.id, "px-2", DeliveryStatus::Failed).await;
+    assert_eq!(
+        d.attempt_log[0].error_kind.as_deref(),
+        Some("blocked_address")
+    );
+    // (px-2 also fans out to the first subscription, which the proxy rightly carries.)
+    let seen = seen.lock().expect("lock").clone();
+    assert!(
+        seen.iter().all(|u| !u.contains(&alias)),
+        "the refused target reached the proxy: {seen:?}"
+    );
+}
