@@ -771,3 +771,76 @@ async fn deliveries_go_through_the_configured_proxy_under_the_same_rules() {
         "the refused target reached the proxy: {seen:?}"
     );
 }
+
+/// A raw HTTP server answering 200 with a chunked body it streams slowly forever (`slow`) or a
+/// fast 10 MiB body; returns its base URL.
+async fn hostile_receiver(slow: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = sock.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = if slow {
+                    "1\r\nx\r\n".to_string()
+                } else {
+                    format!("10000\r\n{}\r\n", "y".repeat(0x10000))
+                };
+                for _ in 0..if slow { usize::MAX } else { 160 } {
+                    if sock.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if slow {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                let _ = sock.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_receivers_cannot_hold_a_delivery_past_its_timeout() {
+    let h = TestEngine::start().await;
+    let slow = hostile_receiver(true).await;
+    let mut n = NewSubscription::new(TENANT, format!("{slow}/drip"));
+    n.timeout_ms = Some(300);
+    n.retry = Some(retry(2));
+    let s = h.subscribe(n).await;
+    h.publish_all([event("drip-1")]).await;
+    let d = h.wait_status(&s.id, "drip-1", DeliveryStatus::Failed).await;
+    assert_eq!(d.attempt_log.len(), 2, "a timeout is retried");
+    for a in &d.attempt_log {
+        assert_eq!(a.error_kind.as_deref(), Some("timeout"));
+        assert_eq!(a.status_code, Some(500), "logged as the seeds do");
+        assert!(a.duration_ms < 1_000, "held for {} ms", a.duration_ms);
+    }
+
+    let huge = hostile_receiver(false).await;
+    let s = h
+        .subscribe(NewSubscription::new(TENANT, format!("{huge}/flood")))
+        .await;
+    h.publish_all([event("flood-1")]).await;
+    let d = h
+        .wait_status(&s.id, "flood-1", DeliveryStatus::Delivered)
+        .await;
+    let snippet = d.attempt_log[0]
+        .response_snippet
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        snippet.len() <= 4096 && snippet.starts_with('y'),
+        "{}",
+        snippet.len()
+    );
+}
