@@ -275,6 +275,30 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// Sets a JSON body's `tenantId` to the tenant the request acts for (see
+    /// [`tenant_for`](Auth::tenant_for)) and returns it; `None` when the admin named none.
+    fn scope_body(&self, body: &mut Value) -> ApiResult<Option<String>> {
+        let obj = body.as_object_mut().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "the body must be a JSON object",
+            )
+        })?;
+        let requested = match obj.get("tenantId") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(Error::invalid("tenantId", "must be a string").into()),
+        };
+        let tenant = self.tenant_for(requested.as_deref())?;
+        if let Some(t) = &tenant {
+            obj.insert("tenantId".into(), Value::String(t.clone()));
+        }
+        Ok(tenant)
+    }
+}
+
 /// Loads a subscription the caller may see, or 404.
 async fn visible_subscription(
     engine: &EngineHandle,
@@ -326,22 +350,9 @@ async fn create_subscription(
     auth: Auth,
     ApiJson(mut body): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let obj = body.as_object_mut().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            "body must be a JSON object",
-        )
-    })?;
-    let requested = match obj.get("tenantId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(Error::invalid("tenantId", "must be a string").into()),
-    };
-    let tenant = auth
-        .tenant_for(requested.as_deref())?
-        .ok_or_else(|| Error::invalid("tenantId", "is required with the admin key"))?;
-    obj.insert("tenantId".into(), Value::String(tenant));
+    if auth.scope_body(&mut body)?.is_none() {
+        return Err(Error::invalid("tenantId", "is required with the admin key").into());
+    }
     let new: NewSubscription = serde_json::from_value(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     let sub = engine.create_subscription(new).await?;
@@ -483,21 +494,7 @@ async fn publish(
     auth: Auth,
     ApiJson(mut body): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let obj = body.as_object_mut().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            "the event must be a JSON object",
-        )
-    })?;
-    let requested = match obj.get("tenantId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(Error::invalid("tenantId", "must be a string").into()),
-    };
-    if let Some(t) = auth.tenant_for(requested.as_deref())? {
-        obj.insert("tenantId".into(), Value::String(t));
-    }
+    auth.scope_body(&mut body)?;
     let event: EventInput = serde_json::from_value(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     let receipt = engine.publish(event).await?;

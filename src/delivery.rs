@@ -17,6 +17,7 @@ use reqwest::header::{
 
 use crate::clock::now_ms;
 use crate::config::EngineConfig;
+use crate::error::error_chain;
 use crate::error::{Error, Result};
 use crate::id::EventId;
 use crate::id::SubscriptionId;
@@ -405,21 +406,6 @@ fn failed(e: &reqwest::Error) -> AttemptOutcome {
         kind,
         message: error_chain(e),
     }
-}
-
-/// The error and its causes on one line (reqwest's own message rarely names the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ use reqwest::header::{
 use serde_json::Value;
 use url::{Url, form_urlencoded};
 
+use crate::error::error_chain;
 use crate::policy::{Verdict, classify_status};
 use crate::ssrf::{self, IpPolicy, SsrfError};
 
@@ -532,21 +533,6 @@ fn request_error(e: reqwest::Error) -> OAuthError {
     } else {
         OAuthError::Request(message)
     }
-}
-
-/// The error and its causes on one line (reqwest's own message rarely names the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// A token server's error body as a short snippet, with the client secret blanked in case the

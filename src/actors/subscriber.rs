@@ -254,6 +254,25 @@ impl SubscriberState {
             && r.blocked_on.is_none()
     }
 
+    /// Takes `delivery` up again after `wait` (a retry backoff or a rate-limit pause); until
+    /// then nothing else starts, which is what keeps the order.
+    fn wake_later(
+        &mut self,
+        myself: &ActorRef<SubscriberMsg>,
+        delivery: DeliveryId,
+        wait: Duration,
+    ) {
+        let me = myself.clone();
+        let task = self.ctx.tasks.spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = me.cast(SubscriberMsg::TimerFired { delivery });
+        });
+        self.timer = Some(Timer {
+            delivery,
+            _task: AbortOnDrop(task.abort_handle()),
+        });
+    }
+
     fn cancel_timer(&mut self) {
         self.timer = None;
     }
@@ -290,15 +309,7 @@ impl SubscriberState {
             let wait = until_ms(due);
             if !wait.is_zero() {
                 let delivery = head.id;
-                let me = myself.clone();
-                let task = self.ctx.tasks.spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let _ = me.cast(SubscriberMsg::TimerFired { delivery });
-                });
-                self.timer = Some(Timer {
-                    delivery,
-                    _task: AbortOnDrop(task.abort_handle()),
-                });
+                self.wake_later(myself, delivery, wait);
                 return Ok(());
             }
         }
@@ -309,15 +320,7 @@ impl SubscriberState {
                 .next_slot(&self.ctx.limiters, self.row.tenant_id.as_str())
             {
                 let delivery = head.id;
-                let me = myself.clone();
-                let task = self.ctx.tasks.spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let _ = me.cast(SubscriberMsg::TimerFired { delivery });
-                });
-                self.timer = Some(Timer {
-                    delivery,
-                    _task: AbortOnDrop(task.abort_handle()),
-                });
+                self.wake_later(myself, delivery, wait);
                 return Ok(());
             }
         }
