@@ -73,6 +73,8 @@ mod ratelimit;
 mod secretbox;
 mod signing;
 mod ssrf;
+#[allow(dead_code)] // wired in by the engine
+mod transform;
 
 pub use config::{Durability, EngineConfig};
 pub use engine::{Engine, EngineBuilder, EngineHandle};
