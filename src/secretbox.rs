@@ -27,7 +27,7 @@
 //! - Every other failure to open (truncated, unknown version, any flipped bit, wrong `aad`) is
 //!   [`SecretBoxError::Corrupt`]: an AEAD cannot tell these apart, and must not try to.
 //! - The key bytes live in one heap allocation that is overwritten with zeros when the
-//!   [`MasterKey`] is dropped. This is best effort: `unsafe` is forbidden in this crate and the
+//!   [`MasterKey`] is dropped. This is best effort: `unsafe` is denied in this crate (one audited exception loads wasm artifacts) and the
 //!   `zeroize` crate is not a direct dependency, so [`wipe`] relies on [`std::hint::black_box`]
 //!   rather than volatile writes. The cipher's own copy of the key is zeroized by
 //!   `chacha20poly1305` itself when it is dropped after each operation.
@@ -101,7 +101,7 @@ pub(crate) enum SecretBoxError {
 
 /// Overwrites `bytes` with zeros, best effort.
 ///
-/// Without `unsafe` (forbidden in this crate) there is no volatile write, so the zeros could be
+/// Without `unsafe` (denied in this crate) there is no volatile write, so the zeros could be
 /// dropped as dead stores; [`std::hint::black_box`] makes the compiler assume they are read.
 /// Copies made earlier (moves, reallocations) are out of reach either way.
 fn wipe(bytes: &mut [u8]) {
