@@ -128,6 +128,12 @@ impl EngineBuilder {
         self
     }
 
+    /// The sandbox limits of tenant transforms. Default [`TransformLimits::default`](crate::transform::TransformLimits).
+    pub fn transform_limits(mut self, limits: crate::transform::TransformLimits) -> Self {
+        self.config.transform_limits = limits;
+        self
+    }
+
     /// Opens the journal, recovers, and starts delivering.
     pub async fn build(self) -> Result<EngineHandle> {
         self.config.validate()?;

@@ -1173,6 +1173,7 @@ mod tests {
             signing: SigningKeys::default(),
             auth: None,
             rate_limit: None,
+            transform: None,
         }
     }
 

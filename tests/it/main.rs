@@ -12,3 +12,4 @@ mod api;
 mod crash;
 mod engine;
 mod outbound;
+mod transforms;
