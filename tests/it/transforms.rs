@@ -396,3 +396,38 @@ async fn a_restart_loads_the_precompiled_transform_without_compiling() {
     })
     .await;
 }
+
+#[test]
+fn the_cli_runs_a_transform_locally() {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("transforms");
+    let run = |guest: &str, event: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .args(["transform", "test", "--wasm"])
+            .arg(examples.join(format!("dist/{guest}.wasm")))
+            .arg("--event")
+            .arg(examples.join(format!("examples/{event}.json")))
+            .output()
+            .expect("hookline runs")
+    };
+    let out = run("to-xml", "node-event");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["action"], "deliver");
+    assert!(
+        v["headers"]
+            .as_array()
+            .is_some_and(|h| h.contains(&json!(["content-type", "application/xml"]))),
+        "{v}"
+    );
+    assert!(v["body"].as_str().is_some_and(|b| b.starts_with("<?xml")), "{v}");
+
+    let out = run("drop-by-rule", "node-event-skip");
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["action"], "drop", "{v}");
+
+    let out = run("evil-error", "node-event");
+    assert_eq!(out.status.code(), Some(1), "a failing transform exits 1");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["error"]["code"], "transform_error", "{v}");
+}
