@@ -39,6 +39,7 @@ macro_rules! delivery_select {
     };
 }
 
+mod batch;
 mod transforms;
 mod writer;
 
@@ -240,6 +241,7 @@ impl Journal {
             cache,
             hook.clone(),
             cfg.commit_batch_max,
+            cfg.durability,
         ));
         let journal = Journal {
             inner: Arc::new(Inner {
