@@ -409,6 +409,7 @@ impl EngineHandle {
             signing: spec.signing.clone(),
             auth: spec.auth.clone(),
             subscription: row.id.clone(),
+            tls: spec.tls.clone(),
             timeout: Duration::from_millis(spec.timeout_ms),
         };
         let result = self.inner.ctx.sender.send(&req).await;

@@ -73,6 +73,7 @@ mod ratelimit;
 mod secretbox;
 mod signing;
 mod ssrf;
+mod tls;
 #[allow(dead_code)] // wired in by the engine
 mod transform;
 
@@ -88,3 +89,4 @@ pub use model::{
 };
 pub use ratelimit::RateLimit;
 pub use secretbox::Redacted;
+pub use tls::ClientTls;

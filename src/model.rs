@@ -13,6 +13,7 @@ use crate::id::{DeliveryId, EventId, SubscriptionId, TenantId, validate_external
 use crate::ratelimit::RateLimit;
 use crate::signing::SigningKeys;
 use crate::ssrf::{IpPolicy, check_url};
+use crate::tls::ClientTls;
 
 /// The kinds of notification of the callback contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -407,6 +408,9 @@ pub struct NewSubscription {
     /// Pace deliveries to at most this rate (never reordering or dropping them).
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// Client certificate (mutual TLS) and/or the CA to trust; works with any `auth`.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
 }
 
 impl NewSubscription {
@@ -454,6 +458,9 @@ pub struct SubscriptionPatch {
     /// New rate limit; `Some(None)` removes it.
     #[serde(default, deserialize_with = "double_option")]
     pub rate_limit: Option<Option<RateLimit>>,
+    /// New TLS settings (replaced as a whole); `Some(None)` removes them.
+    #[serde(default, deserialize_with = "double_option")]
+    pub tls: Option<Option<ClientTls>>,
 }
 
 fn double_option<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
@@ -667,6 +674,8 @@ pub(crate) struct SubscriptionSpec {
     pub auth: Option<ReceiverAuth>,
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 // Secrets stay out of logs and panics: Debug names them only.
@@ -687,6 +696,7 @@ impl std::fmt::Debug for SubscriptionSpec {
             .field("signing", &self.signing)
             .field("auth", &self.auth)
             .field("rate_limit", &self.rate_limit)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -715,6 +725,7 @@ impl SubscriptionSpec {
             signing,
             auth: n.auth,
             rate_limit: n.rate_limit,
+            tls: n.tls,
         };
         spec.validate(&IpPolicy::new(defaults.allow_networks.clone()))?;
         Ok(spec)
@@ -751,6 +762,9 @@ impl SubscriptionSpec {
         }
         if let Some(v) = p.rate_limit {
             s.rate_limit = v;
+        }
+        if let Some(v) = p.tls {
+            s.tls = v;
         }
         s.validate(policy)?;
         Ok(s)
@@ -803,6 +817,9 @@ impl SubscriptionSpec {
             }
             auth.validate(policy)?;
         }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         self.retry.validate()?;
         if !(Self::MIN_TIMEOUT_MS..=Self::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
             return Err(Error::invalid(
@@ -848,6 +865,9 @@ pub struct Subscription {
     /// The rate limit pacing deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// The TLS settings, shown as fingerprints (the PEMs, the key above all, are never returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<serde_json::Value>,
     /// Custom request headers.
     pub headers: BTreeMap<String, String>,
     /// Retry policy.
@@ -1042,6 +1062,7 @@ mod tests {
             signing: SigningKeys::default(),
             auth: None,
             rate_limit: None,
+            tls: None,
         }
     }
 

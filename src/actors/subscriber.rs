@@ -341,6 +341,7 @@ impl SubscriberState {
             signing: spec.signing.clone(),
             auth: spec.auth.clone(),
             subscription: self.row.id.clone(),
+            tls: spec.tls.clone(),
             timeout: Duration::from_millis(spec.timeout_ms),
         };
         let delivery = head.id;

@@ -127,6 +127,7 @@ impl SubscriptionRow {
             access_key_set: s.access_key.is_some(),
             auth: s.auth.as_ref().map(|a| a.view()),
             rate_limit: s.rate_limit.clone(),
+            tls: s.tls.as_ref().map(|t| t.view()),
             headers: s.headers.clone(),
             retry: s.retry.clone(),
             timeout_ms: s.timeout_ms,
@@ -726,7 +727,7 @@ async fn recover(conn: &mut SqliteConnection) -> Result<Recovery> {
 pub(super) const SUB_COLUMNS: &str = sub_select!();
 
 /// The spec fields that carry secrets: kept out of the readable `config` column and sealed.
-const SECRET_FIELDS: [&str; 3] = ["accessKey", "auth", "signing"];
+const SECRET_FIELDS: [&str; 4] = ["accessKey", "auth", "signing", "tls"];
 
 /// Splits a spec into its readable config JSON and its sealed secrets (bound to the id).
 pub(super) fn encode_spec(
