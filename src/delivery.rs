@@ -77,12 +77,15 @@ pub(crate) struct AttemptResult {
     pub outcome: AttemptOutcome,
 }
 
+/// A subscription's own client and the digest of the `tls` settings it was built with.
+type TlsClient = ([u8; 32], reqwest::Client);
+
 /// Sends attempts over one shared HTTP client (or a subscription's own, for `tls`).
 #[derive(Debug, Clone)]
 pub(crate) struct Sender {
     client: reqwest::Client,
     /// Clients of subscriptions with `tls`, with the digest of the settings they were built with.
-    tls_clients: Arc<Mutex<HashMap<SubscriptionId, ([u8; 32], reqwest::Client)>>>,
+    tls_clients: Arc<Mutex<HashMap<SubscriptionId, TlsClient>>>,
     connect_timeout: Duration,
     proxy: Option<String>,
     user_agent: HeaderValue,

@@ -15,7 +15,7 @@
 //! async fn main() -> hookline::Result<()> {
 //!     // A throwaway journal; use `.path("hookline.db")` to keep one.
 //!     let engine = Engine::builder().in_memory().build().await?;
-//!     engine.create_tenant(NewTenant { id: "acme".into(), name: "Acme Lending".into() }).await?;
+//!     engine.create_tenant(NewTenant { id: "acme".into(), name: "Acme Lending".into(), rate_limit: None }).await?;
 //!     let mut sub = NewSubscription::new("acme", "https://acme.example/hooks");
 //!     sub.access_key = Some("s3cr3t".into());
 //!     let sub = engine.create_subscription(sub).await?;
@@ -85,7 +85,7 @@ pub use model::{
     Attempt, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus,
     EndpointTest, Event, EventInput, FailurePolicy, NewSubscription, NewTenant, NotificationType,
     Principal, PublishReceipt, ReceiverAuth, RetryPolicy, Subscription, SubscriptionPatch,
-    SubscriptionState, Tenant,
+    SubscriptionState, Tenant, TenantPatch,
 };
 pub use ratelimit::RateLimit;
 pub use secretbox::Redacted;

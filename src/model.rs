@@ -230,29 +230,46 @@ pub struct PublishReceipt {
 }
 
 /// A tenant to create.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewTenant {
     /// The tenant's id: 1 to 128 characters of `[A-Za-z0-9-_.:]`.
     pub id: String,
     /// A display name.
     pub name: String,
+    /// A delivery rate limit shared by all the tenant's subscriptions (replacing the engine's
+    /// default tenant limit); none: the default applies.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Changes to a tenant; absent fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantPatch {
+    /// New rate limit of the tenant; `Some(None)` (`rateLimit: null`) removes it, so the engine's
+    /// default tenant limit applies again.
+    #[serde(default, deserialize_with = "double_option")]
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 /// A tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
     /// The tenant's id.
     pub id: TenantId,
     /// A display name.
     pub name: String,
+    /// The tenant's own rate limit, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// Creation time, RFC 3339.
     pub created_at: String,
 }
 
 /// A newly created tenant with its API key, which is shown only this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedTenant {
     /// The tenant.

@@ -90,6 +90,7 @@ impl TestEngine {
             .create_tenant(NewTenant {
                 id: id.into(),
                 name: format!("Tenant {id}"),
+                rate_limit: None,
             })
             .await
             .expect("create tenant");
