@@ -13,3 +13,4 @@ mod crash;
 mod engine;
 mod mtls;
 mod outbound;
+mod tenant_limits;

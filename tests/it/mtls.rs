@@ -14,13 +14,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 
+use crate::support::http::Api;
 use crate::support::{TENANT, TestEngine, retry};
 
 /// A certificate authority of a test.
@@ -381,68 +382,6 @@ async fn tls_settings_are_validated_naming_the_field() {
         .await
         .expect("tls removed");
     assert_eq!(removed.tls, None);
-}
-
-/// The HTTP API in-process over loopback, with an admin key.
-struct Api {
-    base: String,
-    client: reqwest::Client,
-    h: TestEngine,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-const ADMIN: &str = "admin-key-for-mtls-tests-0123456789";
-
-impl Api {
-    async fn start() -> Api {
-        let h = TestEngine::start().await;
-        h.ensure_admin_key(Some(ADMIN)).await.expect("admin key");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(hookline::api::serve(
-            listener,
-            h.engine.clone(),
-            std::future::pending(),
-        ));
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        Api {
-            base,
-            client,
-            h,
-            server,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value, String) {
-        let mut rb = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(ADMIN);
-        if let Some(b) = body {
-            rb = rb
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-            text,
-        )
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // not every test module uses every fixture
 
+pub mod http;
 pub mod receiver;
 
 use std::future::Future;
