@@ -226,3 +226,65 @@ fn pem_block(out: &mut String, label: &str, der: &[u8]) {
     out.push_str(label);
     out.push_str("-----\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["client.example".to_owned()]).expect("p");
+        let cert = params.self_signed(&key).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn key_lines(pem: &str) -> Vec<&str> {
+        pem.lines().filter(|l| !l.starts_with("-----")).collect()
+    }
+
+    #[test]
+    fn debug_and_view_never_show_the_key() {
+        let (cert, key) = pair();
+        let tls = ClientTls {
+            client_cert_pem: Some(cert),
+            client_key_pem: Some(key.clone()),
+            ca_pem: None,
+        };
+        tls.validate().expect("valid");
+        let shown = format!("{tls:?} {}", tls.view());
+        for line in key_lines(&key) {
+            assert!(!shown.contains(line), "key material in {shown}");
+        }
+        assert!(!shown.contains("PRIVATE"), "{shown}");
+        assert!(tls.view()["clientCertSha256"].as_str().is_some());
+    }
+
+    #[test]
+    fn openssl_extras_beside_the_key_are_tolerated() {
+        // `openssl ecparam -genkey` writes an EC PARAMETERS block before the key, which
+        // `reqwest::Identity::from_pem` alone would refuse.
+        let (cert, key) = pair();
+        let params =
+            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n";
+        let tls = ClientTls {
+            client_cert_pem: Some(cert),
+            client_key_pem: Some(format!("{params}{key}")),
+            ca_pem: None,
+        };
+        tls.validate().expect("extra blocks are skipped");
+    }
+
+    #[test]
+    fn the_digest_follows_every_field() {
+        let (cert, key) = pair();
+        let a = ClientTls {
+            client_cert_pem: Some(cert.clone()),
+            client_key_pem: Some(key),
+            ca_pem: None,
+        };
+        let mut b = a.clone();
+        assert_eq!(a.digest(), b.digest());
+        b.ca_pem = Some(cert);
+        assert_ne!(a.digest(), b.digest());
+    }
+}
