@@ -25,6 +25,7 @@ use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::id::{DeliveryId, SubscriptionId, TenantId};
 use crate::model::{DeliveryStatus, Event, PublishReceipt, SubscriptionSpec, Tenant};
+use crate::ratelimit::RateLimit;
 use crate::secretbox::SecretBox;
 
 // `Close` is sent once per engine; boxing the common variant would cost an allocation per write.
@@ -74,8 +75,13 @@ pub(super) enum Op {
     CreateTenant {
         id: TenantId,
         name: String,
+        rate_limit: Option<RateLimit>,
         key_hash: String,
         at: i64,
+    },
+    SetTenantRateLimit {
+        id: TenantId,
+        rate_limit: Option<RateLimit>,
     },
     InsertAdminKey {
         key_hash: String,
@@ -473,18 +479,26 @@ async fn apply(
         Op::CreateTenant {
             id,
             name,
+            rate_limit,
             key_hash,
             at,
         } => {
             if routing.tenants.contains(id) {
                 return Ok(Err(Error::Conflict(format!("tenant {id} already exists"))));
             }
-            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")
-                .bind(id.as_str())
-                .bind(name)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+            let limit_json = match rate_limit_json(rate_limit.as_ref()) {
+                Ok(j) => j,
+                Err(e) => return Ok(Err(e)),
+            };
+            sqlx::query(
+                "INSERT INTO tenants (id, name, created_at, rate_limit) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(id.as_str())
+            .bind(name)
+            .bind(at)
+            .bind(limit_json)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query(
                 "INSERT INTO api_keys (key_hash, tenant_id, created_at) VALUES (?1, ?2, ?3)",
             )
@@ -497,8 +511,27 @@ async fn apply(
             Ok(Ok(Outcome::Tenant(Tenant {
                 id: id.clone(),
                 name: name.clone(),
+                rate_limit: rate_limit.clone(),
                 created_at: format_ms(*at),
             })))
+        }
+        Op::SetTenantRateLimit { id, rate_limit } => {
+            let limit_json = match rate_limit_json(rate_limit.as_ref()) {
+                Ok(j) => j,
+                Err(e) => return Ok(Err(e)),
+            };
+            let row = sqlx::query(concat!(
+                "UPDATE tenants SET rate_limit = ?2 WHERE id = ?1 ",
+                "RETURNING id, name, created_at, rate_limit"
+            ))
+            .bind(id.as_str())
+            .bind(limit_json)
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(match row {
+                None => Err(Error::not_found("tenant", id)),
+                Some(r) => super::tenant_from_row(&r).map(Outcome::Tenant),
+            })
         }
         Op::InsertAdminKey { key_hash, at } => {
             sqlx::query("INSERT OR IGNORE INTO api_keys (key_hash, tenant_id, created_at) VALUES (?1, NULL, ?2)")
@@ -735,6 +768,14 @@ async fn apply(
             artifact,
         } => super::transforms::apply_set_artifact(conn, tenant, name, *version, artifact).await,
     }
+}
+
+/// A tenant's rate limit as stored: JSON, or NULL for none.
+fn rate_limit_json(limit: Option<&RateLimit>) -> Result<Option<String>> {
+    limit
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| Error::Internal(format!("tenant rate limit: {e}")))
 }
 
 async fn mark_in_flight(

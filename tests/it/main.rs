@@ -11,5 +11,7 @@ mod support;
 mod api;
 mod crash;
 mod engine;
+mod mtls;
 mod outbound;
+mod tenant_limits;
 mod transforms;
