@@ -1,7 +1,12 @@
 //! Engine configuration, validated once into types that cannot be invalid.
 //!
 //! [`EngineConfig`] holds every tunable with its default; `EngineBuilder` setters document them.
-//! The server layers environment variables and flags over these defaults.
+//! The server's own settings ([`ServerConfig`], with the request [`Limits`]) and their layering
+//! (file < `HOOKLINE_*` environment < flags) live in [`server`].
+
+pub mod server;
+
+pub use server::{Limits, ServerConfig};
 
 use std::time::Duration;
 
@@ -65,6 +70,64 @@ pub struct EngineConfig {
     pub proxy: Option<String>,
     /// The per-tenant delivery rate limit applied to every tenant without its own. Default none.
     pub tenant_rate_limit: Option<crate::ratelimit::RateLimit>,
+    /// Background pruning of finished events. Default: on, 7 days after delivery.
+    pub retention: Retention,
+    /// Metrics exposition settings. Default: admin key required, 50 subscriptions labelled.
+    pub metrics: MetricsSettings,
+}
+
+/// Background pruning of finished events (see `journal::retention`).
+///
+/// An event is pruned, with its deliveries and attempt log, once every one of its deliveries
+/// has been terminal for the configured age. An event with a delivery still pending or in
+/// flight, or a failed delivery its subscription is blocked on, is never pruned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Whether the pruner runs at all. Default true.
+    pub enabled: bool,
+    /// Age (since its last delivery ended) after which an event whose deliveries were all
+    /// delivered, skipped or dropped is pruned. Default 7 days.
+    pub delivered_after: Duration,
+    /// Age after which an event with a failed delivery (one no subscription is blocked on) is
+    /// pruned. Default 30 days.
+    pub failed_after: Duration,
+    /// Pause between prune passes. Default 60 s.
+    pub interval: Duration,
+    /// Events pruned per write transaction; small so delivery commits never wait long.
+    /// Default 500.
+    pub batch_size: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            enabled: true,
+            delivered_after: Duration::from_secs(7 * 24 * 3600),
+            failed_after: Duration::from_secs(30 * 24 * 3600),
+            interval: Duration::from_secs(60),
+            batch_size: 500,
+        }
+    }
+}
+
+/// Metrics exposition (`GET /metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Whether `GET /metrics` needs the admin key (true, the default) or is open to anyone who
+    /// can reach the listener (bind it to loopback or a private network then).
+    pub require_admin: bool,
+    /// Most subscriptions given their own `subscription` label on the queue gauges: the ones
+    /// with the deepest queues. The totals cover every subscription. Default 50.
+    pub max_subscription_labels: usize,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            require_admin: true,
+            max_subscription_labels: 50,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -86,6 +149,8 @@ impl Default for EngineConfig {
             secret_key: None,
             proxy: None,
             tenant_rate_limit: None,
+            retention: Retention::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -129,6 +194,22 @@ impl EngineConfig {
         }
         if let Some(l) = &self.tenant_rate_limit {
             l.validate()?;
+        }
+        let r = &self.retention;
+        if r.interval.is_zero() {
+            return Err(Error::invalid("retention.interval", "must be positive"));
+        }
+        if !(1..=100_000).contains(&r.batch_size) {
+            return Err(Error::invalid(
+                "retention.batchSize",
+                "must be between 1 and 100000",
+            ));
+        }
+        if self.metrics.max_subscription_labels > 10_000 {
+            return Err(Error::invalid(
+                "metrics.maxSubscriptionLabels",
+                "must be at most 10000",
+            ));
         }
         if self.actor_prefetch == 0 || self.actor_prefetch > 1024 {
             return Err(Error::invalid(

@@ -122,6 +122,19 @@ impl EngineBuilder {
         self
     }
 
+    /// Background pruning of finished events. Default: on, 7 days after delivery (see
+    /// [`Retention`](crate::config::Retention)).
+    pub fn retention(mut self, r: crate::config::Retention) -> Self {
+        self.config.retention = r;
+        self
+    }
+
+    /// Metrics settings (see [`MetricsSettings`](crate::config::MetricsSettings)).
+    pub fn metrics(mut self, m: crate::config::MetricsSettings) -> Self {
+        self.config.metrics = m;
+        self
+    }
+
     /// A delivery rate limit for every tenant, shared by its subscriptions. Default none.
     pub fn tenant_rate_limit(mut self, limit: crate::ratelimit::RateLimit) -> Self {
         self.config.tenant_rate_limit = Some(limit);
@@ -140,7 +153,12 @@ impl EngineBuilder {
             }
         };
         let sealer = SecretBox::new(master_key(&path, &self.config, tempdir.is_some())?);
-        let (journal, recovery) = Journal::open(&path, &self.config, sealer).await?;
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            self.config.metrics.max_subscription_labels,
+        ));
+        let (journal, recovery) =
+            Journal::open(&path, &self.config, sealer, metrics.clone()).await?;
+        metrics.deliveries(crate::metrics::Outcome::Interrupted, recovery.interrupted);
         if recovery.interrupted > 0 {
             tracing::warn!(
                 count = recovery.interrupted,
@@ -151,6 +169,7 @@ impl EngineBuilder {
             journal: journal.clone(),
             sender: Sender::new(&self.config)?,
             limiters: crate::ratelimit::Limiters::new(self.config.tenant_rate_limit.clone()),
+            metrics,
             config: self.config,
             tasks: TaskTracker::new(),
         });
@@ -164,6 +183,7 @@ impl EngineBuilder {
         if !recovery.open_subscriptions.is_empty() {
             let _ = supervisor.cast(SupervisorMsg::Wake(recovery.open_subscriptions));
         }
+        let pruner = journal.spawn_pruner(ctx.config.retention.clone());
         Ok(EngineHandle {
             inner: Arc::new(Inner {
                 ctx,
@@ -171,6 +191,7 @@ impl EngineBuilder {
                 supervisor_task: Mutex::new(Some(supervisor_task)),
                 closed: AtomicBool::new(false),
                 admin_override: std::sync::RwLock::new(None),
+                pruner: std::sync::Mutex::new(pruner),
                 _tempdir: tempdir,
             }),
         })
@@ -198,6 +219,8 @@ struct Inner {
     closed: AtomicBool,
     /// Hash of an admin key given by configuration (never stored).
     admin_override: std::sync::RwLock<Option<String>>,
+    /// The retention task, stopped at shutdown.
+    pruner: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     _tempdir: Option<tempfile::TempDir>,
 }
 
@@ -557,6 +580,48 @@ impl EngineHandle {
         self.delivery_command(id, Command::Resubmit(id)).await
     }
 
+    /// Re-sends a subscription's finished deliveries (delivered, failed, skipped, dropped) of
+    /// events accepted in the window, in their original order, for a receiver that lost data.
+    ///
+    /// The deliveries themselves go back to pending (same ids, the attempt log continues, a
+    /// fresh retry budget), so they take their places in `seq` order: after the attempt in
+    /// flight, if any, and ahead of every pending delivery with a higher `seq`. A subscription
+    /// blocked on a replayed delivery is unblocked. Events already pruned by retention cannot
+    /// be replayed.
+    pub async fn replay(
+        &self,
+        id: &SubscriptionId,
+        window: crate::model::ReplayWindow,
+    ) -> Result<crate::model::ReplayReceipt> {
+        let (since_ms, until_ms) = window.to_ms(crate::clock::now_ms())?;
+        match self
+            .command(id, Command::Replay { since_ms, until_ms })
+            .await?
+        {
+            CommandReply::Replayed(replayed) => Ok(crate::model::ReplayReceipt { replayed }),
+            other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Whether the engine serves requests: recovery is over (the handle exists) and it is not
+    /// shutting down. `GET /readyz` answers from this.
+    pub fn is_ready(&self) -> bool {
+        !self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// The engine's metrics in the OpenMetrics text format, with the queue gauges read from the
+    /// journal now.
+    pub async fn metrics_text(&self) -> Result<String> {
+        let stats = self.journal().queue_stats().await?;
+        self.inner.ctx.metrics.set_queues(stats);
+        Ok(self.inner.ctx.metrics.encode())
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.ctx.config
+    }
+
     /// Marks a pending or failed delivery skipped; a subscription blocked on it moves on.
     pub async fn skip(&self, id: DeliveryId) -> Result<Delivery> {
         self.delivery_command(id, Command::Skip(id)).await
@@ -581,6 +646,9 @@ impl EngineHandle {
     pub async fn shutdown(&self) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
+        }
+        if let Some(p) = self.inner.pruner.lock().ok().and_then(|mut p| p.take()) {
+            p.abort();
         }
         let grace = self.inner.ctx.config.shutdown_grace;
         let drained = self

@@ -40,6 +40,8 @@ pub(crate) struct Ctx {
     pub tasks: TaskTracker,
     /// Per-tenant rate limits shared by the tenant's subscriptions.
     pub limiters: Limiters,
+    /// The engine's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub(crate) type SharedCtx = Arc<Ctx>;

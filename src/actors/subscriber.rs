@@ -67,6 +67,11 @@ pub(crate) enum Command {
     Delete,
     Skip(DeliveryId),
     Resubmit(DeliveryId),
+    /// Put finished deliveries of events accepted in `[since_ms, until_ms)` back to pending.
+    Replay {
+        since_ms: i64,
+        until_ms: i64,
+    },
 }
 
 /// Answers to [`Command`]s.
@@ -75,6 +80,7 @@ pub(crate) enum CommandReply {
     Subscription(Box<Subscription>),
     Delivery(Box<Delivery>),
     Deleted,
+    Replayed(u64),
 }
 
 pub(crate) struct SubscriberArgs {
@@ -503,7 +509,7 @@ impl SubscriberState {
             next_in_flight,
         };
         match self.ctx.journal.record_attempt(record).await {
-            Ok(()) => {}
+            Ok(()) => self.ctx.metrics.attempt(new_status, done.result.duration),
             Err(Error::NotFound { .. }) => return Ok(true),
             Err(e) => return Err(e),
         }
@@ -599,6 +605,9 @@ impl SubscriberState {
                         unblocking.then(|| self.row.id.clone()),
                     )
                     .await?;
+                self.ctx
+                    .metrics
+                    .deliveries(crate::metrics::Outcome::Skipped, 1);
                 self.queue.retain(|q| q.id != id);
                 if self.timer.as_ref().is_some_and(|t| t.delivery == id) {
                     self.cancel_timer();
@@ -632,6 +641,24 @@ impl SubscriberState {
                 self.cancel_timer();
                 self.refetch = true;
                 self.reply_delivery(id).await
+            }
+            Command::Replay { since_ms, until_ms } => {
+                let n = journal
+                    .replay(self.row.id.clone(), since_ms, until_ms)
+                    .await?;
+                self.ctx
+                    .metrics
+                    .deliveries(crate::metrics::Outcome::Replayed, n);
+                if n > 0 {
+                    // Replayed deliveries take their places in `seq` order, ahead of the pending
+                    // ones after them: rebuild the queue (and the blocked flag) from the journal.
+                    if let Some(row) = journal.get_subscription(&self.row.id).await? {
+                        self.row.blocked_on = row.blocked_on;
+                    }
+                    self.cancel_timer();
+                    self.refetch = true;
+                }
+                Ok(CommandReply::Replayed(n))
             }
         }
     }

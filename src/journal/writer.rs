@@ -117,6 +117,19 @@ pub(super) enum Op {
         unblock: Option<SubscriptionId>,
         at: i64,
     },
+    /// See `upkeep::apply_replay`.
+    Replay {
+        sub: SubscriptionId,
+        since_ms: i64,
+        until_ms: i64,
+        at: i64,
+    },
+    /// See `upkeep::apply_prune`.
+    Prune {
+        delivered_before: i64,
+        failed_before: i64,
+        batch: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -125,6 +138,7 @@ pub(super) enum Outcome {
     Tenant(Tenant),
     Row(Box<SubscriptionRow>),
     Receipts(Vec<Result<PublishReceipt>>),
+    Count(u64),
 }
 
 /// The writer's view of who receives what: tenants, and each tenant's subscriptions.
@@ -190,6 +204,7 @@ pub(super) async fn run(
     mut routing: Routing,
     hook: Arc<OnceLock<CommitHook>>,
     batch_max: usize,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut ops: Vec<Op> = Vec::with_capacity(batch_max);
     let mut replies: Vec<Reply> = Vec::with_capacity(batch_max);
@@ -214,7 +229,9 @@ pub(super) async fn run(
             }
         }
         if !ops.is_empty() {
+            let (n, started) = (ops.len(), std::time::Instant::now());
             let wakes = process(&mut conn, &mut routing, &mut ops, &mut replies).await;
+            metrics.commit(n, started.elapsed());
             if !wakes.is_empty()
                 && let Some(h) = hook.get()
             {
@@ -559,6 +576,17 @@ async fn apply(
             }
             Ok(Ok(Outcome::Unit))
         }
+        Op::Replay {
+            sub,
+            since_ms,
+            until_ms,
+            at,
+        } => super::upkeep::apply_replay(conn, sub, *since_ms, *until_ms, *at).await,
+        Op::Prune {
+            delivered_before,
+            failed_before,
+            batch,
+        } => super::upkeep::apply_prune(conn, *delivered_before, *failed_before, *batch).await,
     }
 }
 
