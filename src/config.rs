@@ -74,6 +74,10 @@ pub struct EngineConfig {
     pub retention: Retention,
     /// Metrics exposition settings. Default: admin key required, 50 subscriptions labelled.
     pub metrics: MetricsSettings,
+    /// Request size limits, enforced by the HTTP API (read them with
+    /// [`EngineHandle::config`](crate::EngineHandle::config)). Default: 1 MiB per event,
+    /// 16 MiB and 1000 events per batch.
+    pub limits: Limits,
 }
 
 /// Background pruning of finished events (see `journal::retention`).
@@ -151,6 +155,7 @@ impl Default for EngineConfig {
             tenant_rate_limit: None,
             retention: Retention::default(),
             metrics: MetricsSettings::default(),
+            limits: Limits::default(),
         }
     }
 }

@@ -107,6 +107,8 @@ impl Drop for AbortOnDrop {
 struct InFlight {
     delivery: DeliveryId,
     n: u32,
+    /// The attempt's span, so its outcome is logged with the same fields.
+    span: tracing::Span,
     _task: AbortOnDrop,
 }
 
@@ -352,13 +354,16 @@ impl SubscriberState {
         let delivery = head.id;
         let sender = self.ctx.sender.clone();
         let me = myself.clone();
-        let span = tracing::debug_span!(
-            "attempt",
-            subscription = %self.row.id,
+        // One span per attempt: everything logged about it (here, in the attempt task, and its
+        // outcome) carries these fields. No secret goes into a span.
+        let span = tracing::info_span!(
+            "delivery_attempt",
             tenant = %self.row.tenant_id,
-            event = %head.event_id,
+            subscription = %self.row.id,
+            event_id = %head.event_id,
+            delivery = %head.id,
+            attempt = n,
             kind = head.notification_type.as_str(),
-            n
         );
         let task = self.ctx.tasks.spawn(tracing::Instrument::instrument(
             async move {
@@ -369,11 +374,12 @@ impl SubscriberState {
                     result,
                 })));
             },
-            span,
+            span.clone(),
         ));
         self.in_flight = Some(InFlight {
             delivery,
             n,
+            span,
             _task: AbortOnDrop(task.abort_handle()),
         });
         Ok(())
@@ -381,11 +387,13 @@ impl SubscriberState {
 
     /// Records an attempt's outcome. Returns true if the subscription no longer exists.
     async fn on_attempt_done(&mut self, done: AttemptDone) -> Result<bool> {
-        match &self.in_flight {
-            Some(f) if f.delivery == done.delivery && f.n == done.n => {}
-            _ => return Ok(false), // stale: from an attempt abandoned earlier
-        }
-        self.in_flight = None;
+        let span = match self.in_flight.take() {
+            Some(f) if f.delivery == done.delivery && f.n == done.n => f.span,
+            other => {
+                self.in_flight = other;
+                return Ok(false); // stale: from an attempt abandoned earlier
+            }
+        };
         let Some(pos) = self.queue.iter().position(|d| d.id == done.delivery) else {
             return Ok(false);
         };
@@ -508,8 +516,13 @@ impl SubscriberState {
             flags: flags.clone(),
             next_in_flight,
         };
+        let took_ms = record.duration_ms;
+        let (code, kind) = (record.status_code, record.error_kind);
         match self.ctx.journal.record_attempt(record).await {
-            Ok(()) => self.ctx.metrics.attempt(new_status, done.result.duration),
+            Ok(()) => {
+                self.ctx.metrics.attempt(new_status, done.result.duration);
+                log_outcome(&span, new_status, code, kind, took_ms);
+            }
             Err(Error::NotFound { .. }) => return Ok(true),
             Err(e) => return Err(e),
         }
@@ -673,5 +686,28 @@ impl SubscriberState {
     async fn reply_delivery(&self, id: DeliveryId) -> Result<CommandReply> {
         let d = self.own_delivery(id).await?;
         Ok(CommandReply::Delivery(Box::new(d)))
+    }
+}
+
+/// The attempt's outcome, in its span: routine successes at debug, retries at info, failures
+/// at warn.
+fn log_outcome(
+    span: &tracing::Span,
+    status: DeliveryStatus,
+    code: Option<u16>,
+    kind: Option<&'static str>,
+    took_ms: u64,
+) {
+    let name = status.as_str();
+    match status {
+        DeliveryStatus::Delivered => {
+            tracing::debug!(parent: span, status = name, code, took_ms, "attempt done")
+        }
+        DeliveryStatus::Pending => {
+            tracing::info!(parent: span, status = name, code, kind, took_ms, "attempt failed; will retry")
+        }
+        _ => {
+            tracing::warn!(parent: span, status = name, code, kind, took_ms, "attempt failed; delivery failed")
+        }
     }
 }

@@ -83,7 +83,7 @@ impl Default for ServerConfig {
             durability: DurabilityName::Fsync,
             shutdown_grace: Dur(engine.shutdown_grace),
             log: LogConfig::default(),
-            limits: Limits::default(),
+            limits: engine.limits.clone(),
             retry: engine.default_retry.clone(),
             delivery: DeliveryConfig {
                 timeout: Dur(engine.default_timeout),
@@ -532,6 +532,7 @@ impl ServerConfig {
                 require_admin: self.metrics.auth == MetricsAuth::Admin,
                 max_subscription_labels: self.metrics.max_subscription_labels,
             },
+            limits: self.limits.clone(),
         };
         config.validate().map_err(|e| {
             let field = match &e {
