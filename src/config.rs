@@ -63,6 +63,9 @@ pub struct EngineConfig {
     /// characters). Default: a key file beside the journal (`<db>.key`, mode 0600), created on
     /// first start; production should pass one from a secret store instead.
     pub secret_key: Option<crate::secretbox::Redacted<String>>,
+    /// Where the master key file is kept when `secret_key` is not given (created on first
+    /// start if missing, mode 0600). Default: `<db>.key` beside the journal.
+    pub secret_key_file: Option<std::path::PathBuf>,
     /// Outbound HTTP(S) proxy every delivery goes through (the lending seed's proxy setting),
     /// e.g. `http://10.0.0.5:3128`. Give it as an IP address, or allow its network: its name is
     /// resolved under the same address rules as receivers. Default none (direct connections;
@@ -151,6 +154,7 @@ impl Default for EngineConfig {
             reader_connections: 4,
             actor_prefetch: 32,
             secret_key: None,
+            secret_key_file: None,
             proxy: None,
             tenant_rate_limit: None,
             retention: Retention::default(),
@@ -200,6 +204,7 @@ impl EngineConfig {
         if let Some(l) = &self.tenant_rate_limit {
             l.validate()?;
         }
+        self.limits.validate()?;
         let r = &self.retention;
         if r.interval.is_zero() {
             return Err(Error::invalid("retention.interval", "must be positive"));

@@ -116,6 +116,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The master key file used when no key is given (see [`EngineConfig::secret_key_file`]).
+    /// Default `<db>.key`.
+    pub fn secret_key_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.config.secret_key_file = Some(path.as_ref().to_owned());
+        self
+    }
+
     /// An outbound HTTP(S) proxy for every delivery (see [`EngineConfig::proxy`]). Default none.
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.config.proxy = Some(url.into());
@@ -239,9 +246,14 @@ fn master_key(db: &Path, cfg: &EngineConfig, throwaway: bool) -> Result<MasterKe
     if throwaway {
         return Ok(MasterKey::generate());
     }
-    let mut file = db.as_os_str().to_owned();
-    file.push(".key");
-    let file = PathBuf::from(file);
+    let file = match &cfg.secret_key_file {
+        Some(f) => f.clone(),
+        None => {
+            let mut file = db.as_os_str().to_owned();
+            file.push(".key");
+            PathBuf::from(file)
+        }
+    };
     let (key, created) = MasterKey::load_or_create(&file)
         .map_err(|e| Error::unavailable(format!("secret key file {}", file.display()), e))?;
     if created {

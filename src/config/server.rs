@@ -42,6 +42,10 @@ pub struct ServerConfig {
     /// a key file `<db>.key` beside the journal.
     #[serde(skip_serializing)]
     pub secret_key: Option<Redacted<String>>,
+    /// Where the master key file is kept when `secretKey` is not given (created on first start
+    /// if missing). Default: `<db>.key` beside the journal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key_file: Option<PathBuf>,
     /// Outbound HTTP(S) proxy for every delivery. Default none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             db: PathBuf::from("hookline.db"),
             admin_key: None,
             secret_key: None,
+            secret_key_file: None,
             proxy: None,
             allow_networks: Vec::new(),
             durability: DurabilityName::Fsync,
@@ -155,6 +160,31 @@ pub struct Limits {
     pub max_batch_bytes: usize,
     /// Most events in one batch publish. Default 1000.
     pub max_batch_events: usize,
+}
+
+impl Limits {
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        use crate::Error;
+        if !(1024..=1 << 30).contains(&self.max_event_bytes) {
+            return Err(Error::invalid(
+                "limits.maxEventBytes",
+                "must be between 1 KiB and 1 GiB",
+            ));
+        }
+        if !(self.max_event_bytes..=1 << 30).contains(&self.max_batch_bytes) {
+            return Err(Error::invalid(
+                "limits.maxBatchBytes",
+                "must be between limits.maxEventBytes and 1 GiB",
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_batch_events) {
+            return Err(Error::invalid(
+                "limits.maxBatchEvents",
+                "must be between 1 and 100000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Limits {
@@ -369,7 +399,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The keys that have no default value and so are absent from the serialized defaults.
-const OPTIONAL_KEYS: [&str; 3] = ["adminKey", "secretKey", "proxy"];
+const OPTIONAL_KEYS: [&str; 4] = ["adminKey", "secretKey", "secretKeyFile", "proxy"];
 
 /// The configuration layers, lowest first.
 #[derive(Debug, Default)]
@@ -469,18 +499,6 @@ impl ServerConfig {
         {
             return bad("adminKey", "must be at least 16 characters");
         }
-        if !(1024..=1 << 30).contains(&self.limits.max_event_bytes) {
-            return bad("limits.maxEventBytes", "must be between 1 KiB and 1 GiB");
-        }
-        if !(self.limits.max_event_bytes..=1 << 30).contains(&self.limits.max_batch_bytes) {
-            return bad(
-                "limits.maxBatchBytes",
-                "must be between limits.maxEventBytes and 1 GiB",
-            );
-        }
-        if !(1..=100_000).contains(&self.limits.max_batch_events) {
-            return bad("limits.maxBatchEvents", "must be between 1 and 100000");
-        }
         if let Err(e) = tracing_subscriber_filter_ok(&self.log.level) {
             return bad("log.level", &e);
         }
@@ -519,6 +537,7 @@ impl ServerConfig {
             reader_connections: self.journal.reader_connections,
             actor_prefetch: self.actors.prefetch,
             secret_key: self.secret_key.clone(),
+            secret_key_file: self.secret_key_file.clone(),
             proxy: self.proxy.clone(),
             tenant_rate_limit: None,
             retention: Retention {

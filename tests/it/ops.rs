@@ -613,7 +613,8 @@ async fn flags_beat_env_which_beats_the_config_file() {
     std::fs::write(
         &file,
         format!(
-            "listen = \"127.0.0.1:{file_port}\"\ndb = \"from-file.db\"\n[log]\nformat = \"json\"\n"
+            "listen = \"127.0.0.1:{file_port}\"\ndb = \"from-file.db\"\n\
+             secretKeyFile = \"master.key\"\n[log]\nformat = \"json\"\n"
         ),
     )
     .expect("write");
@@ -630,6 +631,11 @@ async fn flags_beat_env_which_beats_the_config_file() {
     })
     .await;
     assert!(dir.path().join("from-file.db").exists(), "db from the file");
+    assert!(
+        dir.path().join("master.key").exists(),
+        "secretKeyFile from the file"
+    );
+    assert!(!dir.path().join("from-file.db.key").exists());
     assert_eq!(
         status_of(&format!("http://127.0.0.1:{env_port}/healthz")).await,
         None
