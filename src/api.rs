@@ -7,6 +7,7 @@
 //! 5xx bodies are opaque and the cause is logged. [`serve`] takes its listener and shutdown
 //! signal as arguments so tests and the binary drive it the same way.
 
+pub mod ops;
 mod transforms;
 
 use std::future::Future;
@@ -60,6 +61,7 @@ pub fn router(engine: EngineHandle) -> Router {
         .route("/v1/deliveries/{id}/resubmit", post(resubmit))
         .route("/v1/deliveries/{id}/skip", post(skip))
         .merge(transforms::routes(module_limit))
+        .merge(ops::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

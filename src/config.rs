@@ -1,7 +1,12 @@
 //! Engine configuration, validated once into types that cannot be invalid.
 //!
 //! [`EngineConfig`] holds every tunable with its default; `EngineBuilder` setters document them.
-//! The server layers environment variables and flags over these defaults.
+//! The server's own settings ([`ServerConfig`], with the request [`Limits`]) and their layering
+//! (file < `HOOKLINE_*` environment < flags) live in [`server`].
+
+pub mod server;
+
+pub use server::{Limits, ServerConfig};
 
 use std::time::Duration;
 
@@ -58,6 +63,9 @@ pub struct EngineConfig {
     /// characters). Default: a key file beside the journal (`<db>.key`, mode 0600), created on
     /// first start; production should pass one from a secret store instead.
     pub secret_key: Option<crate::secretbox::Redacted<String>>,
+    /// Where the master key file is kept when `secret_key` is not given (created on first
+    /// start if missing, mode 0600). Default: `<db>.key` beside the journal.
+    pub secret_key_file: Option<std::path::PathBuf>,
     /// Outbound HTTP(S) proxy every delivery goes through (the lending seed's proxy setting),
     /// e.g. `http://10.0.0.5:3128`. Give it as an IP address, or allow its network: its name is
     /// resolved under the same address rules as receivers. Default none (direct connections;
@@ -69,6 +77,68 @@ pub struct EngineConfig {
     /// calls. The defaults let Python and JavaScript components run (see
     /// [`TransformLimits`](crate::transform::TransformLimits)).
     pub transform_limits: crate::transform::TransformLimits,
+    /// Background pruning of finished events. Default: on, 7 days after delivery.
+    pub retention: Retention,
+    /// Metrics exposition settings. Default: admin key required, 50 subscriptions labelled.
+    pub metrics: MetricsSettings,
+    /// Request size limits, enforced by the HTTP API (read them with
+    /// [`EngineHandle::config`](crate::EngineHandle::config)). Default: 1 MiB per event,
+    /// 16 MiB and 1000 events per batch.
+    pub limits: Limits,
+}
+
+/// Background pruning of finished events (see `journal::retention`).
+///
+/// An event is pruned, with its deliveries and attempt log, once every one of its deliveries
+/// has been terminal for the configured age. An event with a delivery still pending or in
+/// flight, or a failed delivery its subscription is blocked on, is never pruned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Whether the pruner runs at all. Default true.
+    pub enabled: bool,
+    /// Age (since its last delivery ended) after which an event whose deliveries were all
+    /// delivered, skipped or dropped is pruned. Default 7 days.
+    pub delivered_after: Duration,
+    /// Age after which an event with a failed delivery (one no subscription is blocked on) is
+    /// pruned. Default 30 days.
+    pub failed_after: Duration,
+    /// Pause between prune passes. Default 60 s.
+    pub interval: Duration,
+    /// Events pruned per write transaction; small so delivery commits never wait long.
+    /// Default 500.
+    pub batch_size: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            enabled: true,
+            delivered_after: Duration::from_secs(7 * 24 * 3600),
+            failed_after: Duration::from_secs(30 * 24 * 3600),
+            interval: Duration::from_secs(60),
+            batch_size: 500,
+        }
+    }
+}
+
+/// Metrics exposition (`GET /metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Whether `GET /metrics` needs the admin key (true, the default) or is open to anyone who
+    /// can reach the listener (bind it to loopback or a private network then).
+    pub require_admin: bool,
+    /// Most subscriptions given their own `subscription` label on the queue gauges: the ones
+    /// with the deepest queues. The totals cover every subscription. Default 50.
+    pub max_subscription_labels: usize,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            require_admin: true,
+            max_subscription_labels: 50,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -88,9 +158,13 @@ impl Default for EngineConfig {
             reader_connections: 4,
             actor_prefetch: 32,
             secret_key: None,
+            secret_key_file: None,
             proxy: None,
             tenant_rate_limit: None,
             transform_limits: crate::transform::TransformLimits::default(),
+            retention: Retention::default(),
+            metrics: MetricsSettings::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -134,6 +208,45 @@ impl EngineConfig {
         }
         if let Some(l) = &self.tenant_rate_limit {
             l.validate()?;
+        }
+        self.limits.validate()?;
+        let t = &self.transform_limits;
+        if t.cpu.is_zero() {
+            return Err(Error::invalid("transforms.cpu", "must be positive"));
+        }
+        if t.memory_bytes < (1 << 20) {
+            return Err(Error::invalid(
+                "transforms.memoryBytes",
+                "must be at least 1 MiB",
+            ));
+        }
+        if t.module_bytes == 0 || t.output_bytes == 0 {
+            return Err(Error::invalid(
+                "transforms",
+                "maxModuleBytes and maxOutputBytes must be positive",
+            ));
+        }
+        if !(1..=1000).contains(&t.max_concurrent_calls) {
+            return Err(Error::invalid(
+                "transforms.maxConcurrentCalls",
+                "must be between 1 and 1000",
+            ));
+        }
+        let r = &self.retention;
+        if r.interval.is_zero() {
+            return Err(Error::invalid("retention.interval", "must be positive"));
+        }
+        if !(1..=100_000).contains(&r.batch_size) {
+            return Err(Error::invalid(
+                "retention.batchSize",
+                "must be between 1 and 100000",
+            ));
+        }
+        if self.metrics.max_subscription_labels > 10_000 {
+            return Err(Error::invalid(
+                "metrics.maxSubscriptionLabels",
+                "must be at most 10000",
+            ));
         }
         if self.actor_prefetch == 0 || self.actor_prefetch > 1024 {
             return Err(Error::invalid(

@@ -116,9 +116,35 @@ impl EngineBuilder {
         self
     }
 
+    /// The master key file used when no key is given (see [`EngineConfig::secret_key_file`]).
+    /// Default `<db>.key`.
+    pub fn secret_key_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.config.secret_key_file = Some(path.as_ref().to_owned());
+        self
+    }
+
     /// An outbound HTTP(S) proxy for every delivery (see [`EngineConfig::proxy`]). Default none.
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.config.proxy = Some(url.into());
+        self
+    }
+
+    /// Background pruning of finished events. Default: on, 7 days after delivery (see
+    /// [`Retention`](crate::config::Retention)).
+    pub fn retention(mut self, r: crate::config::Retention) -> Self {
+        self.config.retention = r;
+        self
+    }
+
+    /// Request size limits the HTTP API enforces (see [`Limits`](crate::config::Limits)).
+    pub fn limits(mut self, l: crate::config::Limits) -> Self {
+        self.config.limits = l;
+        self
+    }
+
+    /// Metrics settings (see [`MetricsSettings`](crate::config::MetricsSettings)).
+    pub fn metrics(mut self, m: crate::config::MetricsSettings) -> Self {
+        self.config.metrics = m;
         self
     }
 
@@ -146,7 +172,12 @@ impl EngineBuilder {
             }
         };
         let sealer = SecretBox::new(master_key(&path, &self.config, tempdir.is_some())?);
-        let (journal, recovery) = Journal::open(&path, &self.config, sealer).await?;
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            self.config.metrics.max_subscription_labels,
+        ));
+        let (journal, recovery) =
+            Journal::open(&path, &self.config, sealer, metrics.clone()).await?;
+        metrics.deliveries(crate::metrics::Outcome::Interrupted, recovery.interrupted);
         if recovery.interrupted > 0 {
             tracing::warn!(
                 count = recovery.interrupted,
@@ -169,6 +200,7 @@ impl EngineBuilder {
             journal: journal.clone(),
             sender: Sender::new(&self.config)?,
             limiters,
+            metrics,
             config: self.config,
             tasks: TaskTracker::new(),
         });
@@ -182,6 +214,7 @@ impl EngineBuilder {
         if !recovery.open_subscriptions.is_empty() {
             let _ = supervisor.cast(SupervisorMsg::Wake(recovery.open_subscriptions));
         }
+        let pruner = journal.spawn_pruner(ctx.config.retention.clone());
         Ok(EngineHandle {
             inner: Arc::new(Inner {
                 ctx,
@@ -190,6 +223,7 @@ impl EngineBuilder {
                 closed: AtomicBool::new(false),
                 tenant_updates: Mutex::new(()),
                 admin_override: std::sync::RwLock::new(None),
+                pruner: std::sync::Mutex::new(pruner),
                 _tempdir: tempdir,
             }),
         })
@@ -218,6 +252,8 @@ struct Inner {
     tenant_updates: Mutex<()>,
     /// Hash of an admin key given by configuration (never stored).
     admin_override: std::sync::RwLock<Option<String>>,
+    /// The retention task, stopped at shutdown.
+    pruner: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     _tempdir: Option<tempfile::TempDir>,
 }
 
@@ -230,9 +266,14 @@ fn master_key(db: &Path, cfg: &EngineConfig, throwaway: bool) -> Result<MasterKe
     if throwaway {
         return Ok(MasterKey::generate());
     }
-    let mut file = db.as_os_str().to_owned();
-    file.push(".key");
-    let file = PathBuf::from(file);
+    let file = match &cfg.secret_key_file {
+        Some(f) => f.clone(),
+        None => {
+            let mut file = db.as_os_str().to_owned();
+            file.push(".key");
+            PathBuf::from(file)
+        }
+    };
     let (key, created) = MasterKey::load_or_create(&file)
         .map_err(|e| Error::unavailable(format!("secret key file {}", file.display()), e))?;
     if created {
@@ -623,6 +664,48 @@ impl EngineHandle {
         self.delivery_command(id, Command::Resubmit(id)).await
     }
 
+    /// Re-sends a subscription's finished deliveries (delivered, failed, skipped, dropped) of
+    /// events accepted in the window, in their original order, for a receiver that lost data.
+    ///
+    /// The deliveries themselves go back to pending (same ids, the attempt log continues, a
+    /// fresh retry budget), so they take their places in `seq` order: after the attempt in
+    /// flight, if any, and ahead of every pending delivery with a higher `seq`. A subscription
+    /// blocked on a replayed delivery is unblocked. Events already pruned by retention cannot
+    /// be replayed.
+    pub async fn replay(
+        &self,
+        id: &SubscriptionId,
+        window: crate::model::ReplayWindow,
+    ) -> Result<crate::model::ReplayReceipt> {
+        let (since_ms, until_ms) = window.to_ms(crate::clock::now_ms())?;
+        match self
+            .command(id, Command::Replay { since_ms, until_ms })
+            .await?
+        {
+            CommandReply::Replayed(replayed) => Ok(crate::model::ReplayReceipt { replayed }),
+            other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Whether the engine serves requests: recovery is over (the handle exists) and it is not
+    /// shutting down. `GET /readyz` answers from this.
+    pub fn is_ready(&self) -> bool {
+        !self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// The engine's metrics in the OpenMetrics text format, with the queue gauges read from the
+    /// journal now.
+    pub async fn metrics_text(&self) -> Result<String> {
+        let stats = self.journal().queue_stats().await?;
+        self.inner.ctx.metrics.set_queues(stats);
+        Ok(self.inner.ctx.metrics.encode())
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.ctx.config
+    }
+
     /// Marks a pending or failed delivery skipped; a subscription blocked on it moves on.
     pub async fn skip(&self, id: DeliveryId) -> Result<Delivery> {
         self.delivery_command(id, Command::Skip(id)).await
@@ -647,6 +730,9 @@ impl EngineHandle {
     pub async fn shutdown(&self) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
+        }
+        if let Some(p) = self.inner.pruner.lock().ok().and_then(|mut p| p.take()) {
+            p.abort();
         }
         let grace = self.inner.ctx.config.shutdown_grace;
         let drained = self

@@ -66,6 +66,7 @@ pub mod engine;
 pub mod error;
 pub mod id;
 mod journal;
+mod metrics;
 pub mod model;
 mod oauth;
 mod policy;
@@ -76,16 +77,16 @@ mod ssrf;
 mod tls;
 pub mod transform;
 
-pub use config::{Durability, EngineConfig};
+pub use config::{Durability, EngineConfig, Limits, MetricsSettings, Retention, ServerConfig};
 pub use engine::{Engine, EngineBuilder, EngineHandle};
 pub use error::{Error, Result};
 pub use id::{DeliveryId, EventId, SubscriptionId, TenantId};
 pub use model::{
     Attempt, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus,
     EndpointTest, Event, EventInput, FailurePolicy, NewSubscription, NewTenant, NotificationType,
-    Principal, PublishReceipt, ReceiverAuth, RetryPolicy, Subscription, SubscriptionPatch,
-    SubscriptionState, Tenant, TenantPatch, TransformAction, TransformInfo, TransformRef,
-    TransformTest, TransformTestError, TransformVersion,
+    Principal, PublishReceipt, ReceiverAuth, ReplayReceipt, ReplayWindow, RetryPolicy,
+    Subscription, SubscriptionPatch, SubscriptionState, Tenant, TenantPatch, TransformAction,
+    TransformInfo, TransformRef, TransformTest, TransformTestError, TransformVersion,
 };
 pub use ratelimit::RateLimit;
 pub use secretbox::Redacted;

@@ -1,16 +1,18 @@
 //! The `hookline` binary: a thin command-line layer over the library.
 //!
 //! `hookline serve` runs the engine with its HTTP API. Settings come from flags, which override
-//! `HOOKLINE_*` environment variables, which override the defaults (`./hookline.db`,
-//! `127.0.0.1:8080`). SIGTERM or SIGINT stops intake, lets attempts in flight finish (bounded by
-//! the shutdown grace) and exits 0.
+//! `HOOKLINE_*` environment variables, which override a `--config` TOML file, which overrides
+//! the defaults (see `hookline::config::server`); an invalid setting stops it at start (exit 2)
+//! naming the key. It listens before the journal is recovered (`/readyz` says when it is ready).
+//! SIGTERM or SIGINT stops intake, lets attempts in flight finish (bounded by the shutdown grace)
+//! and exits 0.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hookline::{Engine, config::parse_networks};
+use hookline::Engine;
+use hookline::config::server::{ConfigSources, LogFormat, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -27,7 +29,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the delivery engine with its HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Develop tenant transforms locally.
     #[command(subcommand)]
     Transform(TransformCmd),
@@ -47,41 +49,98 @@ enum TransformCmd {
     },
 }
 
+/// Settings come from, lowest first: defaults, the `--config` file, `HOOKLINE_*` environment
+/// variables (e.g. HOOKLINE_LISTEN, HOOKLINE_LIMITS__MAX_EVENT_BYTES), and these flags. Every
+/// key and its default: schemas/config.example.toml.
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
-    /// Address and port the HTTP API listens on.
-    #[arg(long, env = "HOOKLINE_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// The SQLite journal file (created if missing).
-    #[arg(long, env = "HOOKLINE_DB", default_value = "hookline.db")]
-    db: PathBuf,
-    /// The admin API key. If unset on first start, one is generated, printed once, and only its
-    /// hash is stored.
-    #[arg(long, env = "HOOKLINE_ADMIN_KEY", hide_env_values = true)]
+    /// A TOML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address and port of the HTTP API (`listen`; default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<String>,
+    /// The SQLite journal file, created if missing (`db`; default hookline.db).
+    #[arg(long)]
+    db: Option<String>,
+    /// The admin API key (`adminKey`). If unset on first start, one is generated, printed once,
+    /// and only its hash is stored.
+    #[arg(long)]
     admin_key: Option<String>,
-    /// The master key sealing subscription secrets in the journal (`base64:…` or 64 hex
-    /// characters). If unset, a key file `<db>.key` beside the journal is created and used.
-    #[arg(long, env = "HOOKLINE_SECRET_KEY", hide_env_values = true)]
+    /// The master key sealing subscription secrets (`secretKey`): `base64:…` or 64 hex
+    /// characters. Default: a key file `<db>.key` beside the journal.
+    #[arg(long)]
     secret_key: Option<String>,
-    /// Outbound HTTP(S) proxy for every delivery, e.g. http://10.0.0.5:3128.
-    #[arg(long, env = "HOOKLINE_PROXY")]
+    /// Outbound HTTP(S) proxy for every delivery (`proxy`), e.g. http://10.0.0.5:3128.
+    #[arg(long)]
     proxy: Option<String>,
-    /// Comma-separated CIDRs exempt from the private-address block (e.g. 127.0.0.0/8).
-    #[arg(long, env = "HOOKLINE_ALLOW_NETWORKS", default_value = "")]
-    allow_networks: String,
+    /// Comma-separated CIDRs exempt from the private-address block (`allowNetworks`).
+    #[arg(long)]
+    allow_networks: Option<String>,
+    /// Journal durability (`durability`): fsync (default) or os.
+    #[arg(long)]
+    durability: Option<String>,
+    /// Log format (`log.format`): text (default) or json.
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Log filter (`log.level`; default info). RUST_LOG, when set, wins.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Any configuration key, e.g. `--set limits.maxEventBytes=2097152` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl ServeArgs {
+    fn sources(&self) -> anyhow::Result<ConfigSources> {
+        let mut flags: Vec<(String, String)> = Vec::new();
+        for kv in &self.set {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+            flags.push((k.trim().to_owned(), v.to_owned()));
+        }
+        let named = [
+            ("listen", &self.listen),
+            ("db", &self.db),
+            ("adminKey", &self.admin_key),
+            ("secretKey", &self.secret_key),
+            ("proxy", &self.proxy),
+            ("allowNetworks", &self.allow_networks),
+            ("durability", &self.durability),
+            ("log.format", &self.log_format),
+            ("log.level", &self.log_level),
+        ];
+        for (key, value) in named {
+            if let Some(v) = value {
+                flags.push((key.to_owned(), v.clone()));
+            }
+        }
+        Ok(ConfigSources {
+            file: self.config.clone(),
+            env: std::env::vars()
+                .filter(|(k, _)| k.starts_with("HOOKLINE_"))
+                .collect(),
+            flags,
+        })
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Serve(args) => serve(args).await,
+        Cmd::Serve(args) => {
+            let config = match args.sources().and_then(|s| Ok(ServerConfig::load(&s)?)) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hookline: {e:#}");
+                    std::process::exit(2);
+                }
+            };
+            init_tracing(&config);
+            serve(config).await
+        }
         Cmd::Transform(TransformCmd::Test { wasm, event }) => transform_test(wasm, event).await,
     }
 }
@@ -122,20 +181,60 @@ async fn transform_test(wasm: PathBuf, event: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let networks = parse_networks(&args.allow_networks).context("HOOKLINE_ALLOW_NETWORKS")?;
-    let mut builder = Engine::builder().path(&args.db).allow_networks(networks);
-    if let Some(key) = args.secret_key {
-        builder = builder.secret_key(key);
+fn init_tracing(config: &ServerConfig) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
-    if let Some(proxy) = args.proxy {
-        builder = builder.proxy(proxy);
+}
+
+async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let addr = config
+        .listen_addr()
+        .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
+    let engine_config = config
+        .engine_config()
+        .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
+    // Listen first: while the journal recovers, /healthz answers 200 and /readyz 503.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let gate = hookline::api::ops::StartGate::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let gate = gate.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            gate.serve(listener, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    };
+    #[cfg(feature = "test-hooks")]
+    if let Some(ms) = std::env::var("HOOKLINE_TEST_START_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
-    let engine = builder
+    let engine = Engine::builder()
+        .path(&config.db)
+        .config(engine_config)
         .build()
         .await
-        .with_context(|| format!("opening journal {}", args.db.display()))?;
-    if let Some(key) = engine.ensure_admin_key(args.admin_key.as_deref()).await? {
+        .with_context(|| format!("opening journal {}", config.db.display()))?;
+    let admin_key = config.admin_key.as_ref().map(|k| k.expose().as_str());
+    if let Some(key) = engine.ensure_admin_key(admin_key).await? {
         // The one place a secret is shown: the generated admin key, once, at first start.
         #[allow(clippy::print_stdout)]
         {
@@ -143,11 +242,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             println!("{key}");
         }
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, db = %args.db.display(), "hookline serving");
-    hookline::api::serve(listener, engine.clone(), shutdown_signal()).await?;
+    gate.open(engine.clone());
+    tracing::info!(listen = %addr, db = %config.db.display(), "hookline serving");
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    match server.await {
+        Ok(r) => r?,
+        Err(e) => tracing::error!(error = %e, "server task failed"),
+    }
     tracing::info!("stopping: finishing attempts in flight");
     engine.shutdown().await;
     tracing::info!("stopped");

@@ -1193,6 +1193,46 @@ pub struct DeliveryPage {
     pub next: Option<String>,
 }
 
+/// A replay window (`POST /v1/subscriptions/{id}/replay`): the subscription's finished
+/// deliveries of events accepted from `since` (inclusive) until `until` (exclusive; default
+/// now), both RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplayWindow {
+    pub since: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+impl ReplayWindow {
+    /// The window in journal milliseconds, checked: both RFC 3339, `since` before `until`.
+    pub(crate) fn to_ms(&self, now_ms: i64) -> Result<(i64, i64)> {
+        let parse = |field: &str, s: &str| -> Result<i64> {
+            let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| Error::invalid(field, format!("must be an RFC 3339 time ({e})")))?;
+            i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+                .map_err(|_| Error::invalid(field, "out of range"))
+        };
+        let since = parse("since", &self.since)?;
+        let until = match &self.until {
+            Some(u) => parse("until", u)?,
+            None => now_ms.saturating_add(1),
+        };
+        if until <= since {
+            return Err(Error::invalid("until", "must be after since"));
+        }
+        Ok((since, until))
+    }
+}
+
+/// The answer to a replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayReceipt {
+    /// Deliveries put back to pending.
+    pub replayed: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

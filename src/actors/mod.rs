@@ -42,6 +42,8 @@ pub(crate) struct Ctx {
     pub limiters: Limiters,
     /// Tenants' transforms, loaded once and shared by their subscriptions.
     pub transforms: Arc<crate::transform::TransformRegistry>,
+    /// The engine's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub(crate) type SharedCtx = Arc<Ctx>;

@@ -70,6 +70,11 @@ pub(crate) enum Command {
     Delete,
     Skip(DeliveryId),
     Resubmit(DeliveryId),
+    /// Put finished deliveries of events accepted in `[since_ms, until_ms)` back to pending.
+    Replay {
+        since_ms: i64,
+        until_ms: i64,
+    },
 }
 
 /// Answers to [`Command`]s.
@@ -78,6 +83,7 @@ pub(crate) enum CommandReply {
     Subscription(Box<Subscription>),
     Delivery(Box<Delivery>),
     Deleted,
+    Replayed(u64),
 }
 
 pub(crate) struct SubscriberArgs {
@@ -104,6 +110,8 @@ impl Drop for AbortOnDrop {
 struct InFlight {
     delivery: DeliveryId,
     n: u32,
+    /// The attempt's span, so its outcome is logged with the same fields.
+    span: tracing::Span,
     _task: AbortOnDrop,
 }
 
@@ -271,12 +279,14 @@ fn transform_input_headers(spec: &crate::model::SubscriptionSpec) -> Vec<(String
 async fn transformed_attempt(
     sender: &crate::delivery::Sender,
     transforms: &crate::transform::TransformRegistry,
+    metrics: &crate::metrics::Metrics,
     mut req: AttemptRequest,
     t: PendingTransform,
 ) -> AttemptResult {
     let started_at = now_ms();
     let start = std::time::Instant::now();
     let step = transforms.call(&t.tenant, &t.binding, t.input).await;
+    metrics.transform_time(start.elapsed());
     let ended = |outcome, transform_log| AttemptResult {
         started_at,
         duration: start.elapsed(),
@@ -425,20 +435,24 @@ impl SubscriberState {
         let delivery = head.id;
         let sender = self.ctx.sender.clone();
         let transforms = self.ctx.transforms.clone();
+        let metrics = self.ctx.metrics.clone();
         let me = myself.clone();
-        let span = tracing::debug_span!(
-            "attempt",
-            subscription = %self.row.id,
+        // One span per attempt: everything logged about it (here, in the attempt task, and its
+        // outcome) carries these fields. No secret goes into a span.
+        let span = tracing::info_span!(
+            "delivery_attempt",
             tenant = %self.row.tenant_id,
-            event = %head.event_id,
+            subscription = %self.row.id,
+            event_id = %head.event_id,
+            delivery = %head.id,
+            attempt = n,
             kind = head.notification_type.as_str(),
-            n
         );
         let task = self.ctx.tasks.spawn(tracing::Instrument::instrument(
             async move {
                 let result = match transform {
                     None => sender.send(&req).await,
-                    Some(t) => transformed_attempt(&sender, &transforms, req, t).await,
+                    Some(t) => transformed_attempt(&sender, &transforms, &metrics, req, t).await,
                 };
                 let _ = me.cast(SubscriberMsg::AttemptDone(Box::new(AttemptDone {
                     delivery,
@@ -446,11 +460,12 @@ impl SubscriberState {
                     result,
                 })));
             },
-            span,
+            span.clone(),
         ));
         self.in_flight = Some(InFlight {
             delivery,
             n,
+            span,
             _task: AbortOnDrop(task.abort_handle()),
         });
         Ok(())
@@ -458,11 +473,13 @@ impl SubscriberState {
 
     /// Records an attempt's outcome. Returns true if the subscription no longer exists.
     async fn on_attempt_done(&mut self, done: AttemptDone) -> Result<bool> {
-        match &self.in_flight {
-            Some(f) if f.delivery == done.delivery && f.n == done.n => {}
-            _ => return Ok(false), // stale: from an attempt abandoned earlier
-        }
-        self.in_flight = None;
+        let span = match self.in_flight.take() {
+            Some(f) if f.delivery == done.delivery && f.n == done.n => f.span,
+            other => {
+                self.in_flight = other;
+                return Ok(false); // stale: from an attempt abandoned earlier
+            }
+        };
         let Some(pos) = self.queue.iter().position(|d| d.id == done.delivery) else {
             return Ok(false);
         };
@@ -603,8 +620,13 @@ impl SubscriberState {
             flags: flags.clone(),
             next_in_flight,
         };
+        let took_ms = record.duration_ms;
+        let (code, kind) = (record.status_code, record.error_kind);
         match self.ctx.journal.record_attempt(record).await {
-            Ok(()) => {}
+            Ok(()) => {
+                self.ctx.metrics.attempt(new_status, done.result.duration);
+                log_outcome(&span, new_status, code, kind, took_ms);
+            }
             Err(Error::NotFound { .. }) => return Ok(true),
             Err(e) => return Err(e),
         }
@@ -700,6 +722,9 @@ impl SubscriberState {
                         unblocking.then(|| self.row.id.clone()),
                     )
                     .await?;
+                self.ctx
+                    .metrics
+                    .deliveries(crate::metrics::Outcome::Skipped, 1);
                 self.queue.retain(|q| q.id != id);
                 if self.timer.as_ref().is_some_and(|t| t.delivery == id) {
                     self.cancel_timer();
@@ -734,6 +759,24 @@ impl SubscriberState {
                 self.refetch = true;
                 self.reply_delivery(id).await
             }
+            Command::Replay { since_ms, until_ms } => {
+                let n = journal
+                    .replay(self.row.id.clone(), since_ms, until_ms)
+                    .await?;
+                self.ctx
+                    .metrics
+                    .deliveries(crate::metrics::Outcome::Replayed, n);
+                if n > 0 {
+                    // Replayed deliveries take their places in `seq` order, ahead of the pending
+                    // ones after them: rebuild the queue (and the blocked flag) from the journal.
+                    if let Some(row) = journal.get_subscription(&self.row.id).await? {
+                        self.row.blocked_on = row.blocked_on;
+                    }
+                    self.cancel_timer();
+                    self.refetch = true;
+                }
+                Ok(CommandReply::Replayed(n))
+            }
         }
     }
 
@@ -747,5 +790,28 @@ impl SubscriberState {
     async fn reply_delivery(&self, id: DeliveryId) -> Result<CommandReply> {
         let d = self.own_delivery(id).await?;
         Ok(CommandReply::Delivery(Box::new(d)))
+    }
+}
+
+/// The attempt's outcome, in its span: routine successes at debug, retries at info, failures
+/// at warn.
+fn log_outcome(
+    span: &tracing::Span,
+    status: DeliveryStatus,
+    code: Option<u16>,
+    kind: Option<&'static str>,
+    took_ms: u64,
+) {
+    let name = status.as_str();
+    match status {
+        DeliveryStatus::Delivered => {
+            tracing::debug!(parent: span, status = name, code, took_ms, "attempt done")
+        }
+        DeliveryStatus::Pending => {
+            tracing::info!(parent: span, status = name, code, kind, took_ms, "attempt failed; will retry")
+        }
+        _ => {
+            tracing::warn!(parent: span, status = name, code, kind, took_ms, "attempt failed; delivery failed")
+        }
     }
 }

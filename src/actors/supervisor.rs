@@ -231,7 +231,10 @@ impl SupervisorState {
                 ..FlagChange::default()
             };
             match self.ctx.journal.set_flags(sub.clone(), flags).await {
-                Ok(_) => tracing::error!(subscription = %sub, "subscription marked faulted"),
+                Ok(_) => {
+                    self.ctx.metrics.faulted();
+                    tracing::error!(subscription = %sub, "subscription marked faulted")
+                }
                 Err(e) => {
                     tracing::error!(subscription = %sub, error = %e, "could not mark subscription faulted")
                 }
@@ -239,6 +242,7 @@ impl SupervisorState {
             return;
         }
         let delay = Duration::from_millis(50u64.saturating_mul(1 << (recent - 1).min(7)));
+        self.ctx.metrics.actor_restart();
         if let Err(e) = self.spawn(myself, sub.clone(), delay).await {
             tracing::error!(subscription = %sub, error = %e, "could not restart subscriber");
         }

@@ -48,6 +48,7 @@ macro_rules! delivery_select {
 
 mod batch;
 mod transforms;
+mod upkeep;
 mod writer;
 
 use std::collections::HashSet;
@@ -67,6 +68,7 @@ use crate::clock::{format_ms, now_ms};
 use crate::config::{Durability, EngineConfig};
 use crate::error::{Error, Result};
 use crate::id::{DeliveryId, EventId, SubscriptionId, TenantId};
+use crate::metrics::Metrics;
 use crate::model::{
     Attempt, Delivery, DeliveryPage, DeliveryQuery, DeliveryStatus, Event, NotificationType,
     Principal, PublishReceipt, Subscription, SubscriptionSpec, SubscriptionState, Tenant,
@@ -192,6 +194,7 @@ struct Inner {
     readers: SqlitePool,
     hook: Arc<OnceLock<CommitHook>>,
     sealer: Arc<SecretBox>,
+    metrics: Arc<Metrics>,
     writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -206,6 +209,7 @@ impl Journal {
         path: &Path,
         cfg: &EngineConfig,
         sealer: SecretBox,
+        metrics: Arc<Metrics>,
     ) -> Result<(Journal, Recovery)> {
         let sealer = Arc::new(sealer);
         let sync = match cfg.durability {
@@ -251,6 +255,7 @@ impl Journal {
             hook.clone(),
             cfg.commit_batch_max,
             cfg.durability,
+            metrics.clone(),
         ));
         let journal = Journal {
             inner: Arc::new(Inner {
@@ -259,6 +264,7 @@ impl Journal {
                 readers,
                 hook,
                 sealer,
+                metrics,
                 writer_task: Mutex::new(Some(task)),
             }),
         };
@@ -407,7 +413,14 @@ impl Journal {
             })
             .await?
         {
-            Outcome::Receipts(r) => Ok(r),
+            Outcome::Receipts(r) => {
+                self.inner.metrics.events_accepted(
+                    r.iter()
+                        .filter(|r| r.as_ref().is_ok_and(|r| !r.duplicate))
+                        .count() as u64,
+                );
+                Ok(r)
+            }
             other => Err(unexpected(other)),
         }
     }

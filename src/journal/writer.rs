@@ -138,6 +138,19 @@ pub(super) enum Op {
         unblock: Option<SubscriptionId>,
         at: i64,
     },
+    /// See `upkeep::apply_replay`.
+    Replay {
+        sub: SubscriptionId,
+        since_ms: i64,
+        until_ms: i64,
+        at: i64,
+    },
+    /// See `upkeep::apply_prune`.
+    Prune {
+        delivered_before: i64,
+        failed_before: i64,
+        batch: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -148,6 +161,7 @@ pub(super) enum Outcome {
     Receipts(Vec<Result<PublishReceipt>>),
     /// A transform version, and whether this call created it.
     Transform(crate::model::TransformVersion, bool),
+    Count(u64),
 }
 
 /// The writer's view of who receives what: tenants, and each tenant's subscriptions.
@@ -234,6 +248,7 @@ pub(super) async fn run(
     hook: Arc<OnceLock<CommitHook>>,
     batch_max: usize,
     durability: Durability,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut sync = SyncState::new(durability);
     let mut ops: Vec<Op> = Vec::with_capacity(batch_max);
@@ -259,7 +274,9 @@ pub(super) async fn run(
             }
         }
         if !ops.is_empty() {
+            let (n, started) = (ops.len(), std::time::Instant::now());
             let wakes = process(&mut conn, &mut routing, &mut sync, &mut ops, &mut replies).await;
+            metrics.commit(n, started.elapsed());
             if !wakes.is_empty()
                 && let Some(h) = hook.get()
             {
@@ -767,6 +784,17 @@ async fn apply(
             version,
             artifact,
         } => super::transforms::apply_set_artifact(conn, tenant, name, *version, artifact).await,
+        Op::Replay {
+            sub,
+            since_ms,
+            until_ms,
+            at,
+        } => super::upkeep::apply_replay(conn, sub, *since_ms, *until_ms, *at).await,
+        Op::Prune {
+            delivered_before,
+            failed_before,
+            batch,
+        } => super::upkeep::apply_prune(conn, *delivered_before, *failed_before, *batch).await,
     }
 }
 

@@ -1445,7 +1445,7 @@ impl Bin {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!("hookline exited early ({status}):\n{}", self.output());
             }
-            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await
                 && r.status().is_success()
             {
                 return;

@@ -89,7 +89,7 @@ fn spawn_server(db: &Path, port: u16) -> Server {
 async fn wait_healthy(client: &reqwest::Client, base: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
             && r.status().is_success()
         {
             return;

@@ -12,6 +12,7 @@ mod api;
 mod crash;
 mod engine;
 mod mtls;
+mod ops;
 mod outbound;
 mod tenant_limits;
 mod transforms;
