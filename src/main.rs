@@ -3,7 +3,8 @@
 //! `hookline serve` runs the engine with its HTTP API. Settings come from flags, which override
 //! `HOOKLINE_*` environment variables, which override the defaults (`./hookline.db`,
 //! `127.0.0.1:8080`). SIGTERM or SIGINT stops intake, lets attempts in flight finish (bounded by
-//! the shutdown grace) and exits 0.
+//! the shutdown grace) and exits 0. The other subcommands are HTTP clients of a running server
+//! (see [`cli`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +13,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hookline::{Engine, config::parse_networks};
 use tracing_subscriber::EnvFilter;
+
+mod cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,6 +31,8 @@ struct Cli {
 enum Cmd {
     /// Run the delivery engine with its HTTP API.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -65,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve(args) => serve(args).await,
+        Cmd::Client(cmd) => cli::run(cmd).await,
     }
 }
 
