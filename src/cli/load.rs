@@ -361,7 +361,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             totals.latency_us.max() as f64 / 1000.0
         );
         if let (Some(n), Some(rate)) = (delivered, report["deliveriesPerS"].as_f64()) {
-            println!("delivered {n} of {} to the sink: {rate:.0} deliveries/s (from the start)", totals.accepted);
+            println!(
+                "delivered {n} of {} to the sink: {rate:.0} deliveries/s (from the start)",
+                totals.accepted
+            );
         } else if let Some(n) = delivered {
             println!("delivered {n} of {} to the sink", totals.accepted);
         }

@@ -272,7 +272,9 @@ impl CreateSubscription {
             set("ed25519", json!(true));
         }
         if !body.contains_key("url") {
-            anyhow::bail!("a subscription needs a callback URL: pass --endpoint or a spec file with \"url\"");
+            anyhow::bail!(
+                "a subscription needs a callback URL: pass --endpoint or a spec file with \"url\""
+            );
         }
         Ok(Value::Object(body))
     }
@@ -326,7 +328,9 @@ async fn subscriptions(s: Subscriptions) -> anyhow::Result<()> {
             out.record(&sub, SUBSCRIPTION_FIELDS);
         }
         SubscriptionCmd::Pause { id } => {
-            let sub = api.post_empty(&["v1", "subscriptions", &id, "pause"]).await?;
+            let sub = api
+                .post_empty(&["v1", "subscriptions", &id, "pause"])
+                .await?;
             out.record(&sub, SUBSCRIPTION_FIELDS);
         }
         SubscriptionCmd::Resume { id } => {

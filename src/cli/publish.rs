@@ -170,9 +170,9 @@ pub async fn run(api: &Api, out: &Output, args: PublishArgs) -> anyhow::Result<(
     } else {
         // Drawn on stderr, and only when stderr is a terminal.
         let bar = ProgressBar::new(total as u64);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} events  {per_sec}  eta {eta}  {msg}",
-        ) {
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}  {msg}")
+        {
             bar.set_style(style);
         }
         bar
@@ -424,7 +424,10 @@ mod tests {
     #[test]
     fn anything_else_is_refused_with_its_line() {
         let e = parse_events(b"{\"id\":\"a\"}\n42\n").unwrap_err();
-        assert!(e.to_string().contains("line 2") && e.to_string().contains("a number"), "{e}");
+        assert!(
+            e.to_string().contains("line 2") && e.to_string().contains("a number"),
+            "{e}"
+        );
         let e = parse_events(b"[{\"id\":\"a\"}, \"x\"]").unwrap_err();
         assert!(e.to_string().contains("item 1"), "{e}");
         let e = parse_events(b"{\"id\":\"a\"}\n{\"id\": }").unwrap_err();
