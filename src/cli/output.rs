@@ -153,7 +153,7 @@ mod tests {
         ]});
         let lines = render(&mut list_table(&page, &[("ID", "id"), ("STATE", "state")]));
         let text = lines.join("\n");
-        assert!(lines[0].starts_with("ID    STATE"), "{text}");
+        assert_eq!(lines[0], "ID     STATE", "{text}");
         assert_eq!(lines[1], "sub_1  active", "{text}");
         assert!(text.contains('…') && !text.contains(&long), "{text}");
     }
