@@ -19,18 +19,13 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark's report is its stdout")]
 
-// The module is private to the library (the engine wires it in), so the benchmark compiles
-// its sources directly; it depends on nothing else in the crate.
-#[allow(dead_code, unused_imports)]
-#[path = "../src/transform/mod.rs"]
-mod transform;
-
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use transform::{
+
+use hookline::transform::{
     CompiledTransform, TransformInput, TransformLimits, TransformOutcome, TransformRuntime,
 };
 

@@ -7,6 +7,8 @@
 //! 5xx bodies are opaque and the cause is logged. [`serve`] takes its listener and shutdown
 //! signal as arguments so tests and the binary drive it the same way.
 
+mod transforms;
+
 use std::future::Future;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -33,6 +35,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The API's router, ready to serve.
 pub fn router(engine: EngineHandle) -> Router {
+    let module_limit = engine.transform_limits().module_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/tenants", post(create_tenant))
@@ -56,6 +59,7 @@ pub fn router(engine: EngineHandle) -> Router {
         .route("/v1/deliveries/{id}", get(get_delivery))
         .route("/v1/deliveries/{id}/resubmit", post(resubmit))
         .route("/v1/deliveries/{id}/skip", post(skip))
+        .merge(transforms::routes(module_limit))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -65,6 +65,10 @@ pub struct EngineConfig {
     pub proxy: Option<String>,
     /// The per-tenant delivery rate limit applied to every tenant without its own. Default none.
     pub tenant_rate_limit: Option<crate::ratelimit::RateLimit>,
+    /// The sandbox of tenant transforms: module size, memory, CPU time, output size, concurrent
+    /// calls. The defaults let Python and JavaScript components run (see
+    /// [`TransformLimits`](crate::transform::TransformLimits)).
+    pub transform_limits: crate::transform::TransformLimits,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +90,7 @@ impl Default for EngineConfig {
             secret_key: None,
             proxy: None,
             tenant_rate_limit: None,
+            transform_limits: crate::transform::TransformLimits::default(),
         }
     }
 }

@@ -39,7 +39,10 @@ pub(crate) const CONTENT_TYPE_JSON: &str = "application/json;charset=UTF-8";
 pub(crate) struct AttemptRequest {
     pub url: String,
     pub event_id: EventId,
-    pub body: Arc<str>,
+    /// The exact bytes to send (and sign): the envelope, or what the transform returned.
+    pub body: Arc<[u8]>,
+    /// The headers a transform returned: they replace `headers` and the default content type.
+    pub transformed_headers: Option<Vec<(String, String)>>,
     pub access_key: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub signing: SigningKeys,
@@ -62,6 +65,11 @@ pub(crate) enum AttemptOutcome {
     },
     /// No usable response.
     Failed { kind: ErrorKind, message: String },
+    /// The subscription's transform dropped the delivery: nothing was sent.
+    Dropped { reason: String },
+    /// The subscription's transform failed: nothing was sent, and the same event would fail
+    /// the same way, so it is not retried.
+    TransformFailed { code: &'static str, message: String },
 }
 
 /// An attempt's outcome with its timing.
@@ -70,6 +78,8 @@ pub(crate) struct AttemptResult {
     pub started_at: i64,
     pub duration: Duration,
     pub outcome: AttemptOutcome,
+    /// What the transform printed, if one ran and printed.
+    pub transform_log: Option<String>,
 }
 
 /// Sends attempts over one shared HTTP client.
@@ -123,12 +133,30 @@ impl Sender {
 
     fn headers(&self, req: &AttemptRequest, body: &[u8]) -> std::result::Result<HeaderMap, String> {
         let mut h = HeaderMap::with_capacity(7 + req.headers.len());
-        for (name, value) in &req.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-            let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
-            h.insert(name, value);
+        match &req.transformed_headers {
+            None => {
+                for (name, value) in &req.headers {
+                    let name =
+                        HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+                    let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+                    h.insert(name, value);
+                }
+                h.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_JSON));
+            }
+            // Already checked by the transform's output rules; auth and webhook-* headers set
+            // below override anything of the same name.
+            Some(list) => {
+                for (name, value) in list {
+                    let name =
+                        HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+                    let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+                    h.append(name, value);
+                }
+                if !h.contains_key(CONTENT_TYPE) {
+                    h.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_JSON));
+                }
+            }
         }
-        h.insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_JSON));
         h.insert(USER_AGENT, self.user_agent.clone());
         if let Some(key) = &req.access_key {
             let mut v = HeaderValue::from_str(key)
@@ -209,6 +237,7 @@ impl Sender {
             started_at,
             duration: start.elapsed(),
             outcome,
+            transform_log: None,
         }
     }
 
@@ -290,7 +319,7 @@ impl Sender {
             message: format!("bad URL: {e}"),
         })?;
         check_url(&url, &self.policy).map_err(|e| classify_ssrf(&e, e.to_string()))?;
-        self.headers(req, req.body.as_bytes())
+        self.headers(req, &req.body)
             .map_err(|message| AttemptOutcome::Failed {
                 kind: ErrorKind::InvalidRequest,
                 message,
@@ -302,7 +331,7 @@ impl Sender {
             .client
             .post(&req.url)
             .headers(headers)
-            .body(req.body.as_bytes().to_vec())
+            .body(req.body.to_vec())
             .send()
             .await;
         let mut resp = match sent {

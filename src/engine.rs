@@ -128,6 +128,12 @@ impl EngineBuilder {
         self
     }
 
+    /// The sandbox limits of tenant transforms. Default [`TransformLimits::default`](crate::transform::TransformLimits).
+    pub fn transform_limits(mut self, limits: crate::transform::TransformLimits) -> Self {
+        self.config.transform_limits = limits;
+        self
+    }
+
     /// Opens the journal, recovers, and starts delivering.
     pub async fn build(self) -> Result<EngineHandle> {
         self.config.validate()?;
@@ -147,7 +153,14 @@ impl EngineBuilder {
                 "attempts interrupted by the last stop will be retried"
             );
         }
+        let runtime = crate::transform::TransformRuntime::new(self.config.transform_limits.clone())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let transforms = Arc::new(crate::transform::TransformRegistry::new(
+            runtime,
+            journal.clone(),
+        ));
         let ctx: SharedCtx = Arc::new(Ctx {
+            transforms,
             journal: journal.clone(),
             sender: Sender::new(&self.config)?,
             limiters: crate::ratelimit::Limiters::new(self.config.tenant_rate_limit.clone()),
@@ -403,7 +416,8 @@ impl EngineHandle {
         let req = crate::delivery::AttemptRequest {
             url: spec.url.clone(),
             event_id: event.id.clone(),
-            body: Arc::from(body),
+            body: Arc::from(body.into_bytes()),
+            transformed_headers: None,
             access_key: spec.access_key.clone(),
             headers: spec.headers.clone(),
             signing: spec.signing.clone(),
@@ -425,6 +439,16 @@ impl EngineHandle {
                 status_code: (kind == crate::policy::ErrorKind::Timeout).then_some(500),
                 duration_ms,
                 error: Some(format!("{}: {message}", kind.as_str())),
+                verified: false,
+            },
+            // The endpoint test runs no transform.
+            crate::delivery::AttemptOutcome::Dropped { reason }
+            | crate::delivery::AttemptOutcome::TransformFailed {
+                message: reason, ..
+            } => EndpointTest {
+                status_code: None,
+                duration_ms,
+                error: Some(reason),
                 verified: false,
             },
         })
@@ -630,5 +654,123 @@ async fn call<T: Send + 'static>(
     match actor.call(msg, None).await {
         Ok(CallResult::Success(v)) => Ok(v),
         _ => Err(Error::ShuttingDown),
+    }
+}
+
+/// Tenant transforms (WebAssembly components run on each delivery before it is signed).
+impl EngineHandle {
+    /// Uploads a module as the next version of the tenant's transform `name`. The module is
+    /// compiled and instantiated once under the sandbox limits before anything is stored; one
+    /// that is not a component of the `hookline:transform` world is refused with
+    /// [`Error::Invalid`] saying why. Uploading the same bytes again returns the existing
+    /// version. Returns the version and whether this call created it.
+    ///
+    /// CPU-heavy for large components (seconds for a Python one); it runs on a blocking thread.
+    pub async fn upload_transform(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        wasm: Vec<u8>,
+    ) -> Result<(crate::model::TransformVersion, bool)> {
+        self.check_open()?;
+        self.get_tenant(tenant).await?;
+        self.inner.ctx.transforms.upload(tenant, name, wasm).await
+    }
+
+    /// The tenant's transforms with their versions and bound subscriptions, by name.
+    pub async fn list_transforms(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<crate::model::TransformInfo>> {
+        self.get_tenant(tenant).await?;
+        let versions = self.journal().list_transform_versions(tenant).await?;
+        let subs = self.journal().list_subscriptions(Some(tenant)).await?;
+        let mut out: Vec<crate::model::TransformInfo> = Vec::new();
+        for v in versions {
+            match out.last_mut() {
+                Some(info) if info.name == v.name => info.versions.push(v),
+                _ => out.push(crate::model::TransformInfo {
+                    name: v.name.clone(),
+                    bound_by: subs
+                        .iter()
+                        .filter(|s| s.spec.transform.as_ref().is_some_and(|t| t.name == v.name))
+                        .map(|s| s.id.clone())
+                        .collect(),
+                    versions: vec![v],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One of the tenant's transforms.
+    pub async fn get_transform(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<crate::model::TransformInfo> {
+        self.list_transforms(tenant)
+            .await?
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::not_found("transform", name))
+    }
+
+    /// Deletes every version of a transform. Refused with [`Error::Conflict`] while a
+    /// subscription is bound to it.
+    pub async fn delete_transform(&self, tenant: &TenantId, name: &str) -> Result<()> {
+        self.check_open()?;
+        self.journal()
+            .delete_transform(tenant.clone(), name.to_string())
+            .await?;
+        self.inner.ctx.transforms.forget(tenant, name);
+        Ok(())
+    }
+
+    /// Runs one version of a transform on an event envelope, as a delivery would, and returns
+    /// what it decided. Nothing is sent or stored.
+    pub async fn test_transform(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u32,
+        mut event: EventInput,
+    ) -> Result<crate::model::TransformTest> {
+        self.check_open()?;
+        event.tenant_id = tenant.as_str().to_string();
+        let event = event.validate()?;
+        let body =
+            serde_json::to_vec(&event).map_err(|e| Error::Internal(format!("test event: {e}")))?;
+        let compiled = self.inner.ctx.transforms.get(tenant, name, version).await?;
+        let input = crate::transform::TransformInput {
+            id: event.id.as_str().to_string(),
+            tenant_id: tenant.as_str().to_string(),
+            subscription_id: "test".to_string(),
+            notification_type: event.notification_type.as_str().to_string(),
+            headers: vec![(
+                "content-type".to_string(),
+                crate::delivery::CONTENT_TYPE_JSON.to_string(),
+            )],
+            body,
+        };
+        let report = self
+            .inner
+            .ctx
+            .transforms
+            .runtime()
+            .call(&compiled, input)
+            .await;
+        Ok(report.into_test())
+    }
+
+    /// The sandbox limits transforms run under.
+    pub fn transform_limits(&self) -> &crate::transform::TransformLimits {
+        self.inner.ctx.transforms.runtime().limits()
+    }
+
+    /// What the transform registry did since this engine started: compilations, loads of
+    /// precompiled artifacts, versions in memory.
+    pub fn transform_stats(&self) -> crate::transform::TransformStats {
+        self.inner.ctx.transforms.stats()
     }
 }

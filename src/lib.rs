@@ -73,8 +73,7 @@ mod ratelimit;
 mod secretbox;
 mod signing;
 mod ssrf;
-#[allow(dead_code)] // wired in by the engine
-mod transform;
+pub mod transform;
 
 pub use config::{Durability, EngineConfig};
 pub use engine::{Engine, EngineBuilder, EngineHandle};
@@ -84,7 +83,8 @@ pub use model::{
     Attempt, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus,
     EndpointTest, Event, EventInput, FailurePolicy, NewSubscription, NewTenant, NotificationType,
     Principal, PublishReceipt, ReceiverAuth, RetryPolicy, Subscription, SubscriptionPatch,
-    SubscriptionState, Tenant,
+    SubscriptionState, Tenant, TransformAction, TransformInfo, TransformRef, TransformTest,
+    TransformTestError, TransformVersion,
 };
 pub use ratelimit::RateLimit;
 pub use secretbox::Redacted;

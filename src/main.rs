@@ -31,8 +31,25 @@ struct Cli {
 enum Cmd {
     /// Run the delivery engine with its HTTP API.
     Serve(ServeArgs),
+    /// Develop tenant transforms locally.
+    #[command(subcommand)]
+    Transform(TransformCmd),
     #[command(flatten)]
     Client(cli::ClientCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TransformCmd {
+    /// Run a transform component on an event envelope, as a delivery would, and print what it
+    /// decided (JSON). Exits 0 for deliver or drop, 1 when the transform fails.
+    Test {
+        /// The component (.wasm) built for transforms/wit/transform.wit.
+        #[arg(long)]
+        wasm: PathBuf,
+        /// The event envelope (JSON); `-` reads standard input.
+        #[arg(long)]
+        event: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,8 +87,45 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve(args) => serve(args).await,
+        Cmd::Transform(TransformCmd::Test { wasm, event }) => transform_test(wasm, event).await,
         Cmd::Client(cmd) => cli::run(cmd).await,
     }
+}
+
+async fn transform_test(wasm: PathBuf, event: PathBuf) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let module = std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    let text = if event.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the event from standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(&event)
+            .with_context(|| format!("cannot read {}", event.display()))?
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).context("the event is not valid JSON")?;
+    // A tenant testing locally need not name a tenant.
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("tenantId").or_insert_with(|| "local".into());
+    }
+    let input: hookline::EventInput =
+        serde_json::from_value(value).context("the event is not a valid envelope")?;
+    let result = hookline::transform::test_locally(
+        module,
+        input,
+        hookline::transform::TransformLimits::default(),
+    )
+    .await?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &result)?;
+    writeln!(out)?;
+    if result.action == hookline::TransformAction::Error {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -407,6 +407,9 @@ pub struct NewSubscription {
     /// Pace deliveries to at most this rate (never reordering or dropping them).
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// A transform of the same tenant run on every delivery before it is signed and sent.
+    #[serde(default)]
+    pub transform: Option<TransformRef>,
 }
 
 impl NewSubscription {
@@ -454,6 +457,96 @@ pub struct SubscriptionPatch {
     /// New rate limit; `Some(None)` removes it.
     #[serde(default, deserialize_with = "double_option")]
     pub rate_limit: Option<Option<RateLimit>>,
+    /// New transform binding; `Some(None)` unbinds it.
+    #[serde(default, deserialize_with = "double_option")]
+    pub transform: Option<Option<TransformRef>>,
+}
+
+/// One uploaded version of a tenant's transform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformVersion {
+    /// The transform's name.
+    pub name: String,
+    /// 1 for the first upload of the name, then 2, 3, …
+    pub version: u32,
+    /// sha256 of the uploaded module, lowercase hex (compare with `sha256sum`).
+    pub sha256: String,
+    /// Size of the uploaded module.
+    pub size_bytes: u64,
+    /// Upload time, RFC 3339.
+    pub created_at: String,
+}
+
+/// A tenant's transform: its versions and the subscriptions bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformInfo {
+    /// The transform's name.
+    pub name: String,
+    /// Every version, oldest first.
+    pub versions: Vec<TransformVersion>,
+    /// The subscriptions bound to one of its versions (a bound transform cannot be deleted).
+    pub bound_by: Vec<SubscriptionId>,
+}
+
+/// What a transform did with a test event (nothing was sent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransformTest {
+    /// What hookline would do: `deliver`, `drop` or `error`.
+    pub action: TransformAction,
+    /// The headers that would be sent (before hookline's own `webhook-*` and auth headers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<(String, String)>>,
+    /// The body that would be sent, as UTF-8 text when it is valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The body as base64, when it is not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_base64: Option<String>,
+    /// Why the event was dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why the transform failed: a stable code (`transform_timeout`, `transform_trap`, …)
+    /// and a message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TransformTestError>,
+    /// What the transform printed on stdout and stderr (bounded).
+    pub log: String,
+    /// Wall-clock time of the call.
+    pub duration_us: u64,
+}
+
+/// What a transform decided, in a [`TransformTest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TransformAction {
+    /// Send the returned request.
+    Deliver,
+    /// Send nothing; the delivery ends as dropped.
+    Drop,
+    /// The transform failed; the delivery would fail without retry.
+    Error,
+}
+
+/// A transform failure in a [`TransformTest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransformTestError {
+    /// Stable machine-readable code.
+    pub code: String,
+    /// What went wrong, for the tenant.
+    pub message: String,
+}
+
+/// A subscription's binding to one version of one of its tenant's transforms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TransformRef {
+    /// The transform's name.
+    pub name: String,
+    /// The version, as returned by the upload.
+    pub version: u32,
 }
 
 fn double_option<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
@@ -638,6 +731,25 @@ fn validate_headers(field: &str, headers: &BTreeMap<String, String>) -> Result<(
     Ok(())
 }
 
+/// Transform names: 1 to 64 of `[a-z0-9-_.]`, starting with a letter or digit, so they are safe
+/// in URLs and logs.
+pub(crate) fn validate_transform_name(field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be 1 to 64 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit",
+        ))
+    }
+}
+
 /// Header names a subscription may not set: hookline owns them.
 const RESERVED_HEADERS: &[&str] = &[
     "content-type",
@@ -667,6 +779,8 @@ pub(crate) struct SubscriptionSpec {
     pub auth: Option<ReceiverAuth>,
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<TransformRef>,
 }
 
 // Secrets stay out of logs and panics: Debug names them only.
@@ -687,6 +801,7 @@ impl std::fmt::Debug for SubscriptionSpec {
             .field("signing", &self.signing)
             .field("auth", &self.auth)
             .field("rate_limit", &self.rate_limit)
+            .field("transform", &self.transform)
             .finish()
     }
 }
@@ -715,6 +830,7 @@ impl SubscriptionSpec {
             signing,
             auth: n.auth,
             rate_limit: n.rate_limit,
+            transform: n.transform,
         };
         spec.validate(&IpPolicy::new(defaults.allow_networks.clone()))?;
         Ok(spec)
@@ -751,6 +867,9 @@ impl SubscriptionSpec {
         }
         if let Some(v) = p.rate_limit {
             s.rate_limit = v;
+        }
+        if let Some(v) = p.transform {
+            s.transform = v;
         }
         s.validate(policy)?;
         Ok(s)
@@ -793,6 +912,12 @@ impl SubscriptionSpec {
         validate_headers("headers", &self.headers)?;
         if let Some(l) = &self.rate_limit {
             l.validate()?;
+        }
+        if let Some(t) = &self.transform {
+            validate_transform_name("transform.name", &t.name)?;
+            if t.version == 0 {
+                return Err(Error::invalid("transform.version", "versions start at 1"));
+            }
         }
         if let Some(auth) = &self.auth {
             if self.access_key.is_some() {
@@ -848,6 +973,9 @@ pub struct Subscription {
     /// The rate limit pacing deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// The transform run on every delivery before it is signed and sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<TransformRef>,
     /// Custom request headers.
     pub headers: BTreeMap<String, String>,
     /// Retry policy.
@@ -992,6 +1120,9 @@ pub struct Attempt {
     pub error: Option<String>,
     /// The first bytes (at most 4 KiB) of the response body.
     pub response_snippet: Option<String>,
+    /// What the subscription's transform printed during this attempt (bounded), if it printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform_log: Option<String>,
 }
 
 /// A delivery with its attempt log.
@@ -1042,6 +1173,7 @@ mod tests {
             signing: SigningKeys::default(),
             auth: None,
             rate_limit: None,
+            transform: None,
         }
     }
 

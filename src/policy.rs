@@ -32,6 +32,9 @@ pub(crate) enum ErrorKind {
     TokenUnavailable,
     /// The token endpoint refused our credentials or answered something unusable.
     TokenRefused,
+    /// The subscription's transform could not be loaded (a journal read failed): hookline's
+    /// problem, not the tenant's, so the attempt is retried.
+    TransformUnavailable,
 }
 
 impl ErrorKind {
@@ -46,6 +49,7 @@ impl ErrorKind {
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::TokenUnavailable => "token_unavailable",
             ErrorKind::TokenRefused => "token_refused",
+            ErrorKind::TransformUnavailable => "transform_unavailable",
         }
     }
 
@@ -57,7 +61,8 @@ impl ErrorKind {
             | ErrorKind::Dns
             | ErrorKind::Reset
             | ErrorKind::Interrupted
-            | ErrorKind::TokenUnavailable => true,
+            | ErrorKind::TokenUnavailable
+            | ErrorKind::TransformUnavailable => true,
             ErrorKind::BlockedAddress | ErrorKind::InvalidRequest | ErrorKind::TokenRefused => {
                 false
             }
@@ -76,6 +81,8 @@ pub(crate) enum Verdict {
     Fatal,
     /// 410 Gone (or the receiver asked to be disabled): failed, and the subscription disabled.
     Gone,
+    /// The subscription's transform chose to send nothing: done, as `dropped`.
+    Dropped,
 }
 
 /// The status table for a response code.
@@ -108,6 +115,8 @@ pub(crate) enum Decision {
     RetryIn(Duration),
     /// Give up; `disable` also disables the subscription (410).
     Failed { disable: bool },
+    /// Done without sending (a transform dropped it).
+    Dropped,
 }
 
 /// Applies the retry budget: `counted` is how many attempts (this one included) count against
@@ -122,6 +131,7 @@ pub(crate) fn decide<R: Rng + ?Sized>(
 ) -> Decision {
     match verdict {
         Verdict::Delivered => Decision::Delivered,
+        Verdict::Dropped => Decision::Dropped,
         Verdict::Fatal => Decision::Failed { disable: false },
         Verdict::Gone => Decision::Failed { disable: true },
         Verdict::Retriable if counted >= policy.max_attempts => Decision::Failed { disable: false },

@@ -40,6 +40,8 @@ pub(crate) struct Ctx {
     pub tasks: TaskTracker,
     /// Per-tenant rate limits shared by the tenant's subscriptions.
     pub limiters: Limiters,
+    /// Tenants' transforms, loaded once and shared by their subscriptions.
+    pub transforms: Arc<crate::transform::TransformRegistry>,
 }
 
 pub(crate) type SharedCtx = Arc<Ctx>;

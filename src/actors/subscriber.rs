@@ -23,11 +23,14 @@ use super::SharedCtx;
 use crate::clock::{now_ms, until_ms};
 use crate::delivery::{AttemptOutcome, AttemptRequest, AttemptResult};
 use crate::error::{Error, Result};
-use crate::id::{DeliveryId, SubscriptionId};
+use crate::id::{DeliveryId, SubscriptionId, TenantId};
 use crate::journal::{AttemptRecord, FlagChange, QueuedDelivery, SubscriptionRow};
-use crate::model::{Delivery, DeliveryStatus, FailurePolicy, Subscription, SubscriptionPatch};
+use crate::model::{
+    Delivery, DeliveryStatus, FailurePolicy, Subscription, SubscriptionPatch, TransformRef,
+};
 use crate::policy::{self, Decision, ErrorKind};
 use crate::ratelimit::SubscriptionPacer;
+use crate::transform::{Step, TransformInput};
 
 /// Messages of a subscriber actor.
 pub(crate) enum SubscriberMsg {
@@ -244,6 +247,67 @@ impl Actor for SubscriberActor {
     }
 }
 
+/// A transform to run before an attempt's request is sent.
+struct PendingTransform {
+    binding: TransformRef,
+    tenant: TenantId,
+    input: TransformInput,
+}
+
+/// The headers a transform sees: what hookline would send before its identity, signature and
+/// authentication headers. Credentials are not handed to tenant code (they would end up in
+/// its log); hookline adds them after the transform.
+fn transform_input_headers(spec: &crate::model::SubscriptionSpec) -> Vec<(String, String)> {
+    let mut h = Vec::with_capacity(1 + spec.headers.len());
+    h.push((
+        "content-type".to_string(),
+        crate::delivery::CONTENT_TYPE_JSON.to_string(),
+    ));
+    h.extend(spec.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    h
+}
+
+/// Runs the subscription's transform, then sends what it returned (or reports why not).
+async fn transformed_attempt(
+    sender: &crate::delivery::Sender,
+    transforms: &crate::transform::TransformRegistry,
+    mut req: AttemptRequest,
+    t: PendingTransform,
+) -> AttemptResult {
+    let started_at = now_ms();
+    let start = std::time::Instant::now();
+    let step = transforms.call(&t.tenant, &t.binding, t.input).await;
+    let ended = |outcome, transform_log| AttemptResult {
+        started_at,
+        duration: start.elapsed(),
+        outcome,
+        transform_log,
+    };
+    match step {
+        Step::Deliver { headers, body, log } => {
+            req.body = Arc::from(body);
+            req.transformed_headers = Some(headers);
+            let mut result = sender.send(&req).await;
+            // The attempt's time includes the transform's.
+            result.started_at = started_at;
+            result.duration = start.elapsed();
+            result.transform_log = log;
+            result
+        }
+        Step::Drop { reason, log } => ended(AttemptOutcome::Dropped { reason }, log),
+        Step::Fail { code, message, log } => {
+            ended(AttemptOutcome::TransformFailed { code, message }, log)
+        }
+        Step::Unavailable { message } => ended(
+            AttemptOutcome::Failed {
+                kind: ErrorKind::TransformUnavailable,
+                message,
+            },
+            None,
+        ),
+    }
+}
+
 impl SubscriberState {
     fn runnable(&self) -> bool {
         let r = &self.row;
@@ -335,7 +399,8 @@ impl SubscriberState {
         let req = AttemptRequest {
             url: spec.url.clone(),
             event_id: head.event_id.clone(),
-            body: head.body.clone(),
+            body: Arc::from(head.body.clone()),
+            transformed_headers: None,
             access_key: spec.access_key.clone(),
             headers: spec.headers.clone(),
             signing: spec.signing.clone(),
@@ -343,8 +408,22 @@ impl SubscriberState {
             subscription: self.row.id.clone(),
             timeout: Duration::from_millis(spec.timeout_ms),
         };
+        // The transform runs in the attempt's task, like the HTTP call: the actor stays free.
+        let transform = spec.transform.clone().map(|binding| PendingTransform {
+            binding,
+            tenant: self.row.tenant_id.clone(),
+            input: TransformInput {
+                id: head.event_id.as_str().to_string(),
+                tenant_id: self.row.tenant_id.as_str().to_string(),
+                subscription_id: self.row.id.as_str().to_string(),
+                notification_type: head.notification_type.as_str().to_string(),
+                headers: transform_input_headers(spec),
+                body: head.body.as_bytes().to_vec(),
+            },
+        });
         let delivery = head.id;
         let sender = self.ctx.sender.clone();
+        let transforms = self.ctx.transforms.clone();
         let me = myself.clone();
         let span = tracing::debug_span!(
             "attempt",
@@ -356,7 +435,10 @@ impl SubscriberState {
         );
         let task = self.ctx.tasks.spawn(tracing::Instrument::instrument(
             async move {
-                let result = sender.send(&req).await;
+                let result = match transform {
+                    None => sender.send(&req).await,
+                    Some(t) => transformed_attempt(&sender, &transforms, req, t).await,
+                };
                 let _ = me.cast(SubscriberMsg::AttemptDone(Box::new(AttemptDone {
                     delivery,
                     n,
@@ -410,6 +492,22 @@ impl SubscriberState {
                     };
                     (v, retry_after, Some(status), kind, err, snippet)
                 }
+                AttemptOutcome::Dropped { reason } => (
+                    policy::Verdict::Dropped,
+                    None,
+                    None,
+                    Some("dropped"),
+                    Some(reason),
+                    None,
+                ),
+                AttemptOutcome::TransformFailed { code, message } => (
+                    policy::Verdict::Fatal,
+                    None,
+                    None,
+                    Some(code),
+                    Some(message),
+                    None,
+                ),
                 AttemptOutcome::Failed { kind, message } => {
                     // The seeds log a timeout as a failure with status 500.
                     let code = (kind == ErrorKind::Timeout).then_some(500);
@@ -433,6 +531,7 @@ impl SubscriberState {
         );
         let mut flags = None;
         let (new_status, next_at) = match decision {
+            Decision::Dropped => (DeliveryStatus::Dropped, None),
             Decision::Delivered => {
                 // A receiver may take this delivery and still ask for no more.
                 if disable_requested {
@@ -496,6 +595,7 @@ impl SubscriberState {
             error_kind,
             error,
             snippet,
+            transform_log: done.result.transform_log,
             new_status,
             budget_used: counted,
             next_at,

@@ -39,6 +39,7 @@ macro_rules! delivery_select {
     };
 }
 
+mod transforms;
 mod writer;
 
 use std::collections::HashSet;
@@ -64,6 +65,7 @@ use crate::model::{
 };
 use crate::secretbox::SecretBox;
 
+pub(crate) use transforms::NewTransformRow;
 pub(crate) use writer::{AttemptRecord, FlagChange};
 use writer::{Command, Op, Outcome};
 
@@ -127,6 +129,7 @@ impl SubscriptionRow {
             access_key_set: s.access_key.is_some(),
             auth: s.auth.as_ref().map(|a| a.view()),
             rate_limit: s.rate_limit.clone(),
+            transform: s.transform.clone(),
             headers: s.headers.clone(),
             retry: s.retry.clone(),
             timeout_ms: s.timeout_ms,
@@ -560,8 +563,8 @@ impl Journal {
 
     pub(crate) async fn attempts(&self, id: DeliveryId) -> Result<Vec<Attempt>> {
         let rows = sqlx::query(
-            "SELECT n, started_at, duration_ms, status_code, error_kind, error, response_snippet \
-             FROM attempts WHERE delivery_id = ?1 ORDER BY n",
+            "SELECT n, started_at, duration_ms, status_code, error_kind, error, response_snippet, \
+             transform_log FROM attempts WHERE delivery_id = ?1 ORDER BY n",
         )
         .bind(id.raw())
         .fetch_all(self.pool())
@@ -577,6 +580,7 @@ impl Journal {
                 error_kind: r.get(4),
                 error: r.get(5),
                 response_snippet: r.get(6),
+                transform_log: r.get(7),
             })
             .collect())
     }

@@ -56,6 +56,8 @@ pub(crate) struct AttemptRecord {
     pub error_kind: Option<&'static str>,
     pub error: Option<String>,
     pub snippet: Option<String>,
+    /// What the transform printed, if anything.
+    pub transform_log: Option<String>,
     pub new_status: DeliveryStatus,
     pub budget_used: u32,
     pub next_at: Option<i64>,
@@ -110,6 +112,17 @@ pub(super) enum Op {
         at: i64,
     },
     RecordAttempt(Box<AttemptRecord>),
+    InsertTransform(Box<super::transforms::NewTransformRow>),
+    DeleteTransform {
+        tenant: TenantId,
+        name: String,
+    },
+    SetTransformArtifact {
+        tenant: TenantId,
+        name: String,
+        version: u32,
+        artifact: Arc<[u8]>,
+    },
     SetDeliveryStatus {
         delivery: DeliveryId,
         status: DeliveryStatus,
@@ -125,6 +138,8 @@ pub(super) enum Outcome {
     Tenant(Tenant),
     Row(Box<SubscriptionRow>),
     Receipts(Vec<Result<PublishReceipt>>),
+    /// A transform version, and whether this call created it.
+    Transform(crate::model::TransformVersion, bool),
 }
 
 /// The writer's view of who receives what: tenants, and each tenant's subscriptions.
@@ -173,6 +188,26 @@ impl Routing {
             Some(entry) => entry.1 = spec,
             None => list.push((id, spec)),
         }
+    }
+
+    pub(super) fn has_tenant(&self, id: &TenantId) -> bool {
+        self.tenants.contains(id)
+    }
+
+    /// The tenant owning subscription `id`.
+    pub(super) fn tenant_of(&self, id: &SubscriptionId) -> Option<TenantId> {
+        self.subs
+            .iter()
+            .find(|(_, list)| list.iter().any(|(i, _)| i == id))
+            .map(|(t, _)| t.clone())
+    }
+
+    /// The subscriptions of `tenant`, with their specs.
+    pub(super) fn subscriptions_of(
+        &self,
+        tenant: &TenantId,
+    ) -> &[(SubscriptionId, Arc<SubscriptionSpec>)] {
+        self.subs.get(tenant).map(Vec::as_slice).unwrap_or(&[])
     }
 
     fn remove(&mut self, id: &SubscriptionId) {
@@ -363,6 +398,9 @@ async fn apply(
             if !routing.tenants.contains(tenant) {
                 return Ok(Err(Error::not_found("tenant", tenant)));
             }
+            if let Err(e) = super::transforms::check_binding(conn, tenant.as_str(), spec).await? {
+                return Ok(Err(e));
+            }
             let (config, secrets) = match encode_spec(spec, id, &routing.sealer) {
                 Ok(v) => v,
                 Err(e) => return Ok(Err(e)),
@@ -382,6 +420,12 @@ async fn apply(
             read_row(conn, id, &routing.sealer).await
         }
         Op::UpdateSpec { id, spec, at } => {
+            if let Some(tenant) = routing.tenant_of(id)
+                && let Err(e) =
+                    super::transforms::check_binding(conn, tenant.as_str(), spec).await?
+            {
+                return Ok(Err(e));
+            }
             let (config, secrets) = match encode_spec(spec, id, &routing.sealer) {
                 Ok(v) => v,
                 Err(e) => return Ok(Err(e)),
@@ -473,8 +517,9 @@ async fn apply(
             let now = crate::clock::now_ms();
             sqlx::query(
                 "INSERT OR REPLACE INTO attempts \
-                 (delivery_id, n, started_at, duration_ms, status_code, error_kind, error, response_snippet) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 (delivery_id, n, started_at, duration_ms, status_code, error_kind, error, \
+                  response_snippet, transform_log) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .bind(rec.delivery.raw())
             .bind(i64::from(rec.n))
@@ -484,6 +529,7 @@ async fn apply(
             .bind(rec.error_kind)
             .bind(&rec.error)
             .bind(&rec.snippet)
+            .bind(&rec.transform_log)
             .execute(&mut *conn)
             .await?;
             let n = sqlx::query(
@@ -559,6 +605,16 @@ async fn apply(
             }
             Ok(Ok(Outcome::Unit))
         }
+        Op::InsertTransform(t) => super::transforms::apply_insert(conn, routing, t).await,
+        Op::DeleteTransform { tenant, name } => {
+            super::transforms::apply_delete(conn, routing, tenant, name).await
+        }
+        Op::SetTransformArtifact {
+            tenant,
+            name,
+            version,
+            artifact,
+        } => super::transforms::apply_set_artifact(conn, tenant, name, *version, artifact).await,
     }
 }
 

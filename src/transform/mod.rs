@@ -36,17 +36,17 @@
 mod limits;
 mod log;
 mod output;
+mod registry;
 mod runtime;
 #[cfg(test)]
 mod tests;
 
 use std::time::Duration;
 
-// The module's API, for the engine to use once transforms are wired in.
-#[allow(unused_imports)]
 pub use limits::TransformLimits;
 pub use log::GuestLog;
-#[allow(unused_imports)]
+pub use registry::TransformStats;
+pub(crate) use registry::{Step, TransformRegistry};
 pub use runtime::{CompiledTransform, TransformRuntime};
 
 /// The interface a transform must export, as tenants see it in errors.
@@ -145,4 +145,93 @@ impl TransformError {
             TransformError::Runtime(_) => "transform_runtime",
         }
     }
+}
+
+impl CallReport {
+    /// The report as the API and the CLI show a test call: the action with its request, drop
+    /// reason or error, and the guest's log.
+    pub fn into_test(self) -> crate::model::TransformTest {
+        use crate::model::{TransformAction, TransformTest, TransformTestError};
+        let mut log = self.log.text;
+        if self.log.discarded_bytes > 0 {
+            log.push_str(&format!(
+                "\n[{} more bytes discarded]",
+                self.log.discarded_bytes
+            ));
+        }
+        let mut t = TransformTest {
+            action: TransformAction::Error,
+            headers: None,
+            body: None,
+            body_base64: None,
+            reason: None,
+            error: None,
+            log,
+            duration_us: self.elapsed.as_micros().min(u128::from(u64::MAX)) as u64,
+        };
+        match self.result {
+            Ok(TransformOutcome::Deliver { headers, body }) => {
+                t.action = TransformAction::Deliver;
+                t.headers = Some(headers);
+                match String::from_utf8(body) {
+                    Ok(text) => t.body = Some(text),
+                    Err(e) => {
+                        use base64::Engine as _;
+                        t.body_base64 =
+                            Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()));
+                    }
+                }
+            }
+            Ok(TransformOutcome::Drop { reason }) => {
+                t.action = TransformAction::Drop;
+                t.reason = Some(reason);
+            }
+            Err(e) => {
+                t.error = Some(TransformTestError {
+                    code: e.code().to_string(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        t
+    }
+}
+
+/// Compiles `wasm` and runs it once on `event`, as a delivery of a subscription would, without
+/// an engine or a journal: what `hookline transform test` does for tenants developing a
+/// transform. The event's `tenantId` defaults to `local` when empty.
+pub async fn test_locally(
+    wasm: Vec<u8>,
+    mut event: crate::model::EventInput,
+    limits: TransformLimits,
+) -> crate::error::Result<crate::model::TransformTest> {
+    use crate::error::Error;
+    if event.tenant_id.is_empty() {
+        event.tenant_id = "local".to_string();
+    }
+    let event = event.validate()?;
+    let body =
+        serde_json::to_vec(&event).map_err(|e| Error::Internal(format!("test event: {e}")))?;
+    let runtime = TransformRuntime::new(limits).map_err(|e| Error::Internal(e.to_string()))?;
+    let rt = runtime.clone();
+    let compiled = tokio::task::spawn_blocking(move || rt.compile(&wasm))
+        .await
+        .map_err(|e| Error::Internal(format!("compilation task failed: {e}")))?
+        .map_err(|e| Error::invalid("module", e))?;
+    runtime
+        .validate(&compiled)
+        .await
+        .map_err(|e| Error::invalid("module", e))?;
+    let input = TransformInput {
+        id: event.id.as_str().to_string(),
+        tenant_id: event.tenant_id.as_str().to_string(),
+        subscription_id: "local".to_string(),
+        notification_type: event.notification_type.as_str().to_string(),
+        headers: vec![(
+            "content-type".to_string(),
+            crate::delivery::CONTENT_TYPE_JSON.to_string(),
+        )],
+        body,
+    };
+    Ok(runtime.call(&compiled, input).await.into_test())
 }

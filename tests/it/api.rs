@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 /// The admin key every in-process server is configured with.
-const ADMIN: &str = "admin-key-for-tests-0123456789";
+pub(crate) const ADMIN: &str = "admin-key-for-tests-0123456789";
 /// Deadline of eventual conditions (most hold within milliseconds).
 const WITHIN: Duration = Duration::from_secs(10);
 /// Poll interval of eventual conditions.
@@ -58,12 +58,12 @@ async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 
 /// A response, read whole.
 #[derive(Debug)]
-struct Resp {
-    status: u16,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
     content_type: Option<String>,
-    text: String,
+    pub(crate) text: String,
     /// The body as JSON; `Null` when empty or not JSON.
-    json: Value,
+    pub(crate) json: Value,
 }
 
 impl Resp {
@@ -85,7 +85,7 @@ impl Resp {
 
     /// Asserts the status, returning the JSON body.
     #[track_caller]
-    fn ok(&self, status: u16) -> &Value {
+    pub(crate) fn ok(&self, status: u16) -> &Value {
         assert_eq!(
             self.status, status,
             "unexpected status; body: {}",
@@ -97,7 +97,7 @@ impl Resp {
     /// Asserts an API error: this status, a JSON body `{"error": {"code", "message", ...}}` with
     /// this code and a non-empty message. Returns the `error` object.
     #[track_caller]
-    fn error(&self, status: u16, code: &str) -> &Value {
+    pub(crate) fn error(&self, status: u16, code: &str) -> &Value {
         assert_eq!(
             self.status, status,
             "unexpected status; body: {}",
@@ -130,17 +130,17 @@ impl Resp {
 }
 
 /// An engine served over loopback HTTP.
-struct Api {
+pub(crate) struct Api {
     base: String,
     client: reqwest::Client,
-    engine: EngineHandle,
+    pub(crate) engine: EngineHandle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
 impl Api {
-    async fn start() -> Api {
+    pub(crate) async fn start() -> Api {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = Engine::builder()
             .path(dir.path().join("api.db"))
@@ -179,7 +179,7 @@ impl Api {
     }
 
     /// Stops the server (gracefully) and the engine.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -193,7 +193,12 @@ impl Api {
         self.engine.shutdown().await;
     }
 
-    fn request(&self, method: Method, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+    ) -> reqwest::RequestBuilder {
         let rb = self.client.request(method, format!("{}{path}", self.base));
         match key {
             Some(k) => rb.header("authorization", format!("Bearer {k}")),
@@ -201,11 +206,11 @@ impl Api {
         }
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Resp {
+    pub(crate) async fn send(&self, rb: reqwest::RequestBuilder) -> Resp {
         Resp::read(rb.send().await.expect("request sent")).await
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -221,29 +226,29 @@ impl Api {
         self.send(rb).await
     }
 
-    async fn get(&self, path: &str, key: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str, key: &str) -> Resp {
         self.call(Method::GET, path, Some(key), None).await
     }
 
-    async fn post(&self, path: &str, key: &str, body: &Value) -> Resp {
+    pub(crate) async fn post(&self, path: &str, key: &str, body: &Value) -> Resp {
         self.call(Method::POST, path, Some(key), Some(body)).await
     }
 
     /// A POST without a body (pause, resume, resubmit, skip).
-    async fn post_empty(&self, path: &str, key: &str) -> Resp {
+    pub(crate) async fn post_empty(&self, path: &str, key: &str) -> Resp {
         self.call(Method::POST, path, Some(key), None).await
     }
 
-    async fn patch(&self, path: &str, key: &str, body: &Value) -> Resp {
+    pub(crate) async fn patch(&self, path: &str, key: &str, body: &Value) -> Resp {
         self.call(Method::PATCH, path, Some(key), Some(body)).await
     }
 
-    async fn delete(&self, path: &str, key: &str) -> Resp {
+    pub(crate) async fn delete(&self, path: &str, key: &str) -> Resp {
         self.call(Method::DELETE, path, Some(key), None).await
     }
 
     /// Creates a tenant with the admin key; returns its API key.
-    async fn tenant(&self, id: &str) -> String {
+    pub(crate) async fn tenant(&self, id: &str) -> String {
         let r = self
             .post(
                 "/v1/tenants",
@@ -258,7 +263,7 @@ impl Api {
     }
 
     /// Creates a subscription; returns it.
-    async fn subscribe(&self, key: &str, body: Value) -> Value {
+    pub(crate) async fn subscribe(&self, key: &str, body: Value) -> Value {
         self.post("/v1/subscriptions", key, &body)
             .await
             .ok(201)
@@ -266,12 +271,12 @@ impl Api {
     }
 
     /// Publishes an event; returns the receipt.
-    async fn publish(&self, key: &str, event: Value) -> Value {
+    pub(crate) async fn publish(&self, key: &str, event: Value) -> Value {
         self.post("/v1/events", key, &event).await.ok(202).clone()
     }
 
     /// One page of a subscription's deliveries (`query` without the `?`).
-    async fn deliveries(&self, key: &str, sub: &str, query: &str) -> Value {
+    pub(crate) async fn deliveries(&self, key: &str, sub: &str, query: &str) -> Value {
         self.get(&format!("/v1/subscriptions/{sub}/deliveries?{query}"), key)
             .await
             .ok(200)
@@ -311,7 +316,7 @@ impl Api {
     }
 
     /// Waits until the subscription has a delivery of `event_id` in `status`; returns it.
-    async fn delivery_of(&self, sub: &str, event_id: &str, status: &str) -> Value {
+    pub(crate) async fn delivery_of(&self, sub: &str, event_id: &str, status: &str) -> Value {
         eventually(
             &format!("delivery of {event_id} to be {status}"),
             async || {

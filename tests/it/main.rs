@@ -13,3 +13,4 @@ mod cli;
 mod crash;
 mod engine;
 mod outbound;
+mod transforms;

@@ -1,0 +1,147 @@
+//! Transform routes, all tenant-scoped: `/v1/tenants/{tenantId}/transforms…`.
+//!
+//! Uploads are raw WebAssembly (`Content-Type: application/wasm`) up to the sandbox's module
+//! limit (32 MiB by default), a larger limit than the JSON routes'; everything else is JSON.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::Value;
+
+use super::{ApiError, ApiJson, ApiResult, Auth};
+use crate::engine::EngineHandle;
+use crate::error::Error;
+use crate::id::TenantId;
+use crate::model::EventInput;
+
+/// The transform routes; `module_limit` is the largest module accepted.
+pub(super) fn routes(module_limit: usize) -> Router<EngineHandle> {
+    Router::new()
+        .route("/v1/tenants/{tenant}/transforms", get(list))
+        .route(
+            "/v1/tenants/{tenant}/transforms/{name}",
+            // The body limit is checked while reading: a larger upload is cut off with 413.
+            put(upload)
+                .layer(DefaultBodyLimit::max(module_limit))
+                .get(show)
+                .delete(remove),
+        )
+        .route(
+            "/v1/tenants/{tenant}/transforms/{name}/versions/{version}/test",
+            post(test),
+        )
+}
+
+/// The tenant a request names, if the caller may act for it (else 404, as if absent).
+fn tenant(auth: &Auth, id: String) -> ApiResult<TenantId> {
+    let id = TenantId::from(id);
+    if !auth.0.can_access(&id) {
+        return Err(Error::not_found("tenant", id).into());
+    }
+    Ok(id)
+}
+
+async fn upload(
+    State(engine): State<EngineHandle>,
+    auth: Auth,
+    Path((tenant_id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let tenant = tenant(&auth, tenant_id)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/wasm"))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "upload the component with content-type: application/wasm",
+        ));
+    }
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the module is larger than the {} bytes a transform may have",
+                    engine.transform_limits().module_bytes
+                ),
+            )
+        } else {
+            ApiError::new(r.status(), "bad_request", r.body_text())
+        }
+    })?;
+    let (version, created) = engine
+        .upload_transform(&tenant, &name, body.to_vec())
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(version)))
+}
+
+async fn list(
+    State(engine): State<EngineHandle>,
+    auth: Auth,
+    Path(tenant_id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let tenant = tenant(&auth, tenant_id)?;
+    Ok(Json(engine.list_transforms(&tenant).await?))
+}
+
+async fn show(
+    State(engine): State<EngineHandle>,
+    auth: Auth,
+    Path((tenant_id, name)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let tenant = tenant(&auth, tenant_id)?;
+    Ok(Json(engine.get_transform(&tenant, &name).await?))
+}
+
+async fn remove(
+    State(engine): State<EngineHandle>,
+    auth: Auth,
+    Path((tenant_id, name)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let tenant = tenant(&auth, tenant_id)?;
+    engine.delete_transform(&tenant, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn test(
+    State(engine): State<EngineHandle>,
+    auth: Auth,
+    Path((tenant_id, name, version)): Path<(String, String, String)>,
+    ApiJson(mut body): ApiJson<Value>,
+) -> ApiResult<impl IntoResponse> {
+    let tenant = tenant(&auth, tenant_id)?;
+    let version: u32 = version
+        .parse()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| Error::invalid("version", "must be a version number (1, 2, …)"))?;
+    // The event is the tenant's own whatever tenantId the body names.
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("tenantId".into(), Value::String(tenant.to_string()));
+    }
+    let event: EventInput = serde_json::from_value(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+    Ok(Json(
+        engine
+            .test_transform(&tenant, &name, version, event)
+            .await?,
+    ))
+}
