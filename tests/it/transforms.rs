@@ -410,7 +410,11 @@ fn the_cli_runs_a_transform_locally() {
             .expect("hookline runs")
     };
     let out = run("to-xml", "node-event");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(v["action"], "deliver");
     assert!(
@@ -419,7 +423,10 @@ fn the_cli_runs_a_transform_locally() {
             .is_some_and(|h| h.contains(&json!(["content-type", "application/xml"]))),
         "{v}"
     );
-    assert!(v["body"].as_str().is_some_and(|b| b.starts_with("<?xml")), "{v}");
+    assert!(
+        v["body"].as_str().is_some_and(|b| b.starts_with("<?xml")),
+        "{v}"
+    );
 
     let out = run("drop-by-rule", "node-event-skip");
     assert!(out.status.success());
