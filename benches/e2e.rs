@@ -428,6 +428,7 @@ impl Journaled {
             .create_tenant(NewTenant {
                 id: tenant.into(),
                 name: tenant.into(),
+                rate_limit: None,
             })
             .await
             .expect("create tenant");

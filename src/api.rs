@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::id::{DeliveryId, SubscriptionId, TenantId};
 use crate::model::{
     DeliveryQuery, DeliveryStatus, EventInput, NewSubscription, NewTenant, Principal, Subscription,
-    SubscriptionPatch,
+    SubscriptionPatch, TenantPatch,
 };
 
 /// Largest request body accepted (an event envelope or a subscription), 1 MiB.
@@ -39,7 +39,7 @@ pub fn router(engine: EngineHandle) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/tenants", post(create_tenant))
-        .route("/v1/tenants/{id}", get(get_tenant))
+        .route("/v1/tenants/{id}", get(get_tenant).patch(update_tenant))
         .route(
             "/v1/subscriptions",
             post(create_subscription).get(list_subscriptions),
@@ -347,6 +347,16 @@ async fn get_tenant(
         return Err(Error::not_found("tenant", id).into());
     }
     Ok(Json(engine.get_tenant(&id).await?))
+}
+
+async fn update_tenant(
+    State(engine): State<EngineHandle>,
+    auth: Auth,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TenantPatch>,
+) -> ApiResult<impl IntoResponse> {
+    auth.require_admin()?;
+    Ok(Json(engine.update_tenant(&TenantId::from(id), body).await?))
 }
 
 async fn create_subscription(

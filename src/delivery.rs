@@ -1,13 +1,15 @@
 //! Sending one attempt: builds the HTTP request a subscription is owed and reports what happened.
 //!
 //! Plain code, no actors: a [`Sender`] wraps one shared `reqwest::Client` (rustls, connection pool,
-//! redirects never followed) and turns an [`AttemptRequest`] into an [`AttemptResult`]. The whole
+//! redirects never followed) and turns an [`AttemptRequest`] into an [`AttemptResult`]. A
+//! subscription with `tls` settings (a client certificate, its own CA) gets a client of its own,
+//! built with the same settings plus its TLS ones and cached until they change. The whole
 //! attempt, body read included, is bounded by the subscription's timeout, and at most
 //! [`SNIPPET_LIMIT`] bytes of the response are kept (reading stops at [`READ_LIMIT`]), so a
 //! hostile receiver cannot hold a delivery or our memory.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -26,6 +28,7 @@ use crate::oauth::{OAuth2Config, OAuthError, TokenCache, bearer_header};
 use crate::policy::{ErrorKind, parse_retry_after};
 use crate::signing::{SigningKeys, signature_header};
 use crate::ssrf::{IpPolicy, SsrfError, SsrfResolver, check_url, find_in_chain, resolve_checked};
+use crate::tls::ClientTls;
 
 /// Response bytes kept in the attempt log.
 pub(crate) const SNIPPET_LIMIT: usize = 4 * 1024;
@@ -47,8 +50,10 @@ pub(crate) struct AttemptRequest {
     pub headers: BTreeMap<String, String>,
     pub signing: SigningKeys,
     pub auth: Option<ReceiverAuth>,
-    /// The subscription: the key of its cached OAuth2 token.
+    /// The subscription: the key of its cached OAuth2 token and TLS client.
     pub subscription: SubscriptionId,
+    /// Client certificate and trusted CAs, if the subscription has its own.
+    pub tls: Option<ClientTls>,
     pub timeout: Duration,
 }
 
@@ -82,10 +87,17 @@ pub(crate) struct AttemptResult {
     pub transform_log: Option<String>,
 }
 
-/// Sends attempts over one shared HTTP client.
+/// A subscription's own client and the digest of the `tls` settings it was built with.
+type TlsClient = ([u8; 32], reqwest::Client);
+
+/// Sends attempts over one shared HTTP client (or a subscription's own, for `tls`).
 #[derive(Debug, Clone)]
 pub(crate) struct Sender {
     client: reqwest::Client,
+    /// Clients of subscriptions with `tls`, with the digest of the settings they were built with.
+    tls_clients: Arc<Mutex<HashMap<SubscriptionId, TlsClient>>>,
+    connect_timeout: Duration,
+    proxy: Option<String>,
     user_agent: HeaderValue,
     policy: Arc<IpPolicy>,
     tokens: TokenCache,
@@ -97,33 +109,58 @@ pub(crate) struct Sender {
 impl Sender {
     pub(crate) fn new(cfg: &EngineConfig) -> Result<Sender> {
         let policy = Arc::new(IpPolicy::new(cfg.allow_networks.clone()));
-        let builder = reqwest::Client::builder()
-            // Every name is resolved once, checked, and only the checked addresses are dialled.
-            .dns_resolver(Arc::new(
-                SsrfResolver::new(policy.clone()).with_timeout(cfg.connect_timeout),
-            ))
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(cfg.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true);
-        // Proxies come from our configuration only, never from the environment.
-        let builder = match &cfg.proxy {
-            None => builder.no_proxy(),
-            Some(p) => builder
-                .proxy(reqwest::Proxy::all(p.as_str()).map_err(|e| Error::invalid("proxy", e))?),
-        };
-        let client = builder
+        let client = client_builder(&policy, cfg.connect_timeout, cfg.proxy.as_deref())?
             .build()
             .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
         let user_agent = HeaderValue::from_static(concat!("hookline/", env!("CARGO_PKG_VERSION")));
         Ok(Sender {
             client,
+            tls_clients: Arc::default(),
+            connect_timeout: cfg.connect_timeout,
+            proxy: cfg.proxy.clone(),
             user_agent,
             tokens: TokenCache::new(policy.clone()),
             policy,
             proxied: cfg.proxy.is_some(),
             dns_timeout: cfg.connect_timeout,
         })
+    }
+
+    /// The client for a request: the shared one, or the subscription's own when it has `tls`
+    /// settings (built on first use, rebuilt when the settings change).
+    fn client_for(
+        &self,
+        req: &AttemptRequest,
+    ) -> std::result::Result<reqwest::Client, AttemptOutcome> {
+        let Some(tls) = &req.tls else {
+            return Ok(self.client.clone());
+        };
+        let digest = tls.digest();
+        let cached = self
+            .tls_clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&req.subscription)
+            .filter(|(d, _)| *d == digest)
+            .map(|(_, c)| c.clone());
+        if let Some(client) = cached {
+            return Ok(client);
+        }
+        let client = client_builder(&self.policy, self.connect_timeout, self.proxy.as_deref())
+            .and_then(|b| tls.configure(b))
+            .and_then(|b| {
+                b.build()
+                    .map_err(|e| Error::invalid("tls", error_chain(&e)))
+            })
+            .map_err(|e| AttemptOutcome::Failed {
+                kind: ErrorKind::InvalidRequest,
+                message: format!("TLS settings unusable: {e}"),
+            })?;
+        self.tls_clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(req.subscription.clone(), (digest, client.clone()));
+        Ok(client)
     }
 
     /// The address policy deliveries follow (also used to validate subscription URLs).
@@ -246,6 +283,10 @@ impl Sender {
             Err(refused) => return refused,
             Ok(h) => h,
         };
+        let client = match self.client_for(req) {
+            Err(refused) => return refused,
+            Ok(c) => c,
+        };
         if self.proxied
             && let Err(refused) = self.check_proxied_target(&req.url).await
         {
@@ -260,7 +301,7 @@ impl Sender {
             ..
         }) = &req.auth
         else {
-            return self.exchange(req, headers).await;
+            return exchange(&client, req, headers).await;
         };
         let cfg = OAuth2Config {
             token_url: token_url.clone(),
@@ -272,7 +313,9 @@ impl Sender {
         let key = req.subscription.as_str();
         let mut retried = false;
         loop {
-            let token = match self.tokens.token(key, &cfg, &self.client).await {
+            // The token request goes through the same client: a gateway that wants the client
+            // certificate on its API usually wants it on its token endpoint too.
+            let token = match self.tokens.token(key, &cfg, &client).await {
                 Ok(t) => t,
                 Err(e) => return token_failed(&e),
             };
@@ -280,7 +323,7 @@ impl Sender {
                 Ok(v) => headers.insert(AUTHORIZATION, v),
                 Err(e) => return token_failed(&e),
             };
-            let out = self.exchange(req, headers.clone()).await;
+            let out = exchange(&client, req, headers.clone()).await;
             match out {
                 // The token may have been revoked early: refresh it once and try again.
                 AttemptOutcome::Response { status: 401, .. } if !retried => {
@@ -292,9 +335,13 @@ impl Sender {
         }
     }
 
-    /// Forgets what is cached for a subscription (its OAuth2 token).
+    /// Forgets what is cached for a subscription (its OAuth2 token, its TLS client).
     pub(crate) fn forget(&self, subscription: &SubscriptionId) {
         self.tokens.forget(subscription.as_str());
+        self.tls_clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(subscription);
     }
 
     /// Through a proxy our resolver never sees the target's name (the proxy resolves it), so the
@@ -325,56 +372,82 @@ impl Sender {
                 message,
             })
     }
+}
 
-    async fn exchange(&self, req: &AttemptRequest, headers: HeaderMap) -> AttemptOutcome {
-        let sent = self
-            .client
-            .post(&req.url)
-            .headers(headers)
-            .body(req.body.to_vec())
-            .send()
-            .await;
-        let mut resp = match sent {
-            Ok(r) => r,
-            Err(e) => return failed(&e),
-        };
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let disable = resp
-            .headers()
-            .get("webhook-delivery")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("disable"));
-        let mut kept: Vec<u8> = Vec::new();
-        let mut read = 0usize;
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    read += chunk.len();
-                    if kept.len() < SNIPPET_LIMIT {
-                        let take = (SNIPPET_LIMIT - kept.len()).min(chunk.len());
-                        kept.extend_from_slice(&chunk[..take]);
-                    }
-                    if read >= READ_LIMIT {
-                        break;
-                    }
+/// The client settings every delivery uses, whether through the shared client or a
+/// subscription's own.
+fn client_builder(
+    policy: &Arc<IpPolicy>,
+    connect_timeout: Duration,
+    proxy: Option<&str>,
+) -> Result<reqwest::ClientBuilder> {
+    let builder = reqwest::Client::builder()
+        // Every name is resolved once, checked, and only the checked addresses are dialled.
+        .dns_resolver(Arc::new(
+            SsrfResolver::new(policy.clone()).with_timeout(connect_timeout),
+        ))
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true);
+    // Proxies come from our configuration only, never from the environment.
+    Ok(match proxy {
+        None => builder.no_proxy(),
+        Some(p) => builder.proxy(reqwest::Proxy::all(p).map_err(|e| Error::invalid("proxy", e))?),
+    })
+}
+
+async fn exchange(
+    client: &reqwest::Client,
+    req: &AttemptRequest,
+    headers: HeaderMap,
+) -> AttemptOutcome {
+    let sent = client
+        .post(&req.url)
+        .headers(headers)
+        .body(req.body.to_vec())
+        .send()
+        .await;
+    let mut resp = match sent {
+        Ok(r) => r,
+        Err(e) => return failed(&e),
+    };
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let disable = resp
+        .headers()
+        .get("webhook-delivery")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("disable"));
+    let mut kept: Vec<u8> = Vec::new();
+    let mut read = 0usize;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                if kept.len() < SNIPPET_LIMIT {
+                    let take = (SNIPPET_LIMIT - kept.len()).min(chunk.len());
+                    kept.extend_from_slice(&chunk[..take]);
                 }
-                Ok(None) => break,
-                // A 2xx whose body broke off was not fully received: count it as a reset.
-                Err(e) => return failed(&e),
+                if read >= READ_LIMIT {
+                    break;
+                }
             }
+            Ok(None) => break,
+            // A 2xx whose body broke off was not fully received: count it as a reset.
+            Err(e) => return failed(&e),
         }
-        let snippet = (!kept.is_empty()).then(|| snippet_text(&kept));
-        AttemptOutcome::Response {
-            status,
-            retry_after,
-            snippet,
-            disable,
-        }
+    }
+    let snippet = (!kept.is_empty()).then(|| snippet_text(&kept));
+    AttemptOutcome::Response {
+        status,
+        retry_after,
+        snippet,
+        disable,
     }
 }
 

@@ -27,7 +27,7 @@ use crate::journal::Journal;
 use crate::model::{
     CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, EndpointTest, EventInput,
     NewSubscription, NewTenant, Principal, PublishReceipt, RetryPolicy, Subscription,
-    SubscriptionPatch, SubscriptionSpec, Tenant,
+    SubscriptionPatch, SubscriptionSpec, Tenant, TenantPatch,
 };
 use crate::secretbox::{MasterKey, SecretBox};
 
@@ -159,11 +159,16 @@ impl EngineBuilder {
             runtime,
             journal.clone(),
         ));
+        let limiters = crate::ratelimit::Limiters::new(self.config.tenant_rate_limit.clone());
+        // Tenants' own limits are journaled; the limiters live in memory and start from them.
+        for (tenant, limit) in journal.tenant_rate_limits().await? {
+            limiters.set_tenant_limit(tenant.as_str(), Some(limit));
+        }
         let ctx: SharedCtx = Arc::new(Ctx {
             transforms,
             journal: journal.clone(),
             sender: Sender::new(&self.config)?,
-            limiters: crate::ratelimit::Limiters::new(self.config.tenant_rate_limit.clone()),
+            limiters,
             config: self.config,
             tasks: TaskTracker::new(),
         });
@@ -183,6 +188,7 @@ impl EngineBuilder {
                 supervisor,
                 supervisor_task: Mutex::new(Some(supervisor_task)),
                 closed: AtomicBool::new(false),
+                tenant_updates: Mutex::new(()),
                 admin_override: std::sync::RwLock::new(None),
                 _tempdir: tempdir,
             }),
@@ -209,6 +215,7 @@ struct Inner {
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     closed: AtomicBool,
+    tenant_updates: Mutex<()>,
     /// Hash of an admin key given by configuration (never stored).
     admin_override: std::sync::RwLock<Option<String>>,
     _tempdir: Option<tempfile::TempDir>,
@@ -272,11 +279,20 @@ impl EngineHandle {
         if t.name.trim().is_empty() || t.name.len() > 256 {
             return Err(Error::invalid("name", "must be 1 to 256 characters"));
         }
+        if let Some(l) = &t.rate_limit {
+            l.validate()?;
+        }
         let key = generate_key("hlk_");
         let tenant = self
             .journal()
-            .create_tenant(TenantId::from(t.id), t.name, hash_key(&key))
+            .create_tenant(TenantId::from(t.id), t.name, t.rate_limit, hash_key(&key))
             .await?;
+        if let Some(l) = &tenant.rate_limit {
+            self.inner
+                .ctx
+                .limiters
+                .set_tenant_limit(tenant.id.as_str(), Some(l.clone()));
+        }
         Ok(CreatedTenant {
             tenant,
             api_key: key,
@@ -289,6 +305,31 @@ impl EngineHandle {
             .get_tenant(id)
             .await?
             .ok_or_else(|| Error::not_found("tenant", id))
+    }
+
+    /// Changes a tenant: `rateLimit` sets its own delivery rate limit, shared by all its
+    /// subscriptions (`Some(None)` removes it, so the engine's default tenant limit applies).
+    /// Deliveries are paced by the new limit from their next slot on.
+    pub async fn update_tenant(&self, id: &TenantId, patch: TenantPatch) -> Result<Tenant> {
+        self.check_open()?;
+        let Some(rate_limit) = patch.rate_limit else {
+            return self.get_tenant(id).await;
+        };
+        if let Some(l) = &rate_limit {
+            l.validate()?;
+        }
+        // Serialised so that the limiters end with the limit committed last.
+        let _order = self.inner.tenant_updates.lock().await;
+        let tenant = self
+            .journal()
+            .set_tenant_rate_limit(id.clone(), rate_limit.clone())
+            .await?;
+        // After the commit: a limit that did not become durable is never applied.
+        self.inner
+            .ctx
+            .limiters
+            .set_tenant_limit(id.as_str(), rate_limit);
+        Ok(tenant)
     }
 
     /// Who an API key belongs to, if anyone.
@@ -423,6 +464,7 @@ impl EngineHandle {
             signing: spec.signing.clone(),
             auth: spec.auth.clone(),
             subscription: row.id.clone(),
+            tls: spec.tls.clone(),
             timeout: Duration::from_millis(spec.timeout_ms),
         };
         let result = self.inner.ctx.sender.send(&req).await;

@@ -15,7 +15,7 @@
 //! async fn main() -> hookline::Result<()> {
 //!     // A throwaway journal; use `.path("hookline.db")` to keep one.
 //!     let engine = Engine::builder().in_memory().build().await?;
-//!     engine.create_tenant(NewTenant { id: "acme".into(), name: "Acme Lending".into() }).await?;
+//!     engine.create_tenant(NewTenant { id: "acme".into(), name: "Acme Lending".into(), rate_limit: None }).await?;
 //!     let mut sub = NewSubscription::new("acme", "https://acme.example/hooks");
 //!     sub.access_key = Some("s3cr3t".into());
 //!     let sub = engine.create_subscription(sub).await?;
@@ -73,6 +73,7 @@ mod ratelimit;
 mod secretbox;
 mod signing;
 mod ssrf;
+mod tls;
 pub mod transform;
 
 pub use config::{Durability, EngineConfig};
@@ -83,8 +84,9 @@ pub use model::{
     Attempt, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus,
     EndpointTest, Event, EventInput, FailurePolicy, NewSubscription, NewTenant, NotificationType,
     Principal, PublishReceipt, ReceiverAuth, RetryPolicy, Subscription, SubscriptionPatch,
-    SubscriptionState, Tenant, TransformAction, TransformInfo, TransformRef, TransformTest,
-    TransformTestError, TransformVersion,
+    SubscriptionState, Tenant, TenantPatch, TransformAction, TransformInfo, TransformRef,
+    TransformTest, TransformTestError, TransformVersion,
 };
 pub use ratelimit::RateLimit;
 pub use secretbox::Redacted;
+pub use tls::ClientTls;

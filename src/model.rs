@@ -13,6 +13,7 @@ use crate::id::{DeliveryId, EventId, SubscriptionId, TenantId, validate_external
 use crate::ratelimit::RateLimit;
 use crate::signing::SigningKeys;
 use crate::ssrf::{IpPolicy, check_url};
+use crate::tls::ClientTls;
 
 /// The kinds of notification of the callback contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -229,29 +230,46 @@ pub struct PublishReceipt {
 }
 
 /// A tenant to create.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewTenant {
     /// The tenant's id: 1 to 128 characters of `[A-Za-z0-9-_.:]`.
     pub id: String,
     /// A display name.
     pub name: String,
+    /// A delivery rate limit shared by all the tenant's subscriptions (replacing the engine's
+    /// default tenant limit); none: the default applies.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Changes to a tenant; absent fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantPatch {
+    /// New rate limit of the tenant; `Some(None)` (`rateLimit: null`) removes it, so the engine's
+    /// default tenant limit applies again.
+    #[serde(default, deserialize_with = "double_option")]
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 /// A tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
     /// The tenant's id.
     pub id: TenantId,
     /// A display name.
     pub name: String,
+    /// The tenant's own rate limit, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// Creation time, RFC 3339.
     pub created_at: String,
 }
 
 /// A newly created tenant with its API key, which is shown only this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedTenant {
     /// The tenant.
@@ -410,6 +428,9 @@ pub struct NewSubscription {
     /// A transform of the same tenant run on every delivery before it is signed and sent.
     #[serde(default)]
     pub transform: Option<TransformRef>,
+    /// Client certificate (mutual TLS) and/or the CA to trust; works with any `auth`.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
 }
 
 impl NewSubscription {
@@ -460,6 +481,9 @@ pub struct SubscriptionPatch {
     /// New transform binding; `Some(None)` unbinds it.
     #[serde(default, deserialize_with = "double_option")]
     pub transform: Option<Option<TransformRef>>,
+    /// New TLS settings (replaced as a whole); `Some(None)` removes them.
+    #[serde(default, deserialize_with = "double_option")]
+    pub tls: Option<Option<ClientTls>>,
 }
 
 /// One uploaded version of a tenant's transform.
@@ -781,6 +805,8 @@ pub(crate) struct SubscriptionSpec {
     pub rate_limit: Option<RateLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<TransformRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 // Secrets stay out of logs and panics: Debug names them only.
@@ -802,6 +828,7 @@ impl std::fmt::Debug for SubscriptionSpec {
             .field("auth", &self.auth)
             .field("rate_limit", &self.rate_limit)
             .field("transform", &self.transform)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -831,6 +858,7 @@ impl SubscriptionSpec {
             auth: n.auth,
             rate_limit: n.rate_limit,
             transform: n.transform,
+            tls: n.tls,
         };
         spec.validate(&IpPolicy::new(defaults.allow_networks.clone()))?;
         Ok(spec)
@@ -870,6 +898,9 @@ impl SubscriptionSpec {
         }
         if let Some(v) = p.transform {
             s.transform = v;
+        }
+        if let Some(v) = p.tls {
+            s.tls = v;
         }
         s.validate(policy)?;
         Ok(s)
@@ -928,6 +959,9 @@ impl SubscriptionSpec {
             }
             auth.validate(policy)?;
         }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         self.retry.validate()?;
         if !(Self::MIN_TIMEOUT_MS..=Self::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
             return Err(Error::invalid(
@@ -976,6 +1010,9 @@ pub struct Subscription {
     /// The transform run on every delivery before it is signed and sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<TransformRef>,
+    /// The TLS settings, shown as fingerprints (the PEMs, the key above all, are never returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<serde_json::Value>,
     /// Custom request headers.
     pub headers: BTreeMap<String, String>,
     /// Retry policy.
@@ -1174,6 +1211,7 @@ mod tests {
             auth: None,
             rate_limit: None,
             transform: None,
+            tls: None,
         }
     }
 

@@ -289,7 +289,6 @@ impl Limiters {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    #[cfg_attr(not(test), allow(dead_code))] // per-tenant overrides and pruning: no API yet
     /// Overrides the default limit of `tenant`; `None` removes the override, so the engine
     /// default applies again. A changed limit starts from a fresh (full) bucket; setting the
     /// limit the tenant already has keeps its bucket, so a no-op update grants no extra burst.

@@ -406,6 +406,7 @@ impl SubscriberState {
             signing: spec.signing.clone(),
             auth: spec.auth.clone(),
             subscription: self.row.id.clone(),
+            tls: spec.tls.clone(),
             timeout: Duration::from_millis(spec.timeout_ms),
         };
         // The transform runs in the attempt's task, like the HTTP call: the actor stays free.

@@ -30,6 +30,13 @@ macro_rules! sub_select {
     };
 }
 
+/// The tenant columns `tenant_from_row` reads.
+macro_rules! tenant_select {
+    () => {
+        "SELECT id, name, created_at, rate_limit FROM tenants"
+    };
+}
+
 /// The delivery columns `delivery_from_row` reads.
 macro_rules! delivery_select {
     () => {
@@ -39,6 +46,7 @@ macro_rules! delivery_select {
     };
 }
 
+mod batch;
 mod transforms;
 mod writer;
 
@@ -63,6 +71,7 @@ use crate::model::{
     Attempt, Delivery, DeliveryPage, DeliveryQuery, DeliveryStatus, Event, NotificationType,
     Principal, PublishReceipt, Subscription, SubscriptionSpec, SubscriptionState, Tenant,
 };
+use crate::ratelimit::RateLimit;
 use crate::secretbox::SecretBox;
 
 pub(crate) use transforms::NewTransformRow;
@@ -130,6 +139,7 @@ impl SubscriptionRow {
             auth: s.auth.as_ref().map(|a| a.view()),
             rate_limit: s.rate_limit.clone(),
             transform: s.transform.clone(),
+            tls: s.tls.as_ref().map(|t| t.view()),
             headers: s.headers.clone(),
             retry: s.retry.clone(),
             timeout_ms: s.timeout_ms,
@@ -240,6 +250,7 @@ impl Journal {
             cache,
             hook.clone(),
             cfg.commit_batch_max,
+            cfg.durability,
         ));
         let journal = Journal {
             inner: Arc::new(Inner {
@@ -297,17 +308,31 @@ impl Journal {
         &self,
         id: TenantId,
         name: String,
+        rate_limit: Option<RateLimit>,
         key_hash: String,
     ) -> Result<Tenant> {
         match self
             .call(Op::CreateTenant {
                 id,
                 name,
+                rate_limit,
                 key_hash,
                 at: now_ms(),
             })
             .await?
         {
+            Outcome::Tenant(t) => Ok(t),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets (or with `None` clears) a tenant's own rate limit.
+    pub(crate) async fn set_tenant_rate_limit(
+        &self,
+        id: TenantId,
+        rate_limit: Option<RateLimit>,
+    ) -> Result<Tenant> {
+        match self.call(Op::SetTenantRateLimit { id, rate_limit }).await? {
             Outcome::Tenant(t) => Ok(t),
             other => Err(unexpected(other)),
         }
@@ -464,16 +489,27 @@ impl Journal {
     }
 
     pub(crate) async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
-        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = ?1")
+        let row = sqlx::query(concat!(tenant_select!(), " WHERE id = ?1"))
             .bind(id.as_str())
             .fetch_optional(self.pool())
             .await
             .map_err(sql_err("read"))?;
-        Ok(row.map(|r| Tenant {
-            id: TenantId::from(r.get::<String, _>(0)),
-            name: r.get(1),
-            created_at: format_ms(r.get(2)),
-        }))
+        row.map(|r| tenant_from_row(&r)).transpose()
+    }
+
+    /// Every tenant's own rate limit, to be applied to the limiters at start-up.
+    pub(crate) async fn tenant_rate_limits(&self) -> Result<Vec<(TenantId, RateLimit)>> {
+        let rows = sqlx::query(concat!(tenant_select!(), " WHERE rate_limit IS NOT NULL"))
+            .fetch_all(self.pool())
+            .await
+            .map_err(sql_err("read"))?;
+        rows.iter()
+            .map(|r| {
+                let t = tenant_from_row(r)?;
+                Ok(t.rate_limit.map(|l| (t.id, l)))
+            })
+            .filter_map(Result::transpose)
+            .collect()
     }
 
     pub(crate) async fn get_subscription(
@@ -730,7 +766,7 @@ async fn recover(conn: &mut SqliteConnection) -> Result<Recovery> {
 pub(super) const SUB_COLUMNS: &str = sub_select!();
 
 /// The spec fields that carry secrets: kept out of the readable `config` column and sealed.
-const SECRET_FIELDS: [&str; 3] = ["accessKey", "auth", "signing"];
+const SECRET_FIELDS: [&str; 4] = ["accessKey", "auth", "signing", "tls"];
 
 /// Splits a spec into its readable config JSON and its sealed secrets (bound to the id).
 pub(super) fn encode_spec(
@@ -783,6 +819,21 @@ fn sub_from_row(r: &SqliteRow, sealer: &SecretBox) -> Result<SubscriptionRow> {
         faulted_reason: r.get(7),
         created_at: r.get(8),
         updated_at: r.get(9),
+    })
+}
+
+/// A tenant row; `rate_limit` is the JSON of a [`RateLimit`].
+pub(super) fn tenant_from_row(r: &SqliteRow) -> Result<Tenant> {
+    let rate_limit = r
+        .get::<Option<String>, _>(3)
+        .map(|j| serde_json::from_str::<RateLimit>(&j))
+        .transpose()
+        .map_err(|e| Error::Internal(format!("unreadable tenant rate limit: {e}")))?;
+    Ok(Tenant {
+        id: TenantId::from(r.get::<String, _>(0)),
+        name: r.get(1),
+        rate_limit,
+        created_at: format_ms(r.get(2)),
     })
 }
 

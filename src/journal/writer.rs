@@ -13,16 +13,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
+use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CommitHook, SUB_COLUMNS, SubscriptionRow, encode_spec, sub_from_row};
 use crate::clock::format_ms;
+use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::id::{DeliveryId, SubscriptionId, TenantId};
 use crate::model::{DeliveryStatus, Event, PublishReceipt, SubscriptionSpec, Tenant};
+use crate::ratelimit::RateLimit;
 use crate::secretbox::SecretBox;
 
 // `Close` is sent once per engine; boxing the common variant would cost an allocation per write.
@@ -72,8 +75,13 @@ pub(super) enum Op {
     CreateTenant {
         id: TenantId,
         name: String,
+        rate_limit: Option<RateLimit>,
         key_hash: String,
         at: i64,
+    },
+    SetTenantRateLimit {
+        id: TenantId,
+        rate_limit: Option<RateLimit>,
     },
     InsertAdminKey {
         key_hash: String,
@@ -225,7 +233,9 @@ pub(super) async fn run(
     mut routing: Routing,
     hook: Arc<OnceLock<CommitHook>>,
     batch_max: usize,
+    durability: Durability,
 ) {
+    let mut sync = SyncState::new(durability);
     let mut ops: Vec<Op> = Vec::with_capacity(batch_max);
     let mut replies: Vec<Reply> = Vec::with_capacity(batch_max);
     let mut closing: Option<oneshot::Sender<()>> = None;
@@ -249,7 +259,7 @@ pub(super) async fn run(
             }
         }
         if !ops.is_empty() {
-            let wakes = process(&mut conn, &mut routing, &mut ops, &mut replies).await;
+            let wakes = process(&mut conn, &mut routing, &mut sync, &mut ops, &mut replies).await;
             if !wakes.is_empty()
                 && let Some(h) = hook.get()
             {
@@ -264,7 +274,7 @@ pub(super) async fn run(
                 replies.push(reply);
             }
             if !ops.is_empty() {
-                process(&mut conn, &mut routing, &mut ops, &mut replies).await;
+                process(&mut conn, &mut routing, &mut sync, &mut ops, &mut replies).await;
             }
             let _ = done.send(());
             break;
@@ -277,11 +287,12 @@ pub(super) async fn run(
 async fn process(
     conn: &mut SqliteConnection,
     routing: &mut Routing,
+    sync: &mut SyncState,
     ops: &mut Vec<Op>,
     replies: &mut Vec<Reply>,
 ) -> Vec<SubscriptionId> {
     let mut wakes = HashSet::new();
-    match apply_all(conn, routing, ops, &mut wakes).await {
+    match sync_then_apply(conn, routing, sync, ops, &mut wakes).await {
         Ok(outcomes) => {
             for (reply, out) in replies.drain(..).zip(outcomes) {
                 if let Some(r) = reply {
@@ -296,18 +307,23 @@ async fn process(
             reload_routing(conn, routing).await;
             for (op, reply) in ops.drain(..).zip(replies.drain(..)) {
                 let mut single_wakes = HashSet::new();
-                let result =
-                    match apply_all(conn, routing, std::slice::from_ref(&op), &mut single_wakes)
-                        .await
-                    {
-                        Ok(mut outs) => outs
-                            .pop()
-                            .unwrap_or_else(|| Err(Error::Internal("empty batch".into()))),
-                        Err(e) => {
-                            reload_routing(conn, routing).await;
-                            Err(Error::unavailable("journal write failed", e))
-                        }
-                    };
+                let result = match sync_then_apply(
+                    conn,
+                    routing,
+                    sync,
+                    std::slice::from_ref(&op),
+                    &mut single_wakes,
+                )
+                .await
+                {
+                    Ok(mut outs) => outs
+                        .pop()
+                        .unwrap_or_else(|| Err(Error::Internal("empty batch".into()))),
+                    Err(e) => {
+                        reload_routing(conn, routing).await;
+                        Err(Error::unavailable("journal write failed", e))
+                    }
+                };
                 if result.is_ok() {
                     wakes.extend(single_wakes);
                 }
@@ -327,6 +343,72 @@ async fn reload_routing(conn: &mut SqliteConnection, routing: &mut Routing) {
     }
 }
 
+/// How often, at least, delivery progress reaches the disk under [`Durability::Fsync`].
+const PROGRESS_SYNC_EVERY: Duration = Duration::from_millis(50);
+
+/// Which commits fsync.
+///
+/// Under [`Durability::Fsync`], a commit that answers a promise (a publish, a tenant, a
+/// subscription, an operator's action: anything a caller is told is durable) fsyncs the WAL
+/// (`synchronous=FULL`). A commit of delivery progress only (in-flight marks and attempt records)
+/// does not (`NORMAL`): once written to the WAL it survives a `kill -9` of the process, which is
+/// what strict order and the one-duplicate bound rest on, and an fsync per delivery would cap
+/// one subscription at the disk's commit rate. The next FULL commit (at least every
+/// [`PROGRESS_SYNC_EVERY`]) makes all earlier ones durable too, so a power failure can roll
+/// progress back by at most that much: those deliveries are sent again, in order.
+struct SyncState {
+    durability: Durability,
+    full: bool,
+    last_fsync: Instant,
+}
+
+impl SyncState {
+    fn new(durability: Durability) -> Self {
+        SyncState {
+            durability,
+            // The journal opens the connection with its durability's setting.
+            full: durability == Durability::Fsync,
+            last_fsync: Instant::now(),
+        }
+    }
+}
+
+async fn sync_then_apply(
+    conn: &mut SqliteConnection,
+    routing: &mut Routing,
+    sync: &mut SyncState,
+    ops: &[Op],
+    wakes: &mut HashSet<SubscriptionId>,
+) -> sqlx::Result<Vec<Result<Outcome>>> {
+    let full = sync.durability == Durability::Fsync
+        && (ops.iter().any(|op| !op.is_progress())
+            || sync.last_fsync.elapsed() >= PROGRESS_SYNC_EVERY);
+    if full != sync.full {
+        let pragma = if full {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        };
+        sqlx::query(pragma).execute(&mut *conn).await?;
+        sync.full = full;
+    }
+    let outs = apply_all(conn, routing, ops, wakes).await?;
+    if full {
+        sync.last_fsync = Instant::now();
+    }
+    Ok(outs)
+}
+
+impl Op {
+    /// Delivery progress only: nothing a caller was promised durability for.
+    fn is_progress(&self) -> bool {
+        matches!(
+            self,
+            Op::MarkInFlight { .. } | Op::RecordAttempt(_) | Op::InterruptInFlight { .. }
+        )
+    }
+}
+
 async fn apply_all(
     conn: &mut SqliteConnection,
     routing: &mut Routing,
@@ -335,8 +417,51 @@ async fn apply_all(
 ) -> sqlx::Result<Vec<Result<Outcome>>> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let mut outs = Vec::with_capacity(ops.len());
-    for op in ops {
-        outs.push(apply(&mut tx, routing, op, wakes).await?);
+    let mut i = 0;
+    while i < ops.len() {
+        // Runs of publishes, and of plain attempt records, are written set-based (see `batch`).
+        let run = ops[i..]
+            .iter()
+            .take_while(|op| std::mem::discriminant(*op) == std::mem::discriminant(&ops[i]))
+            .count();
+        match &ops[i] {
+            Op::Publish { .. } if run > 1 => {
+                let groups: Vec<(&[Event], i64)> = ops[i..i + run]
+                    .iter()
+                    .filter_map(|op| match op {
+                        Op::Publish { events, at } => Some((events.as_slice(), *at)),
+                        _ => None,
+                    })
+                    .collect();
+                outs.extend(super::batch::publish_many(&mut tx, routing, &groups, wakes).await?);
+                i += run;
+            }
+            Op::RecordAttempt(_) if run > 1 => {
+                let plain = ops[i..i + run]
+                    .iter()
+                    .take_while(|op| matches!(op, Op::RecordAttempt(r) if r.flags.is_none()))
+                    .count();
+                if plain > 1 {
+                    let records: Vec<&AttemptRecord> = ops[i..i + plain]
+                        .iter()
+                        .filter_map(|op| match op {
+                            Op::RecordAttempt(r) => Some(r.as_ref()),
+                            _ => None,
+                        })
+                        .collect();
+                    let now = crate::clock::now_ms();
+                    outs.extend(super::batch::record_many(&mut tx, &records, now).await?);
+                    i += plain;
+                } else {
+                    outs.push(apply(&mut tx, routing, &ops[i], wakes).await?);
+                    i += 1;
+                }
+            }
+            op => {
+                outs.push(apply(&mut tx, routing, op, wakes).await?);
+                i += 1;
+            }
+        }
     }
     tx.commit().await?;
     Ok(outs)
@@ -354,18 +479,26 @@ async fn apply(
         Op::CreateTenant {
             id,
             name,
+            rate_limit,
             key_hash,
             at,
         } => {
             if routing.tenants.contains(id) {
                 return Ok(Err(Error::Conflict(format!("tenant {id} already exists"))));
             }
-            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")
-                .bind(id.as_str())
-                .bind(name)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+            let limit_json = match rate_limit_json(rate_limit.as_ref()) {
+                Ok(j) => j,
+                Err(e) => return Ok(Err(e)),
+            };
+            sqlx::query(
+                "INSERT INTO tenants (id, name, created_at, rate_limit) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .bind(id.as_str())
+            .bind(name)
+            .bind(at)
+            .bind(limit_json)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query(
                 "INSERT INTO api_keys (key_hash, tenant_id, created_at) VALUES (?1, ?2, ?3)",
             )
@@ -378,8 +511,27 @@ async fn apply(
             Ok(Ok(Outcome::Tenant(Tenant {
                 id: id.clone(),
                 name: name.clone(),
+                rate_limit: rate_limit.clone(),
                 created_at: format_ms(*at),
             })))
+        }
+        Op::SetTenantRateLimit { id, rate_limit } => {
+            let limit_json = match rate_limit_json(rate_limit.as_ref()) {
+                Ok(j) => j,
+                Err(e) => return Ok(Err(e)),
+            };
+            let row = sqlx::query(concat!(
+                "UPDATE tenants SET rate_limit = ?2 WHERE id = ?1 ",
+                "RETURNING id, name, created_at, rate_limit"
+            ))
+            .bind(id.as_str())
+            .bind(limit_json)
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(match row {
+                None => Err(Error::not_found("tenant", id)),
+                Some(r) => super::tenant_from_row(&r).map(Outcome::Tenant),
+            })
         }
         Op::InsertAdminKey { key_hash, at } => {
             sqlx::query("INSERT OR IGNORE INTO api_keys (key_hash, tenant_id, created_at) VALUES (?1, NULL, ?2)")
@@ -487,11 +639,11 @@ async fn apply(
             Ok(Ok(Outcome::Unit))
         }
         Op::Publish { events, at } => {
-            let mut receipts = Vec::with_capacity(events.len());
-            for event in events {
-                receipts.push(publish_one(conn, routing, event, *at, wakes).await?);
-            }
-            Ok(Ok(Outcome::Receipts(receipts)))
+            let groups = [(events.as_slice(), *at)];
+            let mut outs = super::batch::publish_many(conn, routing, &groups, wakes).await?;
+            Ok(outs
+                .pop()
+                .unwrap_or_else(|| Err(Error::Internal("empty publish".into()))))
         }
         Op::InterruptInFlight { sub, at } => {
             super::interrupt_in_flight(conn, Some(sub), *at).await?;
@@ -618,6 +770,14 @@ async fn apply(
     }
 }
 
+/// A tenant's rate limit as stored: JSON, or NULL for none.
+fn rate_limit_json(limit: Option<&RateLimit>) -> Result<Option<String>> {
+    limit
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| Error::Internal(format!("tenant rate limit: {e}")))
+}
+
 async fn mark_in_flight(
     conn: &mut SqliteConnection,
     delivery: DeliveryId,
@@ -649,73 +809,4 @@ async fn read_row(
         None => Err(Error::not_found("subscription", id)),
         Some(r) => sub_from_row(&r, sealer).map(|s| Outcome::Row(Box::new(s))),
     })
-}
-
-async fn publish_one(
-    conn: &mut SqliteConnection,
-    routing: &Routing,
-    event: &Event,
-    at: i64,
-    wakes: &mut HashSet<SubscriptionId>,
-) -> sqlx::Result<Result<PublishReceipt>> {
-    if !routing.tenants.contains(&event.tenant_id) {
-        return Ok(Err(Error::not_found("tenant", &event.tenant_id)));
-    }
-    let body = match serde_json::to_string(event) {
-        Ok(b) => b,
-        Err(e) => return Ok(Err(Error::Internal(format!("event not serialisable: {e}")))),
-    };
-    let seq: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO events (tenant_id, id, notification_type, body, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING seq",
-    )
-    .bind(event.tenant_id.as_str())
-    .bind(event.id.as_str())
-    .bind(event.notification_type.as_str())
-    .bind(&body)
-    .bind(at)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(seq) = seq else {
-        // Idempotent publish: the original event stands and nothing new is created.
-        let row = sqlx::query(
-            "SELECT e.seq, (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq) \
-             FROM events e WHERE e.tenant_id = ?1 AND e.id = ?2",
-        )
-        .bind(event.tenant_id.as_str())
-        .bind(event.id.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
-        return Ok(Ok(PublishReceipt {
-            id: event.id.clone(),
-            seq: row.get(0),
-            deliveries: row.get::<i64, _>(1) as u32,
-            duplicate: true,
-        }));
-    };
-    let mut count = 0u32;
-    if let Some(subs) = routing.subs.get(&event.tenant_id) {
-        for (sub, spec) in subs {
-            if !spec.matches(event.notification_type, event.workflow_id.as_deref()) {
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO deliveries (subscription_id, event_seq, state, updated_at) \
-                 VALUES (?1, ?2, 'pending', ?3)",
-            )
-            .bind(sub.as_str())
-            .bind(seq)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
-            count += 1;
-            wakes.insert(sub.clone());
-        }
-    }
-    Ok(Ok(PublishReceipt {
-        id: event.id.clone(),
-        seq,
-        deliveries: count,
-        duplicate: false,
-    }))
 }

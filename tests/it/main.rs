@@ -12,5 +12,7 @@ mod api;
 mod cli;
 mod crash;
 mod engine;
+mod mtls;
 mod outbound;
+mod tenant_limits;
 mod transforms;

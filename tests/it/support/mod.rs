@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // not every test module uses every fixture
 
+pub mod http;
 pub mod receiver;
 
 use std::future::Future;
@@ -90,6 +91,7 @@ impl TestEngine {
             .create_tenant(NewTenant {
                 id: id.into(),
                 name: format!("Tenant {id}"),
+                rate_limit: None,
             })
             .await
             .expect("create tenant");
