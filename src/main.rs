@@ -6,6 +6,8 @@
 //! naming the key. It listens before the journal is recovered (`/readyz` says when it is ready).
 //! SIGTERM or SIGINT stops intake, lets attempts in flight finish (bounded by the shutdown grace)
 //! and exits 0.
+//! The `transform test` subcommand runs a transform locally; the other subcommands are HTTP
+//! clients of a running server (see [`cli`]).
 
 use std::path::PathBuf;
 
@@ -14,6 +16,8 @@ use clap::{Parser, Subcommand};
 use hookline::Engine;
 use hookline::config::server::{ConfigSources, LogFormat, ServerConfig};
 use tracing_subscriber::EnvFilter;
+
+mod cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +37,8 @@ enum Cmd {
     /// Develop tenant transforms locally.
     #[command(subcommand)]
     Transform(TransformCmd),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
             serve(config).await
         }
         Cmd::Transform(TransformCmd::Test { wasm, event }) => transform_test(wasm, event).await,
+        Cmd::Client(cmd) => cli::run(cmd).await,
     }
 }
 

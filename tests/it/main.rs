@@ -9,6 +9,7 @@ mod support;
 
 // Test modules: one line each.
 mod api;
+mod cli;
 mod crash;
 mod engine;
 mod mtls;

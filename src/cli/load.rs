@@ -1,0 +1,500 @@
+//! `hookline load`: an HTTP load generator for a running server.
+//!
+//! `--concurrency` workers share one keep-alive connection pool and publish events of `--size`
+//! bytes (1 KiB by default), each worker one request at a time: `POST /v1/events` with
+//! `--batch 1`, `POST /v1/events/batch` with N events per request otherwise. The run stops after
+//! `--events` events or after `--duration`. Every request's latency (send to the whole answer
+//! read, i.e. until the durable commit) goes into an HDR histogram.
+//!
+//! Unless `--tenant` names one, the run creates its own tenant `load-<random>` with the admin
+//! key and publishes with that tenant's key. With `--sink` it also starts a receiver on
+//! 127.0.0.1 that answers 200 at once and subscribes to it, so deliveries are part of the load
+//! and the run reports how fast they arrived (the server must allow loopback destinations:
+//! `HOOKLINE_ALLOW_NETWORKS=127.0.0.0/8`); the subscription is deleted at the end.
+//!
+//! The report ends with one JSON object on its own line (the last line of stdout), for scripts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+use hdrhistogram::Histogram;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::client::{Api, CallError, Conn};
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Events to publish (unless --duration is given).
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Publish for this long instead of a number of events (e.g. `10s`, `1m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Requests in flight at once, each on its own kept-alive connection.
+    #[arg(long, short = 'c', default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    concurrency: u32,
+    /// Events per request: 1 posts to /v1/events, more post arrays to /v1/events/batch.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    batch: u32,
+    /// Size of each event envelope in bytes (padded in its payload).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(200..=1_048_576))]
+    size: u32,
+    /// Publish as this existing tenant (with the admin key or its own key) instead of creating
+    /// a fresh one with the admin key.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Start a 200-OK receiver on 127.0.0.1 and subscribe to it, to load the delivery path too.
+    #[arg(long)]
+    sink: bool,
+    /// With --sink: how long to wait, after publishing, for every delivery to arrive.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+}
+
+/// What the workers add up.
+#[derive(Debug)]
+struct Totals {
+    latency_us: Histogram<u64>,
+    requests: u64,
+    accepted: u64,
+    duplicates: u64,
+    rejected: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Totals {
+    fn new() -> anyhow::Result<Totals> {
+        Ok(Totals {
+            // 1 µs to 10 min, 3 significant digits.
+            latency_us: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+            requests: 0,
+            accepted: 0,
+            duplicates: 0,
+            rejected: 0,
+            errors: 0,
+            first_error: None,
+        })
+    }
+
+    fn merge(&mut self, other: &Totals) -> anyhow::Result<()> {
+        self.latency_us.add(&other.latency_us)?;
+        self.requests += other.requests;
+        self.accepted += other.accepted;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+        Ok(())
+    }
+}
+
+/// Builds the event envelopes of a run: unique ids, a fixed size.
+#[derive(Debug, Clone)]
+struct EventMaker {
+    run: String,
+    tenant: String,
+    timestamp: String,
+    size: usize,
+}
+
+impl EventMaker {
+    fn event(&self, n: u64) -> String {
+        let make = |pad: &str| {
+            json!({
+                "id": format!("ld-{}-{n}", self.run),
+                "tenantId": self.tenant,
+                "transactionId": format!("tx-{n}"),
+                "notificationType": "NODE_EVENT",
+                "workflowId": "load",
+                "payLoad": {"n": n, "pad": pad},
+                "timestamp": self.timestamp,
+            })
+            .to_string()
+        };
+        let bare = make("");
+        let pad = self.size.saturating_sub(bare.len());
+        if pad == 0 {
+            return bare;
+        }
+        make(&"x".repeat(pad))
+    }
+}
+
+/// A receiver answering 200 to everything, counting what it got.
+#[derive(Debug)]
+struct Sink {
+    url: String,
+    received: Arc<AtomicU64>,
+    last_at: Arc<Mutex<Option<Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sink {
+    async fn start() -> anyhow::Result<Sink> {
+        let received = Arc::new(AtomicU64::new(0));
+        let last_at = Arc::new(Mutex::new(None));
+        let (r, l) = (received.clone(), last_at.clone());
+        let app = axum::Router::new().fallback(move || {
+            let (r, l) = (r.clone(), l.clone());
+            async move {
+                r.fetch_add(1, Ordering::Relaxed);
+                *l.lock().await = Some(Instant::now());
+                StatusCode::OK
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/sink", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("hookline load: the sink stopped: {e}");
+            }
+        });
+        Ok(Sink {
+            url,
+            received,
+            last_at,
+            task,
+        })
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn conn_with_key(conn: &Conn, key: Option<String>) -> Conn {
+    Conn {
+        key,
+        ..conn.clone()
+    }
+}
+
+pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let quiet = args.conn.json;
+    let concurrency = args.concurrency as usize;
+    // Keep-alive: as many idle connections as workers, so every request reuses one; no proxy,
+    // so the figures are the server's; Nagle off as any latency-minded client does.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .timeout(Duration::from_secs(120))
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("hookline-load/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let admin = Api::with_client(&args.conn, http.clone())?;
+    let run_id: String = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+
+    // The tenant and the key to publish with.
+    let (tenant, publisher) = match &args.tenant {
+        Some(t) => (t.clone(), admin.clone()),
+        None => {
+            let id = format!("load-{run_id}");
+            let created = admin
+                .post(
+                    &["v1", "tenants"],
+                    &json!({"id": id, "name": "hookline load"}),
+                )
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("creating the load tenant (needs the admin key): {e}")
+                })?;
+            let key = created
+                .get("apiKey")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("the tenant creation answer has no apiKey"))?;
+            let api = Api::with_client(&conn_with_key(&args.conn, Some(key)), http.clone())?;
+            (id, api)
+        }
+    };
+
+    let sink = if args.sink {
+        let sink = Sink::start().await?;
+        let sub = publisher
+            .post(
+                &["v1", "subscriptions"],
+                &json!({"tenantId": tenant, "url": sink.url, "onFailure": "skip"}),
+            )
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "subscribing the sink {} (the server must allow 127.0.0.0/8: \
+                     HOOKLINE_ALLOW_NETWORKS): {e}",
+                    sink.url
+                )
+            })?;
+        let id = sub
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("the subscription answer has no id"))?;
+        Some((sink, id))
+    } else {
+        None
+    };
+
+    let maker = EventMaker {
+        run: run_id,
+        tenant: tenant.clone(),
+        timestamp: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)?,
+        size: args.size as usize,
+    };
+    if !quiet {
+        let until = match args.duration {
+            Some(d) => format!("for {}", humantime::format_duration(d)),
+            None => format!("{} events", args.events),
+        };
+        println!(
+            "hookline load: {until} of {} B, {} per request, concurrency {}, tenant {tenant}, against {}{}",
+            args.size,
+            args.batch,
+            args.concurrency,
+            args.conn.url,
+            if sink.is_some() {
+                ", delivering to a local sink"
+            } else {
+                ""
+            }
+        );
+    }
+
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let deadline = args.duration.map(|d| started + d);
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let w = Worker {
+            api: publisher.clone(),
+            maker: maker.clone(),
+            next: next.clone(),
+            stop: stop.clone(),
+            total: args.duration.is_none().then_some(args.events),
+            deadline,
+            batch: u64::from(args.batch),
+        };
+        workers.push(tokio::spawn(w.run()));
+    }
+    let mut totals = Totals::new()?;
+    for w in workers {
+        totals.merge(&w.await??)?;
+    }
+    let elapsed = started.elapsed();
+
+    let mut delivered = None;
+    let mut delivery_secs = None;
+    if let Some((sink, sub_id)) = &sink {
+        let want = totals.accepted;
+        let drain_until = Instant::now() + args.drain_timeout;
+        while sink.received.load(Ordering::Relaxed) < want && Instant::now() < drain_until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = sink.received.load(Ordering::Relaxed);
+        delivered = Some(got);
+        delivery_secs = sink
+            .last_at
+            .lock()
+            .await
+            .map(|at| at.duration_since(started).as_secs_f64());
+        if let Err(e) = publisher.delete(&["v1", "subscriptions", sub_id]).await {
+            eprintln!("hookline load: could not delete the sink's subscription {sub_id}: {e}");
+        }
+    }
+
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let ms = |q: f64| totals.latency_us.value_at_quantile(q) as f64 / 1000.0;
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    let report = json!({
+        "url": args.conn.url,
+        "mode": if args.batch > 1 { "batch" } else { "single" },
+        "batch": args.batch,
+        "concurrency": args.concurrency,
+        "sizeBytes": args.size,
+        "tenant": tenant,
+        "requests": totals.requests,
+        "events": totals.accepted,
+        "duplicates": totals.duplicates,
+        "rejected": totals.rejected,
+        "errors": totals.errors,
+        "elapsedS": round(secs),
+        "eventsPerS": round(totals.accepted as f64 / secs),
+        "requestsPerS": round(totals.requests as f64 / secs),
+        "p50Ms": round(ms(0.5)),
+        "p90Ms": round(ms(0.9)),
+        "p99Ms": round(ms(0.99)),
+        "maxMs": round(totals.latency_us.max() as f64 / 1000.0),
+        "delivered": delivered,
+        "deliveriesPerS": match (delivered, delivery_secs) {
+            (Some(n), Some(s)) if s > 0.0 => Some(round(n as f64 / s)),
+            _ => None,
+        },
+    });
+    if !quiet {
+        println!(
+            "published {} events in {:.2} s: {:.0} events/s, {:.0} requests/s; {} rejected, {} failed requests",
+            totals.accepted,
+            secs,
+            totals.accepted as f64 / secs,
+            totals.requests as f64 / secs,
+            totals.rejected,
+            totals.errors
+        );
+        println!(
+            "latency per request: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            totals.latency_us.max() as f64 / 1000.0
+        );
+        if let (Some(n), Some(rate)) = (delivered, report["deliveriesPerS"].as_f64()) {
+            println!(
+                "delivered {n} of {} to the sink: {rate:.0} deliveries/s (from the start)",
+                totals.accepted
+            );
+        } else if let Some(n) = delivered {
+            println!("delivered {n} of {} to the sink", totals.accepted);
+        }
+    }
+    println!("{report}");
+    if let Some(e) = &totals.first_error {
+        eprintln!("hookline load: first failure: {e}");
+    }
+    if totals.accepted == 0 {
+        anyhow::bail!("no event was accepted");
+    }
+    if stop.load(Ordering::Relaxed) {
+        anyhow::bail!("the run stopped early on an error");
+    }
+    Ok(())
+}
+
+/// One publishing loop: claims the next event numbers, sends them, records the latency.
+struct Worker {
+    api: Api,
+    maker: EventMaker,
+    next: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    /// Events to publish in all, or `None` when running until `deadline`.
+    total: Option<u64>,
+    deadline: Option<Instant>,
+    batch: u64,
+}
+
+impl Worker {
+    async fn run(self) -> anyhow::Result<Totals> {
+        let mut t = Totals::new()?;
+        let route: &[&str] = if self.batch > 1 {
+            &["v1", "events", "batch"]
+        } else {
+            &["v1", "events"]
+        };
+        loop {
+            if self.stop.load(Ordering::Relaxed)
+                || self.deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                break;
+            }
+            let first = self.next.fetch_add(self.batch, Ordering::Relaxed);
+            let count = match self.total {
+                Some(total) if first >= total => break,
+                Some(total) => self.batch.min(total - first),
+                None => self.batch,
+            };
+            let body = if self.batch > 1 {
+                let events: Vec<String> = (first..first + count)
+                    .map(|n| self.maker.event(n))
+                    .collect();
+                format!("[{}]", events.join(","))
+            } else {
+                self.maker.event(first)
+            };
+            let sent = Instant::now();
+            let answer = self
+                .api
+                .call(Method::POST, route, &[], Some(body.into_bytes()))
+                .await;
+            let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+            t.latency_us.saturating_record(us.max(1));
+            t.requests += 1;
+            match answer {
+                Ok(v) if self.batch > 1 => {
+                    for r in v
+                        .get("results")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        match r.get("status").and_then(Value::as_str) {
+                            Some("accepted") => t.accepted += 1,
+                            Some("duplicate") => t.duplicates += 1,
+                            _ => t.rejected += 1,
+                        }
+                    }
+                }
+                Ok(v) if v.get("duplicate").and_then(Value::as_bool) == Some(true) => {
+                    t.duplicates += 1;
+                }
+                Ok(_) => t.accepted += 1,
+                Err(e) => {
+                    t.errors += 1;
+                    let overload = matches!(
+                        &e,
+                        CallError::Refused(r) if matches!(
+                            r.status,
+                            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                        )
+                    );
+                    if t.first_error.is_none() {
+                        t.first_error = Some(e.to_string());
+                    }
+                    if overload {
+                        // Counted and paced; overload is a result of the run, not its end.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    } else {
+                        self.stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_have_the_asked_size_and_unique_ids() {
+        let m = EventMaker {
+            run: "r1".into(),
+            tenant: "acme".into(),
+            timestamp: "2026-11-23T10:00:00Z".into(),
+            size: 1024,
+        };
+        let (a, b) = (m.event(1), m.event(123_456));
+        assert_eq!(a.len(), 1024);
+        assert_eq!(b.len(), 1024);
+        let (a, b): (Value, Value) = (
+            serde_json::from_str(&a).unwrap(),
+            serde_json::from_str(&b).unwrap(),
+        );
+        assert_ne!(a["id"], b["id"]);
+        assert_eq!(a["tenantId"], "acme");
+        assert!(a["payLoad"].is_object());
+    }
+}
