@@ -15,7 +15,7 @@ use crate::signing::SigningKeys;
 use crate::ssrf::{IpPolicy, check_url};
 
 /// The kinds of notification of the callback contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NotificationType {
     /// A workflow node finished executing.
@@ -54,7 +54,7 @@ impl NotificationType {
 
 /// An event as a producer submits it: the callback seed's envelope, with an optional `id`
 /// (generated when absent) and an optional `workflowId` used by subscription filters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventInput {
     /// The producer's id for this event; publishing the same (tenant, id) twice is idempotent.
@@ -74,6 +74,7 @@ pub struct EventInput {
     pub workflow_id: Option<String>,
     /// The event's content: a JSON object.
     #[serde(rename = "payLoad")]
+    #[schema(value_type = Object)]
     pub pay_load: serde_json::Map<String, serde_json::Value>,
     /// When the event happened, RFC 3339.
     pub timestamp: String,
@@ -215,7 +216,7 @@ pub struct Event {
 }
 
 /// What `publish` returns once the event and its deliveries are durable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishReceipt {
     /// The event id (generated when the producer gave none).
@@ -229,7 +230,7 @@ pub struct PublishReceipt {
 }
 
 /// A tenant to create.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewTenant {
     /// The tenant's id: 1 to 128 characters of `[A-Za-z0-9-_.:]`.
@@ -239,7 +240,7 @@ pub struct NewTenant {
 }
 
 /// A tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
     /// The tenant's id.
@@ -251,7 +252,7 @@ pub struct Tenant {
 }
 
 /// A newly created tenant with its API key, which is shown only this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedTenant {
     /// The tenant.
@@ -281,7 +282,7 @@ impl Principal {
 }
 
 /// What happens to a subscription's queue when one of its deliveries ends `failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum FailurePolicy {
     /// The subscription stops at the failed delivery until an operator resubmits or skips it.
@@ -292,7 +293,7 @@ pub enum FailurePolicy {
 }
 
 /// How a subscription retries retriable failures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, first try included (1 to 20; default 4: the seed's first try + 3 retries).
@@ -351,7 +352,7 @@ impl Default for RetryPolicy {
 }
 
 /// A subscription's externally visible state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum SubscriptionState {
     /// Delivering.
@@ -367,7 +368,7 @@ pub enum SubscriptionState {
 }
 
 /// A subscription to create.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewSubscription {
     /// The owning tenant.
@@ -421,7 +422,7 @@ impl NewSubscription {
 }
 
 /// Changes to a subscription; absent fields stay as they are. `accessKey: null` removes the key.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionPatch {
     /// New callback URL.
@@ -466,7 +467,7 @@ where
 
 /// How hookline authenticates to a receiver (besides the signature every request carries).
 /// Secrets in here are never returned by the API and never logged.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(
     tag = "type",
     rename_all = "camelCase",
@@ -827,7 +828,7 @@ impl SubscriptionSpec {
 }
 
 /// A subscription as stored, with its state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     /// The subscription id.
@@ -844,6 +845,7 @@ pub struct Subscription {
     pub access_key_set: bool,
     /// The receiver authentication's type and non-secret fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub auth: Option<serde_json::Value>,
     /// The rate limit pacing deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -882,7 +884,7 @@ pub struct Subscription {
 }
 
 /// What an endpoint test (the lending seed's "Test button") found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointTest {
     /// The receiver's status code, if it answered (a timeout is reported as 500, as the seeds do).
@@ -897,7 +899,7 @@ pub struct EndpointTest {
 }
 
 /// A delivery's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Waiting for its turn (or for a retry).
@@ -946,7 +948,7 @@ impl DeliveryStatus {
 }
 
 /// One (event, subscription) pair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     /// The delivery id.
@@ -975,7 +977,7 @@ pub struct Delivery {
 }
 
 /// One HTTP try of a delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     /// 1 for the first attempt.
@@ -1016,7 +1018,7 @@ pub struct DeliveryQuery {
 }
 
 /// A page of deliveries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryPage {
     /// The deliveries, in `seq` order.
