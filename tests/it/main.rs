@@ -11,4 +11,5 @@ mod support;
 mod api;
 mod crash;
 mod engine;
+mod ingress;
 mod outbound;
