@@ -33,9 +33,8 @@ use crate::engine::EngineHandle;
 use crate::error::Error;
 use crate::id::{DeliveryId, EventId, SubscriptionId, TenantId};
 use crate::model::{
-    CreatedTenant, Delivery, DeliveryPage, DeliveryQuery, DeliveryStatus, EndpointTest,
-    EventInput, NewSubscription, NewTenant, Principal, PublishReceipt, Subscription,
-    SubscriptionPatch, Tenant,
+    CreatedTenant, Delivery, DeliveryPage, DeliveryQuery, DeliveryStatus, EndpointTest, EventInput,
+    NewSubscription, NewTenant, Principal, PublishReceipt, Subscription, SubscriptionPatch, Tenant,
 };
 
 mod input;
@@ -338,10 +337,7 @@ async fn read_body(parts: &Parts, body: Body, limit: usize, timeout: Duration) -
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
-            format!(
-                "the body did not arrive within {} s",
-                timeout.as_secs_f64()
-            ),
+            format!("the body did not arrive within {} s", timeout.as_secs_f64()),
         )),
     }
 }

@@ -189,7 +189,13 @@ mod tests {
             "notificationType": "NODE_EVENT", "payLoad": {}, "timestamp": "2026-11-23T10:12:16.827Z"});
         assert!(check(&s.event, &ok).is_ok());
         assert!(check(&s.tenant, &json!({"id": "acme", "name": "Acme"})).is_ok());
-        assert!(check(&s.subscription, &json!({"tenantId": "acme", "url": "https://a.example/"})).is_ok());
+        assert!(
+            check(
+                &s.subscription,
+                &json!({"tenantId": "acme", "url": "https://a.example/"})
+            )
+            .is_ok()
+        );
         assert!(check(&s.subscription_patch, &json!({"accessKey": null})).is_ok());
     }
 
@@ -203,7 +209,10 @@ mod tests {
         assert_eq!(check(&s.event, &v).unwrap_err().pointer, "/timestamp");
         let mut v = base.clone();
         v["notificationType"] = json!("NOPE");
-        assert_eq!(check(&s.event, &v).unwrap_err().pointer, "/notificationType");
+        assert_eq!(
+            check(&s.event, &v).unwrap_err().pointer,
+            "/notificationType"
+        );
         let mut v = base.clone();
         v["payLoad"] = json!([1]);
         assert_eq!(check(&s.event, &v).unwrap_err().pointer, "/payLoad");

@@ -245,9 +245,13 @@ async fn every_refusal_has_its_status_code_and_json_error() {
     .await
     .refused(415, "unsupported_media_type");
     // Conflicting state: 409.
-    srv.post("/v1/tenants", ADMIN, &json!({"id": "acme", "name": "again"}))
-        .await
-        .refused(409, "conflict");
+    srv.post(
+        "/v1/tenants",
+        ADMIN,
+        &json!({"id": "acme", "name": "again"}),
+    )
+    .await
+    .refused(409, "conflict");
     // Nesting deeper than 64 levels: 400 before parsing.
     let mut e = envelope("deep");
     e["payLoad"]["deep"] = serde_json::from_str(&("[".repeat(70) + &"]".repeat(70))).unwrap();
@@ -296,8 +300,12 @@ async fn a_chunked_body_over_the_limit_is_not_read_past_it() {
     // server reads it all.
     let writer = tokio::spawn(async move {
         let chunk = vec![b' '; 64 * 1024];
-        let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk, b"\r\n".to_vec()]
-            .concat();
+        let framed = [
+            format!("{:x}\r\n", chunk.len()).into_bytes(),
+            chunk,
+            b"\r\n".to_vec(),
+        ]
+        .concat();
         let mut sent = 0usize;
         while sent < 64 * 1024 * 1024 {
             if wr.write_all(&framed).await.is_err() {
@@ -310,7 +318,10 @@ async fn a_chunked_body_over_the_limit_is_not_read_past_it() {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out);
-    assert!(text.starts_with("HTTP/1.1 413"), "expected 413, got: {text}");
+    assert!(
+        text.starts_with("HTTP/1.1 413"),
+        "expected 413, got: {text}"
+    );
     assert!(text.contains("payload_too_large"), "{text}");
     let sent = tokio::time::timeout(Duration::from_secs(10), writer)
         .await
@@ -358,8 +369,7 @@ async fn slow_headers_slow_bodies_and_too_many_connections_are_cut_off() {
             break;
         }
         let mut buf = [0u8; 256];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await
-        {
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
             // Either EOF or an error response, then EOF: the server gave up on us.
             closed = true;
             eprintln!("slowloris got: {:?}", String::from_utf8_lossy(&buf[..n]));
@@ -376,7 +386,10 @@ async fn slow_headers_slow_bodies_and_too_many_connections_are_cut_off() {
          content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"id\":"
     );
     let (text, took) = raw_exchange(srv.addr, head.as_bytes(), Duration::from_secs(5)).await;
-    assert!(text.starts_with("HTTP/1.1 408"), "expected 408, got: {text}");
+    assert!(
+        text.starts_with("HTTP/1.1 408"),
+        "expected 408, got: {text}"
+    );
     assert!(text.contains("body_timeout"), "{text}");
     assert!(took < Duration::from_secs(3), "408 only after {took:?}");
 
@@ -392,9 +405,15 @@ async fn slow_headers_slow_bodies_and_too_many_connections_are_cut_off() {
         Duration::from_secs(2),
     )
     .await;
-    assert!(text.starts_with("HTTP/1.1 503"), "expected 503, got: {text}");
+    assert!(
+        text.starts_with("HTTP/1.1 503"),
+        "expected 503, got: {text}"
+    );
     assert!(text.contains("too_many_connections"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
     // Once the idle ones are gone (closed by us, or by the header timeout), service resumes.
     drop(idle);
     support::eventually("a slot frees up", Duration::from_secs(5), || async {
@@ -468,7 +487,11 @@ async fn overload_round_trips(srv: &Server) {
     for id in &refused {
         let r = srv.post("/v1/events", &acme, &envelope(id)).await;
         assert_eq!(r.status, 202, "{}", r.text);
-        assert_eq!(r.json["duplicate"], false, "{id} was half-written: {}", r.text);
+        assert_eq!(
+            r.json["duplicate"], false,
+            "{id} was half-written: {}",
+            r.text
+        );
     }
 }
 
@@ -493,7 +516,9 @@ async fn futures_join<F: std::future::Future>(futs: impl IntoIterator<Item = F>)
         }
     })
     .await;
-    out.into_iter().map(|o| o.expect("polled to completion")).collect()
+    out.into_iter()
+        .map(|o| o.expect("polled to completion"))
+        .collect()
 }
 
 #[tokio::test]
@@ -503,12 +528,10 @@ async fn an_unavailable_journal_answers_an_opaque_503_and_accepts_nothing() {
     let acme = srv.tenant("acme").await;
     // Another process holding the write lock: the writer's commits fail after its busy
     // timeout, as they would on an I/O error or a full disk.
-    let mut locker = sqlx::sqlite::SqliteConnection::connect(&format!(
-        "sqlite://{}",
-        srv.db.display()
-    ))
-    .await
-    .expect("open the journal");
+    let mut locker =
+        sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", srv.db.display()))
+            .await
+            .expect("open the journal");
     sqlx::query("BEGIN EXCLUSIVE")
         .execute(&mut locker)
         .await
@@ -584,7 +607,9 @@ async fn a_batch_journals_the_valid_items_and_names_the_invalid_ones() {
     assert_eq!(results[3]["seq"], first.json["seq"]);
     assert_eq!(results[4]["status"], "accepted");
     assert!(
-        results[4]["id"].as_str().is_some_and(|s| s.starts_with("evt_")),
+        results[4]["id"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("evt_")),
         "{}",
         results[4]
     );
@@ -596,8 +621,16 @@ async fn a_batch_journals_the_valid_items_and_names_the_invalid_ones() {
             &json!([envelope("b-1"), envelope("b-bad")]),
         )
         .await;
-    assert_eq!(again.json["results"][0]["status"], "duplicate", "{}", again.text);
-    assert_eq!(again.json["results"][1]["status"], "accepted", "{}", again.text);
+    assert_eq!(
+        again.json["results"][0]["status"], "duplicate",
+        "{}",
+        again.text
+    );
+    assert_eq!(
+        again.json["results"][1]["status"], "accepted",
+        "{}",
+        again.text
+    );
 
     // Over 1000 items: 413; not an array or empty: 400.
     let many: Vec<Value> = (0..1001).map(|i| envelope(&format!("m{i}"))).collect();
@@ -632,7 +665,9 @@ async fn the_batch_body_limit_is_its_own() {
         .await
         .refused(413, "payload_too_large");
     let few: Vec<Value> = (0..3).map(|i| envelope(&format!("s{i}"))).collect();
-    let r = srv.post("/v1/events/batch", &acme, &Value::Array(few)).await;
+    let r = srv
+        .post("/v1/events/batch", &acme, &Value::Array(few))
+        .await;
     assert_eq!(r.json["accepted"], 3, "{}", r.text);
     srv.stop().await;
 }
@@ -703,7 +738,10 @@ async fn openapi_document_matches_the_committed_file() {
         "/v1/deliveries/{id}/resubmit",
         "/v1/deliveries/{id}/skip",
     ] {
-        assert!(paths.contains_key(p), "{p} is missing from the OpenAPI document");
+        assert!(
+            paths.contains_key(p),
+            "{p} is missing from the OpenAPI document"
+        );
     }
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/openapi.json");
     let pretty = serde_json::to_string_pretty(&served).expect("json") + "\n";
