@@ -1,11 +1,16 @@
 //! The HTTP API: a thin axum layer over [`EngineHandle`].
 //!
-//! JSON in and out (camelCase). Every request but `GET /healthz` carries
-//! `Authorization: Bearer <key>`: the admin key may do everything, a tenant key only its own
-//! tenant's resources; another tenant's resource answers 404, exactly like a missing one, so keys
-//! cannot probe for ids. Every refusal is a 4xx with `{"error": {"code", "message", "field"?}}`;
-//! 5xx bodies are opaque and the cause is logged. [`serve`] takes its listener and shutdown
-//! signal as arguments so tests and the binary drive it the same way.
+//! JSON in and out (camelCase). Every request but `GET /healthz` and `GET /v1/openapi.json`
+//! carries `Authorization: Bearer <key>`: the admin key may do everything, a tenant key only its
+//! own tenant's resources; another tenant's resource answers 404, exactly like a missing one, so
+//! keys cannot probe for ids. Every refusal is a 4xx with `{"error": {"code", "message",
+//! "field"?}}`; 5xx bodies are opaque (a generic message and the request id) and the cause is
+//! logged under that request id.
+//!
+//! Input passes, in order: the connection limit and header read timeout (`server`), the body
+//! size limit and body read timeout (`guard`), then content type, JSON nesting depth, syntax and
+//! the JSON Schema of the route (`input`), then serde and the engine's own rules. [`serve`] takes
+//! its listener and shutdown signal as arguments so tests and the binary drive it the same way.
 
 use std::future::Future;
 use std::sync::Arc;
