@@ -64,7 +64,8 @@ pub struct ApiConfig {
     /// one). Default 64.
     pub json_max_depth: usize,
     /// Time a client has to send a request's headers; a connection that is slower is closed.
-    /// Default 10 s.
+    /// The clock also runs while a keep-alive connection waits for its next request, so this
+    /// is the idle timeout of keep-alive connections too. Default 10 s.
     pub header_read_timeout: Duration,
     /// Time a client has to send a request's body, once its headers are in; slower gets 408
     /// and the connection is closed. Default 30 s.
