@@ -371,8 +371,7 @@ impl Journal {
     }
 
     /// Journals events and their deliveries in one commit; one result per event, in order.
-    /// Journals events. Unlike the engine's own writes, which always wait their turn, a
-    /// publish finding the intake queue full waits at most `wait` and then refuses with
+    /// Unlike the engine's own writes, which always wait their turn, a publish finding the intake queue full waits at most `wait` and then refuses with
     /// [`Error::Overloaded`]: nothing of it was queued, so nothing of it is written.
     pub(crate) async fn publish(
         &self,
