@@ -104,6 +104,9 @@ impl FromRef<AppState> for EngineHandle {
 /// The path of the batch route, whose body limit differs.
 const BATCH_PATH: &str = "/v1/events/batch";
 
+/// The routes that need no key.
+const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/v1/openapi.json"];
+
 /// The API's router with the default [`ApiConfig`].
 pub fn router(engine: EngineHandle) -> Router {
     router_with(engine, ApiConfig::default())
@@ -261,9 +264,10 @@ fn depth_limit(req: &Request) -> usize {
         .map_or(ApiConfig::default().json_max_depth, |d| d.0)
 }
 
-/// Around every request: gives it a request id and a span, reads its body whole under the
-/// route's size limit and the body timeout (a body over the limit is not read past it), and
-/// makes every 5xx body opaque, logging the real cause with the request id.
+/// Around every request: gives it a request id and a span, authenticates a request that has a
+/// body before reading it, reads the body whole under the route's size limit and the body
+/// timeout (a body over the limit is not read past it), and makes every 5xx body opaque,
+/// logging the real cause with the request id.
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = request_id(req.headers());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
@@ -275,7 +279,30 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         } else {
             cfg.body_limit
         };
-        let mut resp = match read_body(&parts, body, limit, cfg.body_read_timeout).await {
+        // A body is read only for a caller with a valid key, so that anonymous clients cannot
+        // make the server buffer up to `limit` per connection.
+        let body_to_read = parts.headers.contains_key(header::TRANSFER_ENCODING)
+            || parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v != "0");
+        let read = if body_to_read && !PUBLIC_PATHS.contains(&parts.uri.path()) {
+            match authenticate(&parts.headers, &state.engine).await {
+                Ok(p) => {
+                    parts.extensions.insert(Authenticated(p));
+                    read_body(&parts, body, limit, cfg.body_read_timeout).await
+                }
+                Err(e) => {
+                    // Discarded, not kept: a client's body left unread in the socket would turn
+                    // the close into a reset that can destroy the 401 before the client reads it.
+                    drain(body, limit, cfg.body_read_timeout).await;
+                    Err(e)
+                }
+            }
+        } else {
+            read_body(&parts, body, limit, cfg.body_read_timeout).await
+        };
+        let mut resp = match read {
             Ok(bytes) => {
                 parts.extensions.insert(DepthLimit(cfg.json_max_depth));
                 next.run(Request::from_parts(parts, Body::from(bytes))).await
@@ -314,6 +341,15 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     }
     .instrument(span)
     .await
+}
+
+/// Reads and discards up to `limit` bytes of `body`, for at most `timeout`.
+async fn drain(body: Body, limit: usize, timeout: Duration) {
+    let mut body = Limited::new(body, limit);
+    let _ = tokio::time::timeout(timeout, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
 }
 
 async fn read_body(parts: &Parts, body: Body, limit: usize, timeout: Duration) -> ApiResult<Bytes> {
@@ -557,26 +593,38 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let engine = EngineHandle::from_ref(state);
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <key>"))?;
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("Authorization must be: Bearer <key>"))?;
-        match engine.authenticate(key).await? {
-            Some(p) => Ok(Auth(p)),
-            None => Err(ApiError::unauthorized("unknown API key")),
+        if let Some(Authenticated(p)) = parts.extensions.get::<Authenticated>() {
+            return Ok(Auth(p.clone()));
         }
+        authenticate(&parts.headers, &EngineHandle::from_ref(state))
+            .await
+            .map(Auth)
     }
+}
+
+/// The caller as [`guard`] established it before reading a body.
+#[derive(Debug, Clone)]
+struct Authenticated(Principal);
+
+/// Who the request's `Authorization: Bearer <key>` belongs to, or 401.
+async fn authenticate(headers: &HeaderMap, engine: &EngineHandle) -> ApiResult<Principal> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <key>"))?;
+    let key = header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be: Bearer <key>"))?;
+    engine
+        .authenticate(key)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown API key"))
 }
 
 impl Auth {

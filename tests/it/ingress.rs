@@ -292,15 +292,42 @@ async fn every_refusal_has_its_status_code_and_json_error() {
 async fn a_chunked_body_over_the_limit_is_not_read_past_it() {
     let srv = Server::start().await;
     let acme = srv.tenant("acme").await;
-    let mut s = TcpStream::connect(srv.addr).await.expect("connect");
+    // With a valid key, reading stops at the 1 MiB limit: 413.
+    let auth = format!("authorization: Bearer {acme}\r\n");
+    let sent = stream_body(
+        srv.addr,
+        "/v1/events",
+        &auth,
+        "HTTP/1.1 413",
+        "payload_too_large",
+    )
+    .await;
+    eprintln!("413: the server closed after {} KiB were sent", sent / 1024);
+    // Without a valid key, the body is not read at all: 401, even on the 16 MiB batch route.
+    let sent = stream_body(
+        srv.addr,
+        "/v1/events/batch",
+        "authorization: Bearer hlk_wrong\r\n",
+        "HTTP/1.1 401",
+        "unauthorized",
+    )
+    .await;
+    eprintln!("401: the server closed after {} KiB were sent", sent / 1024);
+    srv.stop().await;
+}
+
+/// Streams up to 64 MiB of chunked body to `path`, far more than the socket buffers hold, and
+/// asserts the answer starts with `status` and names `code`, and that the server closed the
+/// connection before taking it all. Returns how much was sent.
+async fn stream_body(addr: SocketAddr, path: &str, auth: &str, status: &str, code: &str) -> usize {
+    const TOTAL: usize = 64 * 1024 * 1024;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
     let head = format!(
-        "POST /v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {acme}\r\n\
-         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\n\
+         transfer-encoding: chunked\r\n\r\n"
     );
     s.write_all(head.as_bytes()).await.expect("head");
     let (mut rd, mut wr) = s.into_split();
-    // Up to 64 MiB, far more than the socket buffers hold: the writer can finish only if the
-    // server reads it all.
     let writer = tokio::spawn(async move {
         let chunk = vec![b' '; 64 * 1024];
         let framed = [
@@ -310,7 +337,7 @@ async fn a_chunked_body_over_the_limit_is_not_read_past_it() {
         ]
         .concat();
         let mut sent = 0usize;
-        while sent < 64 * 1024 * 1024 {
+        while sent < TOTAL {
             if wr.write_all(&framed).await.is_err() {
                 return sent;
             }
@@ -321,21 +348,14 @@ async fn a_chunked_body_over_the_limit_is_not_read_past_it() {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out);
-    assert!(
-        text.starts_with("HTTP/1.1 413"),
-        "expected 413, got: {text}"
-    );
-    assert!(text.contains("payload_too_large"), "{text}");
+    assert!(text.starts_with(status), "expected {status}, got: {text}");
+    assert!(text.contains(code), "{text}");
     let sent = tokio::time::timeout(Duration::from_secs(10), writer)
         .await
         .expect("writer ends once the server closes")
         .expect("no panic");
-    assert!(
-        sent < 64 * 1024 * 1024,
-        "the server read the whole 64 MiB body"
-    );
-    eprintln!("the server closed after {} KiB were sent", sent / 1024);
-    srv.stop().await;
+    assert!(sent < TOTAL, "the server read the whole 64 MiB body");
+    sent
 }
 
 // ---- slow and abusive clients --------------------------------------------------------------
