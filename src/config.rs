@@ -55,6 +55,9 @@ pub struct EngineConfig {
     /// Journal operations that may wait for the writer before `publish` applies backpressure.
     /// Default 8192.
     pub intake_queue: usize,
+    /// How long `publish` waits for room in a full intake queue before refusing with
+    /// [`Error::Overloaded`] (HTTP 429) instead of waiting indefinitely. Default 1 s.
+    pub intake_wait: Duration,
     /// Reader connections to the journal. Default 4.
     pub reader_connections: u32,
     /// Pending deliveries a subscription actor holds in memory at once. Default 32.
@@ -155,6 +158,7 @@ impl Default for EngineConfig {
             allow_networks: Vec::new(),
             commit_batch_max: 1024,
             intake_queue: 8192,
+            intake_wait: Duration::from_secs(1),
             reader_connections: 4,
             actor_prefetch: 32,
             secret_key: None,

@@ -597,7 +597,8 @@ impl EngineHandle {
     pub async fn publish(&self, event: EventInput) -> Result<PublishReceipt> {
         self.check_open()?;
         let event = event.validate()?;
-        let mut out = self.journal().publish(vec![event]).await?;
+        let wait = self.inner.ctx.config.intake_wait;
+        let mut out = self.journal().publish(vec![event], wait).await?;
         out.pop()
             .unwrap_or_else(|| Err(Error::Internal("no publish result".into())))
     }
@@ -620,7 +621,8 @@ impl EngineHandle {
                 Err(err) => results.push(Some(Err(err))),
             }
         }
-        let mut journaled = self.journal().publish(valid).await?.into_iter();
+        let wait = self.inner.ctx.config.intake_wait;
+        let mut journaled = self.journal().publish(valid, wait).await?.into_iter();
         Ok(results
             .into_iter()
             .map(|r| {

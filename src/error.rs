@@ -44,6 +44,10 @@ pub enum Error {
     /// The engine is shutting down and refuses new work.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// The journal's intake queue stayed full for longer than `EngineConfig::intake_wait`:
+    /// nothing was accepted; retry later.
+    #[error("the journal's intake queue is full")]
+    Overloaded,
     /// A bug or an unexpected internal condition; details are logged.
     #[error("internal error: {0}")]
     Internal(String),
@@ -58,6 +62,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::Unavailable { .. } => "unavailable",
             Error::ShuttingDown => "shutting_down",
+            Error::Overloaded => "overloaded",
             Error::Internal(_) => "internal",
         }
     }

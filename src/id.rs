@@ -47,6 +47,14 @@ macro_rules! string_id {
                 &self.0
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                <String as utoipa::PartialSchema>::schema()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -105,6 +113,18 @@ impl FromStr for DeliveryId {
             .ok_or_else(|| Error::not_found("delivery", s))
     }
 }
+
+impl utoipa::PartialSchema for DeliveryId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^dlv_[0-9]+$"))
+            .examples([serde_json::json!("dlv_42")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DeliveryId {}
 
 impl Serialize for DeliveryId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

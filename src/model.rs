@@ -16,7 +16,7 @@ use crate::ssrf::{IpPolicy, check_url};
 use crate::tls::ClientTls;
 
 /// The kinds of notification of the callback contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NotificationType {
     /// A workflow node finished executing.
@@ -55,7 +55,7 @@ impl NotificationType {
 
 /// An event as a producer submits it: the callback seed's envelope, with an optional `id`
 /// (generated when absent) and an optional `workflowId` used by subscription filters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventInput {
     /// The producer's id for this event; publishing the same (tenant, id) twice is idempotent.
@@ -75,6 +75,7 @@ pub struct EventInput {
     pub workflow_id: Option<String>,
     /// The event's content: a JSON object.
     #[serde(rename = "payLoad")]
+    #[schema(value_type = Object)]
     pub pay_load: serde_json::Map<String, serde_json::Value>,
     /// When the event happened, RFC 3339.
     pub timestamp: String,
@@ -191,7 +192,7 @@ impl EventInput {
 }
 
 /// A journaled event: immutable once accepted. Its JSON form is the body POSTed to receivers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     /// The event id (`webhook-id` on the wire).
@@ -216,7 +217,7 @@ pub struct Event {
 }
 
 /// What `publish` returns once the event and its deliveries are durable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishReceipt {
     /// The event id (generated when the producer gave none).
@@ -230,7 +231,7 @@ pub struct PublishReceipt {
 }
 
 /// A tenant to create.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewTenant {
     /// The tenant's id: 1 to 128 characters of `[A-Za-z0-9-_.:]`.
@@ -244,7 +245,7 @@ pub struct NewTenant {
 }
 
 /// Changes to a tenant; absent fields stay as they are.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantPatch {
     /// New rate limit of the tenant; `Some(None)` (`rateLimit: null`) removes it, so the engine's
@@ -254,7 +255,7 @@ pub struct TenantPatch {
 }
 
 /// A tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
     /// The tenant's id.
@@ -269,7 +270,7 @@ pub struct Tenant {
 }
 
 /// A newly created tenant with its API key, which is shown only this once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedTenant {
     /// The tenant.
@@ -299,7 +300,7 @@ impl Principal {
 }
 
 /// What happens to a subscription's queue when one of its deliveries ends `failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum FailurePolicy {
     /// The subscription stops at the failed delivery until an operator resubmits or skips it.
@@ -310,7 +311,7 @@ pub enum FailurePolicy {
 }
 
 /// How a subscription retries retriable failures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, first try included (1 to 20; default 4: the seed's first try + 3 retries).
@@ -369,7 +370,7 @@ impl Default for RetryPolicy {
 }
 
 /// A subscription's externally visible state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum SubscriptionState {
     /// Delivering.
@@ -385,7 +386,7 @@ pub enum SubscriptionState {
 }
 
 /// A subscription to create.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewSubscription {
     /// The owning tenant.
@@ -445,7 +446,7 @@ impl NewSubscription {
 }
 
 /// Changes to a subscription; absent fields stay as they are. `accessKey: null` removes the key.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionPatch {
     /// New callback URL.
@@ -487,7 +488,7 @@ pub struct SubscriptionPatch {
 }
 
 /// One uploaded version of a tenant's transform.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransformVersion {
     /// The transform's name.
@@ -503,7 +504,7 @@ pub struct TransformVersion {
 }
 
 /// A tenant's transform: its versions and the subscriptions bound to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransformInfo {
     /// The transform's name.
@@ -515,7 +516,7 @@ pub struct TransformInfo {
 }
 
 /// What a transform did with a test event (nothing was sent).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransformTest {
     /// What hookline would do: `deliver`, `drop` or `error`.
@@ -543,7 +544,7 @@ pub struct TransformTest {
 }
 
 /// What a transform decided, in a [`TransformTest`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum TransformAction {
     /// Send the returned request.
@@ -555,7 +556,7 @@ pub enum TransformAction {
 }
 
 /// A transform failure in a [`TransformTest`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransformTestError {
     /// Stable machine-readable code.
     pub code: String,
@@ -564,7 +565,7 @@ pub struct TransformTestError {
 }
 
 /// A subscription's binding to one version of one of its tenant's transforms.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TransformRef {
     /// The transform's name.
@@ -583,7 +584,7 @@ where
 
 /// How hookline authenticates to a receiver (besides the signature every request carries).
 /// Secrets in here are never returned by the API and never logged.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(
     tag = "type",
     rename_all = "camelCase",
@@ -986,7 +987,7 @@ impl SubscriptionSpec {
 }
 
 /// A subscription as stored, with its state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     /// The subscription id.
@@ -1003,6 +1004,7 @@ pub struct Subscription {
     pub access_key_set: bool,
     /// The receiver authentication's type and non-secret fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub auth: Option<serde_json::Value>,
     /// The rate limit pacing deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1047,7 +1049,7 @@ pub struct Subscription {
 }
 
 /// What an endpoint test (the lending seed's "Test button") found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointTest {
     /// The receiver's status code, if it answered (a timeout is reported as 500, as the seeds do).
@@ -1062,7 +1064,7 @@ pub struct EndpointTest {
 }
 
 /// A delivery's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Waiting for its turn (or for a retry).
@@ -1111,7 +1113,7 @@ impl DeliveryStatus {
 }
 
 /// One (event, subscription) pair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     /// The delivery id.
@@ -1140,7 +1142,7 @@ pub struct Delivery {
 }
 
 /// One HTTP try of a delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     /// 1 for the first attempt.
@@ -1163,7 +1165,7 @@ pub struct Attempt {
 }
 
 /// A delivery with its attempt log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryDetail {
     /// The delivery.
@@ -1184,7 +1186,7 @@ pub struct DeliveryQuery {
 }
 
 /// A page of deliveries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryPage {
     /// The deliveries, in `seq` order.
@@ -1196,7 +1198,7 @@ pub struct DeliveryPage {
 /// A replay window (`POST /v1/subscriptions/{id}/replay`): the subscription's finished
 /// deliveries of events accepted from `since` (inclusive) until `until` (exclusive; default
 /// now), both RFC 3339.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReplayWindow {
     pub since: String,
@@ -1226,7 +1228,7 @@ impl ReplayWindow {
 }
 
 /// The answer to a replay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayReceipt {
     /// Deliveries put back to pending.

@@ -78,7 +78,7 @@ use crate::error::{Error, Result};
 const MAX_LATENESS_CREDIT: Duration = Duration::from_millis(20);
 
 /// A rate limit: at most `burst` deliveries at once, then `perSecond` on average.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimit {
     /// Sustained rate, in deliveries per second; fractions allowed (`0.5` is one every 2 s).

@@ -22,7 +22,7 @@ const MAX_PEM_BYTES: usize = 64 * 1024;
 
 /// TLS settings of the connection to a receiver. Either field group may be given alone: a client
 /// certificate with its key (mutual TLS), a CA (trusted instead of the system's roots), or both.
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTls {
     /// The client certificate chain, PEM, leaf first (intermediates may follow).

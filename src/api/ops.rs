@@ -25,14 +25,21 @@ use crate::model::ReplayWindow;
 /// The content type of the metrics exposition.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub(super) fn routes() -> Router<EngineHandle> {
+pub(super) fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    EngineHandle: axum::extract::FromRef<S>,
+{
     Router::new()
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/subscriptions/{id}/replay", post(replay))
 }
 
-async fn readyz(State(engine): State<EngineHandle>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, description = "Recovery finished: the engine takes work"),
+        (status = 503, description = "Starting (journal recovery) or stopping")))]
+pub(super) async fn readyz(State(engine): State<EngineHandle>) -> Response {
     if engine.is_ready() {
         Json(json!({"status": "ready"})).into_response()
     } else {
@@ -44,7 +51,13 @@ async fn readyz(State(engine): State<EngineHandle>) -> Response {
     }
 }
 
-async fn metrics(State(engine): State<EngineHandle>, req: Request) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
+        (status = 401, body = super::ErrorResponse)))]
+pub(super) async fn metrics(
+    State(engine): State<EngineHandle>,
+    req: Request,
+) -> ApiResult<Response> {
     if engine.config().metrics.require_admin {
         let (mut parts, _) = req.into_parts();
         Auth::from_request_parts(&mut parts, &engine)
@@ -55,7 +68,12 @@ async fn metrics(State(engine): State<EngineHandle>, req: Request) -> ApiResult<
     Ok(([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response())
 }
 
-async fn replay(
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/replay", tag = "subscriptions",
+    params(("id" = String, Path)),
+    request_body = ReplayWindow,
+    responses((status = 200, body = crate::model::ReplayReceipt),
+        (status = 400, body = super::ErrorResponse), (status = 404, body = super::ErrorResponse)))]
+pub(super) async fn replay(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path(id): Path<String>,
@@ -71,16 +89,21 @@ async fn replay(
 #[derive(Debug, Clone, Default)]
 pub struct StartGate {
     api: Arc<OnceLock<Router>>,
+    cfg: super::ApiConfig,
 }
 
 impl StartGate {
-    pub fn new() -> StartGate {
-        StartGate::default()
+    /// A gate serving the API with `cfg`'s limits and timeouts.
+    pub fn new(cfg: super::ApiConfig) -> StartGate {
+        StartGate {
+            api: Arc::default(),
+            cfg,
+        }
     }
 
     /// From now on every request goes to the API of `engine`.
     pub fn open(&self, engine: EngineHandle) {
-        let _ = self.api.set(super::router(engine));
+        let _ = self.api.set(super::router_with(engine, self.cfg.clone()));
     }
 
     /// The service to serve: the gate until it opens, the API after.
@@ -106,9 +129,9 @@ impl StartGate {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        // The same accept loop as the API alone: connection limit and header read timeout
+        // apply while the gate is closed too.
+        super::server::run(listener, self.router(), &self.cfg, shutdown).await
     }
 }
 

@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -16,19 +16,29 @@ use super::{ApiError, ApiJson, ApiResult, Auth};
 use crate::engine::EngineHandle;
 use crate::error::Error;
 use crate::id::TenantId;
-use crate::model::EventInput;
+use crate::model::{EventInput, TransformInfo, TransformTest, TransformVersion};
 
-/// The transform routes; `module_limit` is the largest module accepted.
-pub(super) fn routes(module_limit: usize) -> Router<EngineHandle> {
+/// Whether a request is a module upload, whose body limit is the sandbox's module limit (the
+/// API's `guard` reads bodies) rather than the JSON routes' 1 MiB.
+pub(super) fn is_upload(method: &axum::http::Method, path: &str) -> bool {
+    method == axum::http::Method::PUT
+        && path
+            .strip_prefix("/v1/tenants/")
+            .and_then(|rest| rest.split_once("/transforms/"))
+            .is_some_and(|(tenant, name)| !tenant.contains('/') && !name.contains('/'))
+}
+
+/// The transform routes.
+pub(super) fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    EngineHandle: axum::extract::FromRef<S>,
+{
     Router::new()
         .route("/v1/tenants/{tenant}/transforms", get(list))
         .route(
             "/v1/tenants/{tenant}/transforms/{name}",
-            // The body limit is checked while reading: a larger upload is cut off with 413.
-            put(upload)
-                .layer(DefaultBodyLimit::max(module_limit))
-                .get(show)
-                .delete(remove),
+            put(upload).get(show).delete(remove),
         )
         .route(
             "/v1/tenants/{tenant}/transforms/{name}/versions/{version}/test",
@@ -45,7 +55,19 @@ fn tenant(auth: &Auth, id: String) -> ApiResult<TenantId> {
     Ok(id)
 }
 
-async fn upload(
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/transforms/{name}", tag = "transforms",
+    params(("tenant" = String, Path), ("name" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/wasm",
+        description = "A WebAssembly component of the world in transforms/wit/transform.wit"),
+    responses(
+        (status = 201, description = "A new version", body = TransformVersion),
+        (status = 200, description = "The same bytes were uploaded before: that version",
+            body = TransformVersion),
+        (status = 400, description = "Not a component of the transform world",
+            body = super::ErrorResponse),
+        (status = 404, body = super::ErrorResponse), (status = 413, body = super::ErrorResponse),
+        (status = 415, body = super::ErrorResponse)))]
+pub(super) async fn upload(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path((tenant_id, name)): Path<(String, String)>,
@@ -93,7 +115,10 @@ async fn upload(
     Ok((status, Json(version)))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/transforms", tag = "transforms",
+    params(("tenant" = String, Path)),
+    responses((status = 200, body = Vec<TransformInfo>), (status = 404, body = super::ErrorResponse)))]
+pub(super) async fn list(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path(tenant_id): Path<String>,
@@ -102,7 +127,10 @@ async fn list(
     Ok(Json(engine.list_transforms(&tenant).await?))
 }
 
-async fn show(
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/transforms/{name}", tag = "transforms",
+    params(("tenant" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = TransformInfo), (status = 404, body = super::ErrorResponse)))]
+pub(super) async fn show(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path((tenant_id, name)): Path<(String, String)>,
@@ -111,7 +139,12 @@ async fn show(
     Ok(Json(engine.get_transform(&tenant, &name).await?))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/transforms/{name}", tag = "transforms",
+    params(("tenant" = String, Path), ("name" = String, Path)),
+    responses((status = 204, description = "Every version deleted"),
+        (status = 404, body = super::ErrorResponse),
+        (status = 409, description = "A subscription is bound to it", body = super::ErrorResponse)))]
+pub(super) async fn remove(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path((tenant_id, name)): Path<(String, String)>,
@@ -121,7 +154,14 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn test(
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/transforms/{name}/versions/{version}/test",
+    tag = "transforms",
+    params(("tenant" = String, Path), ("name" = String, Path), ("version" = u32, Path)),
+    request_body = EventInput,
+    responses((status = 200, description = "What the transform decided; nothing was sent",
+            body = TransformTest),
+        (status = 400, body = super::ErrorResponse), (status = 404, body = super::ErrorResponse)))]
+pub(super) async fn test(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path((tenant_id, name, version)): Path<(String, String, String)>,

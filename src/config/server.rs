@@ -100,6 +100,7 @@ impl Default for ServerConfig {
             journal: JournalConfig {
                 commit_batch_max: engine.commit_batch_max,
                 intake_queue: engine.intake_queue,
+                intake_wait: Dur(engine.intake_wait),
                 reader_connections: engine.reader_connections,
             },
             actors: ActorsConfig {
@@ -163,6 +164,15 @@ pub struct Limits {
     pub max_batch_bytes: usize,
     /// Most events in one batch publish. Default 1000.
     pub max_batch_events: usize,
+    /// Deepest JSON nesting accepted in a request body. Default 64.
+    pub max_json_depth: usize,
+    /// Time a client has to send a request's headers (also the keep-alive idle timeout).
+    /// Default 10 s.
+    pub header_read_timeout: Dur,
+    /// Time a client has to send a request's body. Default 30 s.
+    pub body_read_timeout: Dur,
+    /// Most HTTP connections open at once. Default 1024.
+    pub max_connections: usize,
 }
 
 impl Limits {
@@ -186,6 +196,24 @@ impl Limits {
                 "must be between 1 and 100000",
             ));
         }
+        if !(2..=1024).contains(&self.max_json_depth) {
+            return Err(Error::invalid(
+                "limits.maxJsonDepth",
+                "must be between 2 and 1024",
+            ));
+        }
+        if self.header_read_timeout.0.is_zero() || self.body_read_timeout.0.is_zero() {
+            return Err(Error::invalid(
+                "limits",
+                "headerReadTimeout and bodyReadTimeout must be positive",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::invalid(
+                "limits.maxConnections",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 }
@@ -196,6 +224,10 @@ impl Default for Limits {
             max_event_bytes: 1024 * 1024,
             max_batch_bytes: 16 * 1024 * 1024,
             max_batch_events: 1000,
+            max_json_depth: 64,
+            header_read_timeout: Dur(std::time::Duration::from_secs(10)),
+            body_read_timeout: Dur(std::time::Duration::from_secs(30)),
+            max_connections: 1024,
         }
     }
 }
@@ -226,6 +258,9 @@ pub struct JournalConfig {
     pub commit_batch_max: usize,
     /// Operations that may wait for the writer before publishers wait. Default 8192.
     pub intake_queue: usize,
+    /// How long a publish waits for room in a full intake queue before it is refused with
+    /// 429. Default 1 s.
+    pub intake_wait: Dur,
     /// Read-only connections. Default 4.
     pub reader_connections: u32,
 }
@@ -584,6 +619,7 @@ impl ServerConfig {
             allow_networks: networks,
             commit_batch_max: self.journal.commit_batch_max,
             intake_queue: self.journal.intake_queue,
+            intake_wait: self.journal.intake_wait.0,
             reader_connections: self.journal.reader_connections,
             actor_prefetch: self.actors.prefetch,
             secret_key: self.secret_key.clone(),

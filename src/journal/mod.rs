@@ -405,14 +405,38 @@ impl Journal {
     }
 
     /// Journals events and their deliveries in one commit; one result per event, in order.
-    pub(crate) async fn publish(&self, events: Vec<Event>) -> Result<Vec<Result<PublishReceipt>>> {
-        match self
-            .call(Op::Publish {
+    /// Unlike the engine's own writes, which always wait their turn, a publish finding the intake queue full waits at most `wait` and then refuses with
+    /// [`Error::Overloaded`]: nothing of it was queued, so nothing of it is written.
+    pub(crate) async fn publish(
+        &self,
+        events: Vec<Event>,
+        wait: Duration,
+    ) -> Result<Vec<Result<PublishReceipt>>> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Op {
+            op: Op::Publish {
                 events,
                 at: now_ms(),
-            })
-            .await?
-        {
+            },
+            reply: Some(reply),
+        };
+        let sent = match self.inner.tx.try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::ShuttingDown),
+            Err(mpsc::error::TrySendError::Full(cmd)) if wait.is_zero() => {
+                drop(cmd);
+                Err(Error::Overloaded)
+            }
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                match self.inner.tx.send_timeout(cmd, wait).await {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Error::Overloaded),
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Error::ShuttingDown),
+                }
+            }
+        };
+        sent?;
+        match rx.await.map_err(|_| Error::ShuttingDown)?? {
             Outcome::Receipts(r) => {
                 self.inner.metrics.events_accepted(
                     r.iter()

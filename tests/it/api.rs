@@ -127,6 +127,12 @@ impl Resp {
         let err = self.error(400, "invalid");
         assert_eq!(err["field"], field, "unexpected field: {}", self.text);
     }
+
+    /// A 400 `schema_violation` whose `field` is the JSON pointer `pointer`.
+    fn schema_violation(&self, pointer: &str) {
+        let err = self.error(400, "schema_violation");
+        assert_eq!(err["field"], pointer, "unexpected field: {}", self.text);
+    }
 }
 
 /// An engine served over loopback HTTP.
@@ -538,7 +544,7 @@ async fn tenant_creation_needs_the_admin_key() {
     for bad in ["a b", "", "é", &"x".repeat(129)] {
         api.post("/v1/tenants", ADMIN, &json!({"id": bad, "name": "Bad"}))
             .await
-            .invalid_field("id");
+            .schema_violation("/id");
     }
     api.post("/v1/tenants", ADMIN, &json!({"id": "noname", "name": " "}))
         .await
@@ -750,7 +756,7 @@ async fn subscription_crud_round_trips() {
         &json!({"url": "http://127.0.0.1:9/"}),
     )
     .await
-    .invalid_field("tenantId");
+    .schema_violation("/tenantId");
     let own = api
         .subscribe(
             &key,
@@ -779,7 +785,7 @@ async fn subscription_crud_round_trips() {
         &json!({"url": "ftp://example.com/"}),
     )
     .await
-    .invalid_field("url");
+    .schema_violation("/url");
 
     // GET, by the tenant and by the admin.
     let path = format!("/v1/subscriptions/{id}");
@@ -818,14 +824,14 @@ async fn subscription_crud_round_trips() {
     // An invalid PATCH names the field and changes nothing.
     api.patch(&path, &key, &json!({"timeoutMs": 1}))
         .await
-        .invalid_field("timeoutMs");
+        .schema_violation("/timeoutMs");
     api.patch(
         &path,
         &key,
         &json!({"retry": {"maxAttempts": 0, "backoffMs": [1]}}),
     )
     .await
-    .invalid_field("retry.maxAttempts");
+    .schema_violation("/retry/maxAttempts");
     api.patch(&path, &key, &json!({"headers": {"webhook-id": "x"}}))
         .await
         .invalid_field("headers.webhook-id");
@@ -939,7 +945,7 @@ async fn publish_delivers_the_envelope_once() {
         .error(404, "not_found");
     api.post("/v1/events", ADMIN, &envelope("evt-y", "tx-6"))
         .await
-        .error(400, "invalid");
+        .schema_violation("/tenantId");
 
     // Deleting the subscription deletes its deliveries.
     let first = page["items"][0]["id"].as_str().expect("id").to_owned();
@@ -1008,49 +1014,57 @@ async fn bad_requests_get_exact_statuses_and_json_errors() {
     r.error(413, "payload_too_large");
     api.post("/v1/events", &key, &json!([1, 2]))
         .await
-        .error(400, "invalid");
+        .schema_violation("");
 
     // Envelope problems.
     let mut e = envelope("e1", "t");
     e["notificationType"] = json!("SOMETHING_ELSE");
-    api.post("/v1/events", &key, &e).await.error(400, "invalid");
+    api.post("/v1/events", &key, &e)
+        .await
+        .schema_violation("/notificationType");
     let mut e = envelope("e2", "t");
     e.as_object_mut().expect("object").remove("transactionId");
-    api.post("/v1/events", &key, &e).await.error(400, "invalid");
+    api.post("/v1/events", &key, &e)
+        .await
+        .schema_violation("/transactionId");
     api.post("/v1/events", &key, &envelope("e3", ""))
         .await
-        .invalid_field("transactionId");
+        .schema_violation("/transactionId");
     let mut e = envelope("e4", "t");
     e["timestamp"] = json!("yesterday");
     api.post("/v1/events", &key, &e)
         .await
-        .invalid_field("timestamp");
+        .schema_violation("/timestamp");
     let mut e = envelope("e5", "t");
     e["payLoad"] = json!([1, 2]);
-    api.post("/v1/events", &key, &e).await.error(400, "invalid");
+    api.post("/v1/events", &key, &e)
+        .await
+        .schema_violation("/payLoad");
     api.post("/v1/events", &key, &envelope("bad id", "t"))
         .await
-        .invalid_field("id");
+        .schema_violation("/id");
     let mut e = envelope("e6", "t");
     e["unexpected"] = json!(1);
-    api.post("/v1/events", &key, &e).await.error(400, "invalid");
+    api.post("/v1/events", &key, &e)
+        .await
+        .schema_violation("/unexpected");
     api.post("/v1/subscriptions", &key, &json!({"url": 5}))
         .await
-        .error(400, "invalid");
+        .schema_violation("/url");
     api.post(
         "/v1/subscriptions",
         &key,
         &json!({"url": "http://127.0.0.1:9/", "bogus": 1}),
     )
     .await
-    .error(400, "invalid");
+    .schema_violation("/bogus");
     api.post(
         "/v1/subscriptions",
         &key,
         &json!({"url": "http://127.0.0.1:9/", "tenantId": 7}),
     )
     .await
-    .invalid_field("tenantId");
+    .schema_violation("/tenantId");
     // A JSON content type with parameters is fine.
     let r = api
         .send(
@@ -1622,32 +1636,36 @@ async fn requests_after_engine_shutdown_get_503() {
     api.stop().await;
 }
 
-/// README: body errors are `400 invalid`. The typed bodies of POST /v1/tenants and
-/// PATCH /v1/subscriptions/{id} answer 422 instead, because `json_rejection` (src/api.rs) keeps
-/// axum's status for `JsonDataError`; POST /v1/subscriptions and POST /v1/events answer 400.
+/// Wrong types, missing and unknown fields in the bodies of POST /v1/tenants and
+/// PATCH /v1/subscriptions/{id} are schema violations (400) naming the field.
 #[tokio::test]
-async fn type_errors_in_typed_bodies_are_400_invalid() {
+async fn type_errors_in_typed_bodies_are_400_schema_violations() {
     let api = Api::start().await;
     let key = api.tenant("acme").await;
     let sub = api
         .subscribe(&key, json!({"url": "http://127.0.0.1:9/"}))
         .await;
     let path = format!("/v1/subscriptions/{}", sub["id"].as_str().expect("id"));
-    for body in [
-        json!({"id": 5, "name": "x"}),
-        json!({"id": "noname"}),
-        json!({"id": "extra", "name": "x", "extra": 1}),
+    for (body, pointer) in [
+        (json!({"id": 5, "name": "x"}), "/id"),
+        (json!({"id": "noname"}), "/name"),
+        (json!({"id": "extra", "name": "x", "extra": 1}), "/extra"),
     ] {
         api.post("/v1/tenants", ADMIN, &body)
             .await
-            .error(400, "invalid");
+            .schema_violation(pointer);
     }
-    for body in [
-        json!({"timeoutMs": "fast"}),
-        json!({"bogus": 1}),
-        json!({"retry": {"maxAttempts": 2, "backoffMs": [1], "x": 1}}),
+    for (body, pointer) in [
+        (json!({"timeoutMs": "fast"}), "/timeoutMs"),
+        (json!({"bogus": 1}), "/bogus"),
+        (
+            json!({"retry": {"maxAttempts": 2, "backoffMs": [1], "x": 1}}),
+            "/retry/x",
+        ),
     ] {
-        api.patch(&path, &key, &body).await.error(400, "invalid");
+        api.patch(&path, &key, &body)
+            .await
+            .schema_violation(pointer);
     }
     api.stop().await;
 }

@@ -982,7 +982,6 @@ async fn publish_splits_batches_the_server_finds_too_large() {
 }
 
 #[tokio::test]
-#[ignore = "needs /v1/events/batch (h5a)"]
 async fn large_inputs_go_through_the_batch_route_in_order() {
     let server = Server::start().await;
     let receiver = Receiver::start().await;
@@ -1066,7 +1065,6 @@ async fn load_publishes_single_events_and_reports_a_json_line() {
 }
 
 #[tokio::test]
-#[ignore = "needs /v1/events/batch (h5a)"]
 async fn load_publishes_batches_and_reports_a_json_line() {
     let server = Server::start().await;
     let report = load(&server, &["--events", "400", "--batch", "50"]).await;

@@ -12,6 +12,7 @@ mod api;
 mod cli;
 mod crash;
 mod engine;
+mod ingress;
 mod mtls;
 mod ops;
 mod outbound;
