@@ -409,7 +409,20 @@ async fn sync_then_apply(
         sqlx::query(pragma).execute(&mut *conn).await?;
         sync.full = full;
     }
-    let outs = apply_all(conn, routing, ops, wakes).await?;
+    // The hot path: a batch of plain attempt outcomes is one statement, no BEGIN/COMMIT.
+    let plain: Option<Vec<&AttemptRecord>> = ops
+        .iter()
+        .map(|op| match op {
+            Op::RecordAttempt(r) if r.flags.is_none() => Some(r.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let outs = match plain {
+        Some(records) if !records.is_empty() => {
+            super::batch::record_outcomes(conn, &records, crate::clock::now_ms()).await?
+        }
+        _ => apply_all(conn, routing, ops, wakes).await?,
+    };
     if full {
         sync.last_fsync = Instant::now();
     }

@@ -137,7 +137,7 @@ impl Resp {
 
 /// An engine served over loopback HTTP.
 pub(crate) struct Api {
-    base: String,
+    pub(crate) base: String,
     client: reqwest::Client,
     pub(crate) engine: EngineHandle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
