@@ -8,8 +8,9 @@
 //! and SQLite's `json_each` expands it (`ORDER BY key` keeps the array order, which is what
 //! assigns `seq` and delivery ids in publish order).
 //!
-//! Each operation still gets its own result, and refusals (unknown tenant, deleted delivery)
-//! write nothing for that operation only, exactly as the one-at-a-time path did.
+//! Each operation still gets its own result, and a refusal (an unknown tenant) writes nothing for
+//! that operation only, exactly as the one-at-a-time path did. An attempt outcome whose delivery
+//! was deleted meanwhile (with its subscription) records nothing.
 
 use std::collections::{HashMap, HashSet};
 
@@ -152,95 +153,6 @@ pub(super) async fn publish_many(
         outs.push(Ok(Outcome::Receipts(receipts)));
     }
     Ok(outs)
-}
-
-/// Records attempts that change no subscription flag (the common case: one per delivery).
-pub(super) async fn record_many(
-    conn: &mut SqliteConnection,
-    records: &[&AttemptRecord],
-    now: i64,
-) -> sqlx::Result<Vec<Result<Outcome>>> {
-    let updates: Vec<Value> = records
-        .iter()
-        .map(|r| {
-            json!([
-                r.delivery.raw(),
-                r.new_status.as_str(),
-                r.n,
-                r.budget_used,
-                r.next_at,
-                r.status_code,
-                r.error,
-            ])
-        })
-        .collect();
-    let updated: Vec<i64> = sqlx::query_scalar(
-        "UPDATE deliveries SET state = u.value ->> 1, attempts = u.value ->> 2, \
-           budget_used = u.value ->> 3, next_at = u.value ->> 4, started_at = NULL, \
-           last_status = u.value ->> 5, last_error = u.value ->> 6, updated_at = ?2 \
-         FROM json_each(?1) AS u WHERE deliveries.id = u.value ->> 0 RETURNING deliveries.id",
-    )
-    .bind(Value::Array(updates).to_string())
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
-    let updated: HashSet<i64> = updated.into_iter().collect();
-
-    // Attempts and next marks only for deliveries that still exist: a subscription deleted while
-    // its attempt ran has nothing left to record.
-    let mut attempts = Vec::new();
-    let mut marks = Vec::new();
-    for r in records
-        .iter()
-        .filter(|r| updated.contains(&r.delivery.raw()))
-    {
-        attempts.push(json!([
-            r.delivery.raw(),
-            r.n,
-            r.started_at,
-            r.duration_ms,
-            r.status_code,
-            r.error_kind,
-            r.error,
-            r.snippet,
-            r.transform_log,
-        ]));
-        if let Some((next, n, at)) = r.next_in_flight {
-            marks.push(json!([next.raw(), n, at]));
-        }
-    }
-    if !attempts.is_empty() {
-        sqlx::query(
-            "INSERT OR REPLACE INTO attempts (delivery_id, n, started_at, duration_ms, \
-               status_code, error_kind, error, response_snippet, transform_log) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-               value ->> 5, value ->> 6, value ->> 7, value ->> 8 FROM json_each(?1)",
-        )
-        .bind(Value::Array(attempts).to_string())
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !marks.is_empty() {
-        sqlx::query(
-            "UPDATE deliveries SET state = 'in_flight', attempts = m.value ->> 1, \
-               started_at = m.value ->> 2, next_at = NULL, updated_at = m.value ->> 2 \
-             FROM json_each(?1) AS m \
-             WHERE deliveries.id = m.value ->> 0 AND deliveries.state IN ('pending', 'in_flight')",
-        )
-        .bind(Value::Array(marks).to_string())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(records
-        .iter()
-        .map(|r| {
-            if updated.contains(&r.delivery.raw()) {
-                Ok(Outcome::Unit)
-            } else {
-                Err(Error::not_found("delivery", r.delivery))
-            }
-        })
-        .collect())
 }
 
 /// Records plain attempt outcomes (no subscription flag changes) with ONE statement and no

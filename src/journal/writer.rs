@@ -480,7 +480,7 @@ async fn apply_all(
                         })
                         .collect();
                     let now = crate::clock::now_ms();
-                    outs.extend(super::batch::record_many(&mut tx, &records, now).await?);
+                    outs.extend(super::batch::record_outcomes(&mut tx, &records, now).await?);
                     i += plain;
                 } else {
                     outs.push(apply(&mut tx, routing, &ops[i], wakes).await?);
