@@ -249,7 +249,7 @@ impl Receiver {
 /// Deliveries that arrived at a path not after an earlier event of the same path (a duplicate
 /// or a reordering). Valid when events were published in id order.
 fn order_violations(arrivals: &[Arrival]) -> u64 {
-    order_violations_by(arrivals, |event| i64::from(event))
+    order_violations_by(arrivals, i64::from)
 }
 
 /// The same against the journal's order, `seq_of(event)`: for events published concurrently,
