@@ -1,6 +1,6 @@
 //! End-to-end benchmark: hookline embedded on a SQLite file, delivering to loopback receivers.
 //!
-//! `cargo bench --bench e2e -- [--quick] [--events N] [--single N] [--subs N]`
+//! `cargo bench --bench e2e -- [--quick] [--events N] [--single N] [--subs N] [--fixed-secs N]`
 //!
 //! Everything runs in one process on one tokio runtime: a bare hyper receiver that answers 200
 //! at once, the ceilings (a bare `reqwest::Client` posting the same ~1 KiB envelopes to it), and
@@ -20,6 +20,8 @@
 //! | `latency_idle_*` | one subscription, one event at a time: publish call → receipt |
 //! | `latency_100_sweep` | `--subs` active subscriptions, events published open-loop at shares of `deliveries_100_per_s` (10 to 80%): scheduled publish instant → receipt, and whether the engine kept up |
 //! | `latency_100_*` | the sweep point at the highest load the engine kept up with |
+//! | `p50_ms_at_1k`, `p99_ms_at_1k` | a fixed offered load of 1,000 events/s for `--fixed-secs` (5 s; 1.5 s with `--quick`), open loop, spread over 100 active subscriptions (subscription `k` filters `workflowIds: ["wf-k"]`, events go round-robin over `wf-0`…`wf-99`, so each event is one delivery): scheduled publish instant → receipt |
+//! | `peak_rss_mb`, `rss_mb` | VmHWM of the process at the end; VmRSS at the start of each phase (from /proc/self/status) |
 //!
 //! The receiver records, per subscription path, the arrival of each event id, which gives the
 //! latencies and a check of the strict per-subscription order (`order_violations`, expected 0).
@@ -75,12 +77,14 @@ struct Sizes {
     latency_for: Duration,
     /// Samples of the raw fsync probe.
     fsync_samples: u32,
+    /// How long the fixed 1,000 events/s load runs.
+    fixed_for: Duration,
 }
 
 impl Sizes {
     fn from_args() -> Sizes {
         let mut quick = false;
-        let (mut events, mut single, mut subs) = (None, None, None);
+        let (mut events, mut single, mut subs, mut fixed) = (None, None, None, None);
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             let mut number = |name: &str| -> u32 {
@@ -94,6 +98,7 @@ impl Sizes {
                 "--events" => events = Some(number("--events")),
                 "--single" => single = Some(number("--single")),
                 "--subs" => subs = Some(number("--subs")),
+                "--fixed-secs" => fixed = Some(number("--fixed-secs")),
                 // `cargo bench` passes `--bench` to every bench binary.
                 "--bench" => {}
                 other => eprintln!("e2e: ignoring unknown argument {other:?}"),
@@ -114,6 +119,10 @@ impl Sizes {
             },
             latency_for: Duration::from_millis(if quick { 1_500 } else { 4_000 }),
             fsync_samples: if quick { 30 } else { 200 },
+            fixed_for: fixed.map_or(
+                Duration::from_millis(if quick { 1_500 } else { 5_000 }),
+                |s| Duration::from_secs(u64::from(s)),
+            ),
         }
     }
 }
@@ -240,11 +249,18 @@ impl Receiver {
 /// Deliveries that arrived at a path not after an earlier event of the same path (a duplicate
 /// or a reordering). Valid when events were published in id order.
 fn order_violations(arrivals: &[Arrival]) -> u64 {
-    let mut last: std::collections::HashMap<u32, u32> = Default::default();
+    order_violations_by(arrivals, i64::from)
+}
+
+/// The same against the journal's order, `seq_of(event)`: for events published concurrently,
+/// whose commits may land in another order than their ids.
+fn order_violations_by(arrivals: &[Arrival], seq_of: impl Fn(u32) -> i64) -> u64 {
+    let mut last: std::collections::HashMap<u32, i64> = Default::default();
     let mut bad = 0;
     for a in arrivals {
-        if let Some(prev) = last.insert(a.path, a.event)
-            && a.event <= prev
+        let seq = seq_of(a.event);
+        if let Some(prev) = last.insert(a.path, seq)
+            && seq <= prev
         {
             bad += 1;
         }
@@ -449,6 +465,27 @@ impl Journaled {
             ids.push(sub.id);
         }
         ids
+    }
+
+    /// A tenant with `subs` active subscriptions to `/s/0`…, subscription `k` filtering
+    /// `workflowIds: ["wf-k"]`.
+    async fn routed_tenant(&self, tenant: &str, addr: SocketAddr, subs: u32) {
+        self.engine
+            .create_tenant(NewTenant {
+                id: tenant.into(),
+                name: tenant.into(),
+                rate_limit: None,
+            })
+            .await
+            .expect("create tenant");
+        for k in 0..subs {
+            let mut sub = NewSubscription::new(tenant, format!("http://{addr}/s/{k}"));
+            sub.workflow_ids = vec![format!("wf-{k}")];
+            self.engine
+                .create_subscription(sub)
+                .await
+                .expect("create subscription");
+        }
     }
 
     /// Publishes `range` in batches of [`BATCH`], in order, each fanning out to `subs`.
@@ -665,6 +702,83 @@ async fn loaded_latency(
     }
 }
 
+/// Publishes open-loop at `rate` events/s for `dur`, event `i` to workflow `wf-{i % subs}`
+/// (so to exactly one of [`Journaled::routed_tenant`]'s subscriptions); latency is scheduled
+/// publish instant → receipt (ms).
+async fn fixed_load(
+    rx: &Receiver,
+    addr: SocketAddr,
+    subs: u32,
+    rate: f64,
+    dur: Duration,
+    pad: &str,
+) -> (Loaded, Vec<f64>, u64) {
+    let j = Journaled::start(Durability::Fsync).await;
+    j.routed_tenant("fixed", addr, subs).await;
+    rx.take_arrivals();
+    let n = ((rate * dur.as_secs_f64()).round() as u32).max(10);
+    let target = rx.count() + u64::from(n);
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut scheduled = Vec::with_capacity(n as usize);
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let at = ticks.tick().await.into_std();
+        scheduled.push(at.saturating_duration_since(rx.base).as_nanos() as u64);
+        let ev = event("fixed", i, pad).workflow_id(format!("wf-{}", i % subs));
+        let (engine, base) = (j.engine.clone(), rx.base);
+        set.spawn(async move {
+            let r = engine.publish(ev).await.expect("publish");
+            assert_eq!(r.deliveries, 1, "event {} is for one subscription", r.id);
+            (i, r.seq, base.elapsed().as_nanos() as u64)
+        });
+    }
+    let published = set.join_all().await;
+    // Concurrent publishes may commit out of id order: the order to check is the journal's.
+    let mut seqs = vec![0i64; n as usize];
+    for (i, seq, _) in &published {
+        seqs[*i as usize] = *seq;
+    }
+    // Scheduled instant → `publish` returned (durable), ms: splits the latency into the
+    // journal's part and the delivery path's part.
+    let publish_lat = published
+        .iter()
+        .map(|(i, _, done)| done.saturating_sub(scheduled[*i as usize]) as f64 / 1e6)
+        .collect();
+    rx.wait_for(target, DRAIN_LIMIT).await;
+    j.shutdown().await;
+    let arrivals = rx.take_arrivals();
+    let first_ns = scheduled.first().copied().unwrap_or(0);
+    let last_sched = scheduled.last().copied().unwrap_or(0);
+    let last_ns = arrivals.iter().map(|a| a.at_ns).max().unwrap_or(first_ns);
+    let lat = arrivals
+        .iter()
+        .map(|a| a.at_ns.saturating_sub(scheduled[a.event as usize]) as f64 / 1e6)
+        .collect();
+    let loaded = Loaded {
+        load: 1.0,
+        events_per_s: rate,
+        offered_per_s: rate,
+        delivered_per_s: arrivals.len() as f64 / ((last_ns - first_ns) as f64 / 1e9),
+        kept_up: last_ns.saturating_sub(last_sched) as f64 <= dur.as_nanos() as f64 / 5.0,
+        lat: sorted(lat),
+    };
+    let violations = order_violations_by(&arrivals, |event| seqs[event as usize]);
+    (loaded, sorted(publish_lat), violations)
+}
+
+/// A `kB` field of /proc/self/status in MiB (NaN where there is no /proc).
+fn status_mb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(str::to_owned))
+        })
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 // ---- main ------------------------------------------------------------------------------------
 
 fn main() {
@@ -682,7 +796,18 @@ async fn run(sz: Sizes) {
     let (rx, addr) = Receiver::start(begun).await;
     let pad = pad();
     let body = ceiling_body(&pad);
-    let step = |what: &str| eprintln!("e2e [{:>5.1}s] {what}", begun.elapsed().as_secs_f64());
+    // VmRSS at the start of each phase: cheap, and shows which phase holds memory.
+    let rss = Mutex::new(serde_json::Map::new());
+    let step = |what: &str| {
+        let mb = status_mb("VmRSS");
+        eprintln!(
+            "e2e [{:>5.1}s] {what} (RSS {mb:.0} MiB)",
+            begun.elapsed().as_secs_f64()
+        );
+        rss.lock()
+            .expect("rss lock")
+            .insert(what.to_owned(), r2(mb));
+    };
 
     step("fsync probe");
     let (fsync_p50, fsync_p99) = fsync_probe(sz.fsync_samples).await;
@@ -720,7 +845,11 @@ async fn run(sz: Sizes) {
         sweep.push(l);
     }
     fan.j.shutdown().await;
+    step("latency: fixed 1,000 events/s over 100 subscriptions");
+    let (fixed, fixed_publish, fixed_violations) =
+        fixed_load(&rx, addr, 100, 1_000.0, sz.fixed_for, &pad).await;
     step("done");
+    let peak_rss = status_mb("VmHWM");
     // The headline latency: the highest load the engine kept up with (else the lowest tried).
     let headline = sweep
         .iter()
@@ -731,7 +860,8 @@ async fn run(sz: Sizes) {
 
     let seq_ratio = one.per_s / ceiling_seq;
     let conc_ratio = fan.per_s / ceiling_conc;
-    let violations = one.order_violations + one_os.order_violations + fan.order_violations;
+    let violations =
+        one.order_violations + one_os.order_violations + fan.order_violations + fixed_violations;
     let s = sz.subs;
     let ms = |v: &[f64]| format!("p50 {:.2} ms, p99 {:.2} ms", pct(v, 50.0), pct(v, 99.0));
     let row = |label: String, value: String| println!("  {label:<44} {value}");
@@ -809,6 +939,24 @@ async fn run(sz: Sizes) {
         );
     }
     row(
+        format!(
+            "latency, 1,000 ev/s over 100 subs ({:.1} s)",
+            sz.fixed_for.as_secs_f64()
+        ),
+        format!(
+            "{}, max {:.2} ms; delivered {:.0} /s{}",
+            ms(&fixed.lat),
+            fixed.lat.last().copied().unwrap_or(f64::NAN),
+            fixed.delivered_per_s,
+            if fixed.kept_up { "" } else { "  FELL BEHIND" }
+        ),
+    );
+    row(
+        "  of which scheduled → publish returned".into(),
+        ms(&fixed_publish),
+    );
+    row("peak RSS (VmHWM)".into(), format!("{peak_rss:.0} MiB"));
+    row(
         "per-subscription order violations".into(),
         violations.to_string(),
     );
@@ -846,6 +994,16 @@ async fn run(sz: Sizes) {
         "latency_100_events_per_s": r2(headline.events_per_s),
         "latency_100_kept_up": headline.kept_up,
         "latency_100_sweep": sweep.iter().map(Loaded::json).collect::<Vec<_>>(),
+        "p50_ms_at_1k": r2(pct(&fixed.lat, 50.0)),
+        "p99_ms_at_1k": r2(pct(&fixed.lat, 99.0)),
+        "publish_p50_ms_at_1k": r2(pct(&fixed_publish, 50.0)),
+        "publish_p99_ms_at_1k": r2(pct(&fixed_publish, 99.0)),
+        "max_ms_at_1k": r2(fixed.lat.last().copied().unwrap_or(f64::NAN)),
+        "kept_up_at_1k": fixed.kept_up,
+        "order_violations_at_1k": fixed_violations,
+        "fixed_secs": r2(sz.fixed_for.as_secs_f64()),
+        "peak_rss_mb": r2(peak_rss),
+        "rss_mb": serde_json::Value::Object(rss.into_inner().expect("rss lock")),
         "order_violations": violations,
         "elapsed_s": r2(begun.elapsed().as_secs_f64()),
     });

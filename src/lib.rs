@@ -77,6 +77,80 @@ mod ssrf;
 mod tls;
 pub mod transform;
 
+/// Crate-private hot paths, exposed for `benches/micro.rs` only: not part of the API, no
+/// stability promise. Each function does what the delivery path does, in the same order.
+#[doc(hidden)]
+pub mod bench_support {
+    use std::time::{Duration, SystemTime};
+
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use crate::policy::{self, Decision};
+    use crate::signing::{SigningKeys, signature_header};
+
+    /// What the subscriber actor holds to judge an attempt: the retry policy and its RNG.
+    #[derive(Debug)]
+    pub struct Judge {
+        policy: crate::RetryPolicy,
+        rng: StdRng,
+    }
+
+    impl Judge {
+        /// A judge with `policy` and a fixed seed (jitter only).
+        pub fn new(policy: crate::RetryPolicy) -> Judge {
+            Judge {
+                policy,
+                rng: StdRng::seed_from_u64(6),
+            }
+        }
+
+        /// Status table, `Retry-After` (parsed as the sender does) and retry budget for one
+        /// response; the retry delay when the delivery is to be retried.
+        pub fn judge(
+            &mut self,
+            status: u16,
+            retry_after: Option<&str>,
+            counted: u32,
+        ) -> Option<Duration> {
+            let asked = retry_after.and_then(|v| policy::parse_retry_after(v, SystemTime::now()));
+            match policy::decide(
+                policy::classify_status(status),
+                asked,
+                counted,
+                &self.policy,
+                Duration::from_secs(3600),
+                &mut self.rng,
+            ) {
+                Decision::RetryIn(d) => Some(d),
+                Decision::Delivered | Decision::Dropped | Decision::Failed { .. } => None,
+            }
+        }
+    }
+
+    /// A subscription's signing keys as journaled (text forms).
+    #[derive(Debug)]
+    pub struct Keys(SigningKeys);
+
+    impl Keys {
+        /// A generated `whsec_` secret, plus an ed25519 key when `ed25519`.
+        pub fn generate(ed25519: bool) -> Keys {
+            // Generated keys are well formed, so `create` cannot fail here.
+            Keys(SigningKeys::create(None, ed25519).unwrap_or_default())
+        }
+
+        /// The `webhook-signature` header of one delivery, as the sender builds it: secrets
+        /// decoded from their text form, then one signature each.
+        pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> Result<String, String> {
+            let now_ms = timestamp.saturating_mul(1000);
+            let secrets = self.0.active(now_ms).map_err(|e| e.to_string())?;
+            let ed = self.0.ed25519_key().map_err(|e| e.to_string())?;
+            signature_header(&secrets, ed.as_ref(), msg_id, timestamp, body)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
 pub use config::{Durability, EngineConfig, Limits, MetricsSettings, Retention, ServerConfig};
 pub use engine::{Engine, EngineBuilder, EngineHandle};
 pub use error::{Error, Result};
