@@ -44,6 +44,9 @@
 //! | `journal` | the SQLite journal: group-commit writer, readers, recovery |
 //! | `delivery` | one HTTP attempt: request building, timeouts, response capture |
 //! | `policy` | status table, retry schedule, `Retry-After` (pure functions) |
+//! | `ssrf`, `signing`, `oauth`, `tls`, `ratelimit`, `secretbox` | talking to receivers safely |
+//! | [`transform`] | tenant WebAssembly transforms: the sandboxed runtime and the registry |
+//! | `metrics` | the Prometheus registry behind `GET /metrics` |
 //! | [`model`], [`config`], [`id`], [`error`] | data types, settings, identifiers, errors |
 //!
 //! ## Supervision tree
