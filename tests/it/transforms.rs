@@ -17,7 +17,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::api::{ADMIN, Api};
+use crate::api::Api;
 use crate::support::{Receiver, TENANT, TestEngine, WITHIN, event, eventually};
 
 fn wasm(name: &str) -> Vec<u8> {
@@ -209,7 +209,6 @@ async fn transforms_round_trip_through_the_api() {
     api.get("/v1/tenants/acme/transforms/pii", &key)
         .await
         .error(404, "not_found");
-    let _ = ADMIN;
     api.stop().await;
 }
 
