@@ -278,9 +278,14 @@ impl TransformRegistry {
                     ),
                 };
             }
+            // Not retried: the version is gone, or its stored module no longer compiles.
             Err(e) => {
+                let code = match e {
+                    Error::NotFound { .. } => "transform_missing",
+                    _ => "transform_invalid",
+                };
                 return Step::Fail {
-                    code: "transform_unavailable",
+                    code,
                     message: e.to_string(),
                     log: None,
                 };
