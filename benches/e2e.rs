@@ -29,6 +29,9 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark's report is its stdout")]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -767,18 +770,6 @@ async fn fixed_load(
     (loaded, sorted(publish_lat), violations)
 }
 
-/// A `kB` field of /proc/self/status in MiB (NaN where there is no /proc).
-fn status_mb(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(str::to_owned))
-        })
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 // ---- main ------------------------------------------------------------------------------------
 
 fn main() {
@@ -799,7 +790,7 @@ async fn run(sz: Sizes) {
     // VmRSS at the start of each phase: cheap, and shows which phase holds memory.
     let rss = Mutex::new(serde_json::Map::new());
     let step = |what: &str| {
-        let mb = status_mb("VmRSS");
+        let mb = support::status_mb("VmRSS");
         eprintln!(
             "e2e [{:>5.1}s] {what} (RSS {mb:.0} MiB)",
             begun.elapsed().as_secs_f64()
@@ -849,7 +840,7 @@ async fn run(sz: Sizes) {
     let (fixed, fixed_publish, fixed_violations) =
         fixed_load(&rx, addr, 100, 1_000.0, sz.fixed_for, &pad).await;
     step("done");
-    let peak_rss = status_mb("VmHWM");
+    let peak_rss = support::status_mb("VmHWM");
     // The headline latency: the highest load the engine kept up with (else the lowest tried).
     let headline = sweep
         .iter()

@@ -21,6 +21,9 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark's report is its stdout")]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,24 +57,12 @@ const TARGET_FIRST_DELIVERY_S: f64 = 2.0;
 
 // ---- process memory --------------------------------------------------------------------------
 
-/// A `kB` field of /proc/self/status in MiB (NaN where there is no /proc).
-fn status_mb(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(str::to_owned))
-        })
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn rss_mb() -> f64 {
-    status_mb("VmRSS")
+    support::status_mb("VmRSS")
 }
 
 fn hwm_mb() -> f64 {
-    status_mb("VmHWM")
+    support::status_mb("VmHWM")
 }
 
 fn r2(x: f64) -> Value {
