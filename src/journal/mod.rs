@@ -47,6 +47,7 @@ macro_rules! delivery_select {
 }
 
 mod batch;
+mod checkpoint;
 mod transforms;
 mod upkeep;
 mod writer;
@@ -236,8 +237,12 @@ impl Journal {
             .run(&mut conn)
             .await
             .map_err(|e| Error::unavailable("journal migration failed", e))?;
-        let recovery = recover(&mut conn).await?;
-        let cache = writer::Routing::load(&mut conn, sealer.clone()).await?;
+        // sqlx's part ends here: the writer drives its own connection (see `writer`).
+        conn.close().await.map_err(sql_err("open"))?;
+        let mut wconn = open_writer(path, cfg.durability)?;
+        let recovery = recover(&mut wconn)?;
+        let routing = writer::Routing::load(&wconn, sealer.clone())?;
+        let checkpointer = checkpoint::Checkpointer::start(path)?;
 
         let readers = SqlitePoolOptions::new()
             .max_connections(cfg.reader_connections)
@@ -249,13 +254,16 @@ impl Journal {
         let (tx, rx) = mpsc::channel(cfg.intake_queue);
         let hook: Arc<OnceLock<CommitHook>> = Arc::new(OnceLock::new());
         let task = tokio::spawn(writer::run(
-            conn,
+            writer::Writer {
+                conn: wconn,
+                routing,
+                hook: hook.clone(),
+                batch_max: cfg.commit_batch_max,
+                durability: cfg.durability,
+                metrics: metrics.clone(),
+                checkpointer,
+            },
             rx,
-            cache,
-            hook.clone(),
-            cfg.commit_batch_max,
-            cfg.durability,
-            metrics.clone(),
         ));
         let journal = Journal {
             inner: Arc::new(Inner {
@@ -531,7 +539,8 @@ impl Journal {
             .fetch_optional(self.pool())
             .await
             .map_err(sql_err("read"))?;
-        row.map(|r| tenant_from_row(&r)).transpose()
+        row.map(|r| tenant_from_row(TenantRaw::from_sqlx(&r)))
+            .transpose()
     }
 
     /// Every tenant's own rate limit, to be applied to the limiters at start-up.
@@ -542,7 +551,7 @@ impl Journal {
             .map_err(sql_err("read"))?;
         rows.iter()
             .map(|r| {
-                let t = tenant_from_row(r)?;
+                let t = tenant_from_row(TenantRaw::from_sqlx(r))?;
                 Ok(t.rate_limit.map(|l| (t.id, l)))
             })
             .filter_map(Result::transpose)
@@ -558,7 +567,7 @@ impl Journal {
             .fetch_optional(self.pool())
             .await
             .map_err(sql_err("read"))?;
-        row.map(|r| sub_from_row(&r, &self.inner.sealer))
+        row.map(|r| sub_from_row(SubRaw::from_sqlx(&r), &self.inner.sealer))
             .transpose()
     }
 
@@ -581,7 +590,7 @@ impl Journal {
         }
         .map_err(sql_err("read"))?;
         rows.iter()
-            .map(|r| sub_from_row(r, &self.inner.sealer))
+            .map(|r| sub_from_row(SubRaw::from_sqlx(r), &self.inner.sealer))
             .collect()
     }
 
@@ -740,64 +749,93 @@ async fn check_pragmas(conn: &mut SqliteConnection, durability: Durability) -> R
 /// Logs every attempt still marked in flight (of one subscription, or of all) as `interrupted`
 /// and puts its delivery back to pending, where it is retried without consuming retry budget.
 /// Used by crash recovery and when a subscription's actor starts after a failure.
-pub(super) async fn interrupt_in_flight(
-    conn: &mut SqliteConnection,
+pub(super) fn interrupt_in_flight(
+    conn: &rusqlite::Connection,
     sub: Option<&SubscriptionId>,
     now: i64,
-) -> sqlx::Result<u64> {
+) -> rusqlite::Result<u64> {
     let sub = sub.map(SubscriptionId::as_str);
-    let logged = sqlx::query(
-        "INSERT OR IGNORE INTO attempts (delivery_id, n, started_at, duration_ms, error_kind, error) \
-         SELECT id, attempts, COALESCE(started_at, updated_at), \
-                MAX(0, ?1 - COALESCE(started_at, updated_at)), ?2, \
-                'hookline stopped while this attempt was in flight' \
-         FROM deliveries WHERE state = 'in_flight' AND attempts > 0 \
-           AND (?3 IS NULL OR subscription_id = ?3)",
-    )
-    .bind(now)
-    .bind(crate::policy::ErrorKind::Interrupted.as_str())
-    .bind(sub)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    sqlx::query(
+    let logged = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO attempts \
+               (delivery_id, n, started_at, duration_ms, error_kind, error) \
+             SELECT id, attempts, COALESCE(started_at, updated_at), \
+                    MAX(0, ?1 - COALESCE(started_at, updated_at)), ?2, \
+                    'hookline stopped while this attempt was in flight' \
+             FROM deliveries WHERE state = 'in_flight' AND attempts > 0 \
+               AND (?3 IS NULL OR subscription_id = ?3)",
+        )?
+        .execute(rusqlite::params![
+            now,
+            crate::policy::ErrorKind::Interrupted.as_str(),
+            sub
+        ])?;
+    conn.prepare_cached(
         "UPDATE deliveries SET state = 'pending', started_at = NULL, last_error = 'interrupted', \
          updated_at = ?1 WHERE state = 'in_flight' AND (?2 IS NULL OR subscription_id = ?2)",
-    )
-    .bind(now)
-    .bind(sub)
-    .execute(&mut *conn)
-    .await?;
-    Ok(logged)
+    )?
+    .execute(rusqlite::params![now, sub])?;
+    Ok(logged as u64)
 }
 
 /// Guarantee 7: attempts cut short by a crash are logged as interrupted and retried.
-async fn recover(conn: &mut SqliteConnection) -> Result<Recovery> {
+fn recover(conn: &mut rusqlite::Connection) -> Result<Recovery> {
+    let sql = |e: rusqlite::Error| Error::unavailable("journal recovery failed", e);
     let now = now_ms();
-    let mut tx = conn
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(sql_err("recovery"))?;
-    let interrupted = interrupt_in_flight(&mut tx, None, now)
-        .await
-        .map_err(sql_err("recovery"))?;
-    let open: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT subscription_id FROM deliveries WHERE state IN ('pending', 'in_flight')",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(sql_err("recovery"))?;
-    tx.commit().await.map_err(sql_err("recovery"))?;
-    let open_subscriptions = open
-        .into_iter()
-        .map(SubscriptionId::from)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    let interrupted = interrupt_in_flight(&tx, None, now).map_err(sql)?;
+    let open: HashSet<String> = tx
+        .prepare(
+            "SELECT DISTINCT subscription_id FROM deliveries \
+             WHERE state IN ('pending', 'in_flight')",
+        )
+        .map_err(sql)?
+        .query_map([], |r| r.get(0))
+        .map_err(sql)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql)?;
+    tx.commit().map_err(sql)?;
     Ok(Recovery {
         interrupted,
-        open_subscriptions,
+        open_subscriptions: open.into_iter().map(SubscriptionId::from).collect(),
     })
+}
+
+/// The writer's connection: the same settings the journal was opened and checked with.
+fn open_writer(path: &Path, durability: Durability) -> Result<rusqlite::Connection> {
+    let sql = |e: rusqlite::Error| Error::unavailable("journal open failed", e);
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    // Keep I/O errors as errors (no SIGBUS on a full disk with mmap).
+    conn.pragma_update(None, "mmap_size", 0).map_err(sql)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(sql)?;
+    conn.pragma_update(None, "journal_size_limit", 67_108_864)
+        .map_err(sql)?;
+    let sync = match durability {
+        Durability::Fsync => "FULL",
+        Durability::Os => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(sql)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(sql)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Unavailable {
+            message: format!("journal_mode is {mode}, expected wal"),
+            source: None,
+        });
+    }
+    // Room for every statement the writer runs, so none is prepared twice.
+    conn.set_prepared_statement_cache_capacity(64);
+    checkpoint::prepare_writer(&conn).map_err(sql)?;
+    Ok(conn)
 }
 
 pub(super) const SUB_COLUMNS: &str = sub_select!();
@@ -828,12 +866,58 @@ pub(super) fn encode_spec(
     Ok((value.to_string(), sealed))
 }
 
-fn sub_from_row(r: &SqliteRow, sealer: &SecretBox) -> Result<SubscriptionRow> {
-    let id = SubscriptionId::from(r.get::<String, _>(0));
-    let config: String = r.get(2);
-    let mut value: serde_json::Value = serde_json::from_str(&config)
+/// The columns of [`sub_select!`], from either driver.
+pub(super) struct SubRaw {
+    id: String,
+    tenant_id: String,
+    config: String,
+    paused: i64,
+    blocked_on: Option<i64>,
+    disabled_reason: Option<String>,
+    faulted_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    secrets: Option<Vec<u8>>,
+}
+
+impl SubRaw {
+    fn from_sqlx(r: &SqliteRow) -> SubRaw {
+        SubRaw {
+            id: r.get(0),
+            tenant_id: r.get(1),
+            config: r.get(2),
+            paused: r.get(4),
+            blocked_on: r.get(5),
+            disabled_reason: r.get(6),
+            faulted_reason: r.get(7),
+            created_at: r.get(8),
+            updated_at: r.get(9),
+            secrets: r.get(10),
+        }
+    }
+}
+
+/// The columns of [`sub_select!`] on the writer's connection.
+pub(super) fn sub_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubRaw> {
+    Ok(SubRaw {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        config: r.get(2)?,
+        paused: r.get(4)?,
+        blocked_on: r.get(5)?,
+        disabled_reason: r.get(6)?,
+        faulted_reason: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+        secrets: r.get(10)?,
+    })
+}
+
+fn sub_from_row(r: SubRaw, sealer: &SecretBox) -> Result<SubscriptionRow> {
+    let id = SubscriptionId::from(r.id);
+    let mut value: serde_json::Value = serde_json::from_str(&r.config)
         .map_err(|e| Error::Internal(format!("unreadable subscription config: {e}")))?;
-    if let Some(sealed) = r.get::<Option<Vec<u8>>, _>(10)
+    if let Some(sealed) = r.secrets
         && let Some(obj) = value.as_object_mut()
     {
         let secrets: serde_json::Map<String, serde_json::Value> = sealer
@@ -848,29 +932,58 @@ fn sub_from_row(r: &SqliteRow, sealer: &SecretBox) -> Result<SubscriptionRow> {
         .map_err(|e| Error::Internal(format!("unreadable subscription config: {e}")))?;
     Ok(SubscriptionRow {
         id,
-        tenant_id: TenantId::from(r.get::<String, _>(1)),
+        tenant_id: TenantId::from(r.tenant_id),
         spec,
-        paused: r.get::<i64, _>(4) != 0,
-        blocked_on: r.get(5),
-        disabled_reason: r.get(6),
-        faulted_reason: r.get(7),
-        created_at: r.get(8),
-        updated_at: r.get(9),
+        paused: r.paused != 0,
+        blocked_on: r.blocked_on,
+        disabled_reason: r.disabled_reason,
+        faulted_reason: r.faulted_reason,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
     })
 }
 
-/// A tenant row; `rate_limit` is the JSON of a [`RateLimit`].
-pub(super) fn tenant_from_row(r: &SqliteRow) -> Result<Tenant> {
+/// The columns of [`tenant_select!`], from either driver.
+pub(super) struct TenantRaw {
+    id: String,
+    name: String,
+    created_at: i64,
+    /// The JSON of a [`RateLimit`].
+    rate_limit: Option<String>,
+}
+
+impl TenantRaw {
+    fn from_sqlx(r: &SqliteRow) -> TenantRaw {
+        TenantRaw {
+            id: r.get(0),
+            name: r.get(1),
+            created_at: r.get(2),
+            rate_limit: r.get(3),
+        }
+    }
+}
+
+/// The columns of [`tenant_select!`] on the writer's connection.
+pub(super) fn tenant_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRaw> {
+    Ok(TenantRaw {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+        rate_limit: r.get(3)?,
+    })
+}
+
+pub(super) fn tenant_from_row(r: TenantRaw) -> Result<Tenant> {
     let rate_limit = r
-        .get::<Option<String>, _>(3)
+        .rate_limit
         .map(|j| serde_json::from_str::<RateLimit>(&j))
         .transpose()
         .map_err(|e| Error::Internal(format!("unreadable tenant rate limit: {e}")))?;
     Ok(Tenant {
-        id: TenantId::from(r.get::<String, _>(0)),
-        name: r.get(1),
+        id: TenantId::from(r.id),
+        name: r.name,
         rate_limit,
-        created_at: format_ms(r.get(2)),
+        created_at: format_ms(r.created_at),
     })
 }
 

@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
+use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
 
 use super::writer::{Op, Outcome, Routing};
 use super::{Journal, sql_err, unexpected};
@@ -170,22 +170,20 @@ impl Journal {
 }
 
 /// Refuses a subscription spec bound to a transform version its tenant does not have.
-pub(super) async fn check_binding(
-    conn: &mut SqliteConnection,
+pub(super) fn check_binding(
+    conn: &Connection,
     tenant: &str,
     spec: &SubscriptionSpec,
-) -> sqlx::Result<Result<()>> {
+) -> rusqlite::Result<Result<()>> {
     let Some(t) = &spec.transform else {
         return Ok(Ok(()));
     };
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM transforms WHERE tenant_id = ?1 AND name = ?2 AND version = ?3",
-    )
-    .bind(tenant)
-    .bind(&t.name)
-    .bind(i64::from(t.version))
-    .fetch_optional(&mut *conn)
-    .await?;
+    let found: Option<i64> = conn
+        .prepare_cached(
+            "SELECT 1 FROM transforms WHERE tenant_id = ?1 AND name = ?2 AND version = ?3",
+        )?
+        .query_row(params![tenant, t.name, i64::from(t.version)], |r| r.get(0))
+        .optional()?;
     Ok(match found {
         Some(_) => Ok(()),
         // Another tenant's transform of the same name is as absent as a missing one.
@@ -199,67 +197,72 @@ pub(super) async fn check_binding(
     })
 }
 
-pub(super) async fn apply_insert(
-    conn: &mut SqliteConnection,
+/// A version row as the writer reads it back.
+fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransformVersion> {
+    Ok(TransformVersion {
+        name: r.get(0)?,
+        version: r.get::<_, i64>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
+        sha256: r.get(2)?,
+        size_bytes: r.get::<_, i64>(3)?.max(0) as u64,
+        created_at: format_ms(r.get(4)?),
+    })
+}
+
+pub(super) fn apply_insert(
+    conn: &Connection,
     routing: &Routing,
     t: &NewTransformRow,
-) -> sqlx::Result<Result<Outcome>> {
+) -> rusqlite::Result<Result<Outcome>> {
     if !routing.has_tenant(&t.tenant) {
         return Ok(Err(Error::not_found("tenant", &t.tenant)));
     }
     // Two uploads of the same bytes may race past the API's lookup; the second gets the first's.
-    let existing = sqlx::query(concat!(
-        "SELECT name, version, sha256, size_bytes, created_at FROM transforms ",
-        "WHERE tenant_id = ?1 AND name = ?2 AND sha256 = ?3"
-    ))
-    .bind(t.tenant.as_str())
-    .bind(&t.name)
-    .bind(&t.sha256)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = existing {
-        return Ok(Ok(Outcome::Transform(version_from_row(&row), false)));
+    let existing = conn
+        .prepare_cached(concat!(
+            "SELECT name, version, sha256, size_bytes, created_at FROM transforms ",
+            "WHERE tenant_id = ?1 AND name = ?2 AND sha256 = ?3"
+        ))?
+        .query_row(params![t.tenant.as_str(), t.name, t.sha256], version_row)
+        .optional()?;
+    if let Some(v) = existing {
+        return Ok(Ok(Outcome::Transform(v, false)));
     }
-    let version: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(MAX(version), 0) + 1 FROM transforms WHERE tenant_id = ?1 AND name = ?2",
-    )
-    .bind(t.tenant.as_str())
-    .bind(&t.name)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query(
+    let version: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM transforms \
+             WHERE tenant_id = ?1 AND name = ?2",
+        )?
+        .query_row(params![t.tenant.as_str(), t.name], |r| r.get(0))?;
+    conn.prepare_cached(
         "INSERT INTO transforms \
          (tenant_id, name, version, sha256, size_bytes, wasm, artifact, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .bind(t.tenant.as_str())
-    .bind(&t.name)
-    .bind(version)
-    .bind(&t.sha256)
-    .bind(t.wasm.len() as i64)
-    .bind(&t.wasm)
-    .bind(t.artifact.as_deref())
-    .bind(t.at)
-    .execute(&mut *conn)
-    .await?;
-    let row = sqlx::query(concat!(
-        "SELECT name, version, sha256, size_bytes, created_at FROM transforms ",
-        "WHERE tenant_id = ?1 AND name = ?2 AND version = ?3"
-    ))
-    .bind(t.tenant.as_str())
-    .bind(&t.name)
-    .bind(version)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Ok(Outcome::Transform(version_from_row(&row), true)))
+    )?
+    .execute(params![
+        t.tenant.as_str(),
+        t.name,
+        version,
+        t.sha256,
+        t.wasm.len() as i64,
+        t.wasm,
+        t.artifact.as_deref(),
+        t.at,
+    ])?;
+    let v = conn
+        .prepare_cached(concat!(
+            "SELECT name, version, sha256, size_bytes, created_at FROM transforms ",
+            "WHERE tenant_id = ?1 AND name = ?2 AND version = ?3"
+        ))?
+        .query_row(params![t.tenant.as_str(), t.name, version], version_row)?;
+    Ok(Ok(Outcome::Transform(v, true)))
 }
 
-pub(super) async fn apply_delete(
-    conn: &mut SqliteConnection,
+pub(super) fn apply_delete(
+    conn: &Connection,
     routing: &Routing,
     tenant: &TenantId,
     name: &str,
-) -> sqlx::Result<Result<Outcome>> {
+) -> rusqlite::Result<Result<Outcome>> {
     let bound: Vec<&str> = routing
         .subscriptions_of(tenant)
         .iter()
@@ -273,33 +276,25 @@ pub(super) async fn apply_delete(
             bound.join(", ")
         ))));
     }
-    let n = sqlx::query("DELETE FROM transforms WHERE tenant_id = ?1 AND name = ?2")
-        .bind(tenant.as_str())
-        .bind(name)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let n = conn
+        .prepare_cached("DELETE FROM transforms WHERE tenant_id = ?1 AND name = ?2")?
+        .execute(params![tenant.as_str(), name])?;
     if n == 0 {
         return Ok(Err(Error::not_found("transform", name)));
     }
     Ok(Ok(Outcome::Unit))
 }
 
-pub(super) async fn apply_set_artifact(
-    conn: &mut SqliteConnection,
+pub(super) fn apply_set_artifact(
+    conn: &Connection,
     tenant: &TenantId,
     name: &str,
     version: u32,
     artifact: &[u8],
-) -> sqlx::Result<Result<Outcome>> {
-    sqlx::query(
+) -> rusqlite::Result<Result<Outcome>> {
+    conn.prepare_cached(
         "UPDATE transforms SET artifact = ?4 WHERE tenant_id = ?1 AND name = ?2 AND version = ?3",
-    )
-    .bind(tenant.as_str())
-    .bind(name)
-    .bind(i64::from(version))
-    .bind(artifact)
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![tenant.as_str(), name, i64::from(version), artifact])?;
     Ok(Ok(Outcome::Unit))
 }

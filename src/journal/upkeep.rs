@@ -19,8 +19,8 @@
 
 use std::time::Duration;
 
+use rusqlite::{Connection, params};
 use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
 
 use super::writer::{Op, Outcome};
 use super::{Journal, sql_err, unexpected};
@@ -130,89 +130,65 @@ impl Journal {
 }
 
 /// The writer's side of [`Journal::replay`].
-pub(super) async fn apply_replay(
-    conn: &mut SqliteConnection,
+pub(super) fn apply_replay(
+    conn: &Connection,
     sub: &SubscriptionId,
     since_ms: i64,
     until_ms: i64,
     at: i64,
-) -> sqlx::Result<Result<Outcome>> {
-    let n = sqlx::query(
-        "UPDATE deliveries SET state = 'pending', budget_used = 0, next_at = NULL, \
-           started_at = NULL, updated_at = ?4 \
-         WHERE subscription_id = ?1 \
-           AND state IN ('delivered', 'failed', 'skipped', 'dropped') \
-           AND EXISTS (SELECT 1 FROM events e WHERE e.seq = deliveries.event_seq \
-                       AND e.created_at >= ?2 AND e.created_at < ?3)",
-    )
-    .bind(sub.as_str())
-    .bind(since_ms)
-    .bind(until_ms)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+) -> rusqlite::Result<Result<Outcome>> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'pending', budget_used = 0, next_at = NULL, \
+               started_at = NULL, updated_at = ?4 \
+             WHERE subscription_id = ?1 \
+               AND state IN ('delivered', 'failed', 'skipped', 'dropped') \
+               AND EXISTS (SELECT 1 FROM events e WHERE e.seq = deliveries.event_seq \
+                           AND e.created_at >= ?2 AND e.created_at < ?3)",
+        )?
+        .execute(params![sub.as_str(), since_ms, until_ms, at])?;
     // A subscription blocked on a delivery that is pending again is no longer blocked.
-    sqlx::query(
+    conn.prepare_cached(
         "UPDATE subscriptions SET blocked_on = NULL, updated_at = ?2 \
          WHERE id = ?1 AND blocked_on IN \
            (SELECT id FROM deliveries WHERE subscription_id = ?1 AND state = 'pending')",
-    )
-    .bind(sub.as_str())
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(Ok(Outcome::Count(n)))
+    )?
+    .execute(params![sub.as_str(), at])?;
+    Ok(Ok(Outcome::Count(n as u64)))
 }
 
 /// The writer's side of [`Journal::prune`].
-pub(super) async fn apply_prune(
-    conn: &mut SqliteConnection,
+pub(super) fn apply_prune(
+    conn: &Connection,
     delivered_before: i64,
     failed_before: i64,
     batch: u32,
-) -> sqlx::Result<Result<Outcome>> {
+) -> rusqlite::Result<Result<Outcome>> {
     // A delivery's `updated_at` is never before its event's `created_at`, so only events older
     // than the cutoff are candidates; the index walks them oldest first and stops at `batch`.
-    let seqs: Vec<i64> = sqlx::query_scalar(
-        "SELECT e.seq FROM events e INDEXED BY events_by_created \
-         WHERE e.created_at < ?1 \
-           AND NOT EXISTS ( \
-             SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND ( \
-               d.state IN ('pending', 'in_flight') \
-               OR (d.state = 'failed' AND (d.updated_at >= ?2 OR EXISTS \
-                    (SELECT 1 FROM subscriptions s WHERE s.blocked_on = d.id))) \
-               OR (d.state <> 'failed' AND d.updated_at >= ?1))) \
-         ORDER BY e.created_at LIMIT ?3",
-    )
-    .bind(delivered_before)
-    .bind(failed_before)
-    .bind(i64::from(batch))
-    .fetch_all(&mut *conn)
-    .await?;
-    let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
-        return Ok(Ok(Outcome::Count(0)));
-    };
-    // The chosen seqs as a JSON array: one bound parameter however many there are.
-    let list = serde_json::Value::from(seqs.clone()).to_string();
-    sqlx::query(
-        "DELETE FROM deliveries WHERE event_seq BETWEEN ?1 AND ?2 \
-         AND event_seq IN (SELECT value FROM json_each(?3))",
-    )
-    .bind(first)
-    .bind(last)
-    .bind(&list)
-    .execute(&mut *conn)
-    .await?;
-    let n = sqlx::query(
-        "DELETE FROM events WHERE seq BETWEEN ?1 AND ?2 \
-         AND seq IN (SELECT value FROM json_each(?3))",
-    )
-    .bind(first)
-    .bind(last)
-    .bind(&list)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let seqs: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT e.seq FROM events e INDEXED BY events_by_created \
+             WHERE e.created_at < ?1 \
+               AND NOT EXISTS ( \
+                 SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND ( \
+                   d.state IN ('pending', 'in_flight') \
+                   OR (d.state = 'failed' AND (d.updated_at >= ?2 OR EXISTS \
+                        (SELECT 1 FROM subscriptions s WHERE s.blocked_on = d.id))) \
+                   OR (d.state <> 'failed' AND d.updated_at >= ?1))) \
+             ORDER BY e.created_at LIMIT ?3",
+        )?
+        .query_map(
+            params![delivered_before, failed_before, i64::from(batch)],
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut deliveries = conn.prepare_cached("DELETE FROM deliveries WHERE event_seq = ?1")?;
+    let mut events = conn.prepare_cached("DELETE FROM events WHERE seq = ?1")?;
+    let mut n = 0u64;
+    for seq in seqs {
+        deliveries.execute([seq])?;
+        n += events.execute([seq])? as u64;
+    }
     Ok(Ok(Outcome::Count(n)))
 }

@@ -10,16 +10,21 @@
 //! never sinks a batch. If SQLite itself fails mid-batch, the transaction is rolled back, the
 //! routing table is reloaded, and the operations are replayed one per transaction so that only
 //! the ones that really cannot be written fail.
+//!
+//! The connection is a plain synchronous SQLite connection driven inline by the writer task:
+//! no statement crosses to another thread (see [`blocking_if`] for why, and for the commits that
+//! wait for the disk). WAL checkpoints, which also wait for the disk, are not run by this
+//! connection but by the [`Checkpointer`] thread beside it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
-use sqlx::sqlite::SqliteConnection;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CommitHook, SUB_COLUMNS, SubscriptionRow, encode_spec, sub_from_row};
+use super::checkpoint::Checkpointer;
+use super::{CommitHook, SUB_COLUMNS, SubscriptionRow, encode_spec, sub_from_row, sub_raw};
 use crate::clock::format_ms;
 use crate::config::Durability;
 use crate::error::{Error, Result};
@@ -173,31 +178,26 @@ pub(super) struct Routing {
 }
 
 impl Routing {
-    pub(super) async fn load(
-        conn: &mut SqliteConnection,
-        sealer: Arc<SecretBox>,
-    ) -> Result<Routing> {
-        let sql = |e: sqlx::Error| Error::unavailable("journal load failed", e);
+    pub(super) fn load(conn: &Connection, sealer: Arc<SecretBox>) -> Result<Routing> {
+        let sql = |e: rusqlite::Error| Error::unavailable("journal load failed", e);
         let mut r = Routing {
             sealer,
             tenants: HashSet::new(),
             subs: HashMap::new(),
         };
-        for t in sqlx::query_scalar::<_, String>("SELECT id FROM tenants")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(sql)?
-        {
-            r.tenants.insert(TenantId::from(t));
-        }
-        let rows = sqlx::query(SUB_COLUMNS)
-            .fetch_all(&mut *conn)
-            .await
+        let mut stmt = conn.prepare("SELECT id FROM tenants").map_err(sql)?;
+        let ids = stmt
+            .query_map([], |row| row.get::<_, String>(0))
             .map_err(sql)?;
-        for row in &rows {
+        for id in ids {
+            r.tenants.insert(TenantId::from(id.map_err(sql)?));
+        }
+        let mut stmt = conn.prepare(SUB_COLUMNS).map_err(sql)?;
+        let rows = stmt.query_map([], sub_raw).map_err(sql)?;
+        for row in rows {
             // A subscription that cannot be read (a wrong master key) could not be routed to:
             // its events would be silently lost, so refusing to start is the only safe answer.
-            let s = sub_from_row(row, &r.sealer)?;
+            let s = sub_from_row(row.map_err(sql)?, &r.sealer)?;
             r.upsert(s.tenant_id, s.id, s.spec);
         }
         Ok(r)
@@ -241,15 +241,27 @@ impl Routing {
 
 type Reply = Option<oneshot::Sender<Result<Outcome>>>;
 
-pub(super) async fn run(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<Command>,
-    mut routing: Routing,
-    hook: Arc<OnceLock<CommitHook>>,
-    batch_max: usize,
-    durability: Durability,
-    metrics: Arc<crate::metrics::Metrics>,
-) {
+/// Everything the writer task owns.
+pub(super) struct Writer {
+    pub conn: Connection,
+    pub routing: Routing,
+    pub hook: Arc<OnceLock<CommitHook>>,
+    pub batch_max: usize,
+    pub durability: Durability,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub checkpointer: Checkpointer,
+}
+
+pub(super) async fn run(w: Writer, mut rx: mpsc::Receiver<Command>) {
+    let Writer {
+        mut conn,
+        mut routing,
+        hook,
+        batch_max,
+        durability,
+        metrics,
+        checkpointer,
+    } = w;
     let mut sync = SyncState::new(durability);
     let mut ops: Vec<Op> = Vec::with_capacity(batch_max);
     let mut replies: Vec<Reply> = Vec::with_capacity(batch_max);
@@ -274,9 +286,13 @@ pub(super) async fn run(
             }
         }
         if !ops.is_empty() {
-            let (n, started) = (ops.len(), std::time::Instant::now());
-            let wakes = process(&mut conn, &mut routing, &mut sync, &mut ops, &mut replies).await;
+            let (n, started) = (ops.len(), Instant::now());
+            let fsyncs = sync.wants_full(&ops);
+            let wakes = blocking_if(fsyncs, || {
+                process(&mut conn, &mut routing, &mut sync, &mut ops, &mut replies)
+            });
             metrics.commit(n, started.elapsed());
+            checkpointer.committed();
             if !wakes.is_empty()
                 && let Some(h) = hook.get()
             {
@@ -291,25 +307,49 @@ pub(super) async fn run(
                 replies.push(reply);
             }
             if !ops.is_empty() {
-                process(&mut conn, &mut routing, &mut sync, &mut ops, &mut replies).await;
+                blocking_if(true, || {
+                    process(&mut conn, &mut routing, &mut sync, &mut ops, &mut replies)
+                });
             }
+            checkpointer.stop();
+            blocking_if(true, || {
+                if let Err((_, e)) = conn.close() {
+                    tracing::warn!(error = %e, "journal writer connection did not close cleanly");
+                }
+            });
             let _ = done.send(());
-            break;
+            return;
         }
     }
-    let _ = conn.close().await;
+    checkpointer.stop();
+}
+
+/// Runs `f` on this tokio worker: SQLite is driven inline, because on this kind of machine a
+/// hand-off to another thread and back (what an async SQLite driver does per statement) costs
+/// more than the statement itself. A commit that waits for the disk (fsync) must not hold a
+/// worker that other tasks are queued on, so it goes through `block_in_place`, which moves the
+/// worker's other tasks elsewhere first (only possible on the multi-thread runtime; a
+/// current-thread runtime has nothing to move them to and simply waits).
+fn blocking_if<R>(fsyncs: bool, f: impl FnOnce() -> R) -> R {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if fsyncs && multi {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
 }
 
 /// Applies and commits one batch, answers its callers, and returns the subscriptions to wake.
-async fn process(
-    conn: &mut SqliteConnection,
+fn process(
+    conn: &mut Connection,
     routing: &mut Routing,
     sync: &mut SyncState,
     ops: &mut Vec<Op>,
     replies: &mut Vec<Reply>,
 ) -> Vec<SubscriptionId> {
     let mut wakes = HashSet::new();
-    match sync_then_apply(conn, routing, sync, ops, &mut wakes).await {
+    match sync_then_apply(conn, routing, sync, ops, &mut wakes) {
         Ok(outcomes) => {
             for (reply, out) in replies.drain(..).zip(outcomes) {
                 if let Some(r) = reply {
@@ -321,7 +361,7 @@ async fn process(
         Err(batch_err) => {
             tracing::warn!(error = %batch_err, ops = ops.len(), "journal batch failed; replaying one by one");
             wakes.clear();
-            reload_routing(conn, routing).await;
+            reload_routing(conn, routing);
             for (op, reply) in ops.drain(..).zip(replies.drain(..)) {
                 let mut single_wakes = HashSet::new();
                 let result = match sync_then_apply(
@@ -330,14 +370,12 @@ async fn process(
                     sync,
                     std::slice::from_ref(&op),
                     &mut single_wakes,
-                )
-                .await
-                {
+                ) {
                     Ok(mut outs) => outs
                         .pop()
                         .unwrap_or_else(|| Err(Error::Internal("empty batch".into()))),
                     Err(e) => {
-                        reload_routing(conn, routing).await;
+                        reload_routing(conn, routing);
                         Err(Error::unavailable("journal write failed", e))
                     }
                 };
@@ -353,8 +391,8 @@ async fn process(
     wakes.into_iter().collect()
 }
 
-async fn reload_routing(conn: &mut SqliteConnection, routing: &mut Routing) {
-    match Routing::load(conn, routing.sealer.clone()).await {
+fn reload_routing(conn: &Connection, routing: &mut Routing) {
+    match Routing::load(conn, routing.sealer.clone()) {
         Ok(r) => *routing = r,
         Err(e) => tracing::error!(error = %e, "could not reload the routing table"),
     }
@@ -388,40 +426,35 @@ impl SyncState {
             last_fsync: Instant::now(),
         }
     }
+
+    /// Whether a commit of `ops` fsyncs.
+    fn wants_full(&self, ops: &[Op]) -> bool {
+        self.durability == Durability::Fsync
+            && (ops.iter().any(|op| !op.is_progress())
+                || self.last_fsync.elapsed() >= PROGRESS_SYNC_EVERY)
+    }
 }
 
-async fn sync_then_apply(
-    conn: &mut SqliteConnection,
+fn sync_then_apply(
+    conn: &mut Connection,
     routing: &mut Routing,
     sync: &mut SyncState,
     ops: &[Op],
     wakes: &mut HashSet<SubscriptionId>,
-) -> sqlx::Result<Vec<Result<Outcome>>> {
-    let full = sync.durability == Durability::Fsync
-        && (ops.iter().any(|op| !op.is_progress())
-            || sync.last_fsync.elapsed() >= PROGRESS_SYNC_EVERY);
+) -> rusqlite::Result<Vec<Result<Outcome>>> {
+    let full = sync.wants_full(ops);
     if full != sync.full {
-        let pragma = if full {
-            "PRAGMA synchronous = FULL"
-        } else {
-            "PRAGMA synchronous = NORMAL"
-        };
-        sqlx::query(pragma).execute(&mut *conn).await?;
+        conn.pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
         sync.full = full;
     }
-    // The hot path: a batch of plain attempt outcomes is one statement, no BEGIN/COMMIT.
-    let plain: Option<Vec<&AttemptRecord>> = ops
-        .iter()
-        .map(|op| match op {
-            Op::RecordAttempt(r) if r.flags.is_none() => Some(r.as_ref()),
-            _ => None,
-        })
-        .collect();
-    let outs = match plain {
-        Some(records) if !records.is_empty() => {
-            super::batch::record_outcomes(conn, &records, crate::clock::now_ms()).await?
+    let outs = match ops {
+        // The hot path, one outcome between two deliveries of a subscription: one statement,
+        // atomic by itself, so no BEGIN and COMMIT around it.
+        [Op::RecordAttempt(r)] if r.flags.is_none() => {
+            super::batch::record_outcome(conn, r, crate::clock::now_ms())?;
+            vec![Ok(Outcome::Unit)]
         }
-        _ => apply_all(conn, routing, ops, wakes).await?,
+        _ => apply_all(conn, routing, ops, wakes)?,
     };
     if full {
         sync.last_fsync = Instant::now();
@@ -439,72 +472,48 @@ impl Op {
     }
 }
 
-async fn apply_all(
-    conn: &mut SqliteConnection,
+fn apply_all(
+    conn: &mut Connection,
     routing: &mut Routing,
     ops: &[Op],
     wakes: &mut HashSet<SubscriptionId>,
-) -> sqlx::Result<Vec<Result<Outcome>>> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+) -> rusqlite::Result<Vec<Result<Outcome>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outs = Vec::with_capacity(ops.len());
     let mut i = 0;
     while i < ops.len() {
-        // Runs of publishes, and of plain attempt records, are written set-based (see `batch`).
+        // A run of publishes is fanned out together (see `batch::publish_many`).
         let run = ops[i..]
             .iter()
-            .take_while(|op| std::mem::discriminant(*op) == std::mem::discriminant(&ops[i]))
+            .take_while(|op| matches!(op, Op::Publish { .. }))
             .count();
-        match &ops[i] {
-            Op::Publish { .. } if run > 1 => {
-                let groups: Vec<(&[Event], i64)> = ops[i..i + run]
-                    .iter()
-                    .filter_map(|op| match op {
-                        Op::Publish { events, at } => Some((events.as_slice(), *at)),
-                        _ => None,
-                    })
-                    .collect();
-                outs.extend(super::batch::publish_many(&mut tx, routing, &groups, wakes).await?);
-                i += run;
-            }
-            Op::RecordAttempt(_) if run > 1 => {
-                let plain = ops[i..i + run]
-                    .iter()
-                    .take_while(|op| matches!(op, Op::RecordAttempt(r) if r.flags.is_none()))
-                    .count();
-                if plain > 1 {
-                    let records: Vec<&AttemptRecord> = ops[i..i + plain]
-                        .iter()
-                        .filter_map(|op| match op {
-                            Op::RecordAttempt(r) => Some(r.as_ref()),
-                            _ => None,
-                        })
-                        .collect();
-                    let now = crate::clock::now_ms();
-                    outs.extend(super::batch::record_outcomes(&mut tx, &records, now).await?);
-                    i += plain;
-                } else {
-                    outs.push(apply(&mut tx, routing, &ops[i], wakes).await?);
-                    i += 1;
-                }
-            }
-            op => {
-                outs.push(apply(&mut tx, routing, op, wakes).await?);
-                i += 1;
-            }
+        if run > 1 {
+            let groups: Vec<(&[Event], i64)> = ops[i..i + run]
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Publish { events, at } => Some((events.as_slice(), *at)),
+                    _ => None,
+                })
+                .collect();
+            outs.extend(super::batch::publish_many(&tx, routing, &groups, wakes)?);
+            i += run;
+        } else {
+            outs.push(apply(&tx, routing, &ops[i], wakes)?);
+            i += 1;
         }
     }
-    tx.commit().await?;
+    tx.commit()?;
     Ok(outs)
 }
 
 /// Applies one operation. `Ok(Err(_))` is a refusal that wrote nothing; `Err(_)` is a SQLite
 /// failure that aborts the batch.
-async fn apply(
-    conn: &mut SqliteConnection,
+fn apply(
+    conn: &Connection,
     routing: &mut Routing,
     op: &Op,
     wakes: &mut HashSet<SubscriptionId>,
-) -> sqlx::Result<Result<Outcome>> {
+) -> rusqlite::Result<Result<Outcome>> {
     match op {
         Op::CreateTenant {
             id,
@@ -520,23 +529,14 @@ async fn apply(
                 Ok(j) => j,
                 Err(e) => return Ok(Err(e)),
             };
-            sqlx::query(
+            conn.prepare_cached(
                 "INSERT INTO tenants (id, name, created_at, rate_limit) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .bind(id.as_str())
-            .bind(name)
-            .bind(at)
-            .bind(limit_json)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
+            )?
+            .execute(params![id.as_str(), name, at, limit_json])?;
+            conn.prepare_cached(
                 "INSERT INTO api_keys (key_hash, tenant_id, created_at) VALUES (?1, ?2, ?3)",
-            )
-            .bind(key_hash)
-            .bind(id.as_str())
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
+            )?
+            .execute(params![key_hash, id.as_str(), at])?;
             routing.tenants.insert(id.clone());
             Ok(Ok(Outcome::Tenant(Tenant {
                 id: id.clone(),
@@ -550,25 +550,24 @@ async fn apply(
                 Ok(j) => j,
                 Err(e) => return Ok(Err(e)),
             };
-            let row = sqlx::query(concat!(
-                "UPDATE tenants SET rate_limit = ?2 WHERE id = ?1 ",
-                "RETURNING id, name, created_at, rate_limit"
-            ))
-            .bind(id.as_str())
-            .bind(limit_json)
-            .fetch_optional(&mut *conn)
-            .await?;
+            let row = conn
+                .prepare_cached(concat!(
+                    "UPDATE tenants SET rate_limit = ?2 WHERE id = ?1 ",
+                    "RETURNING id, name, created_at, rate_limit"
+                ))?
+                .query_row(params![id.as_str(), limit_json], super::tenant_raw)
+                .optional()?;
             Ok(match row {
                 None => Err(Error::not_found("tenant", id)),
-                Some(r) => super::tenant_from_row(&r).map(Outcome::Tenant),
+                Some(r) => super::tenant_from_row(r).map(Outcome::Tenant),
             })
         }
         Op::InsertAdminKey { key_hash, at } => {
-            sqlx::query("INSERT OR IGNORE INTO api_keys (key_hash, tenant_id, created_at) VALUES (?1, NULL, ?2)")
-                .bind(key_hash)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO api_keys (key_hash, tenant_id, created_at) \
+                 VALUES (?1, NULL, ?2)",
+            )?
+            .execute(params![key_hash, at])?;
             Ok(Ok(Outcome::Unit))
         }
         Op::CreateSubscription {
@@ -580,31 +579,24 @@ async fn apply(
             if !routing.tenants.contains(tenant) {
                 return Ok(Err(Error::not_found("tenant", tenant)));
             }
-            if let Err(e) = super::transforms::check_binding(conn, tenant.as_str(), spec).await? {
+            if let Err(e) = super::transforms::check_binding(conn, tenant.as_str(), spec)? {
                 return Ok(Err(e));
             }
             let (config, secrets) = match encode_spec(spec, id, &routing.sealer) {
                 Ok(v) => v,
                 Err(e) => return Ok(Err(e)),
             };
-            sqlx::query(
+            conn.prepare_cached(
                 "INSERT INTO subscriptions (id, tenant_id, config, secrets, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            )
-            .bind(id.as_str())
-            .bind(tenant.as_str())
-            .bind(config)
-            .bind(secrets)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
+            )?
+            .execute(params![id.as_str(), tenant.as_str(), config, secrets, at])?;
             routing.upsert(tenant.clone(), id.clone(), spec.clone());
-            read_row(conn, id, &routing.sealer).await
+            read_row(conn, id, &routing.sealer)
         }
         Op::UpdateSpec { id, spec, at } => {
             if let Some(tenant) = routing.tenant_of(id)
-                && let Err(e) =
-                    super::transforms::check_binding(conn, tenant.as_str(), spec).await?
+                && let Err(e) = super::transforms::check_binding(conn, tenant.as_str(), spec)?
             {
                 return Ok(Err(e));
             }
@@ -612,56 +604,51 @@ async fn apply(
                 Ok(v) => v,
                 Err(e) => return Ok(Err(e)),
             };
-            let tenant: Option<String> = sqlx::query_scalar(
-                "UPDATE subscriptions SET config = ?2, secrets = ?3, version = version + 1, \
-                 updated_at = ?4 WHERE id = ?1 RETURNING tenant_id",
-            )
-            .bind(id.as_str())
-            .bind(config)
-            .bind(secrets)
-            .bind(at)
-            .fetch_optional(&mut *conn)
-            .await?;
+            let tenant: Option<String> = conn
+                .prepare_cached(
+                    "UPDATE subscriptions SET config = ?2, secrets = ?3, version = version + 1, \
+                     updated_at = ?4 WHERE id = ?1 RETURNING tenant_id",
+                )?
+                .query_row(params![id.as_str(), config, secrets, at], |r| r.get(0))
+                .optional()?;
             let Some(tenant) = tenant else {
                 return Ok(Err(Error::not_found("subscription", id)));
             };
             routing.upsert(TenantId::from(tenant), id.clone(), spec.clone());
-            read_row(conn, id, &routing.sealer).await
+            read_row(conn, id, &routing.sealer)
         }
         Op::SetFlags { id, flags, at } => {
-            let n = sqlx::query(
-                "UPDATE subscriptions SET \
-                   paused = CASE WHEN ?2 THEN ?3 ELSE paused END, \
-                   blocked_on = CASE WHEN ?4 THEN ?5 ELSE blocked_on END, \
-                   disabled_reason = CASE WHEN ?6 THEN ?7 ELSE disabled_reason END, \
-                   faulted_reason = CASE WHEN ?8 THEN ?9 ELSE faulted_reason END, \
-                   updated_at = ?10 \
-                 WHERE id = ?1",
-            )
-            .bind(id.as_str())
-            .bind(flags.paused.is_some())
-            .bind(flags.paused.unwrap_or(false))
-            .bind(flags.blocked_on.is_some())
-            .bind(flags.blocked_on.flatten())
-            .bind(flags.disabled_reason.is_some())
-            .bind(flags.disabled_reason.clone().flatten())
-            .bind(flags.faulted_reason.is_some())
-            .bind(flags.faulted_reason.clone().flatten())
-            .bind(at)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            let n = conn
+                .prepare_cached(
+                    "UPDATE subscriptions SET \
+                       paused = CASE WHEN ?2 THEN ?3 ELSE paused END, \
+                       blocked_on = CASE WHEN ?4 THEN ?5 ELSE blocked_on END, \
+                       disabled_reason = CASE WHEN ?6 THEN ?7 ELSE disabled_reason END, \
+                       faulted_reason = CASE WHEN ?8 THEN ?9 ELSE faulted_reason END, \
+                       updated_at = ?10 \
+                     WHERE id = ?1",
+                )?
+                .execute(params![
+                    id.as_str(),
+                    flags.paused.is_some(),
+                    flags.paused.unwrap_or(false),
+                    flags.blocked_on.is_some(),
+                    flags.blocked_on.flatten(),
+                    flags.disabled_reason.is_some(),
+                    flags.disabled_reason.clone().flatten(),
+                    flags.faulted_reason.is_some(),
+                    flags.faulted_reason.clone().flatten(),
+                    at,
+                ])?;
             if n == 0 {
                 return Ok(Err(Error::not_found("subscription", id)));
             }
-            read_row(conn, id, &routing.sealer).await
+            read_row(conn, id, &routing.sealer)
         }
         Op::DeleteSubscription { id } => {
-            let n = sqlx::query("DELETE FROM subscriptions WHERE id = ?1")
-                .bind(id.as_str())
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+            let n = conn
+                .prepare_cached("DELETE FROM subscriptions WHERE id = ?1")?
+                .execute([id.as_str()])?;
             if n == 0 {
                 return Ok(Err(Error::not_found("subscription", id)));
             }
@@ -670,13 +657,13 @@ async fn apply(
         }
         Op::Publish { events, at } => {
             let groups = [(events.as_slice(), *at)];
-            let mut outs = super::batch::publish_many(conn, routing, &groups, wakes).await?;
+            let mut outs = super::batch::publish_many(conn, routing, &groups, wakes)?;
             Ok(outs
                 .pop()
                 .unwrap_or_else(|| Err(Error::Internal("empty publish".into()))))
         }
         Op::InterruptInFlight { sub, at } => {
-            super::interrupt_in_flight(conn, Some(sub), *at).await?;
+            super::interrupt_in_flight(conn, Some(sub), *at)?;
             Ok(Ok(Outcome::Unit))
         }
         Op::MarkInFlight {
@@ -684,60 +671,57 @@ async fn apply(
             attempts,
             at,
         } => {
-            sqlx::query(
-                "UPDATE deliveries SET state = 'in_flight', attempts = ?2, started_at = ?3, \
-                 next_at = NULL, updated_at = ?3 WHERE id = ?1 AND state IN ('pending', 'in_flight')",
-            )
-            .bind(delivery.raw())
-            .bind(i64::from(*attempts))
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
+            mark_in_flight(conn, *delivery, *attempts, *at)?;
+            Ok(Ok(Outcome::Unit))
+        }
+        Op::RecordAttempt(rec) if rec.flags.is_none() => {
+            super::batch::record_outcome(conn, rec, crate::clock::now_ms())?;
             Ok(Ok(Outcome::Unit))
         }
         Op::RecordAttempt(rec) => {
             let now = crate::clock::now_ms();
-            sqlx::query(
+            conn.prepare_cached(
                 "INSERT OR REPLACE INTO attempts \
                  (delivery_id, n, started_at, duration_ms, status_code, error_kind, error, \
                   response_snippet, transform_log) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .bind(rec.delivery.raw())
-            .bind(i64::from(rec.n))
-            .bind(rec.started_at)
-            .bind(rec.duration_ms as i64)
-            .bind(rec.status_code.map(i64::from))
-            .bind(rec.error_kind)
-            .bind(&rec.error)
-            .bind(&rec.snippet)
-            .bind(&rec.transform_log)
-            .execute(&mut *conn)
-            .await?;
-            let n = sqlx::query(
-                "UPDATE deliveries SET state = ?2, attempts = ?3, budget_used = ?4, next_at = ?5, \
-                 started_at = NULL, last_status = ?6, last_error = ?7, updated_at = ?8 WHERE id = ?1",
-            )
-            .bind(rec.delivery.raw())
-            .bind(rec.new_status.as_str())
-            .bind(i64::from(rec.n))
-            .bind(i64::from(rec.budget_used))
-            .bind(rec.next_at)
-            .bind(rec.status_code.map(i64::from))
-            .bind(&rec.error)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            )?
+            .execute(params![
+                rec.delivery.raw(),
+                i64::from(rec.n),
+                rec.started_at,
+                rec.duration_ms as i64,
+                rec.status_code.map(i64::from),
+                rec.error_kind,
+                rec.error,
+                rec.snippet,
+                rec.transform_log,
+            ])?;
+            let n = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET state = ?2, attempts = ?3, budget_used = ?4, \
+                     next_at = ?5, started_at = NULL, last_status = ?6, last_error = ?7, \
+                     updated_at = ?8 WHERE id = ?1",
+                )?
+                .execute(params![
+                    rec.delivery.raw(),
+                    rec.new_status.as_str(),
+                    i64::from(rec.n),
+                    i64::from(rec.budget_used),
+                    rec.next_at,
+                    rec.status_code.map(i64::from),
+                    rec.error,
+                    now,
+                ])?;
             if n == 0 {
                 // The subscription was deleted while the attempt ran; nothing left to record.
                 return Ok(Err(Error::not_found("delivery", rec.delivery)));
             }
             if let Some((next, attempts, at)) = rec.next_in_flight {
-                mark_in_flight(conn, next, attempts, at).await?;
+                mark_in_flight(conn, next, attempts, at)?;
             }
             if let Some(flags) = &rec.flags {
-                return Box::pin(apply(
+                return apply(
                     conn,
                     routing,
                     &Op::SetFlags {
@@ -746,8 +730,7 @@ async fn apply(
                         at: now,
                     },
                     wakes,
-                ))
-                .await
+                )
                 .map(|r| r.map(|_| Outcome::Unit));
             }
             Ok(Ok(Outcome::Unit))
@@ -759,55 +742,46 @@ async fn apply(
             unblock,
             at,
         } => {
-            let n = sqlx::query(
-                "UPDATE deliveries SET state = ?2, \
-                   budget_used = CASE WHEN ?3 THEN 0 ELSE budget_used END, \
-                   next_at = NULL, updated_at = ?4 WHERE id = ?1",
-            )
-            .bind(delivery.raw())
-            .bind(status.as_str())
-            .bind(*reset_budget)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            let n = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET state = ?2, \
+                       budget_used = CASE WHEN ?3 THEN 0 ELSE budget_used END, \
+                       next_at = NULL, updated_at = ?4 WHERE id = ?1",
+                )?
+                .execute(params![delivery.raw(), status.as_str(), reset_budget, at])?;
             if n == 0 {
                 return Ok(Err(Error::not_found("delivery", delivery)));
             }
             if let Some(sub) = unblock {
-                sqlx::query(
+                conn.prepare_cached(
                     "UPDATE subscriptions SET blocked_on = NULL, updated_at = ?3 \
                      WHERE id = ?1 AND blocked_on = ?2",
-                )
-                .bind(sub.as_str())
-                .bind(delivery.raw())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                )?
+                .execute(params![sub.as_str(), delivery.raw(), at])?;
             }
             Ok(Ok(Outcome::Unit))
         }
-        Op::InsertTransform(t) => super::transforms::apply_insert(conn, routing, t).await,
+        Op::InsertTransform(t) => super::transforms::apply_insert(conn, routing, t),
         Op::DeleteTransform { tenant, name } => {
-            super::transforms::apply_delete(conn, routing, tenant, name).await
+            super::transforms::apply_delete(conn, routing, tenant, name)
         }
         Op::SetTransformArtifact {
             tenant,
             name,
             version,
             artifact,
-        } => super::transforms::apply_set_artifact(conn, tenant, name, *version, artifact).await,
+        } => super::transforms::apply_set_artifact(conn, tenant, name, *version, artifact),
         Op::Replay {
             sub,
             since_ms,
             until_ms,
             at,
-        } => super::upkeep::apply_replay(conn, sub, *since_ms, *until_ms, *at).await,
+        } => super::upkeep::apply_replay(conn, sub, *since_ms, *until_ms, *at),
         Op::Prune {
             delivered_before,
             failed_before,
             batch,
-        } => super::upkeep::apply_prune(conn, *delivered_before, *failed_before, *batch).await,
+        } => super::upkeep::apply_prune(conn, *delivered_before, *failed_before, *batch),
     }
 }
 
@@ -819,35 +793,31 @@ fn rate_limit_json(limit: Option<&RateLimit>) -> Result<Option<String>> {
         .map_err(|e| Error::Internal(format!("tenant rate limit: {e}")))
 }
 
-async fn mark_in_flight(
-    conn: &mut SqliteConnection,
+fn mark_in_flight(
+    conn: &Connection,
     delivery: DeliveryId,
     attempts: u32,
     at: i64,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
         "UPDATE deliveries SET state = 'in_flight', attempts = ?2, started_at = ?3, \
          next_at = NULL, updated_at = ?3 WHERE id = ?1 AND state IN ('pending', 'in_flight')",
-    )
-    .bind(delivery.raw())
-    .bind(i64::from(attempts))
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![delivery.raw(), i64::from(attempts), at])?;
     Ok(())
 }
 
-async fn read_row(
-    conn: &mut SqliteConnection,
+fn read_row(
+    conn: &Connection,
     id: &SubscriptionId,
     sealer: &SecretBox,
-) -> sqlx::Result<Result<Outcome>> {
-    let row = sqlx::query(concat!(sub_select!(), " WHERE id = ?1"))
-        .bind(id.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
+) -> rusqlite::Result<Result<Outcome>> {
+    let row = conn
+        .prepare_cached(concat!(sub_select!(), " WHERE id = ?1"))?
+        .query_row([id.as_str()], sub_raw)
+        .optional()?;
     Ok(match row {
         None => Err(Error::not_found("subscription", id)),
-        Some(r) => sub_from_row(&r, sealer).map(|s| Outcome::Row(Box::new(s))),
+        Some(r) => sub_from_row(r, sealer).map(|s| Outcome::Row(Box::new(s))),
     })
 }
