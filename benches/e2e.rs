@@ -16,6 +16,7 @@
 //! | `ingest_batch_per_s` | the same through `publish_batch` in batches of 100 |
 //! | `deliveries_1_per_s` | `--single` events pre-published to a paused subscription, then resumed: time until the receiver has them all |
 //! | `deliveries_1_os_per_s` | the same with durability `os` (no fsync): what the fsyncs cost |
+//! | `*_cpu_us` | CPU time (user + system, whole process, from /proc/self/stat) per request of a ceiling or per delivery of a drain: less noisy than rates on a shared machine; `conc_cpu_ratio` is `ceiling_conc_cpu_us / deliveries_100_cpu_us` |
 //! | `deliveries_100_per_s` | `--events / --subs` events fanned out to `--subs` paused subscriptions, then all resumed |
 //! | `latency_idle_*` | one subscription, one event at a time: publish call → receipt |
 //! | `latency_100_sweep` | `--subs` active subscriptions, events published open-loop at shares of `deliveries_100_per_s` (10 to 80%): scheduled publish instant → receipt, and whether the engine kept up |
@@ -28,6 +29,7 @@
 //! The table goes to stdout; the last stdout line is one JSON object with every figure.
 
 #![allow(clippy::print_stdout, reason = "a benchmark's report is its stdout")]
+#![recursion_limit = "256"]
 
 #[path = "support/mod.rs"]
 mod support;
@@ -385,7 +387,8 @@ async fn post(client: &reqwest::Client, url: &str, body: &Bytes) {
 }
 
 /// `streams` tasks, each posting one request at a time to its own path, for `dur`; requests/s.
-async fn ceiling(addr: SocketAddr, streams: u32, dur: Duration, body: &Bytes) -> f64 {
+/// Requests per second, and CPU µs of the whole process per request.
+async fn ceiling(addr: SocketAddr, streams: u32, dur: Duration, body: &Bytes) -> (f64, f64) {
     let client = ceiling_client();
     let run = |dur: Duration| {
         let mut set = JoinSet::new();
@@ -403,9 +406,10 @@ async fn ceiling(addr: SocketAddr, streams: u32, dur: Duration, body: &Bytes) ->
             });
         }
         async move {
-            let start = Instant::now();
+            let (start, cpu) = (Instant::now(), support::cpu_secs());
             let total: u64 = set.join_all().await.into_iter().sum();
-            total as f64 / start.elapsed().as_secs_f64()
+            let cpu_us = (support::cpu_secs() - cpu) * 1e6 / total.max(1) as f64;
+            (total as f64 / start.elapsed().as_secs_f64(), cpu_us)
         }
     };
     run(Duration::from_millis(300)).await; // warm-up: connections, allocator, caches
@@ -560,6 +564,8 @@ async fn ingest(addr: SocketAddr, n: u32, batch: Option<usize>, pad: &str) -> (f
 struct Drained {
     j: Journaled,
     per_s: f64,
+    /// CPU µs of the whole process per delivery.
+    cpu_us: f64,
     order_violations: u64,
 }
 
@@ -579,7 +585,7 @@ async fn drain(
     rx.take_arrivals();
     let expected = u64::from(events) * u64::from(subs);
     let target = rx.count() + expected;
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), support::cpu_secs());
     let mut set = JoinSet::new();
     for id in ids {
         let engine = j.engine.clone();
@@ -587,11 +593,13 @@ async fn drain(
     }
     rx.wait_for(target, DRAIN_LIMIT).await;
     let per_s = expected as f64 / start.elapsed().as_secs_f64();
+    let cpu_us = (support::cpu_secs() - cpu) * 1e6 / expected as f64;
     set.join_all().await;
     let arrivals = rx.take_arrivals();
     Drained {
         j,
         per_s,
+        cpu_us,
         order_violations: order_violations(&arrivals),
     }
 }
@@ -803,9 +811,9 @@ async fn run(sz: Sizes) {
     step("fsync probe");
     let (fsync_p50, fsync_p99) = fsync_probe(sz.fsync_samples).await;
     step("ceiling: sequential");
-    let ceiling_seq = ceiling(addr, 1, sz.ceiling_for, &body).await;
+    let (ceiling_seq, ceiling_seq_cpu) = ceiling(addr, 1, sz.ceiling_for, &body).await;
     step("ceiling: concurrent");
-    let ceiling_conc = ceiling(addr, sz.subs, sz.ceiling_for, &body).await;
+    let (ceiling_conc, ceiling_conc_cpu) = ceiling(addr, sz.subs, sz.ceiling_for, &body).await;
 
     step("ingest: publish");
     let (ingest_rate, ingest_lat) = ingest(addr, sz.events, None, &pad).await;
@@ -873,13 +881,13 @@ async fn run(sz: Sizes) {
     row(
         "reqwest, 1 request at a time".into(),
         format!(
-            "{ceiling_seq:>8.0} req/s   {:.0} µs/request",
+            "{ceiling_seq:>8.0} req/s   {:.0} µs/request, cpu {ceiling_seq_cpu:.0} µs",
             1e6 / ceiling_seq
         ),
     );
     row(
         format!("reqwest, {s} sequential streams"),
-        format!("{ceiling_conc:>8.0} req/s"),
+        format!("{ceiling_conc:>8.0} req/s   cpu {ceiling_conc_cpu:.0} µs/request"),
     );
     println!("hookline (SQLite file in a temp dir, durability fsync unless noted)");
     row(
@@ -893,9 +901,10 @@ async fn run(sz: Sizes) {
     row(
         "deliveries, 1 subscription".into(),
         format!(
-            "{:>8.0} /s       seq_ratio  {seq_ratio:.3}   {:.0} µs/delivery",
+            "{:>8.0} /s       seq_ratio  {seq_ratio:.3}   {:.0} µs/delivery, cpu {:.0} µs",
             one.per_s,
-            1e6 / one.per_s
+            1e6 / one.per_s,
+            one.cpu_us
         ),
     );
     row(
@@ -909,7 +918,10 @@ async fn run(sz: Sizes) {
     );
     row(
         format!("deliveries, {s} subscriptions"),
-        format!("{:>8.0} /s       conc_ratio {conc_ratio:.3}", fan.per_s),
+        format!(
+            "{:>8.0} /s       conc_ratio {conc_ratio:.3}   cpu {:.0} µs/delivery",
+            fan.per_s, fan.cpu_us
+        ),
     );
     row("latency, 1 subscription, idle".into(), ms(&idle));
     for l in &sweep {
@@ -974,6 +986,11 @@ async fn run(sz: Sizes) {
         "deliveries_1_per_s": r2(one.per_s),
         "deliveries_1_os_per_s": r2(one_os.per_s),
         "deliveries_100_per_s": r2(fan.per_s),
+        "ceiling_seq_cpu_us": r2(ceiling_seq_cpu),
+        "ceiling_conc_cpu_us": r2(ceiling_conc_cpu),
+        "deliveries_1_cpu_us": r2(one.cpu_us),
+        "deliveries_100_cpu_us": r2(fan.cpu_us),
+        "conc_cpu_ratio": round(ceiling_conc_cpu / fan.cpu_us, 4),
         "seq_ratio": round(seq_ratio, 4),
         "conc_ratio": round(conc_ratio, 4),
         "latency_idle_p50_ms": r2(pct(&idle, 50.0)),

@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
@@ -398,9 +398,6 @@ fn reload_routing(conn: &Connection, routing: &mut Routing) {
     }
 }
 
-/// How often, at least, delivery progress reaches the disk under [`Durability::Fsync`].
-const PROGRESS_SYNC_EVERY: Duration = Duration::from_millis(50);
-
 /// Which commits fsync.
 ///
 /// Under [`Durability::Fsync`], a commit that answers a promise (a publish, a tenant, a
@@ -408,13 +405,13 @@ const PROGRESS_SYNC_EVERY: Duration = Duration::from_millis(50);
 /// (`synchronous=FULL`). A commit of delivery progress only (in-flight marks and attempt records)
 /// does not (`NORMAL`): once written to the WAL it survives a `kill -9` of the process, which is
 /// what strict order and the one-duplicate bound rest on, and an fsync per delivery would cap
-/// one subscription at the disk's commit rate. The next FULL commit (at least every
-/// [`PROGRESS_SYNC_EVERY`]) makes all earlier ones durable too, so a power failure can roll
-/// progress back by at most that much: those deliveries are sent again, in order.
+/// one subscription at the disk's commit rate. The [`Checkpointer`] fsyncs the WAL at least every
+/// [`super::checkpoint::PROGRESS_SYNC_EVERY`] while progress is written, and every FULL commit
+/// makes all earlier ones durable too, so a power failure can roll progress back by at most that
+/// much: those deliveries are sent again, in order.
 struct SyncState {
     durability: Durability,
     full: bool,
-    last_fsync: Instant,
 }
 
 impl SyncState {
@@ -423,15 +420,12 @@ impl SyncState {
             durability,
             // The journal opens the connection with its durability's setting.
             full: durability == Durability::Fsync,
-            last_fsync: Instant::now(),
         }
     }
 
     /// Whether a commit of `ops` fsyncs.
     fn wants_full(&self, ops: &[Op]) -> bool {
-        self.durability == Durability::Fsync
-            && (ops.iter().any(|op| !op.is_progress())
-                || self.last_fsync.elapsed() >= PROGRESS_SYNC_EVERY)
+        self.durability == Durability::Fsync && ops.iter().any(|op| !op.is_progress())
     }
 }
 
@@ -456,9 +450,6 @@ fn sync_then_apply(
         }
         _ => apply_all(conn, routing, ops, wakes)?,
     };
-    if full {
-        sync.last_fsync = Instant::now();
-    }
     Ok(outs)
 }
 
