@@ -266,6 +266,7 @@ pub(super) async fn run(w: Writer, mut rx: mpsc::Receiver<Command>) {
     let mut ops: Vec<Op> = Vec::with_capacity(batch_max);
     let mut replies: Vec<Reply> = Vec::with_capacity(batch_max);
     let mut closing: Option<oneshot::Sender<()>> = None;
+    let mut last_batch = 0;
     loop {
         match rx.recv().await {
             None => break,
@@ -274,6 +275,14 @@ pub(super) async fn run(w: Writer, mut rx: mpsc::Receiver<Command>) {
                 ops.push(op);
                 replies.push(reply);
             }
+        }
+        // When writes have been arriving together, let the tasks already woken run first: many
+        // of them are about to queue a write (other subscriptions' outcomes), and they then share
+        // this commit instead of each paying for one (measured: 80 -> 65 µs of CPU per delivery
+        // with 100 busy subscriptions). A lone writer (one busy subscription) would only lose a
+        // trip through the scheduler per commit, so it does not yield.
+        if closing.is_none() && last_batch > 1 {
+            tokio::task::yield_now().await;
         }
         while closing.is_none() && ops.len() < batch_max {
             match rx.try_recv() {
@@ -287,6 +296,7 @@ pub(super) async fn run(w: Writer, mut rx: mpsc::Receiver<Command>) {
         }
         if !ops.is_empty() {
             let (n, started) = (ops.len(), Instant::now());
+            last_batch = n;
             let fsyncs = sync.wants_full(&ops);
             let wakes = blocking_if(fsyncs, || {
                 process(&mut conn, &mut routing, &mut sync, &mut ops, &mut replies)
