@@ -14,7 +14,10 @@ pub fn status_mb(field: &str) -> f64 {
 
 /// CPU time (user + system) this process has used so far, in seconds (NaN where there is no
 /// /proc). /proc counts in USER_HZ ticks, which Linux fixes at 100 per second.
-#[allow(dead_code, reason = "not every bench binary that includes this file measures CPU")]
+#[allow(
+    dead_code,
+    reason = "not every bench binary that includes this file measures CPU"
+)]
 pub fn cpu_secs() -> f64 {
     std::fs::read_to_string("/proc/self/stat")
         .ok()

@@ -18,7 +18,10 @@
 //!   attempt and go back to `pending`; their subscriptions are reported so the engine resumes
 //!   them in order.
 //!
-//! Readers use a separate pool of read-only connections; WAL lets them run beside the writer.
+//! The writer drives its own synchronous connection inline (see [`writer`]); WAL checkpoints and
+//! the periodic fsync of delivery progress run on the [`checkpoint`] thread. Readers use a
+//! separate pool of read-only sqlx connections, except the delivery path's queue refill, which
+//! reads inline ([`InlineReaders`]); WAL lets them all run beside the writer.
 //! The type is concrete today; its methods are the seam where a shared multi-node backend would
 //! be put behind a trait.
 
