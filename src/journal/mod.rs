@@ -243,9 +243,11 @@ impl Journal {
             .run(&mut conn)
             .await
             .map_err(|e| Error::unavailable("journal migration failed", e))?;
-        // sqlx's part ends here: the writer drives its own connection (see `writer`).
-        conn.close().await.map_err(sql_err("open"))?;
+        // sqlx's part ends here: the writer drives its own connection (see `writer`). That one
+        // is opened first: closing the last connection to a WAL database checkpoints the whole
+        // WAL, which after a crash under load took half a second of the restart.
         let mut wconn = open_writer(path, cfg.durability)?;
+        conn.close().await.map_err(sql_err("open"))?;
         let recovery = recover(&mut wconn)?;
         let routing = writer::Routing::load(&wconn, sealer.clone())?;
         let checkpointer = checkpoint::Checkpointer::start(path, cfg.durability)?;
