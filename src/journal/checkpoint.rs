@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::config::Durability;
 use crate::error::{Error, Result};
@@ -71,12 +71,7 @@ struct State {
 
 impl Checkpointer {
     pub(super) fn start(path: &Path, durability: Durability) -> Result<Checkpointer> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| Error::unavailable("journal checkpointer could not open", e))?;
-        conn.busy_timeout(Duration::from_secs(5))
+        let conn = super::open_rusqlite(path, false)
             .map_err(|e| Error::unavailable("journal checkpointer could not open", e))?;
         let state = Arc::new(State {
             stop: AtomicBool::new(false),

@@ -6,11 +6,9 @@
 //! writer's: the read holds the tokio worker for the time SQLite takes to step a few indexed
 //! rows, and never waits for the disk (reads in WAL mode take no lock a writer holds).
 
+use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
-
-use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, Result};
 
@@ -30,17 +28,6 @@ impl InlineReaders {
         }
     }
 
-    fn open(&self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        // Keep I/O errors as errors (no SIGBUS on a full disk with mmap).
-        conn.pragma_update(None, "mmap_size", 0)?;
-        Ok(conn)
-    }
-
     /// Runs `read` on an idle connection (opening one if none is idle).
     pub(super) fn with<R>(
         &self,
@@ -54,7 +41,7 @@ impl InlineReaders {
             .pop();
         let conn = match idle {
             Some(c) => c,
-            None => self.open().map_err(fail)?,
+            None => super::open_rusqlite(&self.path, true).map_err(fail)?,
         };
         let out = read(&conn).map_err(fail)?;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);

@@ -830,17 +830,26 @@ fn recover(conn: &mut rusqlite::Connection) -> Result<Recovery> {
     })
 }
 
+/// A rusqlite connection to the journal with the settings every connection shares (the sqlx
+/// ones get the same from `Journal::open`'s options).
+fn open_rusqlite(path: &Path, read_only: bool) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let mode = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    };
+    let conn = rusqlite::Connection::open_with_flags(path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // Keep I/O errors as errors (no SIGBUS on a full disk with mmap).
+    conn.pragma_update(None, "mmap_size", 0)?;
+    Ok(conn)
+}
+
 /// The writer's connection: the same settings the journal was opened and checked with.
 fn open_writer(path: &Path, durability: Durability) -> Result<rusqlite::Connection> {
     let sql = |e: rusqlite::Error| Error::unavailable("journal open failed", e);
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sql)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
-    // Keep I/O errors as errors (no SIGBUS on a full disk with mmap).
-    conn.pragma_update(None, "mmap_size", 0).map_err(sql)?;
+    let conn = open_rusqlite(path, false).map_err(sql)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(sql)?;
     conn.pragma_update(None, "journal_size_limit", 67_108_864)
