@@ -62,22 +62,15 @@
 
 mod actors;
 pub mod api;
-mod clock;
 pub mod config;
-mod delivery;
+pub mod domain;
 pub mod engine;
 pub mod error;
-pub mod id;
-mod journal;
 mod metrics;
-pub mod model;
-mod oauth;
+mod outbound;
 mod policy;
-mod ratelimit;
-mod secretbox;
-mod signing;
-mod ssrf;
-mod tls;
+mod security;
+mod store;
 pub mod transform;
 
 /// Crate-private hot paths, exposed for `benches/micro.rs` only: not part of the API, no
@@ -90,7 +83,7 @@ pub mod bench_support {
     use rand::rngs::StdRng;
 
     use crate::policy::{self, Decision};
-    use crate::signing::{SigningKeys, signature_header};
+    use crate::security::signing::{SigningKeys, signature_header};
 
     /// What the subscriber actor holds to judge an attempt: the retry policy and its RNG.
     #[derive(Debug)]
@@ -155,16 +148,16 @@ pub mod bench_support {
 }
 
 pub use config::{Durability, EngineConfig, Limits, MetricsSettings, Retention, ServerConfig};
-pub use engine::{Engine, EngineBuilder, EngineHandle};
-pub use error::{Error, Result};
-pub use id::{DeliveryId, EventId, SubscriptionId, TenantId};
-pub use model::{
+pub use domain::{
     Attempt, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus,
     EndpointTest, Event, EventInput, FailurePolicy, NewSubscription, NewTenant, NotificationType,
     Principal, PublishReceipt, ReceiverAuth, ReplayReceipt, ReplayWindow, RetryPolicy,
     Subscription, SubscriptionPatch, SubscriptionState, Tenant, TenantPatch, TransformAction,
     TransformInfo, TransformRef, TransformTest, TransformTestError, TransformVersion,
 };
-pub use ratelimit::RateLimit;
-pub use secretbox::Redacted;
-pub use tls::ClientTls;
+pub use domain::{DeliveryId, EventId, SubscriptionId, TenantId};
+pub use engine::{Engine, EngineBuilder, EngineHandle};
+pub use error::{Error, Result};
+pub use policy::ratelimit::RateLimit;
+pub use security::secretbox::Redacted;
+pub use security::tls::ClientTls;

@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::model::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 
 /// How a delivery (or one attempt of it) ended, for `hookline_deliveries_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,9 +26,9 @@ use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 use crate::config::EngineConfig;
-use crate::delivery::Sender;
-use crate::journal::Journal;
-use crate::ratelimit::Limiters;
+use crate::outbound::Sender;
+use crate::policy::ratelimit::Limiters;
+use crate::store::Journal;
 
 /// What every actor of an engine shares.
 #[derive(Debug)]

@@ -20,16 +20,16 @@ use rand::rngs::StdRng;
 use tokio::task::AbortHandle;
 
 use super::SharedCtx;
-use crate::clock::{now_ms, until_ms};
-use crate::delivery::{AttemptOutcome, AttemptRequest, AttemptResult};
-use crate::error::{Error, Result};
-use crate::id::{DeliveryId, SubscriptionId, TenantId};
-use crate::journal::{AttemptRecord, FlagChange, QueuedDelivery, SubscriptionRow};
-use crate::model::{
+use crate::domain::clock::{now_ms, until_ms};
+use crate::domain::{
     Delivery, DeliveryStatus, FailurePolicy, Subscription, SubscriptionPatch, TransformRef,
 };
+use crate::domain::{DeliveryId, SubscriptionId, TenantId};
+use crate::error::{Error, Result};
+use crate::outbound::{AttemptOutcome, AttemptRequest, AttemptResult};
+use crate::policy::ratelimit::SubscriptionPacer;
 use crate::policy::{self, Decision, ErrorKind};
-use crate::ratelimit::SubscriptionPacer;
+use crate::store::{AttemptRecord, FlagChange, QueuedDelivery, SubscriptionRow};
 use crate::transform::{Step, TransformInput};
 
 /// Messages of a subscriber actor.
@@ -265,11 +265,11 @@ struct PendingTransform {
 /// The headers a transform sees: what hookline would send before its identity, signature and
 /// authentication headers. Credentials are not handed to tenant code (they would end up in
 /// its log); hookline adds them after the transform.
-fn transform_input_headers(spec: &crate::model::SubscriptionSpec) -> Vec<(String, String)> {
+fn transform_input_headers(spec: &crate::domain::SubscriptionSpec) -> Vec<(String, String)> {
     let mut h = Vec::with_capacity(1 + spec.headers.len());
     h.push((
         "content-type".to_string(),
-        crate::delivery::CONTENT_TYPE_JSON.to_string(),
+        crate::domain::CONTENT_TYPE_JSON.to_string(),
     ));
     h.extend(spec.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
     h
@@ -277,7 +277,7 @@ fn transform_input_headers(spec: &crate::model::SubscriptionSpec) -> Vec<(String
 
 /// Runs the subscription's transform, then sends what it returned (or reports why not).
 async fn transformed_attempt(
-    sender: &crate::delivery::Sender,
+    sender: &crate::outbound::Sender,
     transforms: &crate::transform::TransformRegistry,
     metrics: &crate::metrics::Metrics,
     mut req: AttemptRequest,

@@ -19,9 +19,9 @@ use tokio::time::Instant;
 
 use super::SharedCtx;
 use super::subscriber::{SubscriberActor, SubscriberArgs, SubscriberMsg};
+use crate::domain::SubscriptionId;
 use crate::error::{Error, Result};
-use crate::id::SubscriptionId;
-use crate::journal::FlagChange;
+use crate::store::FlagChange;
 
 /// Messages of the supervisor.
 pub(crate) enum SupervisorMsg {

@@ -19,8 +19,8 @@ use serde_json::json;
 use tower_service::Service;
 
 use super::{ApiError, ApiJson, ApiResult, Auth, visible_subscription};
+use crate::domain::ReplayWindow;
 use crate::engine::EngineHandle;
-use crate::model::ReplayWindow;
 
 /// The content type of the metrics exposition.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -71,7 +71,7 @@ pub(super) async fn metrics(
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/replay", tag = "subscriptions",
     params(("id" = String, Path)),
     request_body = ReplayWindow,
-    responses((status = 200, body = crate::model::ReplayReceipt),
+    responses((status = 200, body = crate::domain::ReplayReceipt),
         (status = 400, body = super::ErrorResponse), (status = 404, body = super::ErrorResponse)))]
 pub(super) async fn replay(
     State(engine): State<EngineHandle>,

@@ -13,10 +13,10 @@ use axum::{Json, Router};
 use serde_json::Value;
 
 use super::{ApiError, ApiJson, ApiResult, Auth};
+use crate::domain::TenantId;
+use crate::domain::{EventInput, TransformInfo, TransformTest, TransformVersion};
 use crate::engine::EngineHandle;
 use crate::error::Error;
-use crate::id::TenantId;
-use crate::model::{EventInput, TransformInfo, TransformTest, TransformVersion};
 
 /// Whether a request is a module upload, whose body limit is the sandbox's module limit (the
 /// API's `guard` reads bodies) rather than the JSON routes' 1 MiB.

@@ -23,8 +23,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Durability, EngineConfig, MetricsSettings, Retention, parse_networks};
-use crate::model::RetryPolicy;
-use crate::secretbox::Redacted;
+use crate::domain::RetryPolicy;
+use crate::security::secretbox::Redacted;
 
 /// Every setting of `hookline serve`, with its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

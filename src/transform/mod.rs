@@ -150,8 +150,8 @@ impl TransformError {
 impl CallReport {
     /// The report as the API and the CLI show a test call: the action with its request, drop
     /// reason or error, and the guest's log.
-    pub fn into_test(self) -> crate::model::TransformTest {
-        use crate::model::{TransformAction, TransformTest, TransformTestError};
+    pub fn into_test(self) -> crate::domain::TransformTest {
+        use crate::domain::{TransformAction, TransformTest, TransformTestError};
         let mut log = self.log.text;
         if self.log.discarded_bytes > 0 {
             log.push_str(&format!(
@@ -202,9 +202,9 @@ impl CallReport {
 /// transform. The event's `tenantId` defaults to `local` when empty.
 pub async fn test_locally(
     wasm: Vec<u8>,
-    mut event: crate::model::EventInput,
+    mut event: crate::domain::EventInput,
     limits: TransformLimits,
-) -> crate::error::Result<crate::model::TransformTest> {
+) -> crate::error::Result<crate::domain::TransformTest> {
     use crate::error::Error;
     if event.tenant_id.is_empty() {
         event.tenant_id = "local".to_string();
@@ -229,7 +229,7 @@ pub async fn test_locally(
         notification_type: event.notification_type.as_str().to_string(),
         headers: vec![(
             "content-type".to_string(),
-            crate::delivery::CONTENT_TYPE_JSON.to_string(),
+            crate::domain::CONTENT_TYPE_JSON.to_string(),
         )],
         body,
     };

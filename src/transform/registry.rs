@@ -21,10 +21,10 @@ use tokio::sync::Semaphore;
 use super::{
     CompiledTransform, TransformError, TransformInput, TransformOutcome, TransformRuntime,
 };
+use crate::domain::TenantId;
+use crate::domain::{TransformRef, TransformVersion, validate_transform_name};
 use crate::error::{Error, Result};
-use crate::id::TenantId;
-use crate::journal::{Journal, NewTransformRow};
-use crate::model::{TransformRef, TransformVersion, validate_transform_name};
+use crate::store::{Journal, NewTransformRow};
 
 type Key = (TenantId, String, u32);
 
@@ -182,7 +182,7 @@ impl TransformRegistry {
                 sha256,
                 wasm,
                 artifact,
-                at: crate::clock::now_ms(),
+                at: crate::domain::clock::now_ms(),
             })
             .await?;
         self.cache_lock().insert(

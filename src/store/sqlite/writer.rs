@@ -25,13 +25,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpointer;
 use super::{CommitHook, SUB_COLUMNS, SubscriptionRow, encode_spec, sub_from_row, sub_raw};
-use crate::clock::format_ms;
-use crate::config::Durability;
+use crate::domain::clock::format_ms;
+use crate::domain::{DeliveryId, SubscriptionId, TenantId};
+use crate::domain::{DeliveryStatus, Event, PublishReceipt, SubscriptionSpec, Tenant};
 use crate::error::{Error, Result};
-use crate::id::{DeliveryId, SubscriptionId, TenantId};
-use crate::model::{DeliveryStatus, Event, PublishReceipt, SubscriptionSpec, Tenant};
-use crate::ratelimit::RateLimit;
-use crate::secretbox::SecretBox;
+use crate::policy::ratelimit::RateLimit;
+use crate::security::secretbox::SecretBox;
+use crate::store::Durability;
 
 // `Close` is sent once per engine; boxing the common variant would cost an allocation per write.
 #[allow(clippy::large_enum_variant)]
@@ -165,7 +165,7 @@ pub(super) enum Outcome {
     Row(Box<SubscriptionRow>),
     Receipts(Vec<Result<PublishReceipt>>),
     /// A transform version, and whether this call created it.
-    Transform(crate::model::TransformVersion, bool),
+    Transform(crate::domain::TransformVersion, bool),
     Count(u64),
 }
 
@@ -455,7 +455,7 @@ fn sync_then_apply(
         // The hot path, one outcome between two deliveries of a subscription: one statement,
         // atomic by itself, so no BEGIN and COMMIT around it.
         [Op::RecordAttempt(r)] if r.flags.is_none() => {
-            super::batch::record_outcome(conn, r, crate::clock::now_ms())?;
+            super::batch::record_outcome(conn, r, crate::domain::clock::now_ms())?;
             vec![Ok(Outcome::Unit)]
         }
         _ => apply_all(conn, routing, ops, wakes)?,
@@ -676,11 +676,11 @@ fn apply(
             Ok(Ok(Outcome::Unit))
         }
         Op::RecordAttempt(rec) if rec.flags.is_none() => {
-            super::batch::record_outcome(conn, rec, crate::clock::now_ms())?;
+            super::batch::record_outcome(conn, rec, crate::domain::clock::now_ms())?;
             Ok(Ok(Outcome::Unit))
         }
         Op::RecordAttempt(rec) => {
-            let now = crate::clock::now_ms();
+            let now = crate::domain::clock::now_ms();
             conn.prepare_cached(
                 "INSERT OR REPLACE INTO attempts \
                  (delivery_id, n, started_at, duration_ms, status_code, error_kind, error, \

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use crate::config::Durability;
 use crate::error::{Error, Result};
+use crate::store::Durability;
 
 /// WAL size (pages, 4 KiB each) at which a checkpoint is asked for. SQLite's default is 1,000;
 /// a checkpoint copies each page once however often it changed since the last one, and the

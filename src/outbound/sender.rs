@@ -17,25 +17,26 @@ use reqwest::header::{
     AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
 };
 
-use crate::clock::now_ms;
 use crate::config::EngineConfig;
+use crate::domain::EventId;
+use crate::domain::ReceiverAuth;
+use crate::domain::SubscriptionId;
+use crate::domain::clock::now_ms;
 use crate::error::error_chain;
 use crate::error::{Error, Result};
-use crate::id::EventId;
-use crate::id::SubscriptionId;
-use crate::model::ReceiverAuth;
-use crate::oauth::{OAuth2Config, OAuthError, TokenCache, bearer_header};
+use crate::outbound::oauth::{OAuth2Config, OAuthError, TokenCache, bearer_header};
 use crate::policy::{ErrorKind, parse_retry_after};
-use crate::signing::{SigningKeys, signature_header};
-use crate::ssrf::{IpPolicy, SsrfError, SsrfResolver, check_url, find_in_chain, resolve_checked};
-use crate::tls::ClientTls;
+use crate::security::signing::{SigningKeys, signature_header};
+use crate::security::ssrf::{
+    IpPolicy, SsrfError, SsrfResolver, check_url, find_in_chain, resolve_checked,
+};
+use crate::security::tls::ClientTls;
 
 /// Response bytes kept in the attempt log.
 pub(crate) const SNIPPET_LIMIT: usize = 4 * 1024;
 /// Response bytes read at most (the rest is abandoned with the connection).
 pub(crate) const READ_LIMIT: usize = 64 * 1024;
-/// The content type of every delivery, as the callback contract specifies.
-pub(crate) const CONTENT_TYPE_JSON: &str = "application/json;charset=UTF-8";
+pub(crate) use crate::domain::CONTENT_TYPE_JSON;
 
 /// Everything needed to make one attempt.
 #[derive(Debug, Clone)]

@@ -24,11 +24,11 @@ use sqlx::Row;
 
 use super::writer::{Op, Outcome};
 use super::{Journal, sql_err, unexpected};
-use crate::clock::now_ms;
-use crate::config::Retention;
+use crate::domain::SubscriptionId;
+use crate::domain::clock::now_ms;
 use crate::error::{Error, Result};
-use crate::id::SubscriptionId;
 use crate::metrics::QueueStat;
+use crate::store::Retention;
 
 impl Journal {
     /// Puts `sub`'s terminal deliveries of events accepted in `[since_ms, until_ms)` back to

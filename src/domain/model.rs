@@ -8,12 +8,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::domain::{DeliveryId, EventId, SubscriptionId, TenantId, validate_external_id};
 use crate::error::{Error, Result};
-use crate::id::{DeliveryId, EventId, SubscriptionId, TenantId, validate_external_id};
-use crate::ratelimit::RateLimit;
-use crate::signing::SigningKeys;
-use crate::ssrf::{IpPolicy, check_url};
-use crate::tls::ClientTls;
+pub use crate::policy::RetryPolicy;
+
+/// The content type of every delivery, as the callback contract specifies.
+pub(crate) const CONTENT_TYPE_JSON: &str = "application/json;charset=UTF-8";
+use crate::policy::ratelimit::RateLimit;
+use crate::security::signing::SigningKeys;
+use crate::security::ssrf::{IpPolicy, check_url};
+use crate::security::tls::ClientTls;
 
 /// The kinds of notification of the callback contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -96,7 +100,7 @@ impl EventInput {
             notification_type,
             workflow_id: None,
             pay_load: serde_json::Map::new(),
-            timestamp: crate::clock::format_ms(crate::clock::now_ms()),
+            timestamp: crate::domain::clock::format_ms(crate::domain::clock::now_ms()),
         }
     }
 
@@ -308,65 +312,6 @@ pub enum FailurePolicy {
     Block,
     /// The failed delivery stays visible as `failed`; the queue moves on.
     Skip,
-}
-
-/// How a subscription retries retriable failures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RetryPolicy {
-    /// Attempts in all, first try included (1 to 20; default 4: the seed's first try + 3 retries).
-    #[serde(default = "RetryPolicy::default_max_attempts")]
-    pub max_attempts: u32,
-    /// Delay before each retry, in ms; the last one repeats when attempts outnumber it.
-    /// Default `[1000, 10000, 60000]`. A random jitter of up to 10% is added, never subtracted.
-    #[serde(default = "RetryPolicy::default_backoff_ms")]
-    pub backoff_ms: Vec<u64>,
-}
-
-impl RetryPolicy {
-    /// Upper bound of `maxAttempts`.
-    pub const MAX_ATTEMPTS: u32 = 20;
-    /// Upper bound of one backoff delay (one day).
-    pub const MAX_BACKOFF_MS: u64 = 86_400_000;
-
-    fn default_max_attempts() -> u32 {
-        4
-    }
-
-    fn default_backoff_ms() -> Vec<u64> {
-        vec![1_000, 10_000, 60_000]
-    }
-
-    pub(crate) fn validate(&self) -> Result<()> {
-        if !(1..=Self::MAX_ATTEMPTS).contains(&self.max_attempts) {
-            return Err(Error::invalid(
-                "retry.maxAttempts",
-                format!("must be between 1 and {}", Self::MAX_ATTEMPTS),
-            ));
-        }
-        if self.backoff_ms.is_empty() || self.backoff_ms.len() > 32 {
-            return Err(Error::invalid(
-                "retry.backoffMs",
-                "must list 1 to 32 delays",
-            ));
-        }
-        if self.backoff_ms.iter().any(|d| *d > Self::MAX_BACKOFF_MS) {
-            return Err(Error::invalid(
-                "retry.backoffMs",
-                format!("delays must be at most {} ms", Self::MAX_BACKOFF_MS),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: Self::default_max_attempts(),
-            backoff_ms: Self::default_backoff_ms(),
-        }
-    }
 }
 
 /// A subscription's externally visible state.
@@ -834,14 +779,20 @@ impl std::fmt::Debug for SubscriptionSpec {
     }
 }
 
+/// What a new subscription gets for the settings it leaves out, and the address rules its URL
+/// is checked against (the engine's configuration, passed down).
+#[derive(Debug, Clone)]
+pub(crate) struct SubscriptionDefaults {
+    pub retry: RetryPolicy,
+    pub timeout_ms: u64,
+    pub ip_policy: IpPolicy,
+}
+
 impl SubscriptionSpec {
     pub const MIN_TIMEOUT_MS: u64 = 100;
     pub const MAX_TIMEOUT_MS: u64 = 300_000;
 
-    pub(crate) fn from_new(
-        n: NewSubscription,
-        defaults: &crate::config::EngineConfig,
-    ) -> Result<Self> {
+    pub(crate) fn from_new(n: NewSubscription, defaults: &SubscriptionDefaults) -> Result<Self> {
         let signing = SigningKeys::create(n.secret.as_deref(), n.ed25519)
             .map_err(|e| Error::invalid("secret", e))?;
         let spec = SubscriptionSpec {
@@ -850,10 +801,8 @@ impl SubscriptionSpec {
             workflow_ids: n.workflow_ids,
             access_key: n.access_key,
             headers: n.headers,
-            retry: n.retry.unwrap_or_else(|| defaults.default_retry.clone()),
-            timeout_ms: n
-                .timeout_ms
-                .unwrap_or(defaults.default_timeout.as_millis() as u64),
+            retry: n.retry.unwrap_or_else(|| defaults.retry.clone()),
+            timeout_ms: n.timeout_ms.unwrap_or(defaults.timeout_ms),
             on_failure: n.on_failure.unwrap_or_default(),
             signing,
             auth: n.auth,
@@ -861,7 +810,7 @@ impl SubscriptionSpec {
             transform: n.transform,
             tls: n.tls,
         };
-        spec.validate(&IpPolicy::new(defaults.allow_networks.clone()))?;
+        spec.validate(&defaults.ip_policy)?;
         Ok(spec)
     }
 
@@ -1305,7 +1254,7 @@ mod tests {
 
     #[test]
     fn reserved_headers_are_refused() {
-        let cfg = crate::config::EngineConfig::default();
+        let cfg = crate::config::EngineConfig::default().subscription_defaults();
         for name in ["Content-Type", "webhook-id", "access-key", "Host"] {
             let mut n = NewSubscription::new("acme", "http://example.com/hook");
             n.headers.insert(name.into(), "x".into());
@@ -1321,7 +1270,7 @@ mod tests {
 
     #[test]
     fn urls_and_limits_are_checked() {
-        let cfg = crate::config::EngineConfig::default();
+        let cfg = crate::config::EngineConfig::default().subscription_defaults();
         for url in ["ftp://example.com/", "not a url", "http://"] {
             let n = NewSubscription::new("acme", url);
             assert!(

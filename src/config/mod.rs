@@ -12,19 +12,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::domain::RetryPolicy;
 use crate::error::{Error, Result};
-use crate::model::RetryPolicy;
-
-/// How hard the journal pushes commits to stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// `synchronous=FULL`: a commit survives power loss and kernel crashes (the default).
-    #[default]
-    Fsync,
-    /// `synchronous=NORMAL`: a commit survives a process crash (`kill -9`) but the last commits
-    /// before a power loss may be lost.
-    Os,
-}
+pub use crate::store::{Durability, Retention};
 
 /// Every engine setting, with its default.
 #[derive(Debug, Clone)]
@@ -65,7 +55,7 @@ pub struct EngineConfig {
     /// The master key sealing subscription secrets in the journal (`base64:…` or 64 hex
     /// characters). Default: a key file beside the journal (`<db>.key`, mode 0600), created on
     /// first start; production should pass one from a secret store instead.
-    pub secret_key: Option<crate::secretbox::Redacted<String>>,
+    pub secret_key: Option<crate::security::secretbox::Redacted<String>>,
     /// Where the master key file is kept when `secret_key` is not given (created on first
     /// start if missing, mode 0600). Default: `<db>.key` beside the journal.
     pub secret_key_file: Option<std::path::PathBuf>,
@@ -75,7 +65,7 @@ pub struct EngineConfig {
     /// `HTTP_PROXY` and friends in the environment are ignored).
     pub proxy: Option<String>,
     /// The per-tenant delivery rate limit applied to every tenant without its own. Default none.
-    pub tenant_rate_limit: Option<crate::ratelimit::RateLimit>,
+    pub tenant_rate_limit: Option<crate::policy::ratelimit::RateLimit>,
     /// The sandbox of tenant transforms: module size, memory, CPU time, output size, concurrent
     /// calls. The defaults let Python and JavaScript components run (see
     /// [`TransformLimits`](crate::transform::TransformLimits)).
@@ -88,40 +78,6 @@ pub struct EngineConfig {
     /// [`EngineHandle::config`](crate::EngineHandle::config)). Default: 1 MiB per event,
     /// 16 MiB and 1000 events per batch.
     pub limits: Limits,
-}
-
-/// Background pruning of finished events (see `journal::retention`).
-///
-/// An event is pruned, with its deliveries and attempt log, once every one of its deliveries
-/// has been terminal for the configured age. An event with a delivery still pending or in
-/// flight, or a failed delivery its subscription is blocked on, is never pruned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retention {
-    /// Whether the pruner runs at all. Default true.
-    pub enabled: bool,
-    /// Age (since its last delivery ended) after which an event whose deliveries were all
-    /// delivered, skipped or dropped is pruned. Default 7 days.
-    pub delivered_after: Duration,
-    /// Age after which an event with a failed delivery (one no subscription is blocked on) is
-    /// pruned. Default 30 days.
-    pub failed_after: Duration,
-    /// Pause between prune passes. Default 60 s.
-    pub interval: Duration,
-    /// Events pruned per write transaction; small so delivery commits never wait long.
-    /// Default 500.
-    pub batch_size: u32,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            enabled: true,
-            delivered_after: Duration::from_secs(7 * 24 * 3600),
-            failed_after: Duration::from_secs(30 * 24 * 3600),
-            interval: Duration::from_secs(60),
-            batch_size: 500,
-        }
-    }
 }
 
 /// Metrics exposition (`GET /metrics`).
@@ -174,11 +130,30 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// The store's own settings.
+    pub(crate) fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            durability: self.durability,
+            reader_connections: self.reader_connections,
+            intake_queue: self.intake_queue,
+            commit_batch_max: self.commit_batch_max,
+        }
+    }
+
+    /// The defaults and address rules new subscriptions are built with.
+    pub(crate) fn subscription_defaults(&self) -> crate::domain::SubscriptionDefaults {
+        crate::domain::SubscriptionDefaults {
+            retry: self.default_retry.clone(),
+            timeout_ms: self.default_timeout.as_millis() as u64,
+            ip_policy: crate::security::ssrf::IpPolicy::new(self.allow_networks.clone()),
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         self.default_retry.validate()?;
         let t = self.default_timeout.as_millis() as u64;
-        if !(crate::model::SubscriptionSpec::MIN_TIMEOUT_MS
-            ..=crate::model::SubscriptionSpec::MAX_TIMEOUT_MS)
+        if !(crate::domain::SubscriptionSpec::MIN_TIMEOUT_MS
+            ..=crate::domain::SubscriptionSpec::MAX_TIMEOUT_MS)
             .contains(&t)
         {
             return Err(Error::invalid(

@@ -8,7 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 
-use crate::model::RetryPolicy;
+pub(crate) mod ratelimit;
+mod retry;
+
+pub use retry::RetryPolicy;
 
 /// Why an attempt produced no usable HTTP response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

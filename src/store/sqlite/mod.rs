@@ -69,17 +69,17 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::clock::{format_ms, now_ms};
-use crate::config::{Durability, EngineConfig};
-use crate::error::{Error, Result};
-use crate::id::{DeliveryId, EventId, SubscriptionId, TenantId};
-use crate::metrics::Metrics;
-use crate::model::{
+use super::{Durability, StoreOptions};
+use crate::domain::clock::{format_ms, now_ms};
+use crate::domain::{
     Attempt, Delivery, DeliveryPage, DeliveryQuery, DeliveryStatus, Event, NotificationType,
     Principal, PublishReceipt, Subscription, SubscriptionSpec, SubscriptionState, Tenant,
 };
-use crate::ratelimit::RateLimit;
-use crate::secretbox::SecretBox;
+use crate::domain::{DeliveryId, EventId, SubscriptionId, TenantId};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::policy::ratelimit::RateLimit;
+use crate::security::secretbox::SecretBox;
 
 use inline_read::InlineReaders;
 pub(crate) use transforms::NewTransformRow;
@@ -214,7 +214,7 @@ impl Journal {
     /// starts the writer task.
     pub(crate) async fn open(
         path: &Path,
-        cfg: &EngineConfig,
+        cfg: &StoreOptions,
         sealer: SecretBox,
         metrics: Arc<Metrics>,
     ) -> Result<(Journal, Recovery)> {

@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::writer::{AttemptRecord, Outcome, Routing};
+use crate::domain::SubscriptionId;
+use crate::domain::{Event, PublishReceipt};
 use crate::error::{Error, Result};
-use crate::id::SubscriptionId;
-use crate::model::{Event, PublishReceipt};
 
 /// Publishes every event of `groups` (one inner list per `Publish` operation) in arrival order:
 /// the order of the inserts is what assigns `seq` and delivery ids.

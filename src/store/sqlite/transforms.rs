@@ -15,10 +15,10 @@ use sqlx::Row;
 
 use super::writer::{Op, Outcome, Routing};
 use super::{Journal, sql_err, unexpected};
-use crate::clock::format_ms;
+use crate::domain::TenantId;
+use crate::domain::clock::format_ms;
+use crate::domain::{SubscriptionSpec, TransformVersion};
 use crate::error::{Error, Result};
-use crate::id::TenantId;
-use crate::model::{SubscriptionSpec, TransformVersion};
 
 /// A compiled upload to journal.
 #[derive(Debug)]

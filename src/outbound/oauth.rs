@@ -55,7 +55,7 @@ use url::{Url, form_urlencoded};
 
 use crate::error::error_chain;
 use crate::policy::{Verdict, classify_status};
-use crate::ssrf::{self, IpPolicy, SsrfError};
+use crate::security::ssrf::{self, IpPolicy, SsrfError};
 
 /// How long one token request may take, body included.
 pub(crate) const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -37,14 +37,14 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::engine::EngineHandle;
-use crate::error::Error;
-use crate::id::{DeliveryId, EventId, SubscriptionId, TenantId};
-use crate::model::{
+use crate::domain::{
     CreatedTenant, Delivery, DeliveryPage, DeliveryQuery, DeliveryStatus, EndpointTest, EventInput,
     NewSubscription, NewTenant, Principal, PublishReceipt, Subscription, SubscriptionPatch, Tenant,
     TenantPatch,
 };
+use crate::domain::{DeliveryId, EventId, SubscriptionId, TenantId};
+use crate::engine::EngineHandle;
+use crate::error::Error;
 
 mod input;
 mod server;
@@ -1222,7 +1222,7 @@ async fn visible_delivery(
     engine: &EngineHandle,
     auth: &Auth,
     id: &str,
-) -> ApiResult<crate::model::DeliveryDetail> {
+) -> ApiResult<crate::domain::DeliveryDetail> {
     let id = parse_delivery_id(id)?;
     let detail = engine.get_delivery(id).await?;
     if !auth.0.can_access(&detail.delivery.tenant_id) {

@@ -1,0 +1,150 @@
+//! Publishing events, and reading and acting on their deliveries.
+
+use std::sync::atomic::Ordering;
+
+use crate::actors::subscriber::{Command, CommandReply};
+use crate::config::EngineConfig;
+use crate::domain::{
+    Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, EventInput, PublishReceipt,
+};
+use crate::domain::{DeliveryId, SubscriptionId};
+use crate::error::{Error, Result};
+
+use super::EngineHandle;
+
+impl EngineHandle {
+    // ---- events --------------------------------------------------------------------------
+
+    /// Journals an event and fans it out to every matching subscription. Returns once both are
+    /// durable (guarantee 1). Publishing the same (tenant, id) again returns the original.
+    pub async fn publish(&self, event: EventInput) -> Result<PublishReceipt> {
+        self.check_open()?;
+        let event = event.validate()?;
+        let wait = self.inner.ctx.config.intake_wait;
+        let mut out = self.journal().publish(vec![event], wait).await?;
+        out.pop()
+            .unwrap_or_else(|| Err(Error::Internal("no publish result".into())))
+    }
+
+    /// Publishes several events in one durable commit; one result per event, in order. An invalid
+    /// event is refused on its own without affecting the others.
+    pub async fn publish_batch(
+        &self,
+        events: Vec<EventInput>,
+    ) -> Result<Vec<Result<PublishReceipt>>> {
+        self.check_open()?;
+        let mut results: Vec<Option<Result<PublishReceipt>>> = Vec::with_capacity(events.len());
+        let mut valid = Vec::with_capacity(events.len());
+        for e in events {
+            match e.validate() {
+                Ok(v) => {
+                    valid.push(v);
+                    results.push(None);
+                }
+                Err(err) => results.push(Some(Err(err))),
+            }
+        }
+        let wait = self.inner.ctx.config.intake_wait;
+        let mut journaled = self.journal().publish(valid, wait).await?.into_iter();
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    journaled
+                        .next()
+                        .unwrap_or_else(|| Err(Error::Internal("missing result".into())))
+                })
+            })
+            .collect())
+    }
+
+    // ---- deliveries ----------------------------------------------------------------------
+
+    /// A page of a subscription's deliveries in `seq` order.
+    pub async fn list_deliveries(
+        &self,
+        sub: &SubscriptionId,
+        q: DeliveryQuery,
+    ) -> Result<DeliveryPage> {
+        self.journal().list_deliveries(sub, &q).await
+    }
+
+    /// A delivery with its attempt log.
+    pub async fn get_delivery(&self, id: DeliveryId) -> Result<DeliveryDetail> {
+        let delivery = self
+            .journal()
+            .get_delivery(id)
+            .await?
+            .ok_or_else(|| Error::not_found("delivery", id))?;
+        let attempt_log = self.journal().attempts(id).await?;
+        Ok(DeliveryDetail {
+            delivery,
+            attempt_log,
+        })
+    }
+
+    /// Puts a failed delivery back to pending in its place in the order, with a fresh retry
+    /// budget; a subscription blocked on it resumes from it.
+    pub async fn resubmit(&self, id: DeliveryId) -> Result<Delivery> {
+        self.delivery_command(id, Command::Resubmit(id)).await
+    }
+
+    /// Re-sends a subscription's finished deliveries (delivered, failed, skipped, dropped) of
+    /// events accepted in the window, in their original order, for a receiver that lost data.
+    ///
+    /// The deliveries themselves go back to pending (same ids, the attempt log continues, a
+    /// fresh retry budget), so they take their places in `seq` order: after the attempt in
+    /// flight, if any, and ahead of every pending delivery with a higher `seq`. A subscription
+    /// blocked on a replayed delivery is unblocked. Events already pruned by retention cannot
+    /// be replayed.
+    pub async fn replay(
+        &self,
+        id: &SubscriptionId,
+        window: crate::domain::ReplayWindow,
+    ) -> Result<crate::domain::ReplayReceipt> {
+        let (since_ms, until_ms) = window.to_ms(crate::domain::clock::now_ms())?;
+        match self
+            .command(id, Command::Replay { since_ms, until_ms })
+            .await?
+        {
+            CommandReply::Replayed(replayed) => Ok(crate::domain::ReplayReceipt { replayed }),
+            other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Whether the engine serves requests: recovery is over (the handle exists) and it is not
+    /// shutting down. `GET /readyz` answers from this.
+    pub fn is_ready(&self) -> bool {
+        !self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// The engine's metrics in the OpenMetrics text format, with the queue gauges read from the
+    /// journal now.
+    pub async fn metrics_text(&self) -> Result<String> {
+        let stats = self.journal().queue_stats().await?;
+        self.inner.ctx.metrics.set_queues(stats);
+        Ok(self.inner.ctx.metrics.encode())
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.ctx.config
+    }
+
+    /// Marks a pending or failed delivery skipped; a subscription blocked on it moves on.
+    pub async fn skip(&self, id: DeliveryId) -> Result<Delivery> {
+        self.delivery_command(id, Command::Skip(id)).await
+    }
+
+    async fn delivery_command(&self, id: DeliveryId, cmd: Command) -> Result<Delivery> {
+        let d = self
+            .journal()
+            .get_delivery(id)
+            .await?
+            .ok_or_else(|| Error::not_found("delivery", id))?;
+        match self.command(&d.subscription_id, cmd).await? {
+            CommandReply::Delivery(d) => Ok(*d),
+            other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+}

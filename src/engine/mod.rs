@@ -1,0 +1,130 @@
+//! The engine and its handle: the only public door to hookline.
+//!
+//! [`Engine::builder`] opens the journal (running crash recovery), starts the supervisor and the
+//! writer, and resumes every subscription that has pending deliveries. The resulting
+//! [`EngineHandle`] is cheap to clone and hides actors and the database entirely; the HTTP API
+//! and the CLI are thin layers over it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ractor::{ActorRef, RpcReplyPort, rpc::CallResult};
+use tokio::sync::Mutex;
+
+use crate::actors::SharedCtx;
+use crate::actors::subscriber::SubscriberMsg;
+use crate::actors::supervisor::SupervisorMsg;
+use crate::domain::SubscriptionId;
+use crate::error::{Error, Result};
+use crate::store::Journal;
+
+mod builder;
+mod events;
+mod subscriptions;
+mod tenants;
+mod transforms;
+
+pub use builder::{Engine, EngineBuilder};
+
+/// The engine's public door. Clone it freely; every clone drives the same engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("journal", &self.inner.ctx.journal)
+            .finish()
+    }
+}
+
+struct Inner {
+    ctx: SharedCtx,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    closed: AtomicBool,
+    tenant_updates: Mutex<()>,
+    /// Hash of an admin key given by configuration (never stored).
+    admin_override: std::sync::RwLock<Option<String>>,
+    /// The retention task, stopped at shutdown.
+    pruner: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl EngineHandle {
+    fn journal(&self) -> &Journal {
+        &self.inner.ctx.journal
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    // ---- lifecycle -----------------------------------------------------------------------
+
+    /// Stops intake, lets attempts in flight finish (up to the shutdown grace), commits what is
+    /// pending and closes the journal. Attempts cut short are retried after the next start.
+    pub async fn shutdown(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(p) = self.inner.pruner.lock().ok().and_then(|mut p| p.take()) {
+            p.abort();
+        }
+        let grace = self.inner.ctx.config.shutdown_grace;
+        let drained = self
+            .inner
+            .supervisor
+            .call(SupervisorMsg::Shutdown, Some(grace))
+            .await;
+        if !matches!(drained, Ok(CallResult::Success(()))) {
+            tracing::warn!("shutdown grace elapsed; abandoning attempts still in flight");
+        }
+        let _ = self
+            .inner
+            .supervisor
+            .stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
+            .await;
+        self.inner.supervisor.stop(None);
+        if let Some(task) = self.inner.supervisor_task.lock().await.take() {
+            let _ = task.await;
+        }
+        self.inner.ctx.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.ctx.tasks.wait()).await;
+        self.journal().close().await;
+    }
+
+    /// Test-only: makes the subscription's actor panic inside a message handler.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn inject_actor_panic(&self, id: &SubscriptionId) -> Result<()> {
+        let actor = self.actor(id).await?;
+        actor
+            .cast(SubscriberMsg::Panic)
+            .map_err(|_| Error::Internal("actor gone".into()))
+    }
+
+    /// Test-only: the number of live subscriber actors.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn live_actors(&self) -> Result<usize> {
+        call(&self.inner.supervisor, SupervisorMsg::Count).await
+    }
+}
+
+async fn call<T: Send + 'static>(
+    actor: &ActorRef<SupervisorMsg>,
+    msg: impl FnOnce(RpcReplyPort<T>) -> SupervisorMsg,
+) -> Result<T> {
+    match actor.call(msg, None).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        _ => Err(Error::ShuttingDown),
+    }
+}

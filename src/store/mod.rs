@@ -1,0 +1,64 @@
+//! Durable state: the journal behind every promise hookline makes.
+
+use std::time::Duration;
+
+mod sqlite;
+
+pub(crate) use sqlite::*;
+
+/// How hard the journal pushes commits to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss and kernel crashes (the default).
+    #[default]
+    Fsync,
+    /// `synchronous=NORMAL`: a commit survives a process crash (`kill -9`) but the last commits
+    /// before a power loss may be lost.
+    Os,
+}
+
+/// What opening a store needs besides its location.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreOptions {
+    pub durability: Durability,
+    /// Reader connections.
+    pub reader_connections: u32,
+    /// Write operations that may wait for the writer.
+    pub intake_queue: usize,
+    /// Most write operations grouped into one commit.
+    pub commit_batch_max: usize,
+}
+
+/// Background pruning of finished events (see `store::sqlite::upkeep`).
+///
+/// An event is pruned, with its deliveries and attempt log, once every one of its deliveries
+/// has been terminal for the configured age. An event with a delivery still pending or in
+/// flight, or a failed delivery its subscription is blocked on, is never pruned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// Whether the pruner runs at all. Default true.
+    pub enabled: bool,
+    /// Age (since its last delivery ended) after which an event whose deliveries were all
+    /// delivered, skipped or dropped is pruned. Default 7 days.
+    pub delivered_after: Duration,
+    /// Age after which an event with a failed delivery (one no subscription is blocked on) is
+    /// pruned. Default 30 days.
+    pub failed_after: Duration,
+    /// Pause between prune passes. Default 60 s.
+    pub interval: Duration,
+    /// Events pruned per write transaction; small so delivery commits never wait long.
+    /// Default 500.
+    pub batch_size: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            enabled: true,
+            delivered_after: Duration::from_secs(7 * 24 * 3600),
+            failed_after: Duration::from_secs(30 * 24 * 3600),
+            interval: Duration::from_secs(60),
+            batch_size: 500,
+        }
+    }
+}
