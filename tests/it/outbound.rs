@@ -15,23 +15,66 @@ use hookline::{DeliveryStatus, Error, NewSubscription, SubscriptionState};
 use crate::support::receiver::{Recorded, Reply};
 use crate::support::{Receiver, TENANT, TestEngine, WITHIN, builder, event, retry};
 
-/// Makes sure the reference library is importable, installing it from PyPI if needed.
+/// The pinned reference library, installed once into a project-local directory under
+/// `target/` (never into the system's site-packages). Many tests, and several test processes
+/// under a runner such as nextest, ask at the same moment: a file lock lets one install while
+/// the others wait, and the install goes to a scratch directory renamed into place only once
+/// complete, so nobody ever imports a half-written package.
+const STANDARDWEBHOOKS: &str = "standardwebhooks==1.0.0";
+
+/// The directory to put on `PYTHONPATH` for the reference library.
+fn standardwebhooks_path() -> &'static std::path::Path {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyref");
+        std::fs::create_dir_all(&root).expect("create target/tmp/pyref");
+        let site = root.join(STANDARDWEBHOOKS.replace("==", "-"));
+        let lock = std::fs::File::create(root.join(".lock")).expect("create the install lock");
+        lock.lock().expect("take the install lock");
+        let imports = |dir: &std::path::Path| {
+            Command::new("python3")
+                .args(["-c", "import standardwebhooks"])
+                .env("PYTHONPATH", dir)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if !(site.is_dir() && imports(&site)) {
+            let scratch = root.join(format!("install-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&scratch);
+            let out = Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .arg("--target")
+                .arg(&scratch)
+                .arg(STANDARDWEBHOOKS)
+                .output()
+                .expect("run python3 -m pip (python3 with pip is needed to verify signatures)");
+            assert!(
+                out.status.success(),
+                "installing {STANDARDWEBHOOKS} from PyPI into {} failed: {}",
+                scratch.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let _ = std::fs::remove_dir_all(&site);
+            std::fs::rename(&scratch, &site).expect("move the installed library into place");
+            assert!(
+                imports(&site),
+                "{STANDARDWEBHOOKS} installed but does not import"
+            );
+        }
+        site
+    })
+}
+
+/// Makes sure the reference library is ready before a test starts its engine.
 fn ensure_standardwebhooks() {
-    let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
-    if ok(Command::new("python3").args(["-c", "import standardwebhooks"])) {
-        return;
-    }
-    let installed = ok(Command::new("python3").args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "standardwebhooks==1.0.0",
-    ]));
-    assert!(
-        installed && ok(Command::new("python3").args(["-c", "import standardwebhooks"])),
-        "python3 with the standardwebhooks package (PyPI) is needed to verify signatures"
-    );
+    standardwebhooks_path();
 }
 
 /// Verifies a received request with `standardwebhooks.Webhook(secret).verify(body, headers)`.
@@ -56,6 +99,7 @@ fn reference_verifies(secret: &str, r: &Recorded) -> bool {
     Command::new("python3")
         .args(["-c", script])
         .arg(&input)
+        .env("PYTHONPATH", standardwebhooks_path())
         .status()
         .expect("run python3")
         .success()
