@@ -151,13 +151,14 @@ pub use config::{Durability, EngineConfig, Limits, MetricsSettings, Retention, S
 pub use domain::{
     Attempt, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus,
     EndpointTest, Event, EventInput, FailurePolicy, NewSubscription, NewTenant, NotificationType,
-    Principal, PublishReceipt, ReceiverAuth, ReplayReceipt, ReplayWindow, RetryPolicy,
-    Subscription, SubscriptionPatch, SubscriptionState, Tenant, TenantPatch, TransformAction,
-    TransformInfo, TransformRef, TransformTest, TransformTestError, TransformVersion,
+    Principal, PublishReceipt, ReceiverAuth, ReceiverAuthView, ReplayReceipt, ReplayWindow,
+    RetryPolicy, Subscription, SubscriptionPatch, SubscriptionState, Tenant, TenantPatch,
+    Timestamp, TransformAction, TransformInfo, TransformRef, TransformTest, TransformTestError,
+    TransformVersion,
 };
 pub use domain::{DeliveryId, EventId, SubscriptionId, TenantId};
 pub use engine::{Engine, EngineBuilder, EngineHandle};
 pub use error::{Error, Result};
 pub use policy::ratelimit::RateLimit;
 pub use security::secretbox::Redacted;
-pub use security::tls::ClientTls;
+pub use security::tls::{ClientTls, TlsView};

@@ -39,8 +39,25 @@ pub struct ClientTls {
 
 impl std::fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClientTls({})", self.view())
+        let shown = serde_json::to_string(&self.view()).map_err(|_| std::fmt::Error)?;
+        write!(f, "ClientTls({shown})")
     }
+}
+
+/// What the API shows of a [`ClientTls`]: which parts are set and the SHA-256 fingerprints of
+/// its certificates, never a PEM. Fields are declared in alphabetical order, the order of the
+/// JSON the API has always sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsView {
+    /// Whether a CA is set (`caPem`).
+    pub ca_pem: bool,
+    /// SHA-256 of each CA certificate, lowercase hex.
+    pub ca_sha256: Vec<String>,
+    /// Whether a client certificate is set.
+    pub client_cert: bool,
+    /// SHA-256 of the client certificate (the leaf), lowercase hex; `null` when none.
+    pub client_cert_sha256: Option<String>,
 }
 
 /// What was parsed out of a [`ClientTls`].
@@ -53,7 +70,7 @@ struct Parsed {
 impl ClientTls {
     /// What may be shown: whether each part is set and SHA-256 fingerprints of the certificates
     /// (never the key).
-    pub fn view(&self) -> serde_json::Value {
+    pub fn view(&self) -> TlsView {
         let leaf = self
             .client_cert_pem
             .as_deref()
@@ -65,12 +82,12 @@ impl ClientTls {
             .and_then(|p| certs(p).ok())
             .map(|c| c.iter().map(fingerprint).collect())
             .unwrap_or_default();
-        serde_json::json!({
-            "clientCert": self.client_cert_pem.is_some(),
-            "clientCertSha256": leaf,
-            "caPem": self.ca_pem.is_some(),
-            "caSha256": cas,
-        })
+        TlsView {
+            ca_pem: self.ca_pem.is_some(),
+            ca_sha256: cas,
+            client_cert: self.client_cert_pem.is_some(),
+            client_cert_sha256: leaf,
+        }
     }
 
     fn parse(&self) -> Result<Parsed> {
@@ -251,12 +268,21 @@ mod tests {
             ca_pem: None,
         };
         tls.validate().expect("valid");
-        let shown = format!("{tls:?} {}", tls.view());
+        let shown = format!("{tls:?} {:?}", tls.view());
         for line in key_lines(&key) {
             assert!(!shown.contains(line), "key material in {shown}");
         }
         assert!(!shown.contains("PRIVATE"), "{shown}");
-        assert!(tls.view()["clientCertSha256"].as_str().is_some());
+        assert!(tls.view().client_cert_sha256.is_some());
+    }
+
+    #[test]
+    fn the_view_is_the_json_the_api_always_sent() {
+        let shown = serde_json::to_string(&ClientTls::default().view()).expect("serialises");
+        assert_eq!(
+            shown,
+            r#"{"caPem":false,"caSha256":[],"clientCert":false,"clientCertSha256":null}"#
+        );
     }
 
     #[test]

@@ -1068,7 +1068,7 @@ async fn attempt_log_records_every_attempt_with_a_capped_snippet() {
         .iter()
         .map(|a| {
             time::OffsetDateTime::parse(
-                &a.started_at,
+                &a.started_at.to_string(),
                 &time::format_description::well_known::Rfc3339,
             )
             .expect("started_at is RFC 3339")

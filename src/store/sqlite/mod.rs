@@ -70,7 +70,8 @@ use sqlx::{Connection, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Durability, StoreOptions};
-use crate::domain::clock::{format_ms, now_ms};
+use crate::domain::Timestamp;
+use crate::domain::clock::now_ms;
 use crate::domain::{
     Attempt, Delivery, DeliveryPage, DeliveryQuery, DeliveryStatus, Event, NotificationType,
     Principal, PublishReceipt, Subscription, SubscriptionSpec, SubscriptionState, Tenant,
@@ -157,10 +158,10 @@ impl SubscriptionRow {
             blocked_on: self.blocked_on.map(DeliveryId),
             secret: None,
             secret_masked: s.signing.masked(),
-            previous_secret_expires_at: s.signing.rotation_ends(now_ms()).map(format_ms),
+            previous_secret_expires_at: s.signing.rotation_ends(now_ms()).map(Timestamp::from_ms),
             public_key: s.signing.public_key(),
-            created_at: format_ms(self.created_at),
-            updated_at: format_ms(self.updated_at),
+            created_at: Timestamp::from_ms(self.created_at),
+            updated_at: Timestamp::from_ms(self.updated_at),
         }
     }
 }
@@ -683,7 +684,7 @@ impl Journal {
             .iter()
             .map(|r| Attempt {
                 n: r.get::<i64, _>(0) as u32,
-                started_at: format_ms(r.get(1)),
+                started_at: Timestamp::from_ms(r.get(1)),
                 duration_ms: r.get::<i64, _>(2).max(0) as u64,
                 status_code: r.get::<Option<i64>, _>(3).map(|s| s as u16),
                 error_kind: r.get(4),
@@ -1019,7 +1020,7 @@ pub(super) fn tenant_from_row(r: TenantRaw) -> Result<Tenant> {
         id: TenantId::from(r.id),
         name: r.name,
         rate_limit,
-        created_at: format_ms(r.created_at),
+        created_at: Timestamp::from_ms(r.created_at),
     })
 }
 
@@ -1036,8 +1037,8 @@ fn delivery_from_row(r: &SqliteRow) -> Result<Delivery> {
         attempts: r.get::<i64, _>(6) as u32,
         last_status_code: r.get::<Option<i64>, _>(7).map(|s| s as u16),
         last_error: r.get(8),
-        next_attempt_at: r.get::<Option<i64>, _>(9).map(format_ms),
-        updated_at: format_ms(r.get(10)),
+        next_attempt_at: r.get::<Option<i64>, _>(9).map(Timestamp::from_ms),
+        updated_at: Timestamp::from_ms(r.get(10)),
     })
 }
 

@@ -16,7 +16,7 @@ use sqlx::Row;
 use super::writer::{Op, Outcome, Routing};
 use super::{Journal, sql_err, unexpected};
 use crate::domain::TenantId;
-use crate::domain::clock::format_ms;
+use crate::domain::Timestamp;
 use crate::domain::{SubscriptionSpec, TransformVersion};
 use crate::error::{Error, Result};
 
@@ -44,7 +44,7 @@ fn version_from_row(r: &sqlx::sqlite::SqliteRow) -> TransformVersion {
         version: r.get::<i64, _>(1).clamp(0, i64::from(u32::MAX)) as u32,
         sha256: r.get(2),
         size_bytes: r.get::<i64, _>(3).max(0) as u64,
-        created_at: format_ms(r.get(4)),
+        created_at: Timestamp::from_ms(r.get(4)),
     }
 }
 
@@ -204,7 +204,7 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransformVersion> {
         version: r.get::<_, i64>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
         sha256: r.get(2)?,
         size_bytes: r.get::<_, i64>(3)?.max(0) as u64,
-        created_at: format_ms(r.get(4)?),
+        created_at: Timestamp::from_ms(r.get(4)?),
     })
 }
 

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpointer;
 use super::{CommitHook, SUB_COLUMNS, SubscriptionRow, encode_spec, sub_from_row, sub_raw};
-use crate::domain::clock::format_ms;
+use crate::domain::Timestamp;
 use crate::domain::{DeliveryId, SubscriptionId, TenantId};
 use crate::domain::{DeliveryStatus, Event, PublishReceipt, SubscriptionSpec, Tenant};
 use crate::error::{Error, Result};
@@ -543,7 +543,7 @@ fn apply(
                 id: id.clone(),
                 name: name.clone(),
                 rate_limit: rate_limit.clone(),
-                created_at: format_ms(*at),
+                created_at: Timestamp::from_ms(*at),
             })))
         }
         Op::SetTenantRateLimit { id, rate_limit } => {
