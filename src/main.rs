@@ -215,9 +215,8 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let gate = hookline::api::ops::StartGate::new(hookline::api::ApiConfig::from_limits(
-        &engine_config.limits,
-    ));
+    let gate =
+        hookline::api::ops::StartGate::new(hookline::api::ApiConfig::from_limits(&config.limits));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
         let gate = gate.clone();

@@ -74,10 +74,6 @@ pub struct EngineConfig {
     pub retention: Retention,
     /// Metrics exposition settings. Default: admin key required, 50 subscriptions labelled.
     pub metrics: MetricsSettings,
-    /// Request size limits, enforced by the HTTP API (read them with
-    /// [`EngineHandle::config`](crate::EngineHandle::config)). Default: 1 MiB per event,
-    /// 16 MiB and 1000 events per batch.
-    pub limits: Limits,
 }
 
 /// Metrics exposition (`GET /metrics`).
@@ -124,7 +120,6 @@ impl Default for EngineConfig {
             transform_limits: crate::transform::TransformLimits::default(),
             retention: Retention::default(),
             metrics: MetricsSettings::default(),
-            limits: Limits::default(),
         }
     }
 }
@@ -188,7 +183,6 @@ impl EngineConfig {
         if let Some(l) = &self.tenant_rate_limit {
             l.validate()?;
         }
-        self.limits.validate()?;
         let t = &self.transform_limits;
         if t.cpu.is_zero() {
             return Err(Error::invalid("transforms.cpu", "must be positive"));

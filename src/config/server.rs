@@ -90,7 +90,7 @@ impl Default for ServerConfig {
             durability: DurabilityName::Fsync,
             shutdown_grace: Dur(engine.shutdown_grace),
             log: LogConfig::default(),
-            limits: engine.limits.clone(),
+            limits: Limits::default(),
             retry: engine.default_retry.clone(),
             delivery: DeliveryConfig {
                 timeout: Dur(engine.default_timeout),
@@ -587,6 +587,14 @@ impl ServerConfig {
         if let Err(e) = tracing_subscriber_filter_ok(&self.log.level) {
             return bad("log.level", &e);
         }
+        // The API's limits: the engine never reads them, so its validation does not see them.
+        self.limits.validate().map_err(|e| {
+            let key = match &e {
+                crate::Error::Invalid { field, .. } => field.clone(),
+                _ => "limits".to_string(),
+            };
+            (key, engine_message(&e))
+        })?;
         self.engine_config().map(|_| ())
     }
 
@@ -637,7 +645,6 @@ impl ServerConfig {
                 require_admin: self.metrics.auth == MetricsAuth::Admin,
                 max_subscription_labels: self.metrics.max_subscription_labels,
             },
-            limits: self.limits.clone(),
             transform_limits: self.transforms.limits(),
         };
         config.validate().map_err(|e| {

@@ -126,12 +126,6 @@ impl EngineBuilder {
         self
     }
 
-    /// Request size limits the HTTP API enforces (see [`Limits`](crate::config::Limits)).
-    pub fn limits(mut self, l: crate::config::Limits) -> Self {
-        self.config.limits = l;
-        self
-    }
-
     /// Metrics settings (see [`MetricsSettings`](crate::config::MetricsSettings)).
     pub fn metrics(mut self, m: crate::config::MetricsSettings) -> Self {
         self.config.metrics = m;

@@ -32,11 +32,23 @@ impl EngineHandle {
         &self,
         events: Vec<EventInput>,
     ) -> Result<Vec<Result<PublishReceipt>>> {
+        self.publish_batch_items(events.into_iter().map(Ok).collect())
+            .await
+    }
+
+    /// [`publish_batch`](Self::publish_batch) for items a caller has checked first (the API:
+    /// schema, tenant scope): an `Err` item keeps its refusal and its place, the others are
+    /// validated, journaled in one commit, and their results fill the remaining places in
+    /// order. The one place where a batch's results are merged back into request order.
+    pub(crate) async fn publish_batch_items<E: From<Error>>(
+        &self,
+        items: Vec<Result<EventInput, E>>,
+    ) -> Result<Vec<Result<PublishReceipt, E>>> {
         self.check_open()?;
-        let mut results: Vec<Option<Result<PublishReceipt>>> = Vec::with_capacity(events.len());
-        let mut valid = Vec::with_capacity(events.len());
-        for e in events {
-            match e.validate() {
+        let mut results: Vec<Option<Result<PublishReceipt, E>>> = Vec::with_capacity(items.len());
+        let mut valid = Vec::with_capacity(items.len());
+        for item in items {
+            match item.and_then(|e| e.validate().map_err(E::from)) {
                 Ok(v) => {
                     valid.push(v);
                     results.push(None);
@@ -49,10 +61,9 @@ impl EngineHandle {
         Ok(results
             .into_iter()
             .map(|r| {
-                r.unwrap_or_else(|| {
-                    journaled
-                        .next()
-                        .unwrap_or_else(|| Err(Error::Internal("missing result".into())))
+                r.unwrap_or_else(|| match journaled.next() {
+                    Some(j) => j.map_err(E::from),
+                    None => Err(Error::Internal("missing result".into()).into()),
                 })
             })
             .collect())

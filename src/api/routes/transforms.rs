@@ -12,15 +12,18 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::Value;
 
-use super::{ApiError, ApiJson, ApiResult, Auth};
-use crate::domain::TenantId;
+use crate::api::auth::Auth;
+use crate::api::error::{ApiError, ApiResult, ErrorResponse};
+use crate::api::extract::ApiJson;
+use crate::api::router::AppState;
+use crate::api::schema;
 use crate::domain::{EventInput, TransformInfo, TransformTest, TransformVersion};
 use crate::engine::EngineHandle;
 use crate::error::Error;
 
 /// Whether a request is a module upload, whose body limit is the sandbox's module limit (the
-/// API's `guard` reads bodies) rather than the JSON routes' 1 MiB.
-pub(super) fn is_upload(method: &axum::http::Method, path: &str) -> bool {
+/// `guard` reads bodies) rather than the JSON routes' 1 MiB.
+pub(in crate::api) fn is_upload(method: &axum::http::Method, path: &str) -> bool {
     method == axum::http::Method::PUT
         && path
             .strip_prefix("/v1/tenants/")
@@ -28,12 +31,7 @@ pub(super) fn is_upload(method: &axum::http::Method, path: &str) -> bool {
             .is_some_and(|(tenant, name)| !tenant.contains('/') && !name.contains('/'))
 }
 
-/// The transform routes.
-pub(super) fn routes<S>() -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-    EngineHandle: axum::extract::FromRef<S>,
-{
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{tenant}/transforms", get(list))
         .route(
@@ -46,13 +44,24 @@ where
         )
 }
 
-/// The tenant a request names, if the caller may act for it (else 404, as if absent).
-fn tenant(auth: &Auth, id: String) -> ApiResult<TenantId> {
-    let id = TenantId::from(id);
-    if !auth.0.can_access(&id) {
-        return Err(Error::not_found("tenant", id).into());
+/// Refuses an upload whose content type is not `application/wasm` (415).
+fn require_wasm(headers: &HeaderMap) -> ApiResult<()> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/wasm"))
+    {
+        return Ok(());
     }
-    Ok(id)
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "upload the component with content-type: application/wasm",
+    ))
 }
 
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/transforms/{name}", tag = "transforms",
@@ -64,32 +73,18 @@ fn tenant(auth: &Auth, id: String) -> ApiResult<TenantId> {
         (status = 200, description = "The same bytes were uploaded before: that version",
             body = TransformVersion),
         (status = 400, description = "Not a component of the transform world",
-            body = super::ErrorResponse),
-        (status = 404, body = super::ErrorResponse), (status = 413, body = super::ErrorResponse),
-        (status = 415, body = super::ErrorResponse)))]
-pub(super) async fn upload(
+            body = ErrorResponse),
+        (status = 404, body = ErrorResponse), (status = 413, body = ErrorResponse),
+        (status = 415, body = ErrorResponse)))]
+pub(in crate::api) async fn upload(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path((tenant_id, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<impl IntoResponse> {
-    let tenant = tenant(&auth, tenant_id)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type
-        .split(';')
-        .next()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/wasm"))
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "upload the component with content-type: application/wasm",
-        ));
-    }
+    let tenant = auth.tenant(tenant_id)?;
+    require_wasm(&headers)?;
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -117,39 +112,39 @@ pub(super) async fn upload(
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/transforms", tag = "transforms",
     params(("tenant" = String, Path)),
-    responses((status = 200, body = Vec<TransformInfo>), (status = 404, body = super::ErrorResponse)))]
-pub(super) async fn list(
+    responses((status = 200, body = Vec<TransformInfo>), (status = 404, body = ErrorResponse)))]
+pub(in crate::api) async fn list(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path(tenant_id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let tenant = tenant(&auth, tenant_id)?;
+    let tenant = auth.tenant(tenant_id)?;
     Ok(Json(engine.list_transforms(&tenant).await?))
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/transforms/{name}", tag = "transforms",
     params(("tenant" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = TransformInfo), (status = 404, body = super::ErrorResponse)))]
-pub(super) async fn show(
+    responses((status = 200, body = TransformInfo), (status = 404, body = ErrorResponse)))]
+pub(in crate::api) async fn show(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path((tenant_id, name)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let tenant = tenant(&auth, tenant_id)?;
+    let tenant = auth.tenant(tenant_id)?;
     Ok(Json(engine.get_transform(&tenant, &name).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/transforms/{name}", tag = "transforms",
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 204, description = "Every version deleted"),
-        (status = 404, body = super::ErrorResponse),
-        (status = 409, description = "A subscription is bound to it", body = super::ErrorResponse)))]
-pub(super) async fn remove(
+        (status = 404, body = ErrorResponse),
+        (status = 409, description = "A subscription is bound to it", body = ErrorResponse)))]
+pub(in crate::api) async fn remove(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path((tenant_id, name)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let tenant = tenant(&auth, tenant_id)?;
+    let tenant = auth.tenant(tenant_id)?;
     engine.delete_transform(&tenant, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -160,14 +155,14 @@ pub(super) async fn remove(
     request_body = EventInput,
     responses((status = 200, description = "What the transform decided; nothing was sent",
             body = TransformTest),
-        (status = 400, body = super::ErrorResponse), (status = 404, body = super::ErrorResponse)))]
-pub(super) async fn test(
+        (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+pub(in crate::api) async fn test(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path((tenant_id, name, version)): Path<(String, String, String)>,
     ApiJson(mut body): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let tenant = tenant(&auth, tenant_id)?;
+    let tenant = auth.tenant(tenant_id)?;
     let version: u32 = version
         .parse()
         .ok()
@@ -177,8 +172,7 @@ pub(super) async fn test(
     if let Some(obj) = body.as_object_mut() {
         obj.insert("tenantId".into(), Value::String(tenant.to_string()));
     }
-    let event: EventInput = serde_json::from_value(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+    let event: EventInput = schema::deserialize(body)?;
     Ok(Json(
         engine
             .test_transform(&tenant, &name, version, event)

@@ -1,4 +1,4 @@
-//! The API's input side: content type, JSON nesting depth, syntax, JSON Schema, in that order.
+//! The request JSON Schemas, checked before serde.
 //!
 //! Bodies are checked against the schemas in `schemas/` (compiled into the binary and compiled
 //! as validators once) before serde turns them into the engine's input types, so a producer
@@ -7,13 +7,13 @@
 
 use std::sync::LazyLock;
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use jsonschema::Validator;
 use jsonschema::error::ValidationErrorKind;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// The compiled request schemas.
 pub(super) struct Schemas {
@@ -23,7 +23,7 @@ pub(super) struct Schemas {
     pub subscription_patch: Validator,
 }
 
-/// Compiled on first use; [`super::router`] forces it so that the first request does not pay.
+/// Compiled on first use; the router forces it so that the first request does not pay.
 pub(super) static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| Schemas {
     event: compile(include_str!("../../schemas/event.schema.json")),
     tenant: compile(include_str!("../../schemas/tenant.schema.json")),
@@ -49,14 +49,14 @@ pub(super) struct FieldError {
     pub message: String,
 }
 
-impl FieldError {
-    pub(super) fn into_api(self) -> ApiError {
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "schema_violation",
-            format!("{}: {}", display_pointer(&self.pointer), self.message),
+            format!("{}: {}", display_pointer(&e.pointer), e.message),
         )
-        .with_field(self.pointer)
+        .with_field(e.pointer)
     }
 }
 
@@ -94,87 +94,16 @@ fn push_token(pointer: &mut String, token: &str) {
     pointer.push_str(&token.replace('~', "~0").replace('/', "~1"));
 }
 
-/// Checks, then deserializes into the engine's input type. Serde's refusals (a type the
-/// schema allows but the engine does not) are 400 `invalid`.
+/// Serde's half of a body: its refusals (a type the schema allows but the engine does not)
+/// are 400 `invalid`.
+pub(super) fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+/// Checks, then deserializes into the engine's input type.
 pub(super) fn typed<T: DeserializeOwned>(schema: &Validator, value: Value) -> Result<T, ApiError> {
-    check(schema, &value).map_err(FieldError::into_api)?;
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))
-}
-
-/// Refuses a body whose content type is not JSON (`application/json` or `application/*+json`).
-pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            let essence = v.split(';').next().unwrap_or_default().trim();
-            let essence = essence.to_ascii_lowercase();
-            essence == "application/json"
-                || (essence.starts_with("application/") && essence.ends_with("+json"))
-        })
-        .unwrap_or(false);
-    if is_json {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "expected content-type: application/json",
-        ))
-    }
-}
-
-/// Parses a JSON body: nesting depth first (cheap, and before any allocation by the parser),
-/// then syntax.
-pub(super) fn parse(bytes: &[u8], max_depth: usize) -> Result<Value, ApiError> {
-    if let Some(depth) = exceeds_depth(bytes, max_depth) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "nesting_too_deep",
-            format!("JSON nesting deeper than {max_depth} levels (found {depth})"),
-        ));
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("malformed JSON: {e}"),
-        )
-    })
-}
-
-/// The depth reached when it first exceeds `max`, counting arrays and objects outside strings;
-/// `None` when the text never nests deeper than `max`. Not a validator: malformed text is left
-/// to the parser.
-pub(super) fn exceeds_depth(bytes: &[u8], max: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return Some(depth);
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    None
+    check(schema, &value)?;
+    deserialize(value)
 }
 
 #[cfg(test)]
@@ -224,15 +153,5 @@ mod tests {
         let mut v = base;
         v["extra/field"] = json!(1);
         assert_eq!(check(&s.event, &v).unwrap_err().pointer, "/extra~1field");
-    }
-
-    #[test]
-    fn depth_counts_outside_strings_only() {
-        assert_eq!(exceeds_depth(br#"{"a":[1,{"b":2}]}"#, 3), None);
-        assert_eq!(exceeds_depth(br#"{"a":[1,{"b":2}]}"#, 2), Some(3));
-        assert_eq!(exceeds_depth(br#"{"a":"[[[[[[\"[[[["}"#, 1), None);
-        let deep = "[".repeat(65) + &"]".repeat(65);
-        assert_eq!(exceeds_depth(deep.as_bytes(), 64), Some(65));
-        assert_eq!(exceeds_depth(deep.as_bytes(), 65), None);
     }
 }

@@ -1,0 +1,315 @@
+//! Publishing: `POST /v1/events` (one event) and `POST /v1/events/batch` (up to
+//! `batch_max_items` in one durable commit).
+//!
+//! An event passes, in order: the tenant filled in for a tenant key, the `Idempotency-Key` as
+//! its id, its JSON Schema, the tenant check (404), serde, then the engine's own rules. In a
+//! batch each item passes the same steps on its own; a refused item is reported in its place
+//! and does not stop the others. How refused and journaled items are put back in order is the
+//! engine's ([`EngineHandle::publish_batch_items`]), written once for both callers.
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::api::auth::Auth;
+use crate::api::error::{ApiError, ApiResult, ErrorBody, ErrorResponse};
+use crate::api::extract::{self, ApiJson};
+use crate::api::router::{AppState, BATCH_PATH};
+use crate::api::schema::{self, SCHEMAS};
+use crate::domain::{EventId, EventInput, PublishReceipt};
+use crate::engine::EngineHandle;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", post(publish))
+        .route(BATCH_PATH, post(publish_batch))
+}
+
+/// The `Idempotency-Key` header, checked as an event id.
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v.to_str().ok().filter(|k| {
+        !k.is_empty()
+            && k.len() <= 128
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':'))
+    });
+    match key {
+        Some(k) => Ok(Some(k.to_owned())),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "Idempotency-Key must be 1 to 128 characters of ASCII letters, digits, '-', '_' and ':'",
+        )
+        .with_field("Idempotency-Key")),
+    }
+}
+
+/// One event envelope from the wire to the engine's input type: tenant filled for tenant keys,
+/// the idempotency key as its id, the schema, the tenant check (404), then serde.
+fn prepare_event(auth: &Auth, mut body: Value, key: Option<&str>) -> ApiResult<EventInput> {
+    auth.fill_tenant(&mut body);
+    if let (Some(key), Value::Object(obj)) = (key, &mut body) {
+        match obj.get("id") {
+            None | Some(Value::Null) => {
+                obj.insert("id".into(), Value::String(key.to_owned()));
+            }
+            Some(Value::String(id)) if id == key => {}
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "idempotency_key_mismatch",
+                    "the body's id and the Idempotency-Key header differ; send one, or both equal",
+                )
+                .with_field("/id"));
+            }
+        }
+    }
+    schema::check(&SCHEMAS.event, &body)?;
+    auth.scope_body(&mut body)?;
+    schema::deserialize(body)
+}
+
+#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventInput,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Used as the event id when the body has none; must equal it otherwise")),
+    responses(
+        (status = 202, description = "Journaled with its deliveries (or a duplicate of an earlier one)", body = PublishReceipt),
+        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
+        (status = 404, body = ErrorResponse), (status = 413, body = ErrorResponse),
+        (status = 415, body = ErrorResponse),
+        (status = 429, description = "Intake queue full; see Retry-After", body = ErrorResponse),
+        (status = 503, description = "Journal unavailable; see Retry-After", body = ErrorResponse)))]
+pub(in crate::api) async fn publish(
+    State(engine): State<EngineHandle>,
+    auth: Auth,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<impl IntoResponse> {
+    let key = idempotency_key(&headers)?;
+    let event = prepare_event(&auth, body, key.as_deref())?;
+    let receipt = engine.publish(event).await?;
+    Ok((StatusCode::ACCEPTED, Json(receipt)))
+}
+
+/// The outcome of one batch item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(in crate::api) enum ItemStatus {
+    /// Journaled with its deliveries.
+    Accepted,
+    /// Its (tenant, id) was published before; nothing new was created.
+    Duplicate,
+    /// Refused; see `error`. Nothing of it was written.
+    Rejected,
+}
+
+/// One item's result, in the order of the request.
+#[derive(Debug, Serialize, ToSchema)]
+pub(in crate::api) struct BatchItem {
+    /// The item's position in the request array, from 0.
+    index: usize,
+    status: ItemStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<EventId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliveries: Option<u32>,
+    /// Why a rejected item was refused; `field` is a JSON pointer inside the item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody>,
+}
+
+impl BatchItem {
+    fn new(index: usize, outcome: ApiResult<PublishReceipt>) -> Self {
+        match outcome {
+            Ok(r) => BatchItem {
+                index,
+                status: if r.duplicate {
+                    ItemStatus::Duplicate
+                } else {
+                    ItemStatus::Accepted
+                },
+                id: Some(r.id),
+                seq: Some(r.seq),
+                deliveries: Some(r.deliveries),
+                error: None,
+            },
+            Err(e) => BatchItem {
+                index,
+                status: ItemStatus::Rejected,
+                id: None,
+                seq: None,
+                deliveries: None,
+                error: Some(e.body()),
+            },
+        }
+    }
+}
+
+/// The answer to a batch: counts (`accepted` includes duplicates) and one result per item.
+#[derive(Debug, Serialize, ToSchema)]
+pub(in crate::api) struct BatchResponse {
+    accepted: usize,
+    rejected: usize,
+    results: Vec<BatchItem>,
+}
+
+impl BatchResponse {
+    fn new(outcomes: Vec<ApiResult<PublishReceipt>>) -> Self {
+        let results: Vec<BatchItem> = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(index, outcome)| BatchItem::new(index, outcome))
+            .collect();
+        let rejected = results
+            .iter()
+            .filter(|r| r.status == ItemStatus::Rejected)
+            .count();
+        BatchResponse {
+            accepted: results.len() - rejected,
+            rejected,
+            results,
+        }
+    }
+}
+
+/// A batch body: a JSON array of 1 to `max` items, each still to be checked on its own.
+fn batch_items(bytes: &Bytes, max_depth: usize, max: usize) -> ApiResult<Vec<Value>> {
+    // The array is one level more than its events.
+    let Value::Array(items) = extract::parse(bytes, max_depth + 1)? else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "schema_violation",
+            "body: must be a JSON array of event envelopes",
+        )
+        .with_field(""));
+    };
+    if items.is_empty() || items.len() > max {
+        let status = if items.is_empty() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::PAYLOAD_TOO_LARGE
+        };
+        return Err(ApiError::new(
+            status,
+            "batch_size",
+            format!(
+                "a batch holds 1 to {max} events; this one has {}",
+                items.len()
+            ),
+        ));
+    }
+    Ok(items)
+}
+
+#[utoipa::path(post, path = "/v1/events/batch", tag = "events",
+    request_body(content = Vec<EventInput>, description = "1 to 1000 event envelopes"),
+    responses(
+        (status = 200, description = "Every valid item journaled in one commit; per-item results", body = BatchResponse),
+        (status = 400, description = "Not a JSON array, or empty", body = ErrorResponse),
+        (status = 401, body = ErrorResponse),
+        (status = 413, description = "Over 1000 items or over the batch body limit", body = ErrorResponse),
+        (status = 415, body = ErrorResponse),
+        (status = 429, description = "Intake queue full; nothing accepted", body = ErrorResponse),
+        (status = 503, description = "Journal unavailable; nothing accepted", body = ErrorResponse)))]
+pub(in crate::api) async fn publish_batch(
+    State(state): State<AppState>,
+    auth: Auth,
+    req: Request,
+) -> ApiResult<Json<BatchResponse>> {
+    extract::require_json(req.headers())?;
+    let bytes = extract::body_bytes(req, &()).await?;
+    let items = batch_items(&bytes, state.cfg.json_max_depth, state.cfg.batch_max_items)?;
+    let prepared: Vec<ApiResult<EventInput>> = items
+        .into_iter()
+        .map(|item| prepare_event(&auth, item, None))
+        .collect();
+    let outcomes = if prepared.iter().any(Result::is_ok) {
+        state.engine.publish_batch_items(prepared).await?
+    } else {
+        // Every item was refused here: the engine is not asked, and nothing is committed.
+        prepared
+            .into_iter()
+            .filter_map(Result::err)
+            .map(Err)
+            .collect()
+    };
+    Ok(Json(BatchResponse::new(outcomes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Principal;
+
+    #[test]
+    fn idempotency_keys_are_event_ids() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("idempotency-key", axum::http::HeaderValue::from_static(v));
+            idempotency_key(&h)
+        };
+        assert_eq!(
+            with("order-42:1").ok().flatten().as_deref(),
+            Some("order-42:1")
+        );
+        assert!(with("no spaces").is_err());
+        assert!(idempotency_key(&HeaderMap::new()).is_ok_and(|k| k.is_none()));
+    }
+
+    #[test]
+    fn batch_bodies_are_arrays_of_bounded_length() {
+        let body = |s: &str| Bytes::from(s.to_owned());
+        assert_eq!(
+            batch_items(&body("[{}, {}]"), 64, 2).map(|v| v.len()).ok(),
+            Some(2)
+        );
+        let over = batch_items(&body("[{}, {}, {}]"), 64, 2).unwrap_err();
+        assert_eq!(over.body().code, "batch_size");
+        let empty = batch_items(&body("[]"), 64, 2).unwrap_err();
+        assert_eq!(empty.body().code, "batch_size");
+        let object = batch_items(&body("{}"), 64, 2).unwrap_err();
+        assert_eq!(object.body().code, "schema_violation");
+    }
+
+    #[test]
+    fn a_mismatched_idempotency_key_is_refused() {
+        let auth_admin = Auth::for_tests(Principal::Admin);
+        let body = serde_json::json!({"id": "a", "tenantId": "acme"});
+        let e = prepare_event(&auth_admin, body, Some("b")).unwrap_err();
+        assert_eq!(e.body().code, "idempotency_key_mismatch");
+        assert_eq!(e.body().field.as_deref(), Some("/id"));
+    }
+
+    #[test]
+    fn results_keep_the_request_order_and_count_duplicates_as_accepted() {
+        let receipt = |dup| PublishReceipt {
+            id: EventId::from("e1"),
+            seq: 1,
+            deliveries: 2,
+            duplicate: dup,
+        };
+        let refused = ApiError::new(StatusCode::BAD_REQUEST, "invalid", "no");
+        let r = BatchResponse::new(vec![Ok(receipt(false)), Err(refused), Ok(receipt(true))]);
+        assert_eq!((r.accepted, r.rejected), (2, 1));
+        let statuses: Vec<_> = r.results.iter().map(|i| (i.index, i.status)).collect();
+        assert_eq!(
+            statuses,
+            [
+                (0, ItemStatus::Accepted),
+                (1, ItemStatus::Rejected),
+                (2, ItemStatus::Duplicate)
+            ]
+        );
+    }
+}
