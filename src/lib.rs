@@ -35,30 +35,41 @@
 //! }
 //! ```
 //!
-//! ## Layout (layers point one way: top uses bottom)
+//! ## Layout
+//! Layers point one way: a module uses only the modules below it in this table, and
+//! `../shared/tools/module-cycles` checks that no top-level module is part of an import cycle.
+//! The folder tree, the data flow and the guarantees are in `docs/ARCHITECTURE.md`.
+//!
 //! | module | owns |
 //! |---|---|
-//! | `api` | the HTTP API (axum), a thin layer over [`EngineHandle`] |
+//! | `cli` (binary only) | the client subcommands and `hookline load`, over the HTTP API |
+//! | [`api`] | the HTTP API (axum): a thin layer over [`EngineHandle`] |
 //! | [`engine`] | [`Engine`] builder and [`EngineHandle`], the only public door |
-//! | `actors` | supervisor and one subscriber actor per subscription (ractor) |
-//! | `journal` | the SQLite journal: group-commit writer, readers, recovery |
-//! | `delivery` | one HTTP attempt: request building, timeouts, response capture |
-//! | `policy` | status table, retry schedule, `Retry-After` (pure functions) |
-//! | `ssrf`, `signing`, `oauth`, `tls`, `ratelimit`, `secretbox` | talking to receivers safely |
+//! | `actors` | the supervisor and one subscriber actor per subscription (ractor) |
+//! | `outbound` | one attempt's HTTP request (the sender), OAuth2 client-credentials tokens |
+//! | [`config`] | engine settings; [`config::server`]: the server's layered configuration |
 //! | [`transform`] | tenant WebAssembly transforms: the sandboxed runtime and the registry |
-//! | `metrics` | the Prometheus registry behind `GET /metrics` |
-//! | [`model`], [`config`], [`id`], [`error`] | data types, settings, identifiers, errors |
+//! | `store` | the storage seam, and `store::sqlite`: the SQLite journal (writer, readers, recovery) |
+//! | `metrics` | the engine's Prometheus registry behind `GET /metrics` |
+//! | [`domain`] | events, tenants, subscriptions, deliveries, attempts, identifiers (plain data) |
+//! | `policy`, `security` | pure delivery rules (status table, retries, rate limits); talking to receivers safely (SSRF, signing, TLS, sealed secrets) |
+//! | [`error`] | the public error type |
 //!
 //! ## Supervision tree
 //! ```text
 //! EngineHandle ──► Supervisor ──spawn_linked──► SubscriberActor (one per subscription with work)
-//!                      │                              │ attempt task (tracked), result as message
+//!                      │                              │ attempt task (tracked): transform, HTTP;
+//!                      │                              │ its result comes back as a message
 //!                      └── restarts with backoff,     ▼
-//!                          faulted after N/window   Journal writer (group commit) ◄── publish
+//!                          faulted after N/window   store: record the outcome, then the next head
+//!
+//! publish ──► store (group commit: event + deliveries) ──wake──► Supervisor
 //! ```
 //!
-//! The guarantees these modules keep are listed in `ARCHITECTURE.md` and restated where each is
-//! kept (`journal` for 1, 2 and 7; `actors::subscriber` for 3, 4 and 5).
+//! The guarantees these modules keep are numbered in `docs/ARCHITECTURE.md`; module docs cite
+//! them by number. Where each is kept: 1 (durable accept) and 7 (crash recovery) in `store`; 2 (at-least-once) in
+//! `store` and `actors`; 3 (strict order) and 5 (failure policy) in `actors`; 4 (the status
+//! table) in `policy`; 6 (isolation) in `engine`, `api`, `actors` and [`transform`].
 
 mod actors;
 pub mod api;
