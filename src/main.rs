@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hookline::Engine;
-use hookline::config::server::{ConfigSources, LogFormat, ServerConfig};
+use hookline::config::server::{ConfigSources, LogFormat, LogSettings, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 mod cli;
@@ -63,11 +63,16 @@ struct ServeArgs {
     /// A TOML configuration file.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address and port of the HTTP API (`listen`; default 127.0.0.1:8080).
-    #[arg(long)]
+    // Flags stay text: the configuration layers parse them, so a refusal names the flag.
+    #[arg(long, help = format!(
+        "Address and port of the HTTP API (`listen`; default {})",
+        ServerConfig::DEFAULT_LISTEN
+    ))]
     listen: Option<String>,
-    /// The SQLite journal file, created if missing (`db`; default hookline.db).
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "The SQLite journal file, created if missing (`db`; default {})",
+        ServerConfig::DEFAULT_DB
+    ))]
     db: Option<String>,
     /// The admin API key (`adminKey`). If unset on first start, one is generated, printed once,
     /// and only its hash is stored.
@@ -89,8 +94,10 @@ struct ServeArgs {
     /// Log format (`log.format`): text (default) or json.
     #[arg(long)]
     log_format: Option<String>,
-    /// Log filter (`log.level`; default info). RUST_LOG, when set, wins.
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Log filter (`log.level`; default {}). RUST_LOG, when set, wins",
+        ServerConfig::DEFAULT_LOG_LEVEL
+    ))]
     log_level: Option<String>,
     /// Any configuration key, e.g. `--set limits.maxEventBytes=2097152` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -144,7 +151,6 @@ async fn main() -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             };
-            init_tracing(&config);
             serve(config).await
         }
         Cmd::Transform(TransformCmd::Test { wasm, event }) => transform_test(wasm, event).await,
@@ -188,13 +194,12 @@ async fn transform_test(wasm: PathBuf, event: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing(config: &ServerConfig) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+fn init_tracing(log: LogSettings) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or(log.filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match config.log.format {
+    match log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder
             .json()
@@ -205,18 +210,20 @@ fn init_tracing(config: &ServerConfig) {
 }
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    let addr = config
-        .listen_addr()
-        .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
-    let engine_config = config
-        .engine_config()
-        .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
+    let ServerConfig {
+        listen: addr,
+        db,
+        admin_key,
+        log,
+        limits,
+        engine: engine_config,
+    } = config;
+    init_tracing(log);
     // Listen first: while the journal recovers, /healthz answers 200 and /readyz 503.
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let gate =
-        hookline::api::ops::StartGate::new(hookline::api::ApiConfig::from_limits(&config.limits));
+    let gate = hookline::api::ops::StartGate::new(hookline::api::ApiConfig::from_limits(&limits));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
         let gate = gate.clone();
@@ -236,12 +243,12 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let engine = Engine::builder()
-        .path(&config.db)
+        .path(&db)
         .config(engine_config)
         .build()
         .await
-        .with_context(|| format!("opening journal {}", config.db.display()))?;
-    let admin_key = config.admin_key.as_ref().map(|k| k.expose().as_str());
+        .with_context(|| format!("opening journal {}", db.display()))?;
+    let admin_key = admin_key.as_ref().map(|k| k.expose().as_str());
     if let Some(key) = engine.ensure_admin_key(admin_key).await? {
         // The one place a secret is shown: the generated admin key, once, at first start.
         #[allow(clippy::print_stdout)]
@@ -251,7 +258,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         }
     }
     gate.open(engine.clone());
-    tracing::info!(listen = %addr, db = %config.db.display(), "hookline serving");
+    tracing::info!(listen = %addr, db = %db.display(), "hookline serving");
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     match server.await {
@@ -284,5 +291,53 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use clap::CommandFactory;
+    use hookline::config::server::flatten;
+
+    use super::*;
+
+    /// The constants feed the value-like defaults; the enum-valued ones (`fsync (default)`) are
+    /// words in the help, so this keeps them true: the example file is itself tested against the
+    /// defaults.
+    #[test]
+    fn serve_help_states_the_defaults_the_example_documents() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(ServerConfig::EXAMPLE);
+        let example: toml::Table = std::fs::read_to_string(path)
+            .expect("read the example")
+            .parse()
+            .expect("toml");
+        let mut defaults = BTreeMap::new();
+        flatten("", &example, &mut defaults);
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let flags = [
+            ("listen", "listen"),
+            ("db", "db"),
+            ("durability", "durability"),
+            ("log_format", "log.format"),
+            ("log_level", "log.level"),
+        ];
+        for (id, key) in flags {
+            let help = serve
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_help())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let value = defaults[key].as_str().expect("a text default");
+            assert!(
+                help.contains(&format!("default {value}"))
+                    || help.contains(&format!("{value} (default)")),
+                "--{id} help {help:?} does not state the default {value:?}"
+            );
+        }
     }
 }

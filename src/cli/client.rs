@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use clap::Args;
+use hookline::ServerConfig;
 use reqwest::{Method, StatusCode, header};
 use serde_json::Value;
 use url::Url;
@@ -16,7 +17,7 @@ pub struct Conn {
     #[arg(
         long,
         env = "HOOKLINE_URL",
-        default_value = "http://127.0.0.1:8080",
+        default_value_t = default_url(),
         global = true
     )]
     pub url: String,
@@ -26,6 +27,11 @@ pub struct Conn {
     /// Print JSON instead of tables (`load`: only its final JSON line).
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// The server's address when it runs with its defaults.
+fn default_url() -> String {
+    format!("http://{}", ServerConfig::DEFAULT_LISTEN)
 }
 
 /// How long one request may take, connection and body included. Generous: a batch of 1000
@@ -179,8 +185,9 @@ impl Api {
             .map_err(|e| anyhow::anyhow!("--url / HOOKLINE_URL {:?}: {e}", conn.url))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             anyhow::bail!(
-                "--url / HOOKLINE_URL {:?}: expected an http(s) URL such as http://127.0.0.1:8080",
-                conn.url
+                "--url / HOOKLINE_URL {:?}: expected an http(s) URL such as {}",
+                conn.url,
+                default_url()
             );
         }
         let key = conn.key.clone().filter(|k| !k.trim().is_empty());

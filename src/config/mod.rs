@@ -1,11 +1,17 @@
 //! Engine configuration, validated once into types that cannot be invalid.
 //!
-//! [`EngineConfig`] holds every tunable with its default; `EngineBuilder` setters document them.
-//! The server's own settings ([`ServerConfig`], with the request [`Limits`]) and their layering
-//! (file < `HOOKLINE_*` environment < flags) live in [`server`].
+//! [`EngineConfig`] holds every tunable of the engine; its `Default` impl is the one place each
+//! engine default is written (the server's file shape, the example file's test and the
+//! `EngineBuilder` start from it). Addresses arrive typed: networks as [`IpNet`], the proxy as
+//! a [`ProxyUrl`], durations as [`Duration`]; counts are checked against their ranges by
+//! `validate`, which `EngineBuilder::build` runs. The server's own settings ([`ServerConfig`],
+//! with the request [`Limits`]) and their layering (file < `HOOKLINE_*` environment < flags)
+//! live in [`server`].
 
+mod proxy;
 pub mod server;
 
+pub use proxy::ProxyUrl;
 pub use server::{Limits, ServerConfig};
 
 use std::time::Duration;
@@ -19,7 +25,7 @@ pub use crate::store::{Durability, Retention};
 /// Every engine setting, with its default.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Journal durability mode. Default [`Durability::Fsync`].
+    /// Journal durability mode. Default [`Durability::Fsync`] (see [`Durability::default`]).
     pub durability: Durability,
     /// Retry policy of subscriptions that do not set one. Default: 4 attempts, 1 s, 10 s, 60 s.
     pub default_retry: RetryPolicy,
@@ -63,7 +69,7 @@ pub struct EngineConfig {
     /// e.g. `http://10.0.0.5:3128`. Give it as an IP address, or allow its network: its name is
     /// resolved under the same address rules as receivers. Default none (direct connections;
     /// `HTTP_PROXY` and friends in the environment are ignored).
-    pub proxy: Option<String>,
+    pub proxy: Option<ProxyUrl>,
     /// The per-tenant delivery rate limit applied to every tenant without its own. Default none.
     pub tenant_rate_limit: Option<crate::policy::ratelimit::RateLimit>,
     /// The sandbox of tenant transforms: module size, memory, CPU time, output size, concurrent
@@ -99,7 +105,7 @@ impl Default for MetricsSettings {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            durability: Durability::Fsync,
+            durability: Durability::default(),
             default_retry: RetryPolicy::default(),
             default_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
@@ -147,13 +153,14 @@ impl EngineConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         self.default_retry.validate()?;
         let t = self.default_timeout.as_millis() as u64;
-        if !(crate::domain::SubscriptionSpec::MIN_TIMEOUT_MS
-            ..=crate::domain::SubscriptionSpec::MAX_TIMEOUT_MS)
-            .contains(&t)
-        {
+        let (min, max) = (
+            crate::domain::SubscriptionSpec::MIN_TIMEOUT_MS,
+            crate::domain::SubscriptionSpec::MAX_TIMEOUT_MS,
+        );
+        if !(min..=max).contains(&t) {
             return Err(Error::invalid(
                 "defaultTimeout",
-                "must be between 100 ms and 300 s",
+                format!("must be between {min} ms and {} s", max / 1000),
             ));
         }
         if self.connect_timeout.is_zero() {
@@ -170,15 +177,6 @@ impl EngineConfig {
                 "commitBatchMax",
                 "batch, queue and reader sizes must be positive",
             ));
-        }
-        if let Some(p) = &self.proxy {
-            let url = url::Url::parse(p).map_err(|e| Error::invalid("proxy", e))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-                return Err(Error::invalid(
-                    "proxy",
-                    "must be an http:// or https:// URL with a host",
-                ));
-            }
         }
         if let Some(l) = &self.tenant_rate_limit {
             l.validate()?;

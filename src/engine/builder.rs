@@ -113,9 +113,10 @@ impl EngineBuilder {
         self
     }
 
-    /// An outbound HTTP(S) proxy for every delivery (see [`EngineConfig::proxy`]). Default none.
-    pub fn proxy(mut self, url: impl Into<String>) -> Self {
-        self.config.proxy = Some(url.into());
+    /// An outbound HTTP(S) proxy for every delivery (see [`EngineConfig::proxy`]), e.g.
+    /// `"http://10.0.0.5:3128".parse()?`. Default none.
+    pub fn proxy(mut self, url: crate::config::ProxyUrl) -> Self {
+        self.config.proxy = Some(url);
         self
     }
 

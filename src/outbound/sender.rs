@@ -17,7 +17,7 @@ use reqwest::header::{
     AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
 };
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, ProxyUrl};
 use crate::domain::EventId;
 use crate::domain::ReceiverAuth;
 use crate::domain::SubscriptionId;
@@ -98,7 +98,7 @@ pub(crate) struct Sender {
     /// Clients of subscriptions with `tls`, with the digest of the settings they were built with.
     tls_clients: Arc<Mutex<HashMap<SubscriptionId, TlsClient>>>,
     connect_timeout: Duration,
-    proxy: Option<String>,
+    proxy: Option<ProxyUrl>,
     user_agent: HeaderValue,
     policy: Arc<IpPolicy>,
     tokens: TokenCache,
@@ -110,7 +110,7 @@ pub(crate) struct Sender {
 impl Sender {
     pub(crate) fn new(cfg: &EngineConfig) -> Result<Sender> {
         let policy = Arc::new(IpPolicy::new(cfg.allow_networks.clone()));
-        let client = client_builder(&policy, cfg.connect_timeout, cfg.proxy.as_deref())?
+        let client = client_builder(&policy, cfg.connect_timeout, cfg.proxy.as_ref())?
             .build()
             .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
         let user_agent = HeaderValue::from_static(concat!("hookline/", env!("CARGO_PKG_VERSION")));
@@ -147,7 +147,7 @@ impl Sender {
         if let Some(client) = cached {
             return Ok(client);
         }
-        let client = client_builder(&self.policy, self.connect_timeout, self.proxy.as_deref())
+        let client = client_builder(&self.policy, self.connect_timeout, self.proxy.as_ref())
             .and_then(|b| tls.configure(b))
             .and_then(|b| {
                 b.build()
@@ -380,7 +380,7 @@ impl Sender {
 fn client_builder(
     policy: &Arc<IpPolicy>,
     connect_timeout: Duration,
-    proxy: Option<&str>,
+    proxy: Option<&ProxyUrl>,
 ) -> Result<reqwest::ClientBuilder> {
     let builder = reqwest::Client::builder()
         // Every name is resolved once, checked, and only the checked addresses are dialled.
@@ -394,7 +394,9 @@ fn client_builder(
     // Proxies come from our configuration only, never from the environment.
     Ok(match proxy {
         None => builder.no_proxy(),
-        Some(p) => builder.proxy(reqwest::Proxy::all(p).map_err(|e| Error::invalid("proxy", e))?),
+        Some(p) => builder.proxy(
+            reqwest::Proxy::all(p.as_url().clone()).map_err(|e| Error::invalid("proxy", e))?,
+        ),
     })
 }
 

@@ -781,7 +781,11 @@ async fn recording_proxy() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
 async fn deliveries_go_through_the_configured_proxy_under_the_same_rules() {
     let (proxy, seen) = recording_proxy().await;
     // Loopback is not allowed as a target here; the proxy is configured by its address.
-    let h = TestEngine::start_with(|b| b.allow_networks(Vec::new()).proxy(proxy.clone())).await;
+    let h = TestEngine::start_with(|b| {
+        b.allow_networks(Vec::new())
+            .proxy(proxy.parse().expect("a proxy URL"))
+    })
+    .await;
     // A public literal target: the proxy receives the absolute-form request for it.
     let s = h
         .subscribe(NewSubscription::new(
