@@ -43,6 +43,8 @@ impl ServerFile {
         }
         let filter =
             EnvFilter::try_new(&self.log.level).map_err(|e| Error::invalid("log.level", e))?;
+        // The API's limits: the engine does not read them, so its rules do not cover them.
+        self.limits.validate()?;
         let engine = self.engine_config()?;
         Ok(ServerConfig {
             listen,
