@@ -198,7 +198,10 @@ fn init_tracing(log: LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or(log.filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(cli::log_sink::StderrSink::default())
+        // The sink never fails; this keeps tracing's own error path (an `eprintln!`, which
+        // panics on an unwritable stderr) out of reach all the same.
+        .log_internal_errors(false);
     match log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder
@@ -251,10 +254,16 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let admin_key = admin_key.as_ref().map(|k| k.expose().as_str());
     if let Some(key) = engine.ensure_admin_key(admin_key).await? {
         // The one place a secret is shown: the generated admin key, once, at first start.
-        #[allow(clippy::print_stdout)]
-        {
-            println!("hookline: generated admin API key (shown only this once, store it now):");
-            println!("{key}");
+        // Written, not `println!`ed: an unwritable stdout must not panic the server.
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let shown = writeln!(
+            out,
+            "hookline: generated admin API key (shown only this once, store it now):\n{key}"
+        )
+        .and_then(|()| out.flush());
+        if let Err(e) = shown {
+            tracing::error!(error = %e, "the generated admin API key could not be written to stdout");
         }
     }
     gate.open(engine.clone());

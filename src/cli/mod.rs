@@ -1,6 +1,6 @@
 //! The client side of the `hookline` binary: subcommands that talk to a running server over its
 //! HTTP API (`tenants`, `subscriptions`, `events`, `deliveries`) and the HTTP load generator
-//! (`load`).
+//! (`load`); and the server's [log sink](log_sink).
 //!
 //! These commands never open a journal: they are plain HTTP clients, so they work against any
 //! hookline server they can reach. The server's URL and API key come from `--url` / `--key` or
@@ -17,6 +17,7 @@
 
 mod client;
 mod load;
+pub(crate) mod log_sink;
 mod output;
 mod publish;
 

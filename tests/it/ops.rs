@@ -775,3 +775,105 @@ async fn json_logs_carry_the_attempt_span_and_no_secrets() {
     assert!(!err.contains(&key), "the tenant key was logged");
     assert!(!err.contains(ADMIN), "the admin key was logged");
 }
+
+/// Issue 16, item 1: a log that cannot be written (here every write fails with ENOSPC, as on a
+/// full disk) must never stop the engine. Before the log sink, the first log line panicked the
+/// server at start-up, and a line logged by the journal writer left it answering
+/// `shutting_down` until restarted.
+#[tokio::test]
+async fn an_unwritable_log_never_stops_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full")
+    };
+    let rx = Receiver::with(support::fail_first(2, 503)).await;
+    /// Killed on drop, whatever the test's outcome.
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Killed(
+        serve_cmd(dir.path())
+            .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
+            .env_remove("HOOKLINE_ADMIN_KEY")
+            .args(["--admin-key", ADMIN, "--log-level", "debug"])
+            .args(["--set", "retry.backoffMs=10"])
+            .stdin(Stdio::null())
+            .stdout(full())
+            .stderr(full())
+            .spawn()
+            .expect("spawn hookline"),
+    );
+    let child = &mut server.0;
+    let base = format!("http://127.0.0.1:{port}");
+    let up = eventually("ready, or exited", WITHIN, || {
+        let exited = child.try_wait().expect("try_wait");
+        let base = base.clone();
+        async move {
+            match exited {
+                Some(status) => Some(Err(status)),
+                None => (status_of(&format!("{base}/readyz")).await == Some(200)).then_some(Ok(())),
+            }
+        }
+    })
+    .await;
+    let post = |path: &str, key: &str, body: Value| {
+        client()
+            .post(format!("{base}{path}"))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let run = async {
+        up.map_err(|s| format!("the server exited at start-up: {s}"))?;
+        let tenant: Value = post("/v1/tenants", ADMIN, json!({"id": "acme", "name": "Acme"}))
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))?;
+        let key = tenant["apiKey"].as_str().ok_or("no tenant key")?.to_owned();
+        let sub = post("/v1/subscriptions", &key, json!({"url": rx.url("/full")}))
+            .await
+            .map_err(|e| e.to_string())?;
+        if sub.status().as_u16() != 201 {
+            return Err(format!("subscription: {}", sub.status()));
+        }
+        let mut ids = Vec::new();
+        for n in 0..20 {
+            let id = format!("full-{n}");
+            let r = post(
+                "/v1/events",
+                &key,
+                json!({"id": id, "transactionId": "t", "notificationType": "NODE_EVENT",
+                       "payLoad": {}, "timestamp": "2022-08-12T10:12:16.827Z"}),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            if r.status().as_u16() != 202 {
+                return Err(format!("publish {id}: {}", r.status()));
+            }
+            ids.push(id);
+        }
+        Ok::<_, String>(ids)
+    };
+    let ids = run
+        .await
+        .expect("the server kept serving with an unwritable log");
+    // Retries (logged at info and warn) and deliveries (debug) all went through the sink.
+    rx.wait_delivered_at("/full", &ids, WITHIN).await;
+    assert_strict_order(&rx.requests_at("/full"), &ids, 0);
+    assert!(
+        server.0.try_wait().expect("try_wait").is_none(),
+        "the server is still running"
+    );
+}
