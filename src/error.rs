@@ -48,6 +48,14 @@ pub enum Error {
     /// nothing was accepted; retry later.
     #[error("the journal's intake queue is full")]
     Overloaded,
+    /// A write on a subscription's queue carried a lease that is no longer the current one:
+    /// another holder took the queue over (fencing, see the store's `Lease`). Nothing was
+    /// written; the stale holder must stop working that queue.
+    #[error("the lease on the queue of subscription {subscription} was taken over")]
+    LeaseLost {
+        /// The subscription whose queue the lease was on.
+        subscription: String,
+    },
     /// A bug or an unexpected internal condition; details are logged.
     #[error("internal error: {0}")]
     Internal(String),
@@ -63,6 +71,7 @@ impl Error {
             Error::Unavailable { .. } => "unavailable",
             Error::ShuttingDown => "shutting_down",
             Error::Overloaded => "overloaded",
+            Error::LeaseLost { .. } => "lease_lost",
             Error::Internal(_) => "internal",
         }
     }

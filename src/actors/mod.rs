@@ -9,7 +9,7 @@
 //!
 //! - The **supervisor** keeps the registry of subscriber actors, forwards coalesced wakes, and
 //!   restarts a failed actor with backoff; past `restart_limit` failures in `restart_window` it
-//!   marks the subscription faulted in the journal instead (visible in the API) and stops trying.
+//!   marks the subscription faulted in the store instead (visible in the API) and stops trying.
 //! - A **subscriber actor** is the only writer of its subscription's delivery states. It never
 //!   awaits the network in a handler: the HTTP attempt runs in a tracked task whose result comes
 //!   back as a message, so pause, resume, reconfiguration and shutdown are handled promptly.
@@ -28,12 +28,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::EngineConfig;
 use crate::outbound::Sender;
 use crate::policy::ratelimit::Limiters;
-use crate::store::Journal;
+use crate::store::SharedStore;
 
 /// What every actor of an engine shares.
 #[derive(Debug)]
 pub(crate) struct Ctx {
-    pub journal: Journal,
+    pub store: SharedStore,
     pub sender: Sender,
     pub config: EngineConfig,
     /// Tracks attempt and timer tasks so shutdown can wait for them.

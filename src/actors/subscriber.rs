@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::outbound::{AttemptOutcome, AttemptRequest, AttemptResult};
 use crate::policy::ratelimit::SubscriptionPacer;
 use crate::policy::{self, Decision, ErrorKind};
-use crate::store::{AttemptRecord, FlagChange, QueuedDelivery, SubscriptionRow};
+use crate::store::{AttemptRecord, FlagChange, Lease, QueuedDelivery, SubscriptionRow};
 use crate::transform::{Step, TransformInput};
 
 /// Messages of a subscriber actor.
@@ -123,6 +123,8 @@ struct Timer {
 pub(crate) struct SubscriberState {
     ctx: SharedCtx,
     row: SubscriptionRow,
+    /// Ownership of the subscription's queue, taken in `post_start`; every queue write carries it.
+    lease: Option<Lease>,
     wake: Arc<AtomicBool>,
     start_delay: Duration,
     queue: VecDeque<QueuedDelivery>,
@@ -150,7 +152,7 @@ impl Actor for SubscriberActor {
     ) -> Result<SubscriberState, ActorProcessingErr> {
         let row = args
             .ctx
-            .journal
+            .store
             .get_subscription(&args.id)
             .await?
             .ok_or_else(|| Error::not_found("subscription", &args.id))?;
@@ -158,6 +160,7 @@ impl Actor for SubscriberActor {
         Ok(SubscriberState {
             ctx: args.ctx,
             row,
+            lease: None,
             wake: args.wake,
             start_delay: args.start_delay,
             queue: VecDeque::new(),
@@ -179,13 +182,10 @@ impl Actor for SubscriberActor {
         if !state.start_delay.is_zero() {
             tokio::time::sleep(state.start_delay).await;
         }
-        // A previous actor of this subscription may have died with an attempt in flight: log it
-        // as interrupted (as crash recovery does) so the attempt log has no gap.
-        state
-            .ctx
-            .journal
-            .interrupt_in_flight(state.row.id.clone())
-            .await?;
+        // Taking the queue fences any previous holder, and logs the attempt a previous actor of
+        // this subscription may have died with as interrupted (as crash recovery does) so the
+        // attempt log has no gap.
+        state.lease = Some(state.ctx.store.acquire(&state.row.id).await?);
         state.advance(&myself).await?;
         Ok(())
     }
@@ -364,7 +364,7 @@ impl SubscriberState {
         if self.queue.is_empty() {
             let more = self
                 .ctx
-                .journal
+                .store
                 .next_deliveries(
                     &self.row.id,
                     self.fetched_upto,
@@ -400,9 +400,10 @@ impl SubscriberState {
         }
         let n = head.attempts + 1;
         if !head.marked {
+            let lease = held(&self.lease, &self.row.id)?;
             self.ctx
-                .journal
-                .mark_in_flight(head.id, n, now_ms())
+                .store
+                .mark_in_flight(lease, head.id, n, now_ms())
                 .await?;
         }
         let spec = &self.row.spec;
@@ -622,7 +623,8 @@ impl SubscriberState {
         };
         let took_ms = record.duration_ms;
         let (code, kind) = (record.status_code, record.error_kind);
-        match self.ctx.journal.record_attempt(record).await {
+        let lease = held(&self.lease, &self.row.id)?;
+        match self.ctx.store.record_attempt(lease, record).await {
             Ok(()) => {
                 self.ctx.metrics.attempt(new_status, done.result.duration);
                 log_outcome(&span, new_status, code, kind, took_ms);
@@ -656,14 +658,15 @@ impl SubscriberState {
     }
 
     async fn command(&mut self, cmd: Command) -> Result<CommandReply> {
-        let journal = &self.ctx.journal;
+        let store = &self.ctx.store;
+        let lease = held(&self.lease, &self.row.id)?;
         match cmd {
             Command::Pause => {
                 let flags = FlagChange {
                     paused: Some(true),
                     ..FlagChange::default()
                 };
-                self.row = journal.set_flags(self.row.id.clone(), flags).await?;
+                self.row = store.set_queue_flags(lease, flags).await?;
                 Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
             }
             Command::Resume => {
@@ -673,14 +676,14 @@ impl SubscriberState {
                     faulted_reason: Some(None),
                     ..FlagChange::default()
                 };
-                self.row = journal.set_flags(self.row.id.clone(), flags).await?;
+                self.row = store.set_queue_flags(lease, flags).await?;
                 Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
             }
             Command::Update(patch) => {
                 let spec = self.row.spec.apply(*patch, self.ctx.sender.policy())?;
                 // A changed token endpoint or credentials must not reuse a cached token.
                 self.ctx.sender.forget(&self.row.id);
-                self.row = journal.update_spec(self.row.id.clone(), spec).await?;
+                self.row = store.update_spec(self.row.id.clone(), spec).await?;
                 self.pacer.reconfigure(self.row.spec.rate_limit.clone());
                 Ok(CommandReply::Subscription(Box::new(self.row.to_public())))
             }
@@ -690,13 +693,13 @@ impl SubscriberState {
                     .signing
                     .rotate(secret.as_deref(), grace, now_ms())
                     .map_err(|e| Error::invalid("secret", e))?;
-                self.row = journal.update_spec(self.row.id.clone(), spec).await?;
+                self.row = store.update_spec(self.row.id.clone(), spec).await?;
                 let mut public = self.row.to_public();
                 public.secret = Some(self.row.spec.signing.secret.clone());
                 Ok(CommandReply::Subscription(Box::new(public)))
             }
             Command::Delete => {
-                journal.delete_subscription(self.row.id.clone()).await?;
+                store.delete_subscription(self.row.id.clone()).await?;
                 self.ctx.sender.forget(&self.row.id);
                 Ok(CommandReply::Deleted)
             }
@@ -714,13 +717,8 @@ impl SubscriberState {
                     )));
                 }
                 let unblocking = self.row.blocked_on == Some(id.raw());
-                journal
-                    .set_delivery_status(
-                        id,
-                        DeliveryStatus::Skipped,
-                        false,
-                        unblocking.then(|| self.row.id.clone()),
-                    )
+                store
+                    .set_delivery_status(lease, id, DeliveryStatus::Skipped, false, unblocking)
                     .await?;
                 self.ctx
                     .metrics
@@ -743,13 +741,8 @@ impl SubscriberState {
                     )));
                 }
                 let unblocking = self.row.blocked_on == Some(id.raw());
-                journal
-                    .set_delivery_status(
-                        id,
-                        DeliveryStatus::Pending,
-                        true,
-                        unblocking.then(|| self.row.id.clone()),
-                    )
+                store
+                    .set_delivery_status(lease, id, DeliveryStatus::Pending, true, unblocking)
                     .await?;
                 if unblocking {
                     self.row.blocked_on = None;
@@ -760,16 +753,14 @@ impl SubscriberState {
                 self.reply_delivery(id).await
             }
             Command::Replay { since_ms, until_ms } => {
-                let n = journal
-                    .replay(self.row.id.clone(), since_ms, until_ms)
-                    .await?;
+                let n = store.replay(lease, since_ms, until_ms).await?;
                 self.ctx
                     .metrics
                     .deliveries(crate::metrics::Outcome::Replayed, n);
                 if n > 0 {
                     // Replayed deliveries take their places in `seq` order, ahead of the pending
                     // ones after them: rebuild the queue (and the blocked flag) from the journal.
-                    if let Some(row) = journal.get_subscription(&self.row.id).await? {
+                    if let Some(row) = store.get_subscription(&self.row.id).await? {
                         self.row.blocked_on = row.blocked_on;
                     }
                     self.cancel_timer();
@@ -781,7 +772,7 @@ impl SubscriberState {
     }
 
     async fn own_delivery(&self, id: DeliveryId) -> Result<Delivery> {
-        match self.ctx.journal.get_delivery(id).await? {
+        match self.ctx.store.get_delivery(id).await? {
             Some(d) if d.subscription_id == self.row.id => Ok(d),
             _ => Err(Error::not_found("delivery", id)),
         }
@@ -791,6 +782,13 @@ impl SubscriberState {
         let d = self.own_delivery(id).await?;
         Ok(CommandReply::Delivery(Box::new(d)))
     }
+}
+
+/// The lease the actor holds once started (messages are handled only after `post_start`).
+fn held<'l>(lease: &'l Option<Lease>, sub: &SubscriptionId) -> Result<&'l Lease> {
+    lease.as_ref().ok_or_else(|| Error::LeaseLost {
+        subscription: sub.to_string(),
+    })
 }
 
 /// The attempt's outcome, in its span: routine successes at debug, retries at info, failures

@@ -230,7 +230,7 @@ impl SupervisorState {
                 faulted_reason: Some(Some(reason)),
                 ..FlagChange::default()
             };
-            match self.ctx.journal.set_flags(sub.clone(), flags).await {
+            match self.ctx.store.set_flags(sub.clone(), flags).await {
                 Ok(_) => {
                     self.ctx.metrics.faulted();
                     tracing::error!(subscription = %sub, "subscription marked faulted")

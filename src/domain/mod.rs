@@ -16,6 +16,7 @@
 //! | `headers` | which custom request headers a subscription may set |
 //! | `delivery` | deliveries, attempts, listing, replay, the endpoint test's answer |
 //! | `transform` | transform versions, bindings, test runs, names |
+//! | `state` | a stored subscription (spec and state flags) and its public state |
 //! | [`id`] | identifier newtypes |
 //! | `time` | [`Timestamp`] and the wall clock the journal stores (milliseconds) |
 
@@ -26,6 +27,7 @@ mod delivery;
 mod event;
 mod headers;
 pub mod id;
+mod state;
 mod subscription;
 mod tenant;
 pub(crate) mod time;
@@ -43,6 +45,7 @@ pub use self::delivery::{
 pub(crate) use self::event::CONTENT_TYPE_JSON;
 pub use self::event::{Event, EventInput, NotificationType, PublishReceipt};
 pub use self::id::*;
+pub(crate) use self::state::SubscriptionRow;
 pub use self::subscription::{
     FailurePolicy, NewSubscription, Subscription, SubscriptionPatch, SubscriptionState,
 };

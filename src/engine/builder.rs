@@ -17,7 +17,8 @@ use crate::domain::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::outbound::Sender;
 use crate::security::secretbox::{MasterKey, SecretBox};
-use crate::store::Journal;
+use crate::store::Opened;
+use crate::store::sqlite::Journal;
 
 use super::{EngineHandle, Inner};
 
@@ -145,7 +146,7 @@ impl EngineBuilder {
         self
     }
 
-    /// Opens the journal, recovers, and starts delivering.
+    /// Opens the store, recovers, and starts delivering.
     pub async fn build(self) -> Result<EngineHandle> {
         self.config.validate()?;
         let (path, tempdir) = match self.path {
@@ -160,8 +161,12 @@ impl EngineBuilder {
         let metrics = Arc::new(crate::metrics::Metrics::new(
             self.config.metrics.max_subscription_labels,
         ));
-        let (journal, recovery) =
-            Journal::open(&path, &self.config.store_options(), sealer, metrics.clone()).await?;
+        // The one place that names the store's implementation.
+        let Opened {
+            store,
+            recovery,
+            wakes,
+        } = Journal::open(&path, &self.config.store_options(), sealer, metrics.clone()).await?;
         metrics.deliveries(crate::metrics::Outcome::Interrupted, recovery.interrupted);
         if recovery.interrupted > 0 {
             tracing::warn!(
@@ -173,17 +178,17 @@ impl EngineBuilder {
             .map_err(|e| Error::Internal(e.to_string()))?;
         let transforms = Arc::new(crate::transform::TransformRegistry::new(
             runtime,
-            journal.clone(),
+            store.clone(),
         ));
         let limiters =
             crate::policy::ratelimit::Limiters::new(self.config.tenant_rate_limit.clone());
         // Tenants' own limits are journaled; the limiters live in memory and start from them.
-        for (tenant, limit) in journal.tenant_rate_limits().await? {
+        for (tenant, limit) in store.tenant_rate_limits().await? {
             limiters.set_tenant_limit(tenant.as_str(), Some(limit));
         }
         let ctx: SharedCtx = Arc::new(Ctx {
             transforms,
-            journal: journal.clone(),
+            store: store.clone(),
             sender: Sender::new(&self.config)?,
             limiters,
             metrics,
@@ -193,14 +198,15 @@ impl EngineBuilder {
         let (supervisor, supervisor_task) = Actor::spawn(None, Supervisor, ctx.clone())
             .await
             .map_err(|e| Error::Internal(format!("supervisor did not start: {e}")))?;
-        let sup = supervisor.clone();
-        journal.set_commit_hook(Arc::new(move |subs| {
-            let _ = sup.cast(SupervisorMsg::Wake(subs));
-        }));
+        let mut background = vec![super::retention::forward_wakes(wakes, supervisor.clone())];
         if !recovery.open_subscriptions.is_empty() {
             let _ = supervisor.cast(SupervisorMsg::Wake(recovery.open_subscriptions));
         }
-        let pruner = journal.spawn_pruner(ctx.config.retention.clone());
+        background.extend(super::retention::spawn_pruner(
+            store,
+            ctx.config.retention.clone(),
+            ctx.metrics.clone(),
+        ));
         Ok(EngineHandle {
             inner: Arc::new(Inner {
                 ctx,
@@ -209,7 +215,7 @@ impl EngineBuilder {
                 closed: AtomicBool::new(false),
                 tenant_updates: Mutex::new(()),
                 admin_override: std::sync::RwLock::new(None),
-                pruner: std::sync::Mutex::new(pruner),
+                background: std::sync::Mutex::new(background),
                 _tempdir: tempdir,
             }),
         })

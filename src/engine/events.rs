@@ -21,7 +21,8 @@ impl EngineHandle {
         self.check_open()?;
         let event = event.validate()?;
         let wait = self.inner.ctx.config.intake_wait;
-        let mut out = self.journal().publish(vec![event], wait).await?;
+        let mut out = self.store().publish(vec![event], wait).await?;
+        self.count_accepted(&out);
         out.pop()
             .unwrap_or_else(|| Err(Error::Internal("no publish result".into())))
     }
@@ -57,7 +58,9 @@ impl EngineHandle {
             }
         }
         let wait = self.inner.ctx.config.intake_wait;
-        let mut journaled = self.journal().publish(valid, wait).await?.into_iter();
+        let journaled = self.store().publish(valid, wait).await?;
+        self.count_accepted(&journaled);
+        let mut journaled = journaled.into_iter();
         Ok(results
             .into_iter()
             .map(|r| {
@@ -69,6 +72,15 @@ impl EngineHandle {
             .collect())
     }
 
+    /// Counts the events a publish created (idempotent duplicates excluded).
+    fn count_accepted(&self, receipts: &[Result<PublishReceipt>]) {
+        let created = receipts
+            .iter()
+            .filter(|r| r.as_ref().is_ok_and(|r| !r.duplicate))
+            .count();
+        self.inner.ctx.metrics.events_accepted(created as u64);
+    }
+
     // ---- deliveries ----------------------------------------------------------------------
 
     /// A page of a subscription's deliveries in `seq` order.
@@ -77,17 +89,17 @@ impl EngineHandle {
         sub: &SubscriptionId,
         q: DeliveryQuery,
     ) -> Result<DeliveryPage> {
-        self.journal().list_deliveries(sub, &q).await
+        self.store().list_deliveries(sub, &q).await
     }
 
     /// A delivery with its attempt log.
     pub async fn get_delivery(&self, id: DeliveryId) -> Result<DeliveryDetail> {
         let delivery = self
-            .journal()
+            .store()
             .get_delivery(id)
             .await?
             .ok_or_else(|| Error::not_found("delivery", id))?;
-        let attempt_log = self.journal().attempts(id).await?;
+        let attempt_log = self.store().attempts(id).await?;
         Ok(DeliveryDetail {
             delivery,
             attempt_log,
@@ -132,7 +144,7 @@ impl EngineHandle {
     /// The engine's metrics in the OpenMetrics text format, with the queue gauges read from the
     /// journal now.
     pub async fn metrics_text(&self) -> Result<String> {
-        let stats = self.journal().queue_stats().await?;
+        let stats = self.store().queue_stats().await?;
         self.inner.ctx.metrics.set_queues(stats);
         Ok(self.inner.ctx.metrics.encode())
     }
@@ -149,7 +161,7 @@ impl EngineHandle {
 
     async fn delivery_command(&self, id: DeliveryId, cmd: Command) -> Result<Delivery> {
         let d = self
-            .journal()
+            .store()
             .get_delivery(id)
             .await?
             .ok_or_else(|| Error::not_found("delivery", id))?;

@@ -1,7 +1,7 @@
 //! The engine and its handle: the only public door to hookline.
 //!
-//! [`Engine::builder`] opens the journal (running crash recovery), starts the supervisor and the
-//! writer, and resumes every subscription that has pending deliveries. The resulting
+//! [`Engine::builder`] opens the store (running crash recovery), starts the supervisor and the
+//! background tasks (wake forwarding, retention), and resumes every subscription that has pending deliveries. The resulting
 //! [`EngineHandle`] is cheap to clone and hides actors and the database entirely; the HTTP API
 //! and the CLI are thin layers over it.
 
@@ -17,10 +17,11 @@ use crate::actors::subscriber::SubscriberMsg;
 use crate::actors::supervisor::SupervisorMsg;
 use crate::domain::SubscriptionId;
 use crate::error::{Error, Result};
-use crate::store::Journal;
+use crate::store::SharedStore;
 
 mod builder;
 mod events;
+mod retention;
 mod subscriptions;
 mod tenants;
 mod transforms;
@@ -36,7 +37,7 @@ pub struct EngineHandle {
 impl std::fmt::Debug for EngineHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineHandle")
-            .field("journal", &self.inner.ctx.journal)
+            .field("store", &self.inner.ctx.store)
             .finish()
     }
 }
@@ -49,14 +50,14 @@ struct Inner {
     tenant_updates: Mutex<()>,
     /// Hash of an admin key given by configuration (never stored).
     admin_override: std::sync::RwLock<Option<String>>,
-    /// The retention task, stopped at shutdown.
-    pruner: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Background tasks (wake forwarding, retention), stopped at shutdown.
+    background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     _tempdir: Option<tempfile::TempDir>,
 }
 
 impl EngineHandle {
-    fn journal(&self) -> &Journal {
-        &self.inner.ctx.journal
+    fn store(&self) -> &SharedStore {
+        &self.inner.ctx.store
     }
 
     fn check_open(&self) -> Result<()> {
@@ -70,13 +71,13 @@ impl EngineHandle {
     // ---- lifecycle -----------------------------------------------------------------------
 
     /// Stops intake, lets attempts in flight finish (up to the shutdown grace), commits what is
-    /// pending and closes the journal. Attempts cut short are retried after the next start.
+    /// pending and closes the store. Attempts cut short are retried after the next start.
     pub async fn shutdown(&self) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(p) = self.inner.pruner.lock().ok().and_then(|mut p| p.take()) {
-            p.abort();
+        if let Ok(mut tasks) = self.inner.background.lock() {
+            tasks.drain(..).for_each(|t| t.abort());
         }
         let grace = self.inner.ctx.config.shutdown_grace;
         let drained = self
@@ -98,7 +99,7 @@ impl EngineHandle {
         }
         self.inner.ctx.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.ctx.tasks.wait()).await;
-        self.journal().close().await;
+        self.store().close().await;
     }
 
     /// Test-only: makes the subscription's actor panic inside a message handler.

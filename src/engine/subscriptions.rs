@@ -26,7 +26,7 @@ impl EngineHandle {
         let tenant = TenantId::from(n.tenant_id.clone());
         let spec = SubscriptionSpec::from_new(n, &self.inner.ctx.config.subscription_defaults())?;
         let row = self
-            .journal()
+            .store()
             .create_subscription(SubscriptionId::generate(), tenant, spec)
             .await?;
         let mut public = row.to_public();
@@ -36,7 +36,7 @@ impl EngineHandle {
 
     /// A subscription by id.
     pub async fn get_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
-        self.journal()
+        self.store()
             .get_subscription(id)
             .await?
             .map(|r| r.to_public())
@@ -46,7 +46,7 @@ impl EngineHandle {
     /// All subscriptions, or those of one tenant.
     pub async fn list_subscriptions(&self, tenant: Option<&TenantId>) -> Result<Vec<Subscription>> {
         Ok(self
-            .journal()
+            .store()
             .list_subscriptions(tenant)
             .await?
             .iter()
@@ -88,7 +88,7 @@ impl EngineHandle {
     pub async fn test_endpoint(&self, id: &SubscriptionId) -> Result<EndpointTest> {
         self.check_open()?;
         let row = self
-            .journal()
+            .store()
             .get_subscription(id)
             .await?
             .ok_or_else(|| Error::not_found("subscription", id))?;
@@ -190,6 +190,10 @@ impl EngineHandle {
             .await
             .map_err(|_| Error::Conflict(format!("subscription {id} is restarting; try again")))?;
         match result {
+            // The actor lost its queue to a newer holder: it is being replaced.
+            CallResult::Success(Err(Error::LeaseLost { .. })) => Err(Error::Conflict(format!(
+                "subscription {id} is restarting; try again"
+            ))),
             CallResult::Success(r) => r,
             _ => Err(Error::Conflict(format!(
                 "subscription {id} is restarting; try again"

@@ -37,7 +37,7 @@ impl EngineHandle {
         }
         let key = generate_key("hlk_");
         let tenant = self
-            .journal()
+            .store()
             .create_tenant(TenantId::from(t.id), t.name, t.rate_limit, hash_key(&key))
             .await?;
         if let Some(l) = &tenant.rate_limit {
@@ -54,7 +54,7 @@ impl EngineHandle {
 
     /// A tenant by id.
     pub async fn get_tenant(&self, id: &TenantId) -> Result<Tenant> {
-        self.journal()
+        self.store()
             .get_tenant(id)
             .await?
             .ok_or_else(|| Error::not_found("tenant", id))
@@ -74,7 +74,7 @@ impl EngineHandle {
         // Serialised so that the limiters end with the limit committed last.
         let _order = self.inner.tenant_updates.lock().await;
         let tenant = self
-            .journal()
+            .store()
             .set_tenant_rate_limit(id.clone(), rate_limit.clone())
             .await?;
         // After the commit: a limit that did not become durable is never applied.
@@ -98,7 +98,7 @@ impl EngineHandle {
         if configured.is_some_and(|h| h == hash) {
             return Ok(Some(Principal::Admin));
         }
-        self.journal().principal_for_key_hash(&hash).await
+        self.store().principal_for_key_hash(&hash).await
     }
 
     /// Sets up the admin key. With `configured`, that key is accepted (and not stored). Without,
@@ -114,11 +114,11 @@ impl EngineHandle {
             }
             return Ok(None);
         }
-        if self.journal().has_admin_key().await? {
+        if self.store().has_admin_key().await? {
             return Ok(None);
         }
         let key = generate_key("hla_");
-        self.journal().insert_admin_key(hash_key(&key)).await?;
+        self.store().insert_admin_key(hash_key(&key)).await?;
         Ok(Some(key))
     }
 }

@@ -32,8 +32,8 @@ impl EngineHandle {
         tenant: &TenantId,
     ) -> Result<Vec<crate::domain::TransformInfo>> {
         self.get_tenant(tenant).await?;
-        let versions = self.journal().list_transform_versions(tenant).await?;
-        let subs = self.journal().list_subscriptions(Some(tenant)).await?;
+        let versions = self.store().list_transform_versions(tenant).await?;
+        let subs = self.store().list_subscriptions(Some(tenant)).await?;
         let mut out: Vec<crate::domain::TransformInfo> = Vec::new();
         for v in versions {
             match out.last_mut() {
@@ -69,7 +69,7 @@ impl EngineHandle {
     /// subscription is bound to it.
     pub async fn delete_transform(&self, tenant: &TenantId, name: &str) -> Result<()> {
         self.check_open()?;
-        self.journal()
+        self.store()
             .delete_transform(tenant.clone(), name.to_string())
             .await?;
         self.inner.ctx.transforms.forget(tenant, name);

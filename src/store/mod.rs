@@ -1,10 +1,42 @@
-//! Durable state: the journal behind every promise hookline makes.
+//! Durable state behind every promise hookline makes: the storage seam and its implementations.
+//!
+//! The engine, the actors and the transform registry do everything durable through the traits
+//! of [`traits`] ([`Catalog`], [`Ingest`], [`Queue`], [`Reads`], [`Upkeep`]), on one
+//! [`SharedStore`]. The traits' documentation lists the invariants every implementation keeps;
+//! [`lease`] says how a subscription's queue is owned and fenced, and [`wake`] how a store
+//! tells the engine which subscriptions have new deliveries.
+//!
+//! Implementations: [`sqlite`], the single-node journal (one SQLite file). Nothing outside an
+//! implementation's folder names its driver or its concrete type, except the engine's builder
+//! that opens it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-mod sqlite;
+pub(crate) mod lease;
+pub(crate) mod sqlite;
+pub(crate) mod traits;
+mod types;
+pub(crate) mod wake;
 
-pub(crate) use sqlite::*;
+pub(crate) use crate::domain::SubscriptionRow;
+pub(crate) use lease::Lease;
+pub(crate) use traits::{Catalog, Ingest, Queue, Reads, Store, Upkeep};
+pub(crate) use types::*;
+pub(crate) use wake::{WakeReceiver, WakeSender, wake_channel};
+
+/// The store every part of an engine shares.
+pub(crate) type SharedStore = Arc<dyn Store>;
+
+/// An opened store, with what its opening found and where its wakes arrive.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub store: SharedStore,
+    /// What crash recovery did; its open subscriptions are to be woken.
+    pub recovery: Recovery,
+    /// Subscriptions with new deliveries, after each commit that created some.
+    pub wakes: WakeReceiver,
+}
 
 /// How hard the journal pushes commits to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,7 +61,7 @@ pub(crate) struct StoreOptions {
     pub commit_batch_max: usize,
 }
 
-/// Background pruning of finished events (see `store::sqlite::upkeep`).
+/// Background pruning of finished events (see [`Upkeep::prune`]).
 ///
 /// An event is pruned, with its deliveries and attempt log, once every one of its deliveries
 /// has been terminal for the configured age. An event with a delivery still pending or in

@@ -24,7 +24,7 @@ use super::{
 use crate::domain::TenantId;
 use crate::domain::{TransformRef, TransformVersion, validate_transform_name};
 use crate::error::{Error, Result};
-use crate::store::{Journal, NewTransformRow};
+use crate::store::{NewTransformRow, SharedStore};
 
 type Key = (TenantId, String, u32);
 
@@ -57,7 +57,7 @@ pub(crate) enum Step {
         message: String,
         log: Option<String>,
     },
-    /// hookline could not load the transform (a journal read failed): retried.
+    /// hookline could not load the transform (a store read failed): retried.
     Unavailable {
         message: String,
     },
@@ -66,7 +66,7 @@ pub(crate) enum Step {
 /// The transforms of one engine.
 pub(crate) struct TransformRegistry {
     runtime: TransformRuntime,
-    journal: Journal,
+    store: SharedStore,
     cache: Mutex<HashMap<Key, Arc<CompiledTransform>>>,
     /// One compilation at a time (uploads and artifact rebuilds).
     compile_gate: Semaphore,
@@ -97,10 +97,10 @@ fn log_text(log: &super::GuestLog) -> Option<String> {
 }
 
 impl TransformRegistry {
-    pub(crate) fn new(runtime: TransformRuntime, journal: Journal) -> Self {
+    pub(crate) fn new(runtime: TransformRuntime, store: SharedStore) -> Self {
         TransformRegistry {
             runtime,
-            journal,
+            store,
             cache: Mutex::default(),
             compile_gate: Semaphore::new(1),
             load_gate: tokio::sync::Mutex::new(()),
@@ -157,7 +157,7 @@ impl TransformRegistry {
         }
         let sha256 = hex::encode(Sha256::digest(&wasm));
         if let Some(v) = self
-            .journal
+            .store
             .find_transform_by_hash(tenant, name, &sha256)
             .await?
         {
@@ -175,7 +175,7 @@ impl TransformRegistry {
         let artifact = compiled.take_artifact();
         let wasm = Arc::try_unwrap(wasm).unwrap_or_else(|shared| (*shared).clone());
         let (version, created) = self
-            .journal
+            .store
             .insert_transform(NewTransformRow {
                 tenant: tenant.clone(),
                 name: name.to_string(),
@@ -215,7 +215,7 @@ impl TransformRegistry {
         }
         let missing = || Error::not_found("transform", format!("{name} version {version}"));
         let stored = self
-            .journal
+            .store
             .transform_artifact(tenant, name, version)
             .await?
             .ok_or_else(missing)?;
@@ -240,7 +240,7 @@ impl TransformRegistry {
                     "compiling the stored transform again"
                 );
                 let wasm = self
-                    .journal
+                    .store
                     .transform_module(tenant, name, version)
                     .await?
                     .ok_or_else(missing)?;
@@ -249,7 +249,7 @@ impl TransformRegistry {
                     .await
                     .map_err(|e| Error::invalid("transform", e))?;
                 if let Some(artifact) = t.take_artifact() {
-                    self.journal
+                    self.store
                         .set_transform_artifact(tenant.clone(), name.to_string(), version, artifact)
                         .await?;
                 }

@@ -71,7 +71,7 @@ struct State {
 
 impl Checkpointer {
     pub(super) fn start(path: &Path, durability: Durability) -> Result<Checkpointer> {
-        let conn = super::open_rusqlite(path, false)
+        let conn = super::open::rusqlite(path, false)
             .map_err(|e| Error::unavailable("journal checkpointer could not open", e))?;
         let state = Arc::new(State {
             stop: AtomicBool::new(false),

@@ -41,7 +41,7 @@ impl InlineReaders {
             .pop();
         let conn = match idle {
             Some(c) => c,
-            None => super::open_rusqlite(&self.path, true).map_err(fail)?,
+            None => super::open::rusqlite(&self.path, true).map_err(fail)?,
         };
         let out = read(&conn).map_err(fail)?;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);

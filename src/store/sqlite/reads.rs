@@ -1,0 +1,308 @@
+//! Reads: the API's through the pool of read-only sqlx connections, the delivery path's queue
+//! refill inline (see [`InlineReaders`](super::inline_read::InlineReaders)).
+//!
+//! Reads run beside the writer (WAL) and see the last commit; none of them takes a lease.
+
+use std::time::Duration;
+
+use sqlx::sqlite::SqlitePool;
+
+use super::open::sql_err;
+use super::{Journal, rows};
+use crate::domain::clock::now_ms;
+use crate::domain::{
+    Attempt, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, Principal, SubscriptionId,
+    SubscriptionRow, Tenant, TenantId, TransformVersion,
+};
+use crate::error::{Error, Result};
+use crate::metrics::QueueStat;
+use crate::policy::ratelimit::RateLimit;
+use crate::store::{DeliveryPageBounds, QueuedDelivery, StoredTransform};
+
+impl Journal {
+    fn pool(&self) -> &SqlitePool {
+        &self.inner.readers
+    }
+
+    // ---- tenants and keys ---------------------------------------------------------------
+
+    pub(super) async fn read_principal(&self, hash: &str) -> Result<Option<Principal>> {
+        let tenant: Option<Option<String>> =
+            sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_hash = ?1")
+                .bind(hash)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(sql_err("read"))?;
+        Ok(tenant.map(|t| match t {
+            None => Principal::Admin,
+            Some(t) => Principal::Tenant(TenantId::from(t)),
+        }))
+    }
+
+    pub(super) async fn read_has_admin_key(&self) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM api_keys WHERE tenant_id IS NULL LIMIT 1")
+            .fetch_optional(self.pool())
+            .await
+            .map_err(sql_err("read"))?;
+        Ok(row.is_some())
+    }
+
+    pub(super) async fn read_tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
+        let row = sqlx::query(concat!(tenant_select!(), " WHERE id = ?1"))
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(sql_err("read"))?;
+        row.map(|r| rows::tenant(rows::tenant_raw(&r).map_err(sql_err("read"))?))
+            .transpose()
+    }
+
+    pub(super) async fn read_tenant_rate_limits(&self) -> Result<Vec<(TenantId, RateLimit)>> {
+        let found = sqlx::query(concat!(tenant_select!(), " WHERE rate_limit IS NOT NULL"))
+            .fetch_all(self.pool())
+            .await
+            .map_err(sql_err("read"))?;
+        found
+            .iter()
+            .map(|r| {
+                let t = rows::tenant(rows::tenant_raw(r).map_err(sql_err("read"))?)?;
+                Ok(t.rate_limit.map(|l| (t.id, l)))
+            })
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
+    // ---- subscriptions ------------------------------------------------------------------
+
+    pub(super) async fn read_subscription(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<Option<SubscriptionRow>> {
+        let row = sqlx::query(concat!(sub_select!(), " WHERE id = ?1"))
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(sql_err("read"))?;
+        row.map(|r| self.subscription(&r)).transpose()
+    }
+
+    pub(super) async fn read_subscriptions(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<SubscriptionRow>> {
+        let found = match tenant {
+            Some(t) => {
+                sqlx::query(concat!(sub_select!(), " WHERE tenant_id = ?1 ORDER BY id"))
+                    .bind(t.as_str())
+                    .fetch_all(self.pool())
+                    .await
+            }
+            None => {
+                sqlx::query(concat!(sub_select!(), " ORDER BY id"))
+                    .fetch_all(self.pool())
+                    .await
+            }
+        }
+        .map_err(sql_err("read"))?;
+        found.iter().map(|r| self.subscription(r)).collect()
+    }
+
+    fn subscription(&self, r: &sqlx::sqlite::SqliteRow) -> Result<SubscriptionRow> {
+        rows::subscription(
+            rows::sub_raw(r).map_err(sql_err("read"))?,
+            &self.inner.sealer,
+        )
+    }
+
+    // ---- the queue ----------------------------------------------------------------------
+
+    /// Read inline on the calling task (see [`InlineReaders`](super::inline_read)): every busy
+    /// subscription runs this every `actor_prefetch` deliveries, and through sqlx's threads it
+    /// cost a third of the time of the deliveries it fetched.
+    pub(super) fn read_next_deliveries(
+        &self,
+        sub: &SubscriptionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedDelivery>> {
+        let raws = self.inner.queue_readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
+                        d.budget_used, d.next_at \
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                 WHERE d.subscription_id = ?1 AND d.state IN ('pending', 'in_flight') \
+                   AND d.event_seq > ?2 \
+                 ORDER BY d.event_seq LIMIT ?3",
+            )?;
+            let raws = stmt.query_map(
+                rusqlite::params![sub.as_str(), after_seq, i64::from(limit)],
+                |r| rows::queued_raw(r),
+            )?;
+            raws.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        raws.into_iter().map(rows::queued).collect()
+    }
+
+    // ---- deliveries ---------------------------------------------------------------------
+
+    pub(super) async fn read_delivery(&self, id: DeliveryId) -> Result<Option<Delivery>> {
+        let row = sqlx::query(concat!(delivery_select!(), " WHERE d.id = ?1"))
+            .bind(id.raw())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(sql_err("read"))?;
+        row.map(|r| rows::delivery(&r, sql_err("read"))).transpose()
+    }
+
+    pub(super) async fn read_attempts(&self, id: DeliveryId) -> Result<Vec<Attempt>> {
+        let found = sqlx::query(
+            "SELECT n, started_at, duration_ms, status_code, error_kind, error, response_snippet, \
+             transform_log FROM attempts WHERE delivery_id = ?1 ORDER BY n",
+        )
+        .bind(id.raw())
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        found
+            .iter()
+            .map(|r| rows::attempt(r).map_err(sql_err("read")))
+            .collect()
+    }
+
+    pub(super) async fn read_deliveries(
+        &self,
+        sub: &SubscriptionId,
+        q: &DeliveryQuery,
+    ) -> Result<DeliveryPage> {
+        let b = DeliveryPageBounds::check(q)?;
+        let found = sqlx::query(concat!(
+            delivery_select!(),
+            " WHERE d.subscription_id = ?1 AND d.event_seq > ?2 \
+             AND (?3 IS NULL OR d.state = ?3) ORDER BY d.event_seq LIMIT ?4"
+        ))
+        .bind(sub.as_str())
+        .bind(b.after_seq)
+        .bind(b.status.map(|s| s.as_str()))
+        .bind(i64::from(b.limit) + 1)
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        let mut items = found
+            .iter()
+            .map(|r| rows::delivery(r, sql_err("read")))
+            .collect::<Result<Vec<_>>>()?;
+        let next = if items.len() > b.limit as usize {
+            items.truncate(b.limit as usize);
+            items.last().map(|d| d.seq.to_string())
+        } else {
+            None
+        };
+        Ok(DeliveryPage { items, next })
+    }
+
+    /// Every subscription's open queue: depth and age of the oldest open delivery's event.
+    pub(super) async fn read_queue_stats(&self) -> Result<Vec<QueueStat>> {
+        let found: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT q.sub, q.n, e.created_at FROM \
+               (SELECT subscription_id AS sub, COUNT(*) AS n, MIN(event_seq) AS first \
+                FROM deliveries WHERE state IN ('pending', 'in_flight') \
+                GROUP BY subscription_id) q \
+             JOIN events e ON e.seq = q.first",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        let now = now_ms();
+        Ok(found
+            .into_iter()
+            .map(|(subscription, depth, created_at)| QueueStat {
+                subscription,
+                depth: depth.max(0) as u64,
+                oldest_age: Duration::from_millis(now.saturating_sub(created_at).max(0) as u64),
+            })
+            .collect())
+    }
+
+    // ---- transforms ---------------------------------------------------------------------
+
+    pub(super) async fn read_transform_versions(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<TransformVersion>> {
+        let found = sqlx::query(concat!(
+            version_select!(),
+            "WHERE tenant_id = ?1 ORDER BY name, version"
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        found
+            .iter()
+            .map(|r| rows::version(r).map_err(sql_err("read")))
+            .collect()
+    }
+
+    pub(super) async fn read_transform_by_hash(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        sha256: &str,
+    ) -> Result<Option<TransformVersion>> {
+        let row = sqlx::query(concat!(
+            version_select!(),
+            "WHERE tenant_id = ?1 AND name = ?2 AND sha256 = ?3"
+        ))
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(sha256)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        row.map(|r| rows::version(&r).map_err(sql_err("read")))
+            .transpose()
+    }
+
+    pub(super) async fn read_transform_artifact(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<StoredTransform>> {
+        let row: Option<(String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT sha256, artifact FROM transforms \
+             WHERE tenant_id = ?1 AND name = ?2 AND version = ?3",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(i64::from(version))
+        .fetch_optional(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        let Some((hex_hash, artifact)) = row else {
+            return Ok(None);
+        };
+        let sha256 = hex::decode(&hex_hash)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| Error::Internal(format!("transform {name} v{version}: bad hash")))?;
+        Ok(Some(StoredTransform { sha256, artifact }))
+    }
+
+    pub(super) async fn read_transform_module(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<Vec<u8>>> {
+        sqlx::query_scalar(
+            "SELECT wasm FROM transforms WHERE tenant_id = ?1 AND name = ?2 AND version = ?3",
+        )
+        .bind(tenant.as_str())
+        .bind(name)
+        .bind(i64::from(version))
+        .fetch_optional(self.pool())
+        .await
+        .map_err(sql_err("read"))
+    }
+}
