@@ -108,10 +108,12 @@ impl Write for InsertAdminKey {
     }
 }
 
+/// (The spec is boxed: it is most of a write's size, and every write moves through the intake
+/// channel at the size of the largest.)
 pub(super) struct CreateSubscription {
     pub id: SubscriptionId,
     pub tenant: TenantId,
-    pub spec: SubscriptionSpec,
+    pub spec: Box<SubscriptionSpec>,
     pub at: i64,
 }
 
@@ -142,14 +144,14 @@ impl Write for CreateSubscription {
                 self.at
             ])?;
         cx.routing
-            .upsert(self.tenant.clone(), self.id.clone(), self.spec.clone());
+            .upsert(self.tenant.clone(), self.id.clone(), (*self.spec).clone());
         read_row(cx.conn, &self.id, &cx.routing.sealer)
     }
 }
 
 pub(super) struct UpdateSpec {
     pub id: SubscriptionId,
-    pub spec: SubscriptionSpec,
+    pub spec: Box<SubscriptionSpec>,
     pub at: i64,
 }
 
@@ -179,8 +181,11 @@ impl Write for UpdateSpec {
         let Some(tenant) = tenant else {
             return Ok(Err(Error::not_found("subscription", &self.id)));
         };
-        cx.routing
-            .upsert(TenantId::from(tenant), self.id.clone(), self.spec.clone());
+        cx.routing.upsert(
+            TenantId::from(tenant),
+            self.id.clone(),
+            (*self.spec).clone(),
+        );
         read_row(cx.conn, &self.id, &cx.routing.sealer)
     }
 }

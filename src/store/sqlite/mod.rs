@@ -4,8 +4,8 @@
 //! - **Durable accept** (guarantee 1): every write goes through the single [writer](writer) task,
 //!   which groups the operations waiting for it into one `BEGIN IMMEDIATE … COMMIT` (group
 //!   commit) and answers each caller only after that commit returned. With the default
-//!   [`Durability::Fsync`](crate::store::Durability::Fsync) the connection runs WAL with `synchronous=FULL`, so an answered write
-//!   survives `kill -9` and power loss.
+//!   [`Durability::Fsync`](crate::store::Durability::Fsync) the connection runs WAL with
+//!   `synchronous=FULL`, so an answered write survives `kill -9` and power loss.
 //! - **Order**: an event's `seq` is assigned inside the commit that makes it durable (one
 //!   counter for the whole file), so `seq` order is commit order, and a subscription's
 //!   deliveries are read back in `seq` order.

@@ -90,7 +90,7 @@ impl Catalog for Journal {
             .call(CreateSubscription {
                 id,
                 tenant,
-                spec,
+                spec: Box::new(spec),
                 at: now_ms(),
             })
             .await?;
@@ -105,7 +105,7 @@ impl Catalog for Journal {
         let row = self
             .call(UpdateSpec {
                 id,
-                spec,
+                spec: Box::new(spec),
                 at: now_ms(),
             })
             .await?;

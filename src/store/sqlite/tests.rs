@@ -734,3 +734,11 @@ proptest! {
         rt.block_on(run_queue(ops));
     }
 }
+
+#[test]
+fn a_write_stays_small_in_the_intake_channel() {
+    // Every slot of the intake channel is as large as the largest write; the publish and the
+    // outcome paths move one per call. Large parts (a spec, an attempt record) are boxed.
+    let size = std::mem::size_of::<super::writer::Command>();
+    assert!(size <= 256, "a writer command takes {size} bytes");
+}
