@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::actors::subscriber::{Command, CommandReply};
+use crate::actors::subscriber::{Command, Reply};
 use crate::config::EngineConfig;
 use crate::domain::{
     Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, EventInput, PublishReceipt,
@@ -109,7 +109,8 @@ impl EngineHandle {
     /// Puts a failed delivery back to pending in its place in the order, with a fresh retry
     /// budget; a subscription blocked on it resumes from it.
     pub async fn resubmit(&self, id: DeliveryId) -> Result<Delivery> {
-        self.delivery_command(id, Command::Resubmit(id)).await
+        self.delivery_command(id, |reply| Command::Resubmit(id, reply))
+            .await
     }
 
     /// Re-sends a subscription's finished deliveries (delivered, failed, skipped, dropped) of
@@ -126,13 +127,14 @@ impl EngineHandle {
         window: crate::domain::ReplayWindow,
     ) -> Result<crate::domain::ReplayReceipt> {
         let (since_ms, until_ms) = window.to_ms(crate::domain::clock::now_ms())?;
-        match self
-            .command(id, Command::Replay { since_ms, until_ms })
-            .await?
-        {
-            CommandReply::Replayed(replayed) => Ok(crate::domain::ReplayReceipt { replayed }),
-            other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
-        }
+        let replayed = self
+            .command(id, |reply| Command::Replay {
+                since_ms,
+                until_ms,
+                reply,
+            })
+            .await?;
+        Ok(crate::domain::ReplayReceipt { replayed })
     }
 
     /// Whether the engine serves requests: recovery is over (the handle exists) and it is not
@@ -156,18 +158,20 @@ impl EngineHandle {
 
     /// Marks a pending or failed delivery skipped; a subscription blocked on it moves on.
     pub async fn skip(&self, id: DeliveryId) -> Result<Delivery> {
-        self.delivery_command(id, Command::Skip(id)).await
+        self.delivery_command(id, |reply| Command::Skip(id, reply))
+            .await
     }
 
-    async fn delivery_command(&self, id: DeliveryId, cmd: Command) -> Result<Delivery> {
+    async fn delivery_command(
+        &self,
+        id: DeliveryId,
+        cmd: impl FnOnce(Reply<Delivery>) -> Command,
+    ) -> Result<Delivery> {
         let d = self
             .store()
             .get_delivery(id)
             .await?
             .ok_or_else(|| Error::not_found("delivery", id))?;
-        match self.command(&d.subscription_id, cmd).await? {
-            CommandReply::Delivery(d) => Ok(*d),
-            other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
-        }
+        self.command(&d.subscription_id, cmd).await
     }
 }

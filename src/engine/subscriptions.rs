@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ractor::{ActorRef, rpc::CallResult};
 
-use crate::actors::subscriber::{Command, CommandReply, SubscriberMsg};
+use crate::actors::subscriber::{Command, Reply, SubscriberMsg};
 use crate::actors::supervisor::SupervisorMsg;
 use crate::domain::{
     EndpointTest, EventInput, NewSubscription, Subscription, SubscriptionPatch, SubscriptionSpec,
@@ -61,7 +61,7 @@ impl EngineHandle {
         id: &SubscriptionId,
         patch: SubscriptionPatch,
     ) -> Result<Subscription> {
-        self.subscription_command(id, Command::Update(Box::new(patch)))
+        self.command(id, |reply| Command::Update(Box::new(patch), reply))
             .await
     }
 
@@ -78,8 +78,12 @@ impl EngineHandle {
         if grace > Duration::from_secs(7 * 24 * 3600) {
             return Err(Error::invalid("graceSeconds", "must be at most 7 days"));
         }
-        self.subscription_command(id, Command::RotateSecret { secret, grace })
-            .await
+        self.command(id, |reply| Command::RotateSecret {
+            secret,
+            grace,
+            reply,
+        })
+        .await
     }
 
     /// Sends a signed test event to the subscription's endpoint now, outside its queue (nothing
@@ -101,77 +105,30 @@ impl EngineHandle {
         .validate()?;
         let body = serde_json::to_string(&event)
             .map_err(|e| Error::Internal(format!("test event: {e}")))?;
-        let spec = &row.spec;
-        let req = crate::outbound::AttemptRequest {
-            url: spec.url.clone(),
-            event_id: event.id.clone(),
-            body: Arc::from(body.into_bytes()),
-            transformed_headers: None,
-            access_key: spec.access_key.clone(),
-            headers: spec.headers.clone(),
-            signing: spec.signing.clone(),
-            auth: spec.auth.clone(),
-            subscription: row.id.clone(),
-            tls: spec.tls.clone(),
-            timeout: Duration::from_millis(spec.timeout_ms),
-        };
+        let req = crate::outbound::AttemptRequest::for_delivery(
+            &row.spec,
+            &row.id,
+            &event.id,
+            Arc::from(body.into_bytes()),
+        );
         let result = self.inner.ctx.sender.send(&req).await;
-        let duration_ms = result.duration.as_millis() as u64;
-        Ok(match result.outcome {
-            crate::outbound::AttemptOutcome::Response { status, .. } => EndpointTest {
-                status_code: Some(status),
-                duration_ms,
-                error: (!(200..300).contains(&status))
-                    .then(|| format!("receiver answered {status}")),
-                verified: (200..300).contains(&status),
-            },
-            crate::outbound::AttemptOutcome::Failed { kind, message } => EndpointTest {
-                status_code: (kind == crate::policy::ErrorKind::Timeout).then_some(500),
-                duration_ms,
-                error: Some(format!("{}: {message}", kind.as_str())),
-                verified: false,
-            },
-            // The endpoint test runs no transform.
-            crate::outbound::AttemptOutcome::Dropped { reason }
-            | crate::outbound::AttemptOutcome::TransformFailed {
-                message: reason, ..
-            } => EndpointTest {
-                status_code: None,
-                duration_ms,
-                error: Some(reason),
-                verified: false,
-            },
-        })
+        Ok(result.into_endpoint_test())
     }
 
     /// Stops starting attempts for a subscription; events keep accumulating.
     pub async fn pause_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
-        self.subscription_command(id, Command::Pause).await
+        self.command(id, Command::Pause).await
     }
 
     /// Resumes a paused, disabled or faulted subscription (a blocked one resumes through
     /// [`resubmit`](Self::resubmit) or [`skip`](Self::skip) of its failed delivery).
     pub async fn resume_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
-        self.subscription_command(id, Command::Resume).await
+        self.command(id, Command::Resume).await
     }
 
     /// Deletes a subscription with its deliveries and attempt log.
     pub async fn delete_subscription(&self, id: &SubscriptionId) -> Result<()> {
-        match self.command(id, Command::Delete).await? {
-            CommandReply::Deleted => Ok(()),
-            other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
-        }
-    }
-
-    async fn subscription_command(
-        &self,
-        id: &SubscriptionId,
-        cmd: Command,
-    ) -> Result<Subscription> {
-        match self.command(id, cmd).await? {
-            CommandReply::Subscription(s) => Ok(*s),
-            other => Err(Error::Internal(format!("unexpected reply {other:?}"))),
-        }
+        self.command(id, Command::Delete).await
     }
 
     pub(super) async fn actor(&self, id: &SubscriptionId) -> Result<ActorRef<SubscriberMsg>> {
@@ -182,11 +139,16 @@ impl EngineHandle {
         .await?
     }
 
-    pub(super) async fn command(&self, id: &SubscriptionId, cmd: Command) -> Result<CommandReply> {
+    /// Sends `cmd` (given its reply port) to the subscription's actor and waits for the answer.
+    pub(super) async fn command<T: Send + 'static>(
+        &self,
+        id: &SubscriptionId,
+        cmd: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T> {
         self.check_open()?;
         let actor = self.actor(id).await?;
         let result = actor
-            .call(|tx| SubscriberMsg::Command(cmd, tx), None)
+            .call(|reply| SubscriberMsg::Command(cmd(reply)), None)
             .await
             .map_err(|_| Error::Conflict(format!("subscription {id} is restarting; try again")))?;
         match result {

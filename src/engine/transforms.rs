@@ -91,17 +91,14 @@ impl EngineHandle {
         let body =
             serde_json::to_vec(&event).map_err(|e| Error::Internal(format!("test event: {e}")))?;
         let compiled = self.inner.ctx.transforms.get(tenant, name, version).await?;
-        let input = crate::transform::TransformInput {
-            id: event.id.as_str().to_string(),
-            tenant_id: tenant.as_str().to_string(),
-            subscription_id: "test".to_string(),
-            notification_type: event.notification_type.as_str().to_string(),
-            headers: vec![(
-                "content-type".to_string(),
-                crate::domain::CONTENT_TYPE_JSON.to_string(),
-            )],
+        let input = crate::transform::TransformInput::for_delivery(
+            &event.id,
+            tenant.as_str(),
+            "test",
+            event.notification_type,
+            &std::collections::BTreeMap::new(),
             body,
-        };
+        );
         let report = self
             .inner
             .ctx

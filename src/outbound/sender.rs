@@ -8,7 +8,7 @@
 //! [`SNIPPET_LIMIT`] bytes of the response are kept (reading stops at [`READ_LIMIT`]), so a
 //! hostile receiver cannot hold a delivery or our memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -17,8 +17,8 @@ use reqwest::header::{
     AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
 };
 
+use super::{AttemptOutcome, AttemptRequest, AttemptResult};
 use crate::config::{EngineConfig, ProxyUrl};
-use crate::domain::EventId;
 use crate::domain::ReceiverAuth;
 use crate::domain::SubscriptionId;
 use crate::domain::clock::now_ms;
@@ -26,67 +26,16 @@ use crate::error::error_chain;
 use crate::error::{Error, Result};
 use crate::outbound::oauth::{OAuth2Config, OAuthError, TokenCache, bearer_header};
 use crate::policy::{ErrorKind, parse_retry_after};
-use crate::security::signing::{SigningKeys, signature_header};
+use crate::security::signing::signature_header;
 use crate::security::ssrf::{
     IpPolicy, SsrfError, SsrfResolver, check_url, find_in_chain, resolve_checked,
 };
-use crate::security::tls::ClientTls;
 
 /// Response bytes kept in the attempt log.
 pub(crate) const SNIPPET_LIMIT: usize = 4 * 1024;
 /// Response bytes read at most (the rest is abandoned with the connection).
 pub(crate) const READ_LIMIT: usize = 64 * 1024;
 pub(crate) use crate::domain::CONTENT_TYPE_JSON;
-
-/// Everything needed to make one attempt.
-#[derive(Debug, Clone)]
-pub(crate) struct AttemptRequest {
-    pub url: String,
-    pub event_id: EventId,
-    /// The exact bytes to send (and sign): the envelope, or what the transform returned.
-    pub body: Arc<[u8]>,
-    /// The headers a transform returned: they replace `headers` and the default content type.
-    pub transformed_headers: Option<Vec<(String, String)>>,
-    pub access_key: Option<String>,
-    pub headers: BTreeMap<String, String>,
-    pub signing: SigningKeys,
-    pub auth: Option<ReceiverAuth>,
-    /// The subscription: the key of its cached OAuth2 token and TLS client.
-    pub subscription: SubscriptionId,
-    /// Client certificate and trusted CAs, if the subscription has its own.
-    pub tls: Option<ClientTls>,
-    pub timeout: Duration,
-}
-
-/// What one attempt produced.
-#[derive(Debug, Clone)]
-pub(crate) enum AttemptOutcome {
-    /// The receiver answered (any status).
-    Response {
-        status: u16,
-        retry_after: Option<Duration>,
-        snippet: Option<String>,
-        /// The receiver asked to be disabled (`webhook-delivery: disable`).
-        disable: bool,
-    },
-    /// No usable response.
-    Failed { kind: ErrorKind, message: String },
-    /// The subscription's transform dropped the delivery: nothing was sent.
-    Dropped { reason: String },
-    /// The subscription's transform failed: nothing was sent, and the same event would fail
-    /// the same way, so it is not retried.
-    TransformFailed { code: &'static str, message: String },
-}
-
-/// An attempt's outcome with its timing.
-#[derive(Debug, Clone)]
-pub(crate) struct AttemptResult {
-    pub started_at: i64,
-    pub duration: Duration,
-    pub outcome: AttemptOutcome,
-    /// What the transform printed, if one ran and printed.
-    pub transform_log: Option<String>,
-}
 
 /// A subscription's own client and the digest of the `tls` settings it was built with.
 type TlsClient = ([u8; 32], reqwest::Client);
@@ -202,36 +151,7 @@ impl Sender {
             v.set_sensitive(true);
             h.insert(HeaderName::from_static("access-key"), v);
         }
-        match &req.auth {
-            Some(ReceiverAuth::AccessKey { key }) => {
-                let mut v = HeaderValue::from_str(key).map_err(|_| "bad access key".to_string())?;
-                v.set_sensitive(true);
-                h.insert(HeaderName::from_static("access-key"), v);
-            }
-            Some(ReceiverAuth::Basic { username, password }) => {
-                let creds = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{password}"));
-                let mut v = HeaderValue::from_str(&format!("Basic {creds}"))
-                    .map_err(|_| "bad basic credentials".to_string())?;
-                v.set_sensitive(true);
-                h.insert(AUTHORIZATION, v);
-            }
-            Some(ReceiverAuth::Bearer { token }) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| "bad bearer token".to_string())?;
-                v.set_sensitive(true);
-                h.insert(AUTHORIZATION, v);
-            }
-            Some(ReceiverAuth::Oauth2 { headers, .. }) => {
-                for (name, value) in headers {
-                    let name =
-                        HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-                    let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
-                    h.insert(name, value);
-                }
-            }
-            None => {}
-        }
+        insert_auth(&mut h, req.auth.as_ref())?;
         let id = req.event_id.as_str();
         h.insert(
             HeaderName::from_static("webhook-id"),
@@ -373,6 +293,40 @@ impl Sender {
                 message,
             })
     }
+}
+
+/// The receiver's own authentication headers (OAuth2's token is added per attempt).
+fn insert_auth(h: &mut HeaderMap, auth: Option<&ReceiverAuth>) -> std::result::Result<(), String> {
+    match auth {
+        Some(ReceiverAuth::AccessKey { key }) => {
+            let mut v = HeaderValue::from_str(key).map_err(|_| "bad access key".to_string())?;
+            v.set_sensitive(true);
+            h.insert(HeaderName::from_static("access-key"), v);
+        }
+        Some(ReceiverAuth::Basic { username, password }) => {
+            let creds =
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            let mut v = HeaderValue::from_str(&format!("Basic {creds}"))
+                .map_err(|_| "bad basic credentials".to_string())?;
+            v.set_sensitive(true);
+            h.insert(AUTHORIZATION, v);
+        }
+        Some(ReceiverAuth::Bearer { token }) => {
+            let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "bad bearer token".to_string())?;
+            v.set_sensitive(true);
+            h.insert(AUTHORIZATION, v);
+        }
+        Some(ReceiverAuth::Oauth2 { headers, .. }) => {
+            for (name, value) in headers {
+                let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+                let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+                h.insert(name, value);
+            }
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// The client settings every delivery uses, whether through the shared client or a

@@ -13,7 +13,13 @@ mod retry;
 
 pub use retry::RetryPolicy;
 
-/// Why an attempt produced no usable HTTP response.
+/// Why an attempt did not deliver: the `error_kind` of its attempt log entry.
+///
+/// [`as_str`](Self::as_str) is what the journal stores and the API serves; those strings are
+/// part of the API and never change. Most kinds say why an attempt produced no usable response;
+/// [`HttpStatus`](Self::HttpStatus) names a response that was not 2xx, and the `Transform*` kinds
+/// (but [`TransformUnavailable`](Self::TransformUnavailable)) the tenant transform's failures,
+/// whose codes `transform::TransformError::code` also reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub(crate) enum ErrorKind {
@@ -38,6 +44,33 @@ pub(crate) enum ErrorKind {
     /// The subscription's transform could not be loaded (a journal read failed): hookline's
     /// problem, not the tenant's, so the attempt is retried.
     TransformUnavailable,
+    /// The receiver answered with a status other than 2xx; the status table (not
+    /// [`is_retriable`](Self::is_retriable)) says what follows.
+    HttpStatus,
+    /// The subscription's transform chose to send nothing.
+    Dropped,
+    /// The transform's version no longer exists.
+    TransformMissing,
+    /// The transform's module is refused (at upload, or its stored module no longer compiles).
+    TransformInvalid,
+    /// The transform's stored precompiled artifact cannot be loaded.
+    TransformArtifact,
+    /// The transform trapped: a panic, an uncaught exception, `unreachable`, a stack overflow.
+    TransformTrap,
+    /// The transform ran past its time budget.
+    TransformTimeout,
+    /// The transform needed more linear memory than allowed.
+    TransformMemoryLimit,
+    /// The transform's output is too large or has too many headers.
+    TransformOutputTooLarge,
+    /// The transform set a header hookline reserves (`webhook-*`).
+    TransformForbiddenHeader,
+    /// The transform returned a header name or value that is not valid HTTP.
+    TransformInvalidHeader,
+    /// The transform returned an error of its own.
+    TransformError,
+    /// The transform runtime itself is unusable (not the tenant's fault).
+    TransformRuntime,
 }
 
 impl ErrorKind {
@@ -53,10 +86,24 @@ impl ErrorKind {
             ErrorKind::TokenUnavailable => "token_unavailable",
             ErrorKind::TokenRefused => "token_refused",
             ErrorKind::TransformUnavailable => "transform_unavailable",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::Dropped => "dropped",
+            ErrorKind::TransformMissing => "transform_missing",
+            ErrorKind::TransformInvalid => "transform_invalid",
+            ErrorKind::TransformArtifact => "transform_artifact",
+            ErrorKind::TransformTrap => "transform_trap",
+            ErrorKind::TransformTimeout => "transform_timeout",
+            ErrorKind::TransformMemoryLimit => "transform_memory_limit",
+            ErrorKind::TransformOutputTooLarge => "transform_output_too_large",
+            ErrorKind::TransformForbiddenHeader => "transform_forbidden_header",
+            ErrorKind::TransformInvalidHeader => "transform_invalid_header",
+            ErrorKind::TransformError => "transform_error",
+            ErrorKind::TransformRuntime => "transform_runtime",
         }
     }
 
-    /// Whether another attempt may succeed.
+    /// Whether another attempt may succeed. A tenant transform's failure is not retried (the
+    /// same event fails the same way); a status's fate is the status table's, not this.
     pub(crate) fn is_retriable(self) -> bool {
         match self {
             ErrorKind::Timeout
@@ -65,10 +112,23 @@ impl ErrorKind {
             | ErrorKind::Reset
             | ErrorKind::Interrupted
             | ErrorKind::TokenUnavailable
-            | ErrorKind::TransformUnavailable => true,
-            ErrorKind::BlockedAddress | ErrorKind::InvalidRequest | ErrorKind::TokenRefused => {
-                false
-            }
+            | ErrorKind::TransformUnavailable
+            | ErrorKind::TransformRuntime => true,
+            ErrorKind::BlockedAddress
+            | ErrorKind::InvalidRequest
+            | ErrorKind::TokenRefused
+            | ErrorKind::HttpStatus
+            | ErrorKind::Dropped
+            | ErrorKind::TransformMissing
+            | ErrorKind::TransformInvalid
+            | ErrorKind::TransformArtifact
+            | ErrorKind::TransformTrap
+            | ErrorKind::TransformTimeout
+            | ErrorKind::TransformMemoryLimit
+            | ErrorKind::TransformOutputTooLarge
+            | ErrorKind::TransformForbiddenHeader
+            | ErrorKind::TransformInvalidHeader
+            | ErrorKind::TransformError => false,
         }
     }
 }
@@ -223,6 +283,59 @@ mod tests {
             ErrorKind::TokenRefused,
         ] {
             assert_eq!(classify_error(k), Verdict::Fatal, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn kinds_keep_the_strings_the_journal_stores_and_the_api_serves() {
+        let table = [
+            (ErrorKind::Timeout, "timeout", true),
+            (ErrorKind::Connect, "connect", true),
+            (ErrorKind::Dns, "dns", true),
+            (ErrorKind::Reset, "reset", true),
+            (ErrorKind::BlockedAddress, "blocked_address", false),
+            (ErrorKind::InvalidRequest, "invalid_request", false),
+            (ErrorKind::Interrupted, "interrupted", true),
+            (ErrorKind::TokenUnavailable, "token_unavailable", true),
+            (ErrorKind::TokenRefused, "token_refused", false),
+            (
+                ErrorKind::TransformUnavailable,
+                "transform_unavailable",
+                true,
+            ),
+            (ErrorKind::HttpStatus, "http_status", false),
+            (ErrorKind::Dropped, "dropped", false),
+            (ErrorKind::TransformMissing, "transform_missing", false),
+            (ErrorKind::TransformInvalid, "transform_invalid", false),
+            (ErrorKind::TransformArtifact, "transform_artifact", false),
+            (ErrorKind::TransformTrap, "transform_trap", false),
+            (ErrorKind::TransformTimeout, "transform_timeout", false),
+            (
+                ErrorKind::TransformMemoryLimit,
+                "transform_memory_limit",
+                false,
+            ),
+            (
+                ErrorKind::TransformOutputTooLarge,
+                "transform_output_too_large",
+                false,
+            ),
+            (
+                ErrorKind::TransformForbiddenHeader,
+                "transform_forbidden_header",
+                false,
+            ),
+            (
+                ErrorKind::TransformInvalidHeader,
+                "transform_invalid_header",
+                false,
+            ),
+            (ErrorKind::TransformError, "transform_error", false),
+            (ErrorKind::TransformRuntime, "transform_runtime", true),
+        ];
+        for (kind, text, retriable) in table {
+            assert_eq!(kind.as_str(), text);
+            assert_eq!(kind.is_retriable(), retriable, "{kind:?}");
         }
     }
 

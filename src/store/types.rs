@@ -34,7 +34,7 @@ pub(crate) struct AttemptRecord {
     pub started_at: i64,
     pub duration_ms: u64,
     pub status_code: Option<u16>,
-    pub error_kind: Option<&'static str>,
+    pub error_kind: Option<crate::policy::ErrorKind>,
     pub error: Option<String>,
     pub snippet: Option<String>,
     /// What the transform printed, if anything.

@@ -41,7 +41,11 @@ mod runtime;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use crate::domain::{CONTENT_TYPE_JSON, EventId, NotificationType};
+use crate::policy::ErrorKind;
 
 pub use limits::TransformLimits;
 pub use log::GuestLog;
@@ -65,6 +69,33 @@ pub struct TransformInput {
     pub headers: Vec<(String, String)>,
     /// The body hookline will send: the envelope as UTF-8 JSON.
     pub body: Vec<u8>,
+}
+
+impl TransformInput {
+    /// What a delivery of event `id` hands its transform: the headers hookline would send
+    /// before its identity, signature and authentication headers (the JSON content type, then
+    /// the subscription's own `headers`), and the envelope as body. Credentials are not handed
+    /// to tenant code (they would end up in its log); hookline adds them after the transform.
+    pub(crate) fn for_delivery(
+        id: &EventId,
+        tenant_id: &str,
+        subscription_id: &str,
+        notification_type: NotificationType,
+        headers: &BTreeMap<String, String>,
+        body: Vec<u8>,
+    ) -> TransformInput {
+        let mut h = Vec::with_capacity(1 + headers.len());
+        h.push(("content-type".to_string(), CONTENT_TYPE_JSON.to_string()));
+        h.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        TransformInput {
+            id: id.as_str().to_string(),
+            tenant_id: tenant_id.to_string(),
+            subscription_id: subscription_id.to_string(),
+            notification_type: notification_type.as_str().to_string(),
+            headers: h,
+            body,
+        }
+    }
 }
 
 /// What the transform decided.
@@ -132,17 +163,22 @@ pub enum TransformError {
 impl TransformError {
     /// A stable, machine-readable code for the error kind (API bodies, attempt logs).
     pub fn code(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// The error's kind, as an attempt log names it.
+    pub(crate) fn kind(&self) -> ErrorKind {
         match self {
-            TransformError::Invalid(_) => "transform_invalid",
-            TransformError::Artifact(_) => "transform_artifact",
-            TransformError::Trap(_) => "transform_trap",
-            TransformError::Timeout(_) => "transform_timeout",
-            TransformError::MemoryLimit(_) => "transform_memory_limit",
-            TransformError::OutputTooLarge(_) => "transform_output_too_large",
-            TransformError::ForbiddenHeader(_) => "transform_forbidden_header",
-            TransformError::InvalidHeader(_) => "transform_invalid_header",
-            TransformError::GuestError(_) => "transform_error",
-            TransformError::Runtime(_) => "transform_runtime",
+            TransformError::Invalid(_) => ErrorKind::TransformInvalid,
+            TransformError::Artifact(_) => ErrorKind::TransformArtifact,
+            TransformError::Trap(_) => ErrorKind::TransformTrap,
+            TransformError::Timeout(_) => ErrorKind::TransformTimeout,
+            TransformError::MemoryLimit(_) => ErrorKind::TransformMemoryLimit,
+            TransformError::OutputTooLarge(_) => ErrorKind::TransformOutputTooLarge,
+            TransformError::ForbiddenHeader(_) => ErrorKind::TransformForbiddenHeader,
+            TransformError::InvalidHeader(_) => ErrorKind::TransformInvalidHeader,
+            TransformError::GuestError(_) => ErrorKind::TransformError,
+            TransformError::Runtime(_) => ErrorKind::TransformRuntime,
         }
     }
 }
@@ -222,16 +258,13 @@ pub async fn test_locally(
         .validate(&compiled)
         .await
         .map_err(|e| Error::invalid("module", e))?;
-    let input = TransformInput {
-        id: event.id.as_str().to_string(),
-        tenant_id: event.tenant_id.as_str().to_string(),
-        subscription_id: "local".to_string(),
-        notification_type: event.notification_type.as_str().to_string(),
-        headers: vec![(
-            "content-type".to_string(),
-            crate::domain::CONTENT_TYPE_JSON.to_string(),
-        )],
+    let input = TransformInput::for_delivery(
+        &event.id,
+        event.tenant_id.as_str(),
+        "local",
+        event.notification_type,
+        &BTreeMap::new(),
         body,
-    };
+    );
     Ok(runtime.call(&compiled, input).await.into_test())
 }

@@ -24,6 +24,7 @@ use super::{
 use crate::domain::TenantId;
 use crate::domain::{TransformRef, TransformVersion, validate_transform_name};
 use crate::error::{Error, Result};
+use crate::policy::ErrorKind;
 use crate::store::{NewTransformRow, SharedStore};
 
 type Key = (TenantId, String, u32);
@@ -53,7 +54,7 @@ pub(crate) enum Step {
     },
     /// The tenant's transform failed: the delivery fails without retry.
     Fail {
-        code: &'static str,
+        kind: ErrorKind,
         message: String,
         log: Option<String>,
     },
@@ -280,12 +281,12 @@ impl TransformRegistry {
             }
             // Not retried: the version is gone, or its stored module no longer compiles.
             Err(e) => {
-                let code = match e {
-                    Error::NotFound { .. } => "transform_missing",
-                    _ => "transform_invalid",
+                let kind = match e {
+                    Error::NotFound { .. } => ErrorKind::TransformMissing,
+                    _ => ErrorKind::TransformInvalid,
                 };
                 return Step::Fail {
-                    code,
+                    kind,
                     message: e.to_string(),
                     log: None,
                 };
@@ -298,7 +299,7 @@ impl TransformRegistry {
             Ok(TransformOutcome::Drop { reason }) => Step::Drop { reason, log },
             Err(TransformError::Runtime(message)) => Step::Unavailable { message },
             Err(e) => Step::Fail {
-                code: e.code(),
+                kind: e.kind(),
                 message: e.to_string(),
                 log,
             },

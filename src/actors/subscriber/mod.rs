@@ -1,0 +1,265 @@
+//! The subscriber actor: delivers one subscription's queue, strictly in order.
+//!
+//! State machine of the head of the queue:
+//! `idle → (rate/retry wait) → in flight → AttemptDone → record in store → next head`.
+//! Invariants kept here:
+//! - at most one attempt in flight, and the next one starts only after the store has committed
+//!   the previous delivery's outcome (guarantee 3);
+//! - the queue in memory is a bounded prefetch of the store's open deliveries (`actor_prefetch`),
+//!   never the source of truth: after a restart the actor rebuilds it from the store;
+//! - the rate limiter paces the head and never reorders: while the head waits nothing else starts;
+//! - when a delivery ends and the next one can go at once, the next one is marked in flight in
+//!   the same commit as the previous outcome;
+//! - every state change of a delivery of this subscription is written by this actor.
+//!
+//! Layout: this file is the actor and its messages; `advance` moves the head (starts attempts,
+//! records their outcomes); `attempt` is the attempt task (transform, then send); `outcome` is
+//! the pure rule that turns an attempt's result into its journal record; `queue` is the prefetch
+//! as plain data; `command` carries out the operator's requests.
+
+mod advance;
+mod attempt;
+mod command;
+mod outcome;
+mod queue;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::task::AbortHandle;
+
+use super::SharedCtx;
+use crate::domain::{Delivery, DeliveryId, Subscription, SubscriptionId, SubscriptionPatch};
+use crate::error::{Error, Result};
+use crate::outbound::AttemptResult;
+use crate::policy::ratelimit::SubscriptionPacer;
+use crate::store::{Lease, SubscriptionRow};
+use queue::Prefetch;
+
+/// Messages of a subscriber actor.
+pub(crate) enum SubscriberMsg {
+    /// New deliveries may have been journaled for this subscription.
+    Wake,
+    /// An attempt task finished.
+    AttemptDone(Box<AttemptDone>),
+    /// The retry wait of `delivery` is over.
+    TimerFired { delivery: DeliveryId },
+    /// An operator command, answered once its store write committed.
+    Command(Command),
+    /// Finish the attempt in flight (if any), start no other, then stop.
+    Drain,
+    /// Test-only fault injection: panic inside the handler.
+    #[cfg(feature = "test-hooks")]
+    Panic,
+}
+
+/// The result of one attempt, sent back by its task.
+pub(crate) struct AttemptDone {
+    delivery: DeliveryId,
+    n: u32,
+    result: AttemptResult,
+}
+
+/// Where a command's answer goes: each command names the type it answers with.
+pub(crate) type Reply<T> = RpcReplyPort<Result<T>>;
+
+/// Operator commands on a subscription or one of its deliveries, each with its own reply.
+pub(crate) enum Command {
+    /// Stop starting attempts; answers the subscription.
+    Pause(Reply<Subscription>),
+    /// Clear paused, disabled and faulted; answers the subscription.
+    Resume(Reply<Subscription>),
+    /// Change the subscription's settings; answers the subscription.
+    Update(Box<SubscriptionPatch>, Reply<Subscription>),
+    /// Replace the signing secret; the old one is still sent for `grace`. Answers the
+    /// subscription with the new secret in full.
+    RotateSecret {
+        secret: Option<String>,
+        grace: Duration,
+        reply: Reply<Subscription>,
+    },
+    /// Delete the subscription with its deliveries; the actor stops once it is done.
+    Delete(Reply<()>),
+    /// Mark a pending or failed delivery skipped; answers the delivery.
+    Skip(DeliveryId, Reply<Delivery>),
+    /// Put a failed delivery back to pending in its place; answers the delivery.
+    Resubmit(DeliveryId, Reply<Delivery>),
+    /// Put finished deliveries of events accepted in `[since_ms, until_ms)` back to pending;
+    /// answers how many.
+    Replay {
+        since_ms: i64,
+        until_ms: i64,
+        reply: Reply<u64>,
+    },
+}
+
+pub(crate) struct SubscriberArgs {
+    pub ctx: SharedCtx,
+    pub id: SubscriptionId,
+    pub wake: Arc<AtomicBool>,
+    /// Backoff before a restarted actor resumes work.
+    pub start_delay: Duration,
+}
+
+pub(crate) struct SubscriberActor;
+
+/// Aborts its task when dropped. ractor drops a failed actor's state without calling
+/// `post_stop`, so this is what stops an orphaned attempt or timer before the restarted actor
+/// (which waits at least one restart backoff) takes the delivery up again.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct InFlight {
+    delivery: DeliveryId,
+    n: u32,
+    /// The attempt's span, so its outcome is logged with the same fields.
+    span: tracing::Span,
+    _task: AbortOnDrop,
+}
+
+struct Timer {
+    delivery: DeliveryId,
+    _task: AbortOnDrop,
+}
+
+pub(crate) struct SubscriberState {
+    ctx: SharedCtx,
+    row: SubscriptionRow,
+    /// Ownership of the subscription's queue, taken in `post_start`; every queue write carries it.
+    lease: Option<Lease>,
+    wake: Arc<AtomicBool>,
+    start_delay: Duration,
+    /// The open deliveries fetched from the store, head first.
+    queue: Prefetch,
+    in_flight: Option<InFlight>,
+    timer: Option<Timer>,
+    draining: bool,
+    rng: StdRng,
+    /// Paces attempts to the subscription's (and its tenant's) rate limit, in queue order.
+    pacer: SubscriptionPacer,
+}
+
+impl Actor for SubscriberActor {
+    type Msg = SubscriberMsg;
+    type State = SubscriberState;
+    type Arguments = SubscriberArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SubscriberArgs,
+    ) -> Result<SubscriberState, ActorProcessingErr> {
+        let row = args
+            .ctx
+            .store
+            .get_subscription(&args.id)
+            .await?
+            .ok_or_else(|| Error::not_found("subscription", &args.id))?;
+        let row_limit = row.spec.rate_limit.clone();
+        Ok(SubscriberState {
+            ctx: args.ctx,
+            row,
+            lease: None,
+            wake: args.wake,
+            start_delay: args.start_delay,
+            queue: Prefetch::default(),
+            in_flight: None,
+            timer: None,
+            draining: false,
+            rng: StdRng::from_os_rng(),
+            pacer: SubscriptionPacer::new(row_limit),
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut SubscriberState,
+    ) -> Result<(), ActorProcessingErr> {
+        if !state.start_delay.is_zero() {
+            tokio::time::sleep(state.start_delay).await;
+        }
+        // Taking the queue fences any previous holder, and logs the attempt a previous actor of
+        // this subscription may have died with as interrupted (as crash recovery does) so the
+        // attempt log has no gap.
+        state.lease = Some(state.ctx.store.acquire(&state.row.id).await?);
+        state.advance(&myself).await?;
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut SubscriberState,
+    ) -> Result<(), ActorProcessingErr> {
+        // An attempt still running is abandoned: its delivery stays in flight in the store and
+        // is retried (counted as interrupted) when the subscription next runs.
+        state.in_flight = None;
+        state.cancel_timer();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: SubscriberMsg,
+        state: &mut SubscriberState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SubscriberMsg::Wake => {
+                state.wake.store(false, Ordering::Release);
+                state.advance(&myself).await?;
+            }
+            SubscriberMsg::AttemptDone(done) => {
+                if state.on_attempt_done(*done).await? {
+                    myself.stop(Some("subscription deleted".into()));
+                    return Ok(());
+                }
+                if state.draining && state.in_flight.is_none() {
+                    myself.stop(Some("drained".into()));
+                    return Ok(());
+                }
+                state.advance(&myself).await?;
+            }
+            SubscriberMsg::TimerFired { delivery } => {
+                if state.timer.as_ref().is_some_and(|t| t.delivery == delivery) {
+                    state.timer = None;
+                    state.advance(&myself).await?;
+                }
+            }
+            SubscriberMsg::Command(cmd) => {
+                if state.command(cmd).await {
+                    myself.stop(Some("subscription deleted".into()));
+                    return Ok(());
+                }
+                state.advance(&myself).await?;
+            }
+            SubscriberMsg::Drain => {
+                state.draining = true;
+                state.cancel_timer();
+                if state.in_flight.is_none() {
+                    myself.stop(Some("drained".into()));
+                }
+            }
+            #[cfg(feature = "test-hooks")]
+            SubscriberMsg::Panic => panic!("injected fault in subscriber {}", state.row.id),
+        }
+        Ok(())
+    }
+}
+
+/// The lease the actor holds once started (messages are handled only after `post_start`).
+fn held<'l>(lease: &'l Option<Lease>, sub: &SubscriptionId) -> Result<&'l Lease> {
+    lease.as_ref().ok_or_else(|| Error::LeaseLost {
+        subscription: sub.to_string(),
+    })
+}
