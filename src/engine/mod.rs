@@ -13,8 +13,10 @@ use ractor::{ActorRef, RpcReplyPort, rpc::CallResult};
 use tokio::sync::Mutex;
 
 use crate::actors::SharedCtx;
+#[cfg(feature = "test-hooks")]
 use crate::actors::subscriber::SubscriberMsg;
 use crate::actors::supervisor::SupervisorMsg;
+#[cfg(feature = "test-hooks")]
 use crate::domain::SubscriptionId;
 use crate::error::{Error, Result};
 use crate::store::SharedStore;
