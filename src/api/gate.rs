@@ -3,20 +3,23 @@
 //! Orchestrators see a live process (`/healthz` 200) that is not ready (`/readyz` 503) while the
 //! journal recovers; every other route answers 503 `unavailable` with `Retry-After: 1`. Once
 //! the gate opens, every request goes to the API's router. The accept loop is the API's own,
-//! so its connection limit and header read timeout apply while the gate is closed too.
+//! so its connection limit and header read timeout apply while the gate is closed too, and a
+//! body sent to a closed gate is drained after the 503 like any refused body (`guard`).
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
+use axum::body::HttpBody as _;
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_service::Service;
 
 use super::error::ApiError;
-use super::{ApiConfig, router_with, server};
+use super::guard::{drain_after_answer, waits_for_continue};
+use super::{ApiConfig, REFUSED_BODY_DRAIN_FACTOR, router_with, server};
 use crate::engine::EngineHandle;
 
 /// Lets the server listen before the engine exists, so orchestrators see a live process
@@ -45,15 +48,33 @@ impl StartGate {
     /// The service to serve: the gate until it opens, the API after.
     pub fn router(&self) -> Router {
         let api = self.api.clone();
+        let cfg = self.cfg.clone();
         Router::new().fallback(move |req: Request| {
             let api = api.get().cloned();
+            let cfg = cfg.clone();
             async move {
                 match api {
                     Some(mut router) => match router.call(req).await {
                         Ok(r) => r,
                         Err(never) => match never {},
                     },
-                    None => starting(req.uri().path()),
+                    None => {
+                        let (parts, body) = req.into_parts();
+                        let mut r = starting(parts.uri.path());
+                        if !body.is_end_stream() && !waits_for_continue(&parts.headers) {
+                            r.headers_mut()
+                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                            let budget = REFUSED_BODY_DRAIN_FACTOR * cfg.body_limit;
+                            drain_after_answer(
+                                &parts.extensions,
+                                body,
+                                budget,
+                                cfg.refused_body_drain,
+                            )
+                            .await;
+                        }
+                        r
+                    }
                 }
             }
         })

@@ -4,9 +4,17 @@
 //! reading it, reads the body whole under the route's size limit and the body timeout, and
 //! makes every 5xx body opaque, logging the real cause with the request id.
 //!
-//! Invariants: a body over its route's limit is never read past the limit; an anonymous client
-//! never makes the server buffer a body (it is drained and discarded); a refused body closes
-//! the connection; every response carries `x-request-id`.
+//! Invariants: a body over its route's limit is never buffered past the limit; an anonymous
+//! client never makes the server buffer a body; every response carries `x-request-id`. A
+//! refused body (413, 401) is answered at once with `Connection: close`, then the rest of it
+//! is read and discarded ([`drain_after_answer`]) within a bound: [`REFUSED_BODY_DRAIN_FACTOR`]
+//! times the route's limit and [`ApiConfig::refused_body_drain`] of time. Closing with a body
+//! unread would make the kernel reset the connection, and a client that writes its whole
+//! body before it reads (urllib, many SDKs) would get a broken pipe instead of the answer. A
+//! client that waits for `100 Continue` is never asked to send, so nothing is drained; nor is
+//! a body that stalled (408) or broke (400).
+//!
+//! [`ApiConfig::refused_body_drain`]: super::ApiConfig::refused_body_drain
 
 use std::time::Duration;
 
@@ -14,17 +22,19 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use tracing::Instrument;
 
+use super::REFUSED_BODY_DRAIN_FACTOR;
 use super::auth::{Authenticated, authenticate};
-use super::error::{ApiError, ApiResult, ErrorBody, ErrorResponse, Opaque};
+use super::error::{ApiError, ErrorBody, ErrorResponse, Opaque};
 use super::extract::DepthLimit;
 use super::router::{AppState, BATCH_PATH, PUBLIC_PATHS};
 use super::routes::transforms;
+use super::server::AfterAnswer;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -58,11 +68,22 @@ pub(super) async fn guard(State(state): State<AppState>, req: Request, next: Nex
                 next.run(Request::from_parts(parts, Body::from(bytes)))
                     .await
             }
-            Err(e) => {
-                let mut r = e.into_response();
-                // The rest of the body is not read: the connection cannot be reused.
+            Err(refusal) => {
+                let mut r = refusal.error.into_response();
+                // The body is not read to its end: the connection cannot be reused.
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                if let Some(rest) = refusal.rest {
+                    let budget = (REFUSED_BODY_DRAIN_FACTOR * body_limit(&state, &parts))
+                        .saturating_sub(refusal.read);
+                    drain_after_answer(
+                        &parts.extensions,
+                        rest,
+                        budget,
+                        state.cfg.refused_body_drain,
+                    )
+                    .await;
+                }
                 r
             }
         };
@@ -89,9 +110,47 @@ fn body_limit(state: &AppState, parts: &Parts) -> usize {
     }
 }
 
+/// A body refused before it was read whole: the answer, and what to drain after it.
+struct Refusal {
+    error: ApiError,
+    /// The unread rest of the body, when it should be drained.
+    rest: Option<Body>,
+    /// Bytes of it read already.
+    read: usize,
+}
+
+impl Refusal {
+    /// A refusal before any of the body was read. A client that sent `Expect: 100-continue`
+    /// was never told to send its body, so there is nothing to drain.
+    fn unread(error: ApiError, parts: &Parts, body: Body) -> Refusal {
+        Refusal {
+            error,
+            rest: (!waits_for_continue(&parts.headers)).then_some(body),
+            read: 0,
+        }
+    }
+
+    /// A refusal after which nothing more is read.
+    fn closing(error: ApiError) -> Refusal {
+        Refusal {
+            error,
+            rest: None,
+            read: 0,
+        }
+    }
+}
+
+/// Whether the client sent `Expect: 100-continue`: it sends its body only once told to, which
+/// hyper does when the body is first read.
+pub(super) fn waits_for_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// Reads the request's body; on a route that needs a key, only for a caller with a valid one
 /// (remembered in the request's extensions for [`Auth`](super::auth::Auth)).
-async fn read(state: &AppState, parts: &mut Parts, body: Body) -> ApiResult<Bytes> {
+async fn read(state: &AppState, parts: &mut Parts, body: Body) -> Result<Bytes, Refusal> {
     let limit = body_limit(state, parts);
     let timeout = state.cfg.body_read_timeout;
     // A body is read only for a caller with a valid key, so that anonymous clients cannot
@@ -109,25 +168,16 @@ async fn read(state: &AppState, parts: &mut Parts, body: Body) -> ApiResult<Byte
             parts.extensions.insert(Authenticated(p));
             read_body(parts, body, limit, timeout).await
         }
-        Err(e) => {
-            // Discarded, not kept: a client's body left unread in the socket would turn the
-            // close into a reset that can destroy the 401 before the client reads it.
-            drain(body, limit, timeout).await;
-            Err(e)
-        }
+        Err(e) => Err(Refusal::unread(e, parts, body)),
     }
 }
 
-/// Reads and discards up to `limit` bytes of `body`, for at most `timeout`.
-async fn drain(body: Body, limit: usize, timeout: Duration) {
-    let mut body = Limited::new(body, limit);
-    let _ = tokio::time::timeout(timeout, async {
-        while let Some(Ok(_)) = body.frame().await {}
-    })
-    .await;
-}
-
-async fn read_body(parts: &Parts, body: Body, limit: usize, timeout: Duration) -> ApiResult<Bytes> {
+async fn read_body(
+    parts: &Parts,
+    mut body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Refusal> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -141,22 +191,80 @@ async fn read_body(parts: &Parts, body: Body, limit: usize, timeout: Duration) -
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(Refusal::unread(too_large(), parts, body));
     }
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(ApiError::new(
+    // At most `limit`: the declared length is the client's word.
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
+    let collect = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue; // trailers
+            };
+            if buf.len() + data.len() > limit {
+                return Ok(false);
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok::<bool, axum::Error>(true)
+    };
+    match tokio::time::timeout(timeout, collect).await {
+        Ok(Ok(true)) => Ok(Bytes::from(buf)),
+        Ok(Ok(false)) => Err(Refusal {
+            error: too_large(),
+            read: buf.len(),
+            rest: Some(body),
+        }),
+        Ok(Err(e)) => Err(Refusal::closing(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
             format!("could not read the body: {e}"),
-        )),
-        Err(_) => Err(ApiError::new(
+        ))),
+        Err(_) => Err(Refusal::closing(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
             format!("the body did not arrive within {} s", timeout.as_secs_f64()),
-        )),
+        ))),
     }
+}
+
+/// Reads and discards up to `budget` more bytes of a refused `body`, for at most `within`.
+/// Under our own server ([`AfterAnswer`] in the request's extensions) this happens after the
+/// answer is handed to hyper, which writes it while the body is still coming; elsewhere (a
+/// router called directly) it happens before the answer, which is still better than a reset.
+pub(super) async fn drain_after_answer(
+    extensions: &Extensions,
+    body: Body,
+    budget: usize,
+    within: Duration,
+) {
+    let work = Box::pin(drain(body, budget, within).instrument(tracing::Span::current()));
+    let left = match extensions.get::<AfterAnswer>() {
+        Some(after) => after.hand_over(work).err(),
+        None => Some(work as super::server::Work),
+    };
+    if let Some(work) = left {
+        work.await;
+    }
+}
+
+async fn drain(mut body: Body, budget: usize, within: Duration) {
+    let mut drained = 0usize;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return "the body broke off";
+            };
+            drained += frame.data_ref().map_or(0, Bytes::len);
+            if drained > budget {
+                return "over the drain bound";
+            }
+        }
+        "read to its end"
+    };
+    let outcome = tokio::time::timeout(within, read)
+        .await
+        .unwrap_or("out of drain time");
+    tracing::debug!(drained, outcome, "refused body drained");
 }
 
 /// Logs a 5xx's cause under the request id and answers with its code, generic message and the

@@ -16,7 +16,7 @@
 //! ## Layout
 //! | module | owns |
 //! |---|---|
-//! | `server` | the accept loop: connection limit, header read timeout, graceful shutdown |
+//! | `server` | the accept loop: connection limit, header read timeout, graceful shutdown, refused bodies drained after their answer |
 //! | `router` | the shared state, the route table assembled from `routes`, the fallbacks |
 //! | `guard` | the middleware around every request: request id, body read, opaque 5xx |
 //! | `error` | [`ApiError`]: an engine error or a refusal to a status and a JSON body |
@@ -76,7 +76,16 @@ pub struct ApiConfig {
     pub body_read_timeout: Duration,
     /// Most connections open at once; one more is answered 503 and closed. Default 1024.
     pub max_connections: usize,
+    /// Time spent reading and discarding the rest of a refused body (413, 401) after the
+    /// answer is written, so that a client that sends its whole body before reading (urllib,
+    /// many SDKs) reads the answer instead of a reset; at most [`REFUSED_BODY_DRAIN_FACTOR`]
+    /// times the route's body limit is read. Default 5 s.
+    pub refused_body_drain: Duration,
 }
+
+/// A refused body is read and discarded up to this many times its route's limit (8 MiB for
+/// an event), then the connection is closed (see [`ApiConfig::refused_body_drain`]).
+pub const REFUSED_BODY_DRAIN_FACTOR: usize = 8;
 
 impl ApiConfig {
     /// The API settings of a server configuration's `[limits]`.
@@ -89,6 +98,7 @@ impl ApiConfig {
             header_read_timeout: l.header_read_timeout.0,
             body_read_timeout: l.body_read_timeout.0,
             max_connections: l.max_connections,
+            refused_body_drain: Duration::from_secs(5),
         }
     }
 }
@@ -136,5 +146,6 @@ mod tests {
         assert_eq!(cfg.header_read_timeout, Duration::from_secs(10));
         assert_eq!(cfg.body_read_timeout, Duration::from_secs(30));
         assert_eq!(cfg.max_connections, 1024);
+        assert_eq!(cfg.refused_body_drain, Duration::from_secs(5));
     }
 }

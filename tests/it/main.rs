@@ -16,5 +16,6 @@ mod ingress;
 mod mtls;
 mod ops;
 mod outbound;
+mod refused_bodies;
 mod tenant_limits;
 mod transforms;
