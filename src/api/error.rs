@@ -1,5 +1,8 @@
 //! What a refusal looks like on the wire: [`ApiError`] and the JSON body every error answers.
 //!
+//! A request that does not match the OpenAPI document is refused with 400; one that matches it
+//! but that the engine's rules refuse, with 422 (`invalid`).
+//!
 //! Invariants: every 4xx carries `{"error": {"code", "message", "field"?}}` with a stable
 //! machine `code`; a 5xx carries the same shape with a generic message, and its real cause
 //! travels to the `guard` in the response's extensions ([`Opaque`]) to be logged under the
@@ -79,10 +82,27 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
-    /// 400 `invalid`: a body that passed its schema but not serde (a type the schema allows but
-    /// the engine does not), or a query string that does not parse.
+    /// 400 `invalid`: a request that does not match the OpenAPI document where no schema
+    /// check caught it (a query string or a header that does not parse, a body that passed its
+    /// schema but not serde).
     pub(super) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+
+    /// 422 `invalid`: a request that matches the document, refused by the engine's own rules
+    /// (an address the SSRF rules refuse, a PEM that does not parse, …). A request that passes
+    /// the document's schemas never gets 400.
+    pub(super) fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+    }
+
+    /// This refusal of one item of a batch, as a refusal of the batch: its field (a JSON
+    /// pointer) is prefixed with the item's index.
+    pub(super) fn in_item(mut self, index: usize) -> Self {
+        let field = format!("/{index}{}", self.field.as_deref().unwrap_or(""));
+        self.message = format!("item {index}: {}", self.message);
+        self.field = Some(field);
+        self
     }
 
     /// The body this refusal answers with (a batch item carries it too).
@@ -100,7 +120,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
             Error::Invalid { field, message } => {
-                ApiError::invalid(format!("{field}: {message}")).with_field(field)
+                ApiError::unprocessable(format!("{field}: {message}")).with_field(field)
             }
             Error::NotFound { kind, id } => ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -171,7 +191,7 @@ mod tests {
     #[test]
     fn engine_errors_map_to_statuses() {
         let cases = [
-            (Error::invalid("url", "bad"), 400, "invalid"),
+            (Error::invalid("url", "bad"), 422, "invalid"),
             (Error::not_found("subscription", "sub_x"), 404, "not_found"),
             (Error::Conflict("busy".into()), 409, "conflict"),
             (Error::Overloaded, 429, "overloaded"),

@@ -1,9 +1,12 @@
 //! The request JSON Schemas, checked before serde.
 //!
-//! Bodies are checked against the schemas in `schemas/` (compiled into the binary and compiled
-//! as validators once) before serde turns them into the engine's input types, so a producer
-//! learns which field is wrong as a JSON pointer. Serde and the engine's own validation still
-//! run afterwards and catch whatever a schema does not say.
+//! Every JSON request body is checked against its schema in `schemas/` (compiled into the
+//! binary and compiled as validators once) before serde turns it into the engine's input type,
+//! so a producer learns which field is wrong as a JSON pointer (400 `schema_violation`). The
+//! same files are the request schemas of the OpenAPI document ([`REQUEST_SCHEMAS`]): one
+//! source, so the document can be no looser and no stricter than the server. What a schema
+//! cannot say (an address the SSRF rules refuse, a PEM that does not parse) is the engine's to
+//! refuse afterwards, with 422 `invalid`.
 
 use std::sync::LazyLock;
 
@@ -15,20 +18,53 @@ use serde_json::Value;
 
 use super::error::ApiError;
 
+const EVENT: &str = include_str!("../../schemas/event.schema.json");
+const TENANT: &str = include_str!("../../schemas/tenant.schema.json");
+const TENANT_PATCH: &str = include_str!("../../schemas/tenant-patch.schema.json");
+const SUBSCRIPTION: &str = include_str!("../../schemas/subscription.schema.json");
+const SUBSCRIPTION_PATCH: &str = include_str!("../../schemas/subscription-patch.schema.json");
+const SECRET_ROTATION: &str = include_str!("../../schemas/secret-rotation.schema.json");
+const REPLAY: &str = include_str!("../../schemas/replay.schema.json");
+
+/// Every request schema with its name in the OpenAPI document's components, and its file.
+pub(super) const REQUEST_SCHEMAS: [(&str, &str, &str); 7] = [
+    ("Event", "event.schema.json", EVENT),
+    ("NewTenant", "tenant.schema.json", TENANT),
+    ("TenantPatch", "tenant-patch.schema.json", TENANT_PATCH),
+    ("NewSubscription", "subscription.schema.json", SUBSCRIPTION),
+    (
+        "SubscriptionPatch",
+        "subscription-patch.schema.json",
+        SUBSCRIPTION_PATCH,
+    ),
+    (
+        "SecretRotation",
+        "secret-rotation.schema.json",
+        SECRET_ROTATION,
+    ),
+    ("ReplayWindow", "replay.schema.json", REPLAY),
+];
+
 /// The compiled request schemas.
 pub(super) struct Schemas {
     pub event: Validator,
     pub tenant: Validator,
+    pub tenant_patch: Validator,
     pub subscription: Validator,
     pub subscription_patch: Validator,
+    pub secret_rotation: Validator,
+    pub replay: Validator,
 }
 
 /// Compiled on first use; the router forces it so that the first request does not pay.
 pub(super) static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| Schemas {
-    event: compile(include_str!("../../schemas/event.schema.json")),
-    tenant: compile(include_str!("../../schemas/tenant.schema.json")),
-    subscription: compile(include_str!("../../schemas/subscription.schema.json")),
-    subscription_patch: compile(include_str!("../../schemas/subscription-patch.schema.json")),
+    event: compile(EVENT),
+    tenant: compile(TENANT),
+    tenant_patch: compile(TENANT_PATCH),
+    subscription: compile(SUBSCRIPTION),
+    subscription_patch: compile(SUBSCRIPTION_PATCH),
+    secret_rotation: compile(SECRET_ROTATION),
+    replay: compile(REPLAY),
 });
 
 /// The schemas are part of the binary, not input: one that does not compile is a bug, caught by
@@ -94,10 +130,38 @@ fn push_token(pointer: &mut String, token: &str) {
     pointer.push_str(&token.replace('~', "~0").replace('/', "~1"));
 }
 
-/// Serde's half of a body: its refusals (a type the schema allows but the engine does not)
-/// are 400 `invalid`.
-pub(super) fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+/// Serde's half of a body, after its schema: a refusal here means the schema is looser than
+/// the type (400 `invalid`; the OpenAPI conformance run looks for these).
+pub(super) fn deserialize<T: DeserializeOwned>(mut value: Value) -> Result<T, ApiError> {
+    integral_floats_to_integers(&mut value);
     serde_json::from_value(value).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+/// JSON Schema counts `5.0` as an integer; serde's integer types do not take it. Turns every
+/// number with no fractional part that fits an `i64` or `u64` into that integer, so that what
+/// the schema accepts as an integer deserializes as one.
+fn integral_floats_to_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
+                // The casts are exact: `f` is integral and inside the target's range.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let int = if (i64::MIN as f64..i64::MAX as f64).contains(&f) {
+                    Some(Value::from(f as i64))
+                } else if (0.0..u64::MAX as f64).contains(&f) {
+                    Some(Value::from(f as u64))
+                } else {
+                    None
+                };
+                if let Some(int) = int {
+                    *value = int;
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 /// Checks, then deserializes into the engine's input type.
@@ -126,6 +190,17 @@ mod tests {
             .is_ok()
         );
         assert!(check(&s.subscription_patch, &json!({"accessKey": null})).is_ok());
+        assert!(check(&s.tenant_patch, &json!({"rateLimit": null})).is_ok());
+        assert!(check(&s.secret_rotation, &json!({"graceSeconds": 60})).is_ok());
+        assert!(check(&s.replay, &json!({"since": "2026-11-23T10:12:16.827Z"})).is_ok());
+    }
+
+    #[test]
+    fn what_a_schema_calls_an_integer_deserializes_as_one() {
+        let limit: crate::RateLimit =
+            deserialize(json!({"perSecond": 2.0, "burst": 10.0})).expect("integral float");
+        assert_eq!(limit.burst, 10);
+        assert!(deserialize::<crate::RateLimit>(json!({"perSecond": 2, "burst": 1.5})).is_err());
     }
 
     #[test]

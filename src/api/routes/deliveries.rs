@@ -31,8 +31,10 @@ pub(super) fn routes() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 pub(in crate::api) struct ListDeliveries {
     /// Only this status: pending, in_flight, delivered, failed, skipped, dropped.
+    #[param(value_type = Option<crate::domain::DeliveryStatus>)]
     status: Option<String>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The cursor of the next page (a previous page's `next`).
     after: Option<String>,
@@ -40,8 +42,8 @@ pub(in crate::api) struct ListDeliveries {
 
 #[utoipa::path(get, path = "/v1/subscriptions/{id}/deliveries", tag = "deliveries",
     params(("id" = String, Path), ListDeliveries),
-    responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorResponse),
-        (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = DeliveryPage), (status = 404, body = ErrorResponse),
+        (status = 422, description = "A cursor or limit the engine refuses", body = ErrorResponse)))]
 pub(in crate::api) async fn list_deliveries(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -82,9 +84,10 @@ fn with_attempt_log(detail: &DeliveryDetail) -> ApiResult<serde_json::Value> {
 }
 
 #[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries",
-    params(("id" = String, Path, description = "A delivery id, `dlv_<n>`")),
+    params(("id" = String, Path, description = "A delivery id, `dlv_<n>`", pattern = "^dlv_[0-9]+$")),
     responses((status = 200, description = "The delivery with `attemptCount` and its attempt log as `attempts`", body = Object),
-        (status = 404, body = ErrorResponse)))]
+        (status = 404, body = ErrorResponse),
+        (status = 422, description = "Not a delivery id", body = ErrorResponse)))]
 pub(in crate::api) async fn get_delivery(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -95,9 +98,10 @@ pub(in crate::api) async fn get_delivery(
 }
 
 #[utoipa::path(post, path = "/v1/deliveries/{id}/resubmit", tag = "deliveries",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, description = "A delivery id, `dlv_<n>`", pattern = "^dlv_[0-9]+$")),
     responses((status = 200, body = Delivery), (status = 404, body = ErrorResponse),
-        (status = 409, body = ErrorResponse)))]
+        (status = 409, description = "Not in a state this action applies to", body = ErrorResponse),
+        (status = 422, description = "Not a delivery id", body = ErrorResponse)))]
 pub(in crate::api) async fn resubmit(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -108,9 +112,10 @@ pub(in crate::api) async fn resubmit(
 }
 
 #[utoipa::path(post, path = "/v1/deliveries/{id}/skip", tag = "deliveries",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, description = "A delivery id, `dlv_<n>`", pattern = "^dlv_[0-9]+$")),
     responses((status = 200, body = Delivery), (status = 404, body = ErrorResponse),
-        (status = 409, body = ErrorResponse)))]
+        (status = 409, description = "Not in a state this action applies to", body = ErrorResponse),
+        (status = 422, description = "Not a delivery id", body = ErrorResponse)))]
 pub(in crate::api) async fn skip(
     State(engine): State<EngineHandle>,
     auth: Auth,

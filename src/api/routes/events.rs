@@ -2,9 +2,10 @@
 //! `batch_max_items` in one durable commit).
 //!
 //! An event passes, in order: the tenant filled in for a tenant key, the `Idempotency-Key` as
-//! its id, its JSON Schema, the tenant check (404), serde, then the engine's own rules. In a
-//! batch each item passes the same steps on its own; a refused item is reported in its place
-//! and does not stop the others. How refused and journaled items are put back in order is the
+//! its id, its JSON Schema, the tenant check (404), serde, then the engine's own rules. A batch
+//! must match the document as a whole (1 to `batch_max_items` envelopes, each valid under the
+//! event schema: else 400 naming the item); then each item passes the other steps on its own,
+//! and an item refused there is reported in its place without stopping the others. How refused and journaled items are put back in order is the
 //! engine's ([`EngineHandle::publish_batch_items`]), written once for both callers.
 
 use axum::body::Bytes;
@@ -53,9 +54,15 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     }
 }
 
-/// One event envelope from the wire to the engine's input type: tenant filled for tenant keys,
-/// the idempotency key as its id, the schema, the tenant check (404), then serde.
-fn prepare_event(auth: &Auth, mut body: Value, key: Option<&str>) -> ApiResult<EventInput> {
+/// One event envelope from the wire to the engine's input type: [`checked_event`], then
+/// [`scoped_event`].
+fn prepare_event(auth: &Auth, body: Value, key: Option<&str>) -> ApiResult<EventInput> {
+    scoped_event(auth, checked_event(auth, body, key)?)
+}
+
+/// The document's half: tenant filled for tenant keys, the idempotency key as its id, then the
+/// event schema (400).
+fn checked_event(auth: &Auth, mut body: Value, key: Option<&str>) -> ApiResult<Value> {
     auth.fill_tenant(&mut body);
     if let (Some(key), Value::Object(obj)) = (key, &mut body) {
         match obj.get("id") {
@@ -64,8 +71,9 @@ fn prepare_event(auth: &Auth, mut body: Value, key: Option<&str>) -> ApiResult<E
             }
             Some(Value::String(id)) if id == key => {}
             Some(_) => {
+                // Each matches the document alone: contradicting each other is 422.
                 return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
+                    StatusCode::UNPROCESSABLE_ENTITY,
                     "idempotency_key_mismatch",
                     "the body's id and the Idempotency-Key header differ; send one, or both equal",
                 )
@@ -74,20 +82,22 @@ fn prepare_event(auth: &Auth, mut body: Value, key: Option<&str>) -> ApiResult<E
         }
     }
     schema::check(&SCHEMAS.event, &body)?;
+    Ok(body)
+}
+
+/// The caller's half: the tenant check (404), then serde.
+fn scoped_event(auth: &Auth, mut body: Value) -> ApiResult<EventInput> {
     auth.scope_body(&mut body)?;
     schema::deserialize(body)
 }
 
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventInput,
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[A-Za-z0-9_:-]{1,128}$",
         description = "Used as the event id when the body has none; must equal it otherwise")),
     responses(
         (status = 202, description = "Journaled with its deliveries (or a duplicate of an earlier one)", body = PublishReceipt),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 404, body = ErrorResponse), (status = 413, body = ErrorResponse),
-        (status = 415, body = ErrorResponse),
-        (status = 429, description = "Intake queue full; see Retry-After", body = ErrorResponse),
-        (status = 503, description = "Journal unavailable; see Retry-After", body = ErrorResponse)))]
+        (status = 404, description = "No such tenant (or another tenant's)", body = ErrorResponse),
+        (status = 422, description = "Refused by the engine's rules, or an Idempotency-Key that differs from the body's id", body = ErrorResponse)))]
 pub(in crate::api) async fn publish(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -216,12 +226,8 @@ fn batch_items(bytes: &Bytes, max_depth: usize, max: usize) -> ApiResult<Vec<Val
     request_body(content = Vec<EventInput>, description = "1 to 1000 event envelopes"),
     responses(
         (status = 200, description = "Every valid item journaled in one commit; per-item results", body = BatchResponse),
-        (status = 400, description = "Not a JSON array, or empty", body = ErrorResponse),
-        (status = 401, body = ErrorResponse),
-        (status = 413, description = "Over 1000 items or over the batch body limit", body = ErrorResponse),
-        (status = 415, body = ErrorResponse),
-        (status = 429, description = "Intake queue full; nothing accepted", body = ErrorResponse),
-        (status = 503, description = "Journal unavailable; nothing accepted", body = ErrorResponse)))]
+        (status = 400, description = "Not an array of 1 to 1000 event envelopes (`field` names the item); nothing accepted", body = ErrorResponse),
+        (status = 413, description = "Over 1000 items or over the batch body limit; nothing accepted", body = ErrorResponse)))]
 pub(in crate::api) async fn publish_batch(
     State(state): State<AppState>,
     auth: Auth,
@@ -230,9 +236,16 @@ pub(in crate::api) async fn publish_batch(
     extract::require_json(req.headers())?;
     let bytes = extract::body_bytes(req, &()).await?;
     let items = batch_items(&bytes, state.cfg.json_max_depth, state.cfg.batch_max_items)?;
-    let prepared: Vec<ApiResult<EventInput>> = items
+    // The whole batch must match the document (an array of event envelopes): an item that
+    // breaks the event schema refuses the batch, naming it. Items are refused one by one only
+    // for what the document cannot say (another tenant, the engine's rules).
+    let mut checked = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        checked.push(checked_event(&auth, item, None).map_err(|e| e.in_item(index))?);
+    }
+    let prepared: Vec<ApiResult<EventInput>> = checked
         .into_iter()
-        .map(|item| prepare_event(&auth, item, None))
+        .map(|item| scoped_event(&auth, item))
         .collect();
     let outcomes = if prepared.iter().any(Result::is_ok) {
         state.engine.publish_batch_items(prepared).await?

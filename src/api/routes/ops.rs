@@ -26,6 +26,15 @@ pub use crate::api::gate::StartGate;
 /// The content type of the metrics exposition.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// `/healthz` and `/readyz` answer `{"status": …}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // only its schema is used: the handlers write the JSON directly
+pub(in crate::api) struct Readiness {
+    /// `ok` (healthz); `ready`, `starting` or `shutting_down` (readyz).
+    #[schema(pattern = "^(ok|ready|starting|shutting_down)$")]
+    status: String,
+}
+
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
@@ -34,14 +43,14 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 #[utoipa::path(get, path = "/healthz", security(()), tag = "ops",
-    responses((status = 200, description = "The process is up", body = Object)))]
+    responses((status = 200, description = "The process is up", body = Readiness)))]
 pub(in crate::api) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses((status = 200, description = "Recovery finished: the engine takes work"),
-        (status = 503, description = "Starting (journal recovery) or stopping")))]
+#[utoipa::path(get, path = "/readyz", tag = "ops", security(()),
+    responses((status = 200, description = "Recovery finished: the engine takes work", body = Readiness),
+        (status = 503, description = "Starting (journal recovery) or stopping", body = Readiness)))]
 pub(in crate::api) async fn readyz(State(engine): State<EngineHandle>) -> Response {
     if engine.is_ready() {
         Json(json!({"status": "ready"})).into_response()
@@ -54,9 +63,10 @@ pub(in crate::api) async fn readyz(State(engine): State<EngineHandle>) -> Respon
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
-        (status = 401, body = ErrorResponse)))]
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "The metrics, OpenMetrics text (Prometheus reads it)",
+            content_type = "application/openmetrics-text", body = String),
+        (status = 403, description = "A tenant key (the metrics need the admin key)", body = ErrorResponse)))]
 pub(in crate::api) async fn metrics(
     State(engine): State<EngineHandle>,
     req: Request,

@@ -48,7 +48,8 @@ pub(super) fn routes() -> Router<AppState> {
     request_body = NewSubscription,
     responses(
         (status = 201, description = "Created; `secret` is shown only here", body = Subscription),
-        (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+        (status = 404, description = "No such tenant (or another tenant's)", body = ErrorResponse),
+        (status = 422, description = "Refused by the engine's rules (e.g. an address the SSRF rules refuse)", body = ErrorResponse)))]
 pub(in crate::api) async fn create_subscription(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -104,8 +105,9 @@ pub(in crate::api) async fn get_subscription(
 
 #[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions",
     params(("id" = String, Path)), request_body = SubscriptionPatch,
-    responses((status = 200, body = Subscription), (status = 400, body = ErrorResponse),
-        (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+    responses((status = 200, body = Subscription), (status = 404, body = ErrorResponse),
+        (status = 409, description = "The subscription is restarting; retry", body = ErrorResponse),
+        (status = 422, description = "Refused by the engine's rules", body = ErrorResponse)))]
 pub(in crate::api) async fn update_subscription(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -120,7 +122,8 @@ pub(in crate::api) async fn update_subscription(
 #[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions",
     params(("id" = String, Path)),
     responses((status = 204, description = "Deleted with its deliveries"),
-        (status = 404, body = ErrorResponse)))]
+        (status = 404, body = ErrorResponse),
+        (status = 409, description = "The subscription is restarting; retry", body = ErrorResponse)))]
 pub(in crate::api) async fn delete_subscription(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -133,7 +136,8 @@ pub(in crate::api) async fn delete_subscription(
 
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/pause", tag = "subscriptions",
     params(("id" = String, Path)),
-    responses((status = 200, body = Subscription), (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = Subscription), (status = 404, body = ErrorResponse),
+        (status = 409, description = "The subscription is restarting; retry", body = ErrorResponse)))]
 pub(in crate::api) async fn pause_subscription(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -145,7 +149,8 @@ pub(in crate::api) async fn pause_subscription(
 
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/resume", tag = "subscriptions",
     params(("id" = String, Path)),
-    responses((status = 200, body = Subscription), (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = Subscription), (status = 404, body = ErrorResponse),
+        (status = 409, description = "The subscription is restarting; retry", body = ErrorResponse)))]
 pub(in crate::api) async fn resume_subscription(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -180,7 +185,9 @@ struct RotateBody {
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/secret/rotate", tag = "subscriptions",
     params(("id" = String, Path)), request_body(content = Option<RotateBody>),
     responses((status = 200, description = "`secret` is shown only here", body = Subscription),
-        (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+        (status = 404, body = ErrorResponse),
+        (status = 409, description = "The subscription is restarting; retry", body = ErrorResponse),
+        (status = 422, description = "Refused by the engine's rules (e.g. a secret that does not decode)", body = ErrorResponse)))]
 pub(in crate::api) async fn rotate_secret(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -195,7 +202,7 @@ pub(in crate::api) async fn rotate_secret(
     let body: RotateBody = if bytes.is_empty() {
         RotateBody::default()
     } else {
-        schema::deserialize(extract::parse(&bytes, depth)?)?
+        schema::typed(&SCHEMAS.secret_rotation, extract::parse(&bytes, depth)?)?
     };
     let grace = body.grace_seconds.map(std::time::Duration::from_secs);
     Ok(Json(
@@ -206,14 +213,16 @@ pub(in crate::api) async fn rotate_secret(
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/replay", tag = "subscriptions",
     params(("id" = String, Path)),
     request_body = ReplayWindow,
-    responses((status = 200, body = ReplayReceipt),
-        (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = ReplayReceipt), (status = 404, body = ErrorResponse),
+        (status = 409, description = "The subscription is restarting; retry", body = ErrorResponse),
+        (status = 422, description = "Refused by the engine's rules (e.g. `until` before `since`)", body = ErrorResponse)))]
 pub(in crate::api) async fn replay(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path(id): Path<String>,
-    ApiJson(window): ApiJson<ReplayWindow>,
+    ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
     let sub = auth.subscription(&engine, &id).await?;
+    let window: ReplayWindow = schema::typed(&SCHEMAS.replay, body)?;
     Ok(Json(engine.replay(&sub.id, window).await?))
 }

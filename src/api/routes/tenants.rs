@@ -27,8 +27,9 @@ pub(super) fn routes() -> Router<AppState> {
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = NewTenant,
     responses(
         (status = 201, description = "Created; `apiKey` is shown only here", body = CreatedTenant),
-        (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse),
-        (status = 403, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+        (status = 403, description = "Needs the admin key", body = ErrorResponse),
+        (status = 409, description = "A tenant with this id exists", body = ErrorResponse),
+        (status = 422, description = "Refused by the engine's rules", body = ErrorResponse)))]
 pub(crate) async fn create_tenant(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -40,7 +41,7 @@ pub(crate) async fn create_tenant(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, pattern = "^[A-Za-z0-9_.:-]{1,128}$")),
     responses((status = 200, body = Tenant), (status = 404, body = ErrorResponse)))]
 pub(crate) async fn get_tenant(
     State(engine): State<EngineHandle>,
@@ -51,16 +52,21 @@ pub(crate) async fn get_tenant(
     Ok(Json(engine.get_tenant(&id).await?))
 }
 
-#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)),
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, pattern = "^[A-Za-z0-9_.:-]{1,128}$")),
     request_body = TenantPatch,
-    responses((status = 200, body = Tenant), (status = 400, body = ErrorResponse),
-        (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = Tenant),
+        (status = 403, description = "Needs the admin key", body = ErrorResponse),
+        (status = 404, body = ErrorResponse),
+        (status = 422, description = "Refused by the engine's rules", body = ErrorResponse)))]
 pub(crate) async fn update_tenant(
     State(engine): State<EngineHandle>,
     auth: Auth,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<TenantPatch>,
+    ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
     auth.require_admin()?;
-    Ok(Json(engine.update_tenant(&TenantId::from(id), body).await?))
+    let patch: TenantPatch = schema::typed(&SCHEMAS.tenant_patch, body)?;
+    Ok(Json(
+        engine.update_tenant(&TenantId::from(id), patch).await?,
+    ))
 }

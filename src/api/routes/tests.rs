@@ -108,7 +108,8 @@ async fn secret_rotation_takes_an_empty_or_a_json_body() {
         .send(Method::POST, &path, &f.acme, Some(r#"{"grace": 1}"#))
         .await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
-    assert_eq!(unknown.error_code(), "invalid");
+    assert_eq!(unknown.error_code(), "schema_violation");
+    assert_eq!(unknown.json["error"]["field"], "/grace");
 
     let broken = f.send(Method::POST, &path, &f.acme, Some("{")).await;
     assert_eq!(broken.error_code(), "malformed_json");
@@ -140,17 +141,32 @@ async fn another_tenants_resources_are_missing() {
 #[tokio::test]
 async fn a_batch_of_refused_items_answers_item_by_item() {
     let f = Fixture::new().await;
-    // Both items fail their schema: nothing reaches the engine, the answer is still 200.
-    let body = json!([{"tenantId": "acme"}, {"transactionId": "t1"}]).to_string();
+    // An item that breaks the event schema refuses the batch (it is not an array of events),
+    // naming the item; nothing reaches the engine.
+    let ok = json!({"transactionId": "t0", "notificationType": "NODE_EVENT", "payLoad": {},
+        "timestamp": "2026-11-23T10:12:16.827Z"});
+    let body = json!([ok, {"transactionId": "t1", "unknown": 1}]).to_string();
     let r = f
         .send(Method::POST, "/v1/events/batch", &f.acme, Some(&body))
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
-    assert_eq!(r.json["accepted"], 0);
-    assert_eq!(r.json["rejected"], 2);
-    assert_eq!(r.json["results"][1]["index"], 1);
-    assert_eq!(r.json["results"][1]["status"], "rejected");
-    assert_eq!(r.json["results"][0]["error"]["code"], "schema_violation");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    assert_eq!(r.error_code(), "schema_violation");
+    assert_eq!(
+        r.json["error"]["field"], "/1/notificationType",
+        "{}",
+        r.json
+    );
+    let listed = f
+        .send(
+            Method::GET,
+            &format!("/v1/subscriptions/{}/deliveries", f.sub),
+            &f.acme,
+            None,
+        )
+        .await;
+    assert_eq!(listed.json["items"], json!([]), "nothing was journaled");
+
+    // Items the document allows are refused one by one for what it cannot say.
 
     let mixed = json!([
         {"transactionId": "t1", "notificationType": "NODE_EVENT", "payLoad": {},

@@ -16,7 +16,7 @@ use crate::api::auth::Auth;
 use crate::api::error::{ApiError, ApiResult, ErrorResponse};
 use crate::api::extract::ApiJson;
 use crate::api::router::AppState;
-use crate::api::schema;
+use crate::api::schema::{self, SCHEMAS};
 use crate::domain::{EventInput, TransformInfo, TransformTest, TransformVersion};
 use crate::engine::EngineHandle;
 use crate::error::Error;
@@ -65,17 +65,18 @@ fn require_wasm(headers: &HeaderMap) -> ApiResult<()> {
 }
 
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/transforms/{name}", tag = "transforms",
-    params(("tenant" = String, Path), ("name" = String, Path)),
+    operation_id = "upload_transform",
+    params(("tenant" = String, Path, pattern = "^[A-Za-z0-9_.:-]{1,128}$"),
+        ("name" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")),
     request_body(content = Vec<u8>, content_type = "application/wasm",
         description = "A WebAssembly component of the world in transforms/wit/transform.wit"),
     responses(
         (status = 201, description = "A new version", body = TransformVersion),
         (status = 200, description = "The same bytes were uploaded before: that version",
             body = TransformVersion),
-        (status = 400, description = "Not a component of the transform world",
-            body = ErrorResponse),
-        (status = 404, body = ErrorResponse), (status = 413, body = ErrorResponse),
-        (status = 415, body = ErrorResponse)))]
+        (status = 404, body = ErrorResponse),
+        (status = 422, description = "Not a component of the transform world, or a name the rules refuse",
+            body = ErrorResponse)))]
 pub(in crate::api) async fn upload(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -111,7 +112,8 @@ pub(in crate::api) async fn upload(
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/transforms", tag = "transforms",
-    params(("tenant" = String, Path)),
+    operation_id = "list_transforms",
+    params(("tenant" = String, Path, pattern = "^[A-Za-z0-9_.:-]{1,128}$")),
     responses((status = 200, body = Vec<TransformInfo>), (status = 404, body = ErrorResponse)))]
 pub(in crate::api) async fn list(
     State(engine): State<EngineHandle>,
@@ -123,7 +125,9 @@ pub(in crate::api) async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/transforms/{name}", tag = "transforms",
-    params(("tenant" = String, Path), ("name" = String, Path)),
+    operation_id = "get_transform",
+    params(("tenant" = String, Path, pattern = "^[A-Za-z0-9_.:-]{1,128}$"),
+        ("name" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")),
     responses((status = 200, body = TransformInfo), (status = 404, body = ErrorResponse)))]
 pub(in crate::api) async fn show(
     State(engine): State<EngineHandle>,
@@ -135,7 +139,9 @@ pub(in crate::api) async fn show(
 }
 
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/transforms/{name}", tag = "transforms",
-    params(("tenant" = String, Path), ("name" = String, Path)),
+    operation_id = "delete_transform",
+    params(("tenant" = String, Path, pattern = "^[A-Za-z0-9_.:-]{1,128}$"),
+        ("name" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")),
     responses((status = 204, description = "Every version deleted"),
         (status = 404, body = ErrorResponse),
         (status = 409, description = "A subscription is bound to it", body = ErrorResponse)))]
@@ -150,12 +156,15 @@ pub(in crate::api) async fn remove(
 }
 
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/transforms/{name}/versions/{version}/test",
-    tag = "transforms",
-    params(("tenant" = String, Path), ("name" = String, Path), ("version" = u32, Path)),
+    tag = "transforms", operation_id = "test_transform",
+    params(("tenant" = String, Path, pattern = "^[A-Za-z0-9_.:-]{1,128}$"),
+        ("name" = String, Path, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$"),
+        ("version" = u64, Path, minimum = 1, maximum = 4294967295.0)),
     request_body = EventInput,
     responses((status = 200, description = "What the transform decided; nothing was sent",
             body = TransformTest),
-        (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+        (status = 404, body = ErrorResponse),
+        (status = 422, description = "A version number or an event the engine refuses", body = ErrorResponse)))]
 pub(in crate::api) async fn test(
     State(engine): State<EngineHandle>,
     auth: Auth,
@@ -168,6 +177,7 @@ pub(in crate::api) async fn test(
         .ok()
         .filter(|v| *v > 0)
         .ok_or_else(|| Error::invalid("version", "must be a version number (1, 2, …)"))?;
+    schema::check(&SCHEMAS.event, &body)?;
     // The event is the tenant's own whatever tenantId the body names.
     if let Some(obj) = body.as_object_mut() {
         obj.insert("tenantId".into(), Value::String(tenant.to_string()));
