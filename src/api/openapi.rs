@@ -106,7 +106,8 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// Each operation that takes a JSON body, and the component (a schema of
-/// [`REQUEST_SCHEMAS`], or `EventBatch`) its body is. `true`: the body is required.
+/// [`REQUEST_SCHEMAS`], or `EventBatch` and `TransformTestEvent`, made from the event schema)
+/// its body is. `true`: the body is required.
 const REQUEST_BODIES: [(&str, &str, &str, bool); 9] = [
     ("post", "/v1/events", "Event", true),
     ("post", "/v1/events/batch", "EventBatch", true),
@@ -129,7 +130,7 @@ const REQUEST_BODIES: [(&str, &str, &str, bool); 9] = [
     (
         "post",
         "/v1/tenants/{tenant}/transforms/{name}/versions/{version}/test",
-        "Event",
+        "TransformTestEvent",
         true,
     ),
 ];
@@ -158,6 +159,15 @@ pub(super) fn document(cfg: &ApiConfig) -> Value {
         "maxItems": cfg.batch_max_items,
         "items": {"$ref": "#/components/schemas/Event"},
     });
+    // The transform test takes an event of the path's tenant: the event schema with its
+    // `tenantId` optional and ignored (the handler overwrites it before the schema check).
+    let mut test_event = schemas["Event"].clone();
+    if let Some(required) = test_event["required"].as_array_mut() {
+        required.retain(|r| r != "tenantId");
+    }
+    test_event["properties"]["tenantId"] =
+        json!({"description": "Ignored: the event is the tenant's of the path"});
+    schemas["TransformTestEvent"] = test_event;
     for (method, path, component, required) in REQUEST_BODIES {
         doc["paths"][path][method]["requestBody"] = json!({
             "required": required,
@@ -492,7 +502,9 @@ mod tests {
         let named: Vec<String> = REQUEST_SCHEMAS
             .iter()
             .map(|(n, _, _)| format!("#/components/schemas/{n}"))
-            .chain(["#/components/schemas/EventBatch".to_owned()])
+            .chain(
+                ["EventBatch", "TransformTestEvent"].map(|n| format!("#/components/schemas/{n}")),
+            )
             .collect();
         for (path, method, op) in each_operation(&doc) {
             let Some(content) = op["requestBody"]["content"].as_object() else {

@@ -148,6 +148,8 @@ enum BatchOutcome {
     NoRoute,
     /// The chunk exceeds the server's body limit.
     TooLarge,
+    /// An event of the chunk breaks the event schema, which refuses the whole batch (400).
+    ItemRefused,
 }
 
 pub async fn run(api: &Api, out: &Output, args: PublishArgs) -> anyhow::Result<()> {
@@ -226,6 +228,15 @@ async fn send_all(
                     bar.inc(1);
                     i += 1;
                 }
+                BatchOutcome::ItemRefused => {
+                    // Sent one by one, the refused event gets its own refusal and the others
+                    // still go, in order.
+                    for (k, event) in events[i..end].iter().enumerate() {
+                        send_one(api, event, i + k, tally).await?;
+                        bar.inc(1);
+                    }
+                    i = end;
+                }
             }
         } else {
             send_one(api, &events[i], i, tally).await?;
@@ -292,6 +303,9 @@ async fn send_batch(api: &Api, chunk: &[Value]) -> Result<BatchOutcome, CallErro
         }
         Err(CallError::Refused(r)) if r.status == StatusCode::PAYLOAD_TOO_LARGE => {
             Ok(BatchOutcome::TooLarge)
+        }
+        Err(CallError::Refused(r)) if r.status == StatusCode::BAD_REQUEST => {
+            Ok(BatchOutcome::ItemRefused)
         }
         Err(e) => Err(e),
     }

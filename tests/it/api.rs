@@ -121,9 +121,17 @@ impl Resp {
         err
     }
 
-    /// Asserts an API error naming `field`.
+    /// Asserts a 422 `invalid` naming `field`: a request that matches the OpenAPI document,
+    /// refused by the engine's rules.
     #[track_caller]
     fn invalid_field(&self, field: &str) {
+        let err = self.error(422, "invalid");
+        assert_eq!(err["field"], field, "unexpected field: {}", self.text);
+    }
+
+    /// Asserts a 400 `invalid` naming `field`: a parameter that does not match the document.
+    #[track_caller]
+    fn bad_parameter(&self, field: &str) {
         let err = self.error(400, "invalid");
         assert_eq!(err["field"], field, "unexpected field: {}", self.text);
     }
@@ -548,7 +556,7 @@ async fn tenant_creation_needs_the_admin_key() {
     }
     api.post("/v1/tenants", ADMIN, &json!({"id": "noname", "name": " "}))
         .await
-        .invalid_field("name");
+        .schema_violation("/name");
     api.stop().await;
 }
 
@@ -1134,13 +1142,13 @@ async fn bad_requests_get_exact_statuses_and_json_errors() {
     let list = format!("/v1/subscriptions/{sub}/deliveries");
     api.get(&format!("{list}?status=bogus"), &key)
         .await
-        .invalid_field("status");
+        .bad_parameter("status");
     api.get(&format!("{list}?limit=0"), &key)
         .await
-        .invalid_field("limit");
+        .bad_parameter("limit");
     api.get(&format!("{list}?limit=1001"), &key)
         .await
-        .invalid_field("limit");
+        .bad_parameter("limit");
     api.get(&format!("{list}?limit=abc"), &key)
         .await
         .error(400, "invalid");

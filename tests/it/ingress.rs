@@ -617,35 +617,41 @@ async fn a_batch_journals_the_valid_items_and_names_the_invalid_ones() {
     other["tenantId"] = json!("globex");
     let mut no_id = envelope("x");
     no_id.as_object_mut().unwrap().remove("id");
-    let batch = json!([envelope("b-1"), bad_time, other, envelope("b-dup"), no_id]);
+    // An item that breaks the event schema: the batch is not what the document describes (an
+    // array of event envelopes), so all of it is refused, naming the item.
+    let batch = json!([envelope("b-1"), bad_time, other.clone()]);
+    let r = srv.post("/v1/events/batch", &acme, &batch).await;
+    assert_eq!(r.refused(400, "schema_violation")["field"], "/1/timestamp");
+    // What the document cannot say is refused item by item.
+    let batch = json!([envelope("b-1"), other, envelope("b-dup"), no_id]);
     let r = srv.post("/v1/events/batch", &acme, &batch).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let body = &r.json;
     assert_eq!(body["accepted"], 3, "{body}");
-    assert_eq!(body["rejected"], 2, "{body}");
+    assert_eq!(body["rejected"], 1, "{body}");
     let results = body["results"].as_array().expect("results");
-    assert_eq!(results.len(), 5);
+    assert_eq!(results.len(), 4);
     for (i, item) in results.iter().enumerate() {
         assert_eq!(item["index"], i, "{item}");
     }
-    assert_eq!(results[0]["status"], "accepted");
+    assert_eq!(
+        results[0]["status"], "accepted",
+        "the refused batch wrote nothing"
+    );
     assert_eq!(results[0]["id"], "b-1");
     assert!(results[0]["seq"].as_i64().is_some(), "{}", results[0]);
     assert_eq!(results[0]["deliveries"], 0);
     assert_eq!(results[1]["status"], "rejected");
-    assert_eq!(results[1]["error"]["code"], "schema_violation");
-    assert_eq!(results[1]["error"]["field"], "/timestamp");
-    assert_eq!(results[2]["status"], "rejected");
-    assert_eq!(results[2]["error"]["code"], "not_found");
-    assert_eq!(results[3]["status"], "duplicate");
-    assert_eq!(results[3]["seq"], first.json["seq"]);
-    assert_eq!(results[4]["status"], "accepted");
+    assert_eq!(results[1]["error"]["code"], "not_found");
+    assert_eq!(results[2]["status"], "duplicate");
+    assert_eq!(results[2]["seq"], first.json["seq"]);
+    assert_eq!(results[3]["status"], "accepted");
     assert!(
-        results[4]["id"]
+        results[3]["id"]
             .as_str()
             .is_some_and(|s| s.starts_with("evt_")),
         "{}",
-        results[4]
+        results[3]
     );
     // Accepted items are journaled, rejected ones are not.
     let again = srv
@@ -733,7 +739,7 @@ async fn idempotency_key_is_the_event_id_when_the_body_has_none() {
     let same = publish("order-7-paid", envelope("order-7-paid")).await;
     assert_eq!(same.json["duplicate"], true, "{}", same.text);
     let r = publish("order-8", envelope("order-9")).await;
-    assert_eq!(r.refused(400, "idempotency_key_mismatch")["field"], "/id");
+    assert_eq!(r.refused(422, "idempotency_key_mismatch")["field"], "/id");
     let r = publish("not a key!", body).await;
     assert_eq!(r.refused(400, "invalid")["field"], "Idempotency-Key");
     srv.stop().await;

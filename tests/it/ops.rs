@@ -277,14 +277,14 @@ async fn replay_resends_the_window_in_order() {
     let (status, body) = api.post(&path, ADMIN, json!({"since": "yesterday"})).await;
     assert_eq!(
         (status, body["error"]["field"].as_str()),
-        (400, Some("since"))
+        (400, Some("/since"))
     );
     let (status, body) = api
         .post(&path, ADMIN, json!({"since": until, "until": since}))
         .await;
     assert_eq!(
         (status, body["error"]["field"].as_str()),
-        (400, Some("until"))
+        (422, Some("until"))
     );
     let (status, _) = api.post(&path, &tenant_key, json!({"since": since})).await;
     assert_eq!(status, 404, "another tenant's subscription is invisible");

@@ -101,11 +101,11 @@ async fn transforms_round_trip_through_the_api() {
 
     // Refusals: not a component, wrong content type, another tenant's path, too large.
     let bad = upload(&api, &key, "acme", "junk", b"\0asm not really".to_vec()).await;
-    let err = bad.error(400, "invalid");
+    let err = bad.error(422, "invalid");
     assert_eq!(err["field"], "module", "{}", bad.text);
     let core = upload(&api, &key, "acme", "junk", b"\0asm\x01\0\0\0".to_vec()).await;
     assert!(
-        core.error(400, "invalid")["message"]
+        core.error(422, "invalid")["message"]
             .as_str()
             .is_some_and(|m| m.contains("component")),
         "a core module is refused saying it is not a component: {}",
@@ -125,7 +125,7 @@ async fn transforms_round_trip_through_the_api() {
         too_large_upload(&api.base, &key, TransformLimits::default().module_bytes + 1).await;
     assert!(status.starts_with("HTTP/1.1 413"), "{status}");
     let bad_name = upload(&api, &key, "acme", "Bad%20Name", mask.clone()).await;
-    assert_eq!(bad_name.error(400, "invalid")["field"], "name");
+    assert_eq!(bad_name.error(422, "invalid")["field"], "name");
 
     // List and show.
     let list = api.get("/v1/tenants/acme/transforms", &key).await;

@@ -51,8 +51,19 @@ pub(in crate::api) async fn list_deliveries(
     ApiQuery(q): ApiQuery<ListDeliveries>,
 ) -> ApiResult<impl IntoResponse> {
     let sub = auth.subscription(&engine, &id).await?;
+    // `status` and `limit` are declared in the document (an enum, a range): a value outside
+    // them does not match it (400), unlike a cursor the engine does not know (422).
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: Error| ApiError::invalid(e.to_string()).with_field("status"))?;
+    if q.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+        return Err(ApiError::invalid("limit: must be between 1 and 1000").with_field("limit"));
+    }
     let query = DeliveryQuery {
-        status: q.status.as_deref().map(str::parse).transpose()?,
+        status,
         limit: q.limit,
         after: q.after,
     };
