@@ -339,11 +339,20 @@ fn retry_after_header() -> Value {
     }})
 }
 
+/// A response that links to other operations: path, method, status, and the links (the
+/// target's operationId and the link object without it).
+type LinkSource = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(&'static str, Value)>,
+);
+
 /// OpenAPI links: from the response that creates or lists a resource to the operations that
 /// take its id.
 fn add_links(doc: &mut Value) {
     let tenant_body = json!({"tenantId": "$response.body#/id"});
-    let links: [(&str, &str, &str, Vec<(&str, Value)>); 5] = [
+    let links: [LinkSource; 5] = [
         (
             "/v1/tenants",
             "post",
