@@ -740,6 +740,11 @@ async fn idempotency_key_is_the_event_id_when_the_body_has_none() {
     assert_eq!(same.json["duplicate"], true, "{}", same.text);
     let r = publish("order-8", envelope("order-9")).await;
     assert_eq!(r.refused(422, "idempotency_key_mismatch")["field"], "/id");
+    // `id: null` is not an id: the document says a string, with or without the header.
+    let mut null_id = envelope("x");
+    null_id["id"] = Value::Null;
+    let r = publish("order-10", null_id).await;
+    assert_eq!(r.refused(400, "schema_violation")["field"], "/id");
     let r = publish("not a key!", body).await;
     assert_eq!(r.refused(400, "invalid")["field"], "Idempotency-Key");
     srv.stop().await;

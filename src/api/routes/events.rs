@@ -66,9 +66,11 @@ fn checked_event(auth: &Auth, mut body: Value, key: Option<&str>) -> ApiResult<V
     auth.fill_tenant(&mut body);
     if let (Some(key), Value::Object(obj)) = (key, &mut body) {
         match obj.get("id") {
-            None | Some(Value::Null) => {
+            // Only an absent id: `null` is not an id in the document, key or no key.
+            None => {
                 obj.insert("id".into(), Value::String(key.to_owned()));
             }
+            Some(Value::Null) => {}
             Some(Value::String(id)) if id == key => {}
             Some(_) => {
                 // Each matches the document alone: contradicting each other is 422.
