@@ -443,7 +443,7 @@ async fn the_api_never_returns_the_key_and_the_journal_never_holds_it_in_clear()
         assert!(!text.contains("PRIVATE KEY"), "{text}");
         assert!(!text.contains("clientKeyPem"), "{text}");
     }
-    // A bad PEM over HTTP: 400 naming the field.
+    // A bad PEM over HTTP: 422 (the schema cannot say it) naming the field.
     let (status, err, text) = api
         .call(
             reqwest::Method::PATCH,
@@ -451,7 +451,7 @@ async fn the_api_never_returns_the_key_and_the_journal_never_holds_it_in_clear()
             Some(json!({"tls": {"clientCertPem": rotated.cert_pem, "clientKeyPem": "nope"}})),
         )
         .await;
-    assert_eq!(status, 400, "{text}");
+    assert_eq!(status, 422, "{text}");
     assert_eq!(err["error"]["field"], "tls.clientKeyPem", "{text}");
     assert!(!text.contains(&key_body(&rotated)));
 

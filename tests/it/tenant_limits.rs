@@ -190,10 +190,10 @@ async fn tenant_rate_limits_over_http_are_admin_only() {
 
     let (status, body, text) = patch(json!({"rateLimit": {"perSecond": -1, "burst": 1}})).await;
     assert_eq!(status, 400, "{text}");
-    assert_eq!(body["error"]["field"], "rateLimit.perSecond", "{text}");
+    assert_eq!(body["error"]["field"], "/rateLimit/perSecond", "{text}");
     let (status, body, text) = patch(json!({"rateLimit": {"perSecond": 1, "burst": 0}})).await;
     assert_eq!(status, 400, "{text}");
-    assert_eq!(body["error"]["field"], "rateLimit.burst", "{text}");
+    assert_eq!(body["error"]["field"], "/rateLimit/burst", "{text}");
     let (status, _, text) = patch(json!({"name": "renamed"})).await;
     assert_eq!(status, 400, "unknown fields are refused: {text}");
 
