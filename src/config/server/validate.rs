@@ -16,9 +16,10 @@ use crate::config::{EngineConfig, ProxyUrl, parse_networks};
 use crate::error::{Error, Result};
 
 /// The engine's names of its settings → the keys of the server's file.
-const ENGINE_KEYS: [(&str, &str); 5] = [
+const ENGINE_KEYS: [(&str, &str); 6] = [
     ("defaultTimeout", "delivery.timeout"),
     ("connectTimeout", "delivery.connectTimeout"),
+    ("maxRetryAfter", "delivery.maxRetryAfter"),
     ("restartLimit", "actors.restartLimit"),
     ("commitBatchMax", "journal.commitBatchMax"),
     ("actorPrefetch", "actors.prefetch"),
@@ -119,6 +120,15 @@ mod tests {
             Err(Error::Invalid { field, message }) => (field, message),
             other => panic!("not refused: {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_unbounded_retry_after_clamp_is_refused_by_its_key() {
+        let (key, message) = refusal(|f| {
+            f.delivery.max_retry_after.0 = Duration::from_secs(300_000_000 * 31_557_600);
+        });
+        assert_eq!(key, "delivery.maxRetryAfter");
+        assert!(message.contains("30 days"), "{message}");
     }
 
     #[test]
