@@ -25,6 +25,16 @@ const ENGINE_KEYS: [(&str, &str); 6] = [
     ("actorPrefetch", "actors.prefetch"),
 ];
 
+/// Parses a tracing filter (`log.level`, `RUST_LOG`) with each comma-separated directive
+/// trimmed first. tracing-subscriber 0.3 walks a directive's trimmed text but slices the
+/// untrimmed one, so a directive with leading whitespace is cut at shifted offsets: a wrong
+/// target, or a panic at start when the offset lands inside a multi-byte character (found by
+/// the `config` fuzz target; `info, hookline=debug` is an ordinary way to write a filter).
+pub fn log_filter(text: &str) -> std::result::Result<EnvFilter, String> {
+    let directives: Vec<&str> = text.split(',').map(str::trim).collect();
+    EnvFilter::try_new(directives.join(",")).map_err(|e| e.to_string())
+}
+
 impl ServerFile {
     /// Parses and checks every key; a refusal is [`Error::Invalid`] naming the file's key.
     pub(super) fn validate(self) -> Result<ServerConfig> {
@@ -42,8 +52,7 @@ impl ServerFile {
         {
             return Err(Error::invalid("adminKey", "must be at least 16 characters"));
         }
-        let filter =
-            EnvFilter::try_new(&self.log.level).map_err(|e| Error::invalid("log.level", e))?;
+        let filter = log_filter(&self.log.level).map_err(|e| Error::invalid("log.level", e))?;
         // The API's limits: the engine does not read them, so its rules do not cover them.
         self.limits.validate()?;
         let engine = self.engine_config()?;
@@ -120,6 +129,21 @@ mod tests {
             Err(Error::Invalid { field, message }) => (field, message),
             other => panic!("not refused: {other:?}"),
         }
+    }
+
+    #[test]
+    fn log_directives_with_spaces_parse_as_written() {
+        // The fuzz target's input, reduced: a space before a directive holding a multi-byte
+        // character made tracing-subscriber slice inside that character and panic.
+        let (key, _) = refusal(|f| f.log.level = "info, mo\u{fffd}=''ry".into());
+        assert_eq!(key, "log.level");
+        let spaced = log_filter("warn, hookline=debug")
+            .expect("valid")
+            .to_string();
+        let tight = log_filter("warn,hookline=debug")
+            .expect("valid")
+            .to_string();
+        assert_eq!(spaced, tight);
     }
 
     #[test]
