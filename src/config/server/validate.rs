@@ -27,9 +27,9 @@ const ENGINE_KEYS: [(&str, &str); 6] = [
 
 /// Parses a tracing filter (`log.level`, `RUST_LOG`) with each comma-separated directive
 /// trimmed first. tracing-subscriber 0.3 walks a directive's trimmed text but slices the
-/// untrimmed one, so a directive with leading whitespace is cut at shifted offsets: a wrong
-/// target, or a panic at start when the offset lands inside a multi-byte character (found by
-/// the `config` fuzz target; `info, hookline=debug` is an ordinary way to write a filter).
+/// untrimmed one, so a directive with leading whitespace is cut at shifted offsets: refused
+/// (`warn, hookline=debug`, an ordinary way to write a filter), or a panic at start when the
+/// offset lands inside a multi-byte character (found by the `config` fuzz target).
 pub fn log_filter(text: &str) -> std::result::Result<EnvFilter, String> {
     let directives: Vec<&str> = text.split(',').map(str::trim).collect();
     EnvFilter::try_new(directives.join(",")).map_err(|e| e.to_string())
