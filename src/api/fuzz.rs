@@ -1,5 +1,5 @@
-//! The publish routes' checks on raw request parts, for the fuzz targets (through
-//! `crate::fuzz_support`): not used by the server.
+//! The publish routes' checks on raw request parts, for the fuzz targets under `fuzz/` (the
+//! crate root's hidden fuzz doors call these): not used by the server.
 //!
 //! Each function runs what its handler runs before the journal, through the same functions:
 //! the `ApiJson` extractor's steps (content type, nesting depth, syntax), then the handler's
