@@ -6,8 +6,8 @@
 //! `Idempotency-Key` header, 3 `application/cloudevents+json; charset=utf-8` instead of
 //! `application/json`, 4 `text/plain`.
 //!
-//! Properties: no panic; every refusal is a 4xx with a code; a refusal after the schema
-//! accepted the body names the header (the schema is as strict as the server, issue 16 item 3);
+//! Properties: no panic; every refusal is a 4xx with a code; a body the schema accepts never
+//! gets a 400 (the API's promise: after the document, only the engine's rules refuse, 422);
 //! an accepted event belongs to the caller's tenant, carries the key as its id, and its JSON
 //! (what receivers get) is accepted again as the same event.
 #![no_main]
@@ -48,11 +48,13 @@ fuzz_target!(init: hookline_fuzz::init(), |data: &[u8]| {
                 (400..500).contains(&refusal.status) && !refusal.code.is_empty(),
                 "a refusal must be a 4xx with a code: {refusal:?}"
             );
-            if refusal.code == "invalid" {
+            if refusal.status == 400 && refusal.code == "invalid" {
+                // After the schema, only the engine's rules refuse, with 422: a 400 `invalid`
+                // is serde refusing what the published schema allows.
                 assert_eq!(
                     refusal.field.as_deref(),
                     Some("Idempotency-Key"),
-                    "the schema accepted what the server refuses: {refusal:?}"
+                    "the schema accepted what serde refuses: {refusal:?}"
                 );
             }
         }
