@@ -158,6 +158,11 @@ pub mod bench_support {
     }
 }
 
+/// Crate-private checks exposed for the fuzz targets under `fuzz/` only: not part of the API,
+/// no stability promise (see docs/testing.md, "Fuzzing").
+#[doc(hidden)]
+pub mod fuzz_support;
+
 pub use config::{Durability, EngineConfig, Limits, MetricsSettings, Retention, ServerConfig};
 pub use domain::{
     Attempt, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus,

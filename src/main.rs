@@ -195,7 +195,11 @@ async fn transform_test(wasm: PathBuf, event: PathBuf) -> anyhow::Result<()> {
 }
 
 fn init_tracing(log: LogSettings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or(log.filter);
+    // `RUST_LOG` goes through the same parser as `log.level` (see `log_filter`).
+    let filter = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .and_then(|v| hookline::config::server::log_filter(&v).ok())
+        .unwrap_or(log.filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(cli::log_sink::StderrSink::default())

@@ -145,10 +145,9 @@ impl Auth {
     }
 }
 
-#[cfg(test)]
 impl Auth {
-    /// A caller without a request, for handlers' unit tests.
-    pub(super) fn for_tests(p: Principal) -> Auth {
+    /// A caller without a request: handlers' unit tests and the fuzz entry points (`api::fuzz`).
+    pub(super) fn of(p: Principal) -> Auth {
         Auth(p)
     }
 }

@@ -26,10 +26,12 @@
 //! | `openapi` | the OpenAPI document, served and committed as `schemas/openapi.json` |
 //! | `routes::*` | one file per resource: its routes and their handlers |
 //! | [`ops`] | the operator routes and the [`StartGate`](ops::StartGate) |
+//! | `fuzz` | the publish routes' checks on raw request parts, for the fuzz targets only |
 
 mod auth;
 mod error;
 mod extract;
+pub(crate) mod fuzz;
 mod gate;
 mod guard;
 mod openapi;

@@ -150,9 +150,13 @@ impl EngineConfig {
         }
     }
 
+    /// The longest `max_retry_after` accepted.
+    pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
+
     pub(crate) fn validate(&self) -> Result<()> {
         self.default_retry.validate()?;
-        let t = self.default_timeout.as_millis() as u64;
+        // Saturating: `as u64` would wrap a timeout of ~585 million years into the range.
+        let t = u64::try_from(self.default_timeout.as_millis()).unwrap_or(u64::MAX);
         let (min, max) = (
             crate::domain::SubscriptionSpec::MIN_TIMEOUT_MS,
             crate::domain::SubscriptionSpec::MAX_TIMEOUT_MS,
@@ -162,6 +166,11 @@ impl EngineConfig {
                 "defaultTimeout",
                 format!("must be between {min} ms and {} s", max / 1000),
             ));
+        }
+        if self.max_retry_after > Self::MAX_RETRY_AFTER {
+            // A retry's due time is now + this in i64 milliseconds: an unbounded clamp would
+            // overflow it for a receiver asking for a long wait.
+            return Err(Error::invalid("maxRetryAfter", "must be at most 30 days"));
         }
         if self.connect_timeout.is_zero() {
             return Err(Error::invalid("connectTimeout", "must be positive"));
@@ -264,5 +273,32 @@ mod tests {
             ..EngineConfig::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    /// Found with the `config` fuzz target's properties: a ~585-million-year timeout wrapped
+    /// into the accepted range, and an unbounded `Retry-After` clamp overflowed due times.
+    #[test]
+    fn huge_durations_are_refused_not_wrapped() {
+        let wraps_to_30s = Duration::new(18_446_744_073_709_581, 616_000_000);
+        assert_eq!(wraps_to_30s.as_millis() as u64, 30_000);
+        let c = EngineConfig {
+            default_timeout: wraps_to_30s,
+            ..EngineConfig::default()
+        };
+        assert!(
+            matches!(c.validate(), Err(Error::Invalid { field, .. }) if field == "defaultTimeout")
+        );
+        let c = EngineConfig {
+            max_retry_after: Duration::from_secs(300_000_000 * 31_557_600),
+            ..EngineConfig::default()
+        };
+        assert!(
+            matches!(c.validate(), Err(Error::Invalid { field, .. }) if field == "maxRetryAfter")
+        );
+        let c = EngineConfig {
+            max_retry_after: EngineConfig::MAX_RETRY_AFTER,
+            ..EngineConfig::default()
+        };
+        assert!(c.validate().is_ok());
     }
 }

@@ -222,10 +222,14 @@ pub(crate) fn backoff<R: Rng + ?Sized>(policy: &RetryPolicy, retry: u32, rng: &m
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP date (relative to `now`).
+///
+/// delay-seconds is digits only (RFC 9110 §10.2.3): `u64::from_str` would also take a sign,
+/// so `+120` would be honoured although it is not a delay. Too many digits for a `u64` is a
+/// very long delay, not no delay: it saturates, and `decide` clamps it.
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX)));
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -432,5 +436,18 @@ mod tests {
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    /// Found by the `retry_after` fuzz target: a sign is not part of delay-seconds, and a
+    /// value too long for a `u64` still asks for a long wait.
+    #[test]
+    fn retry_after_seconds_are_digits_only_and_saturate() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("+3705 ", now), None);
+        assert_eq!(parse_retry_after("+0", now), None);
+        assert_eq!(
+            parse_retry_after(" 99999999999999999999999 ", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
     }
 }

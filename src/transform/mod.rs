@@ -35,7 +35,7 @@
 
 mod limits;
 mod log;
-mod output;
+pub(crate) mod output;
 mod registry;
 mod runtime;
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! and an item refused there is reported in its place without stopping the others. How refused and journaled items are put back in order is the
 //! engine's ([`EngineHandle::publish_batch_items`]), written once for both callers.
 
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -52,6 +51,39 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
         )
         .with_field("Idempotency-Key")),
     }
+}
+
+/// A `POST /v1/events` body (parsed JSON) and its headers to the engine's input type: the
+/// `Idempotency-Key`, then [`prepare_event`]. What `publish` checks, shared with `api::fuzz`.
+pub(in crate::api) fn single_event(
+    auth: &Auth,
+    headers: &HeaderMap,
+    body: Value,
+) -> ApiResult<EventInput> {
+    let key = idempotency_key(headers)?;
+    prepare_event(auth, body, key.as_deref())
+}
+
+/// A `POST /v1/events/batch` body to one engine input (or refusal) per item, in order. What
+/// `publish_batch` checks, shared with `api::fuzz`.
+pub(in crate::api) fn batch_events(
+    auth: &Auth,
+    bytes: &[u8],
+    max_depth: usize,
+    max_items: usize,
+) -> ApiResult<Vec<ApiResult<EventInput>>> {
+    let items = batch_items(bytes, max_depth, max_items)?;
+    // The whole batch must match the document (an array of event envelopes): an item that
+    // breaks the event schema refuses the batch, naming it. Items are refused one by one only
+    // for what the document cannot say (another tenant, the engine's rules).
+    let mut checked = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        checked.push(checked_event(auth, item, None).map_err(|e| e.in_item(index))?);
+    }
+    Ok(checked
+        .into_iter()
+        .map(|item| scoped_event(auth, item))
+        .collect())
 }
 
 /// One event envelope from the wire to the engine's input type: [`checked_event`], then
@@ -106,8 +138,7 @@ pub(in crate::api) async fn publish(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let key = idempotency_key(&headers)?;
-    let event = prepare_event(&auth, body, key.as_deref())?;
+    let event = single_event(&auth, &headers, body)?;
     let receipt = engine.publish(event).await?;
     Ok((StatusCode::ACCEPTED, Json(receipt)))
 }
@@ -196,7 +227,7 @@ impl BatchResponse {
 }
 
 /// A batch body: a JSON array of 1 to `max` items, each still to be checked on its own.
-fn batch_items(bytes: &Bytes, max_depth: usize, max: usize) -> ApiResult<Vec<Value>> {
+fn batch_items(bytes: &[u8], max_depth: usize, max: usize) -> ApiResult<Vec<Value>> {
     // The array is one level more than its events.
     let Value::Array(items) = extract::parse(bytes, max_depth + 1)? else {
         return Err(ApiError::new(
@@ -237,18 +268,12 @@ pub(in crate::api) async fn publish_batch(
 ) -> ApiResult<Json<BatchResponse>> {
     extract::require_json(req.headers())?;
     let bytes = extract::body_bytes(req, &()).await?;
-    let items = batch_items(&bytes, state.cfg.json_max_depth, state.cfg.batch_max_items)?;
-    // The whole batch must match the document (an array of event envelopes): an item that
-    // breaks the event schema refuses the batch, naming it. Items are refused one by one only
-    // for what the document cannot say (another tenant, the engine's rules).
-    let mut checked = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        checked.push(checked_event(&auth, item, None).map_err(|e| e.in_item(index))?);
-    }
-    let prepared: Vec<ApiResult<EventInput>> = checked
-        .into_iter()
-        .map(|item| scoped_event(&auth, item))
-        .collect();
+    let prepared = batch_events(
+        &auth,
+        &bytes,
+        state.cfg.json_max_depth,
+        state.cfg.batch_max_items,
+    )?;
     let outcomes = if prepared.iter().any(Result::is_ok) {
         state.engine.publish_batch_items(prepared).await?
     } else {
@@ -284,7 +309,7 @@ mod tests {
 
     #[test]
     fn batch_bodies_are_arrays_of_bounded_length() {
-        let body = |s: &str| Bytes::from(s.to_owned());
+        let body = |s: &str| s.as_bytes().to_vec();
         assert_eq!(
             batch_items(&body("[{}, {}]"), 64, 2).map(|v| v.len()).ok(),
             Some(2)
@@ -299,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_mismatched_idempotency_key_is_refused() {
-        let auth_admin = Auth::for_tests(Principal::Admin);
+        let auth_admin = Auth::of(Principal::Admin);
         let body = serde_json::json!({"id": "a", "tenantId": "acme"});
         let e = prepare_event(&auth_admin, body, Some("b")).unwrap_err();
         assert_eq!(e.body().code, "idempotency_key_mismatch");

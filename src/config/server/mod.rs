@@ -39,6 +39,7 @@ use crate::security::secretbox::Redacted;
 pub use file::{Dur, LogFormat};
 pub use layers::{env_name, flatten};
 pub use limits::Limits;
+pub use validate::log_filter;
 
 /// Every setting of `hookline serve`, parsed and checked by [`ServerConfig::load`].
 #[derive(Debug)]

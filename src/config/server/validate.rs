@@ -16,13 +16,24 @@ use crate::config::{EngineConfig, ProxyUrl, parse_networks};
 use crate::error::{Error, Result};
 
 /// The engine's names of its settings → the keys of the server's file.
-const ENGINE_KEYS: [(&str, &str); 5] = [
+const ENGINE_KEYS: [(&str, &str); 6] = [
     ("defaultTimeout", "delivery.timeout"),
     ("connectTimeout", "delivery.connectTimeout"),
+    ("maxRetryAfter", "delivery.maxRetryAfter"),
     ("restartLimit", "actors.restartLimit"),
     ("commitBatchMax", "journal.commitBatchMax"),
     ("actorPrefetch", "actors.prefetch"),
 ];
+
+/// Parses a tracing filter (`log.level`, `RUST_LOG`) with each comma-separated directive
+/// trimmed first. tracing-subscriber 0.3 walks a directive's trimmed text but slices the
+/// untrimmed one, so a directive with leading whitespace is cut at shifted offsets: refused
+/// (`warn, hookline=debug`, an ordinary way to write a filter), or a panic at start when the
+/// offset lands inside a multi-byte character (found by the `config` fuzz target).
+pub fn log_filter(text: &str) -> std::result::Result<EnvFilter, String> {
+    let directives: Vec<&str> = text.split(',').map(str::trim).collect();
+    EnvFilter::try_new(directives.join(",")).map_err(|e| e.to_string())
+}
 
 impl ServerFile {
     /// Parses and checks every key; a refusal is [`Error::Invalid`] naming the file's key.
@@ -41,8 +52,7 @@ impl ServerFile {
         {
             return Err(Error::invalid("adminKey", "must be at least 16 characters"));
         }
-        let filter =
-            EnvFilter::try_new(&self.log.level).map_err(|e| Error::invalid("log.level", e))?;
+        let filter = log_filter(&self.log.level).map_err(|e| Error::invalid("log.level", e))?;
         // The API's limits: the engine does not read them, so its rules do not cover them.
         self.limits.validate()?;
         let engine = self.engine_config()?;
@@ -119,6 +129,30 @@ mod tests {
             Err(Error::Invalid { field, message }) => (field, message),
             other => panic!("not refused: {other:?}"),
         }
+    }
+
+    #[test]
+    fn log_directives_with_spaces_parse_as_written() {
+        // The fuzz target's input, reduced: a space before a directive holding a multi-byte
+        // character made tracing-subscriber slice inside that character and panic.
+        let (key, _) = refusal(|f| f.log.level = "info, mo\u{fffd}=''ry".into());
+        assert_eq!(key, "log.level");
+        let spaced = log_filter("warn, hookline=debug")
+            .expect("valid")
+            .to_string();
+        let tight = log_filter("warn,hookline=debug")
+            .expect("valid")
+            .to_string();
+        assert_eq!(spaced, tight);
+    }
+
+    #[test]
+    fn an_unbounded_retry_after_clamp_is_refused_by_its_key() {
+        let (key, message) = refusal(|f| {
+            f.delivery.max_retry_after.0 = Duration::from_secs(300_000_000 * 31_557_600);
+        });
+        assert_eq!(key, "delivery.maxRetryAfter");
+        assert!(message.contains("30 days"), "{message}");
     }
 
     #[test]
