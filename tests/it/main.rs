@@ -19,3 +19,4 @@ mod outbound;
 mod refused_bodies;
 mod tenant_limits;
 mod transforms;
+mod ui;
