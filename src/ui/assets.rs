@@ -56,6 +56,9 @@ async fn htmx() -> Response {
 
 /// Adds the security headers to every dashboard response (see the module docs); pages and
 /// errors are never cached, since they show data only their viewer may see.
+///
+/// The referrer policy is `same-origin`, not `no-referrer`: under `no-referrer` browsers send
+/// `Origin: null` with form posts, and the origin check (`session`) would refuse every one.
 pub(super) async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
@@ -63,7 +66,7 @@ pub(super) async fn security_headers(req: Request, next: Next) -> Response {
         (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (
             HeaderName::from_static("cross-origin-opener-policy"),
             "same-origin",

@@ -19,7 +19,7 @@
 //!   (masked secret, fingerprints, whether a key is set), never an API key, access key, password,
 //!   token or signing secret; the rotate form takes the new secret from the operator.
 //! - Every response carries a strict Content-Security-Policy (`script-src 'self'`, no inline
-//!   script or style), `X-Frame-Options: DENY`, `nosniff`, `no-referrer` and `no-store`.
+//!   script or style), `X-Frame-Options: DENY`, `nosniff`, a `same-origin` referrer policy and `no-store`.
 //!
 //! ## Layout
 //! | module | owns |

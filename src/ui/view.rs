@@ -162,7 +162,7 @@ pub(super) struct BarChart {
 }
 
 /// Width of the label column and of the longest bar, in SVG units (the SVG scales to fit).
-const LABEL_W: u32 = 150;
+const LABEL_W: u32 = 210;
 const BAR_W: u32 = 260;
 const ROW_H: u32 = 22;
 

@@ -20,3 +20,4 @@ mod refused_bodies;
 mod tenant_limits;
 mod transforms;
 mod ui;
+mod ui_browser;

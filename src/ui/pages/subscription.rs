@@ -245,10 +245,7 @@ fn settings(s: &Subscription) -> Vec<(&'static str, String)> {
             .as_ref()
             .map_or_else(|| "none".into(), |t| format!("{} v{}", t.name, t.version)),
     ));
-    out.push((
-        "TLS",
-        s.tls.as_ref().map_or_else(|| "default".into(), json),
-    ));
+    out.push(("TLS", s.tls.as_ref().map_or_else(|| "default".into(), json)));
     out.push(("Created", time(s.created_at)));
     out.push(("Updated", time(s.updated_at)));
     out
