@@ -1,4 +1,6 @@
-//! Reads for the dashboard: what holds a subscription's queue, and how deep every queue is.
+//! Reads for the dashboard and `GET /v1/events`: what holds a subscription's queue, how deep
+//! every queue is, an event's envelope, a tenant's events by transaction, reference or id with
+//! their deliveries, and how attempts went over a window.
 //!
 //! Each read is one or two indexed store queries and never goes through an actor, like every
 //! other read (see `docs/ARCHITECTURE.md`, "Reads"). What they return may be a moment old when
@@ -7,8 +9,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::domain::{Delivery, Subscription, SubscriptionId};
-use crate::error::Result;
+use crate::domain::{
+    AttemptStats, Delivery, EventId, EventKey, EventTrace, Subscription, SubscriptionId, TenantId,
+};
+use crate::error::{Error, Result};
 
 use super::EngineHandle;
 
@@ -58,5 +62,41 @@ impl EngineHandle {
             Some(id) => self.store().get_delivery(id).await,
             None => Ok(None),
         }
+    }
+
+    /// The envelope of a delivery's event (the JSON its receivers get), if the event is still
+    /// kept (retention prunes finished events).
+    pub(crate) async fn event_body(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+    ) -> Result<Option<String>> {
+        self.store().event_body(tenant, id).await
+    }
+
+    /// What happened to a tenant's events with this `transactionId`, `referenceId` or id: each
+    /// event, newest first (at most `limit`, 1 to 100), with its delivery to every subscription.
+    pub async fn find_events(
+        &self,
+        tenant: &TenantId,
+        key: &EventKey,
+        limit: u32,
+    ) -> Result<Vec<EventTrace>> {
+        if !(1..=100).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 100"));
+        }
+        self.get_tenant(tenant).await?;
+        self.store().events_by_key(tenant, key, limit).await
+    }
+
+    /// How the attempts of the last `window` went (of one tenant's subscriptions, or all).
+    pub(crate) async fn attempt_stats(
+        &self,
+        tenant: Option<&TenantId>,
+        window: Duration,
+    ) -> Result<AttemptStats> {
+        let since = crate::domain::clock::now_ms()
+            .saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        self.store().attempt_stats(tenant, since).await
     }
 }

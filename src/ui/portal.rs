@@ -11,8 +11,9 @@
 //!   cookie (`SameSite=Strict`) is set by a same-site request, so the browser sends it after.
 //! - Links die with the process (the key is not stored): they are meant to be used within
 //!   minutes (default 15, at most `UiConfig::max_portal_link_ttl`).
-//! - The route answers like the API: bearer key, JSON body, JSON errors; only the admin key may
-//!   create links (a tenant key gets 403), and an unknown tenant is 404.
+//! - The route answers like the API: bearer key, JSON body, JSON errors (400 for a body that is
+//!   not `{"ttlSeconds": n}`, 422 for a life out of range); only the admin key may create links
+//!   (a tenant key gets 403), and an unknown tenant is 404.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -204,7 +205,7 @@ async fn create_link(
             Err(e) => {
                 return api_error(
                     StatusCode::BAD_REQUEST,
-                    "invalid",
+                    "schema_violation",
                     &format!(
                         "expected {{\"ttlSeconds\": <1 to {}>}}: {e}",
                         state.cfg.max_portal_link_ttl.as_secs()
@@ -215,8 +216,9 @@ async fn create_link(
     };
     let ttl = req.ttl_seconds.map_or(DEFAULT_TTL, Duration::from_secs);
     if ttl.is_zero() || ttl > state.cfg.max_portal_link_ttl {
+        // As in the API: the body has the right shape, the rule refuses it.
         return api_error(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
             &format!(
                 "ttlSeconds: must be between 1 and {}",

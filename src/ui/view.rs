@@ -208,6 +208,80 @@ impl BarChart {
     }
 }
 
+/// One minute of a [`ColumnChart`]: a stack of succeeded (bottom) and failed attempts.
+#[derive(Debug, Clone)]
+pub(super) struct Column {
+    pub x: u32,
+    pub ok_y: u32,
+    pub ok_h: u32,
+    pub fail_y: u32,
+    pub fail_h: u32,
+    /// The tooltip: the minute and its counts.
+    pub title: String,
+}
+
+/// Attempts per minute over the last `minutes`, as stacked columns in inline SVG.
+#[derive(Debug, Clone)]
+pub(super) struct ColumnChart {
+    pub columns: Vec<Column>,
+    pub width: u32,
+    pub height: u32,
+    /// The largest minute's total, for the axis label.
+    pub max: u64,
+}
+
+const COL_W: u32 = 8;
+const CHART_H: u32 = 80;
+
+impl ColumnChart {
+    /// `counts` are `(minute start in ms, succeeded, failed)`; minutes without attempts are
+    /// drawn empty, so the chart always spans `minutes` ending at `now_ms`'s minute.
+    pub(super) fn per_minute(counts: &[(i64, u64, u64)], now_ms: i64, minutes: u32) -> ColumnChart {
+        let last = now_ms.div_euclid(60_000);
+        let first = last - i64::from(minutes) + 1;
+        let mut totals = vec![(0u64, 0u64); minutes as usize];
+        for (m, ok, failed) in counts {
+            let i = m.div_euclid(60_000) - first;
+            if let Some(slot) = usize::try_from(i).ok().and_then(|i| totals.get_mut(i)) {
+                *slot = (slot.0 + ok, slot.1 + failed);
+            }
+        }
+        let max = totals.iter().map(|(a, b)| a + b).max().unwrap_or(0).max(1);
+        let scale = |n: u64| ((n as f64 / max as f64) * f64::from(CHART_H)).round() as u32;
+        let columns = totals
+            .iter()
+            .enumerate()
+            .map(|(i, (ok, failed))| {
+                let (ok_h, fail_h) = (scale(*ok), scale(*failed));
+                let minute = Timestamp::from_ms((first + i as i64) * 60_000);
+                Column {
+                    x: i as u32 * COL_W,
+                    ok_y: CHART_H - ok_h,
+                    ok_h,
+                    fail_y: CHART_H - ok_h - fail_h,
+                    fail_h,
+                    title: format!("{}: {ok} succeeded, {failed} failed", time(minute)),
+                }
+            })
+            .collect();
+        ColumnChart {
+            columns,
+            width: minutes * COL_W,
+            height: CHART_H,
+            max,
+        }
+    }
+}
+
+/// A share as a percentage with one decimal, or a dash without a whole.
+pub(super) fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "—".into()
+    } else {
+        format!("{:.1} %", part as f64 * 100.0 / whole as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +305,19 @@ mod tests {
         assert_eq!(c.bars[1].width, 1, "a non-zero value is never invisible");
         assert_eq!(c.bars[2].width, 0);
         assert_eq!(c.height, 3 * ROW_H);
+    }
+
+    #[test]
+    fn minutes_without_attempts_are_empty_columns() {
+        let now = 10 * 60_000 + 5;
+        let c = ColumnChart::per_minute(&[(9 * 60_000, 3, 1), (2 * 60_000, 9, 9)], now, 3);
+        assert_eq!(c.columns.len(), 3, "minutes 8, 9 and 10");
+        assert_eq!(c.max, 4, "minute 2 is outside the window");
+        assert_eq!(c.columns[1].ok_h, 60);
+        assert_eq!(c.columns[1].fail_h, 20);
+        assert_eq!(c.columns[0].ok_h + c.columns[2].ok_h, 0);
+        assert_eq!(percent(1, 3), "33.3 %");
+        assert_eq!(percent(0, 0), "—");
     }
 
     #[test]

@@ -891,7 +891,7 @@ async fn the_operator_actions_work_and_never_show_a_secret() {
     let p = b.get(&format!("/ui/find?q={}", sub.id)).await;
     assert_eq!(p.location.unwrap(), format!("/ui/subscriptions/{}", sub.id));
     let p = b.get("/ui/find?q=dlv_999999").await;
-    assert!(p.html.contains("No delivery dlv_999999."));
+    assert!(p.html.contains("No such delivery."));
 }
 
 #[tokio::test]
@@ -920,7 +920,7 @@ async fn a_portal_link_opens_one_tenant_once() {
     let too_long = link(ADMIN, "acme-ui", Some(r#"{"ttlSeconds": 86400}"#))
         .await
         .unwrap();
-    assert_eq!(too_long.status(), 400);
+    assert_eq!(too_long.status(), 422);
     let body: serde_json::Value = serde_json::from_str(&too_long.text().await.unwrap()).unwrap();
     assert_eq!(body["error"]["code"], "invalid");
     let r = link(ADMIN, "acme-ui", Some(r#"{"ttlSeconds": 600}"#))
@@ -973,4 +973,172 @@ async fn a_portal_link_opens_one_tenant_once() {
     let mut forged = w.browser();
     let tampered = path.replacen("token=", "token=x", 1);
     assert_eq!(forged.get(&tampered).await.status, 404);
+}
+
+#[tokio::test]
+async fn an_event_is_found_by_transaction_reference_or_id_within_its_tenant() {
+    let mut w = World::start().await;
+    let a = w.subscribe("acme-ui", "/find-a").await;
+    let b_sub = w.subscribe("acme-ui", "/find-b").await;
+    let theirs = w.subscribe(OTHER, "/find-g").await;
+    let mut e = event_for("acme-ui", "find-1");
+    e.transaction_id = "tx-shared".into();
+    e.reference_id = Some("ref-7".into());
+    w.h.publish(e).await.unwrap();
+    let mut g = event_for(OTHER, "find-g1");
+    g.transaction_id = "tx-shared".into();
+    w.h.publish(g).await.unwrap();
+    w.h.wait_all_delivered(&a.id, 1).await;
+    w.h.wait_all_delivered(&b_sub.id, 1).await;
+
+    // The API route: a tenant key searches its own tenant.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |key: &str, query: &str| {
+        client
+            .get(format!("{}/v1/events?{query}", w.base))
+            .bearer_auth(key)
+            .send()
+    };
+    let r = get(&w.acme_key, "transactionId=tx-shared").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "only acme's event: {v}");
+    assert_eq!(items[0]["id"], "find-1");
+    assert_eq!(items[0]["referenceId"], "ref-7");
+    let subs: Vec<&str> = items[0]["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["subscriptionId"].as_str().unwrap())
+        .collect();
+    assert_eq!(subs.len(), 2);
+    assert!(subs.contains(&a.id.as_str()) && subs.contains(&b_sub.id.as_str()));
+    assert!(items[0]["deliveries"][0]["status"] == "delivered");
+    for (query, want) in [
+        ("referenceId=ref-7", 1),
+        ("eventId=find-1", 1),
+        ("transactionId=nothing", 0),
+    ] {
+        let r = get(&w.acme_key, query).await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(v["items"].as_array().unwrap().len(), want, "{query}");
+    }
+    assert_eq!(
+        get(
+            &w.acme_key,
+            &format!("transactionId=tx-shared&tenantId={OTHER}")
+        )
+        .await
+        .unwrap()
+        .status(),
+        404
+    );
+    assert_eq!(
+        get(ADMIN, "transactionId=tx-shared")
+            .await
+            .unwrap()
+            .status(),
+        422,
+        "the admin names a tenant"
+    );
+    assert_eq!(
+        get(ADMIN, "tenantId=acme-ui").await.unwrap().status(),
+        422,
+        "one key is needed"
+    );
+    assert_eq!(
+        get(ADMIN, "transactionId=a&referenceId=b&tenantId=acme-ui")
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    assert_eq!(
+        get(ADMIN, "transactionId=a&tenantId=nobody")
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = get(ADMIN, &format!("transactionId=tx-shared&tenantId={OTHER}"))
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(
+        v["items"][0]["deliveries"][0]["subscriptionId"],
+        theirs.id.as_str()
+    );
+
+    // The Find page: the same answer, scoped the same way.
+    let mut b = w.browser();
+    b.sign_in(&w.acme_key).await;
+    let p = b.get("/ui/find?by=transactionId&q=tx-shared").await;
+    assert_eq!(p.status, 200);
+    assert_eq!(
+        p.html.matches(r#"data-testid="trace-row""#).count(),
+        2,
+        "{}",
+        p.html
+    );
+    assert!(!p.html.contains(theirs.id.as_str()));
+    w.check_page("find", &p);
+    assert_eq!(
+        b.get(&format!("/ui/find?q=tx-shared&tenant={OTHER}"))
+            .await
+            .status,
+        404
+    );
+    let mut admin = w.browser();
+    admin.sign_in(ADMIN).await;
+    let p = admin.get("/ui/find?q=tx-shared").await;
+    assert!(p.html.contains("Pick the tenant"));
+    let p = admin
+        .get(&format!("/ui/find?q=tx-shared&tenant={OTHER}"))
+        .await;
+    assert!(p.html.contains(theirs.id.as_str()));
+}
+
+#[tokio::test]
+async fn the_delivery_page_shows_the_envelope_and_the_overview_counts_attempts() {
+    let mut w = World::start().await;
+    w.receiver.set_behaviour(|r| {
+        if r.webhook_id() == "ov-0" && r.nth_for_id == 1 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+    let sub = w.subscribe("acme-ui", "/ov").await;
+    let e = event_for("acme-ui", "ov-0").payload(serde_json::json!({"loan": {"id": 28907}}));
+    w.h.publish(e).await.unwrap();
+    w.h.wait_all_delivered(&sub.id, 1).await;
+    let d = w.h.deliveries(&sub.id).await[0].id;
+    let mut b = w.browser();
+    b.sign_in(&w.acme_key).await;
+    let p = b.get(&format!("/ui/deliveries/{d}")).await;
+    assert!(p.html.contains(r#"data-testid="envelope""#), "{}", p.html);
+    assert!(
+        p.html.contains("&#34;loan&#34;: {") || p.html.contains("\"loan\": {"),
+        "formatted JSON: {}",
+        p.html
+    );
+    assert!(p.html.contains(r#"data-testid="delivery-attempts">2<"#));
+    // Two attempts in the last hour, one 2xx: 50 %; the failing list names the subscription.
+    let o = b.get("/ui/").await;
+    assert!(
+        o.html.contains(r#"data-testid="success-rate">50.0 %<"#),
+        "{}",
+        o.html
+    );
+    assert!(o.html.contains(r#"data-testid="minutes-chart""#));
+    let failing = o.html.split(r#"data-testid="failing""#).nth(1).unwrap();
+    assert!(failing.contains(sub.id.as_str()));
+    w.check_page("overview with stats", &o);
+    // Another tenant's overview counts none of it.
+    let mut g = w.browser();
+    g.sign_in(&w.globex_key).await;
+    let o = g.get("/ui/").await;
+    assert!(o.html.contains(r#"data-testid="success-rate">—<"#));
+    assert!(!o.html.contains(sub.id.as_str()));
 }

@@ -1,6 +1,6 @@
 //! `/ui/deliveries/{id}`: one delivery, the lending seed's "MDB dashboard" row first (status,
 //! HTTP code, attempt count), then every attempt (time, duration, code, error kind and message,
-//! response snippet, transform log), with `Resubmit` (a failed delivery back to pending in its
+//! response snippet, transform log), the event's envelope as formatted JSON, with `Resubmit` (a failed delivery back to pending in its
 //! place) and `Skip` (after a confirmation page) where they apply.
 //!
 //! Resubmit follows the engine's rule: only a failed delivery can be resubmitted; it never
@@ -55,6 +55,8 @@ struct DeliveryPage {
     next_attempt: String,
     updated: String,
     log: Vec<AttemptRow>,
+    /// The event's envelope, pretty-printed; `None` once retention pruned the event.
+    envelope: Option<String>,
     can_resubmit: bool,
     can_skip: bool,
     flash: Option<String>,
@@ -74,6 +76,11 @@ async fn show(
     let (did, _) = visible_delivery(&state, &viewer, &id).await?;
     let detail = state.engine.get_delivery(did).await?;
     let d = detail.delivery;
+    let envelope = state
+        .engine
+        .event_body(&d.tenant_id, &d.event_id)
+        .await?
+        .map(|b| super::transforms::pretty(&b));
     let log = detail
         .attempt_log
         .into_iter()
@@ -102,6 +109,7 @@ async fn show(
         next_attempt: d.next_attempt_at.map(time).unwrap_or_default(),
         updated: time(d.updated_at),
         log,
+        envelope,
         can_resubmit: d.status == DeliveryStatus::Failed,
         can_skip: matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Failed),
         flash: flash(q.done.as_deref(), None),

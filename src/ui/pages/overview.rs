@@ -1,9 +1,11 @@
 //! `/ui/`: the overview. Subscriptions by state (active, paused, blocked, disabled, faulted),
-//! the total backlog and the oldest waiting event, the subscriptions that need an operator
-//! (blocked, disabled, faulted, paused, with why) and the largest backlogs, as inline SVG bars.
+//! the total backlog and the oldest waiting event, attempts per minute, success rate and p50/p95
+//! latency over the last hour and day, attempts per minute over the last hour as a chart, the
+//! subscriptions failing most, the ones that need an operator (blocked, disabled, faulted,
+//! paused, with why) and the largest backlogs, as inline SVG.
 //!
-//! Two reads whatever the journal's size: the catalog of subscriptions and one grouped query
-//! over the open-deliveries index.
+//! What is counted is the store's [`AttemptStats`](crate::domain::AttemptStats): attempts
+//! (manual resubmits and replays included) by the time they started; succeeded means 2xx.
 
 use askama::Template;
 use axum::Router;
@@ -14,8 +16,8 @@ use axum::routing::get;
 use super::super::UiState;
 use super::super::error::UiResult;
 use super::super::session::Viewer;
-use super::super::view::{self, BarChart, Chrome, age, render, state_name};
-use crate::domain::SubscriptionState;
+use super::super::view::{self, BarChart, Chrome, ColumnChart, age, percent, render, state_name};
+use crate::domain::{AttemptStats, SubscriptionState, Timestamp};
 
 /// Rows of the "needs attention" table and bars of the backlog chart.
 const TOP: usize = 10;
@@ -38,10 +40,44 @@ struct AttentionRow {
     backlog: u64,
 }
 
+/// One window's figures.
+struct WindowStats {
+    label: &'static str,
+    per_minute: String,
+    success: String,
+    p50: String,
+    p95: String,
+    attempts: u64,
+}
+
+impl WindowStats {
+    fn new(label: &'static str, minutes: u64, s: &AttemptStats) -> WindowStats {
+        let ms = |v: Option<u64>| v.map_or_else(|| "—".into(), |v| format!("{v} ms"));
+        WindowStats {
+            label,
+            per_minute: format!("{:.1}", s.attempts as f64 / minutes as f64),
+            success: percent(s.succeeded, s.attempts),
+            p50: ms(s.p50_ms),
+            p95: ms(s.p95_ms),
+            attempts: s.attempts,
+        }
+    }
+}
+
+struct FailingRow {
+    id: String,
+    url: String,
+    failed: u64,
+    attempts: u64,
+}
+
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct OverviewPage {
     chrome: Chrome,
+    windows: Vec<WindowStats>,
+    minutes: ColumnChart,
+    failing: Vec<FailingRow>,
     total: usize,
     tiles: Vec<StateTile>,
     backlog: u64,
@@ -54,6 +90,36 @@ struct OverviewPage {
 async fn overview(State(state): State<UiState>, viewer: Viewer) -> UiResult<Html<String>> {
     let subs = state.engine.list_subscriptions(viewer.own_tenant()).await?;
     let depths = state.engine.queue_depths().await?;
+    let hour = state
+        .engine
+        .attempt_stats(viewer.own_tenant(), std::time::Duration::from_secs(3600))
+        .await?;
+    let day = state
+        .engine
+        .attempt_stats(viewer.own_tenant(), std::time::Duration::from_secs(86_400))
+        .await?;
+    let minutes = ColumnChart::per_minute(
+        &hour
+            .per_minute
+            .iter()
+            .map(|m| (m.minute_ms, m.succeeded, m.failed))
+            .collect::<Vec<_>>(),
+        Timestamp::now().as_ms(),
+        60,
+    );
+    let failing = day
+        .failing
+        .iter()
+        .map(|f| FailingRow {
+            id: f.subscription.to_string(),
+            url: subs
+                .iter()
+                .find(|s| s.id == f.subscription)
+                .map_or_else(|| f.subscription.to_string(), |s| s.url.clone()),
+            failed: f.failed,
+            attempts: f.attempts,
+        })
+        .collect();
     let tiles: Vec<StateTile> = view::STATES
         .iter()
         .map(|s| StateTile {
@@ -102,6 +168,12 @@ async fn overview(State(state): State<UiState>, viewer: Viewer) -> UiResult<Html
     attention.truncate(TOP);
     render(&OverviewPage {
         chrome: viewer.chrome("overview"),
+        windows: vec![
+            WindowStats::new("last hour", 60, &hour),
+            WindowStats::new("last 24 hours", 1440, &day),
+        ],
+        minutes,
+        failing,
         total: subs.len(),
         tiles,
         backlog,
