@@ -157,6 +157,15 @@ try {
   await noSecrets(page, 'tenant list');
   await shot(page, 'tenant-subscriptions');
 
+  // What happened to transaction tx-2: found, delivered.
+  await page.getByRole('link', { name: 'Find' }).click();
+  await page.getByLabel('Value').fill('tx-2');
+  await page.getByRole('button', { name: 'Find' }).click();
+  const trace = page.getByTestId('trace-row');
+  expect(await trace.count() === 1, 'the tenant finds its event by transactionId');
+  expect((await trace.innerText()).includes('delivered'), 'and sees it delivered');
+  await shot(page, 'find');
+
   // The 404 page is the only error a browser may log (a navigation that answered 404).
   const unexpected = errors.filter((e) => !/status of 404/.test(e));
   expect(unexpected.length === 0, `the browser logged no error (${unexpected.join(' | ')})`);
