@@ -4,7 +4,10 @@
 //!
 //! The statistics count **attempts** (every try, manual resubmits and replays included), not
 //! events or deliveries, in the window in which each attempt *started*; an attempt succeeded when
-//! its receiver answered 2xx. Latency is the attempt's duration as logged.
+//! its receiver answered 2xx, failed when it got anything else, except a transform's drop and an
+//! attempt cut short by a stop, which count as neither. Latency is the attempt's duration as
+//! logged. The store answers with an [`AttemptRollup`] (two grouped scans of the window); the
+//! figures of a window are derived from it by the pure [`AttemptRollup::stats`].
 
 use serde::{Deserialize, Serialize};
 
@@ -116,9 +119,152 @@ pub struct AttemptStats {
     pub failing: Vec<SubscriptionFailures>,
 }
 
+/// A window's attempts grouped by minute and subscription, and their durations: what the store
+/// reads in two grouped scans, from which [`AttemptStats`] are derived for any window inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AttemptRollup {
+    /// Attempts per (minute, subscription), any order.
+    pub by_minute: Vec<MinuteRollup>,
+    /// How many attempts took each duration, split at the `recent_since` the store was given.
+    pub durations: Vec<DurationCount>,
+}
+
+/// One minute of one subscription's attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinuteRollup {
+    pub minute_ms: i64,
+    pub subscription: SubscriptionId,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// All attempts, neither succeeded nor failed included (drops, interruptions).
+    pub attempts: u64,
+}
+
+/// How many attempts of the window took `duration_ms`, and whether they started in its recent
+/// part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationCount {
+    pub duration_ms: u64,
+    pub recent: bool,
+    pub count: u64,
+}
+
+impl AttemptRollup {
+    /// The figures of the rollup's whole window, or (`recent`) of its recent part starting at
+    /// `recent_since_ms` (the same value the store was given).
+    pub fn stats(&self, recent: bool, recent_since_ms: i64) -> AttemptStats {
+        let minutes: Vec<&MinuteRollup> = self
+            .by_minute
+            .iter()
+            .filter(|m| !recent || m.minute_ms >= recent_since_ms - recent_since_ms % 60_000)
+            .collect();
+        let mut per_minute = std::collections::BTreeMap::<i64, MinuteCount>::new();
+        let mut per_sub = std::collections::BTreeMap::<&SubscriptionId, (u64, u64)>::new();
+        for m in &minutes {
+            let slot = per_minute.entry(m.minute_ms).or_insert(MinuteCount {
+                minute_ms: m.minute_ms,
+                ..MinuteCount::default()
+            });
+            slot.succeeded += m.succeeded;
+            slot.failed += m.failed;
+            let s = per_sub.entry(&m.subscription).or_default();
+            s.0 += m.failed;
+            s.1 += m.attempts;
+        }
+        let mut durations: Vec<(u64, u64)> = self
+            .durations
+            .iter()
+            .filter(|d| !recent || d.recent)
+            .map(|d| (d.duration_ms, d.count))
+            .collect();
+        durations.sort_unstable();
+        let total: u64 = durations.iter().map(|d| d.1).sum();
+        // Nearest rank: the smallest duration with at least q of the attempts at or below it.
+        let percentile = |q: f64| {
+            let rank = ((q * total as f64).ceil() as u64).max(1);
+            let mut seen = 0;
+            durations.iter().find_map(|(ms, n)| {
+                seen += n;
+                (seen >= rank).then_some(*ms)
+            })
+        };
+        let mut failing: Vec<SubscriptionFailures> = per_sub
+            .into_iter()
+            .filter(|(_, (failed, _))| *failed > 0)
+            .map(|(s, (failed, attempts))| SubscriptionFailures {
+                subscription: s.clone(),
+                failed,
+                attempts,
+            })
+            .collect();
+        failing.sort_by(|a, b| {
+            b.failed
+                .cmp(&a.failed)
+                .then_with(|| a.subscription.cmp(&b.subscription))
+        });
+        failing.truncate(10);
+        AttemptStats {
+            attempts: minutes.iter().map(|m| m.attempts).sum(),
+            succeeded: per_minute.values().map(|m| m.succeeded).sum(),
+            p50_ms: percentile(0.5),
+            p95_ms: percentile(0.95),
+            per_minute: per_minute.into_values().collect(),
+            failing,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_are_derived_from_the_rollup() {
+        let sub = |s: &str| SubscriptionId::from(s);
+        let m = |minute: i64, s: &str, ok, failed| MinuteRollup {
+            minute_ms: minute * 60_000,
+            subscription: sub(s),
+            succeeded: ok,
+            failed,
+            attempts: ok + failed,
+        };
+        let d = |ms, recent, count| DurationCount {
+            duration_ms: ms,
+            recent,
+            count,
+        };
+        let r = AttemptRollup {
+            by_minute: vec![
+                m(1, "a", 10, 0),
+                m(100, "a", 1, 3),
+                m(100, "b", 5, 1),
+                m(101, "b", 4, 0),
+            ],
+            // Old: 10 × 5 ms. Recent: 10 × 10 ms, 3 × 900 ms, 1 × 2000 ms.
+            durations: vec![
+                d(5, false, 10),
+                d(10, true, 10),
+                d(900, true, 3),
+                d(2000, true, 1),
+            ],
+        };
+        let day = r.stats(false, 100 * 60_000);
+        assert_eq!((day.attempts, day.succeeded), (24, 20));
+        assert_eq!(day.p50_ms, Some(10), "rank 12 of 24");
+        assert_eq!(day.p95_ms, Some(900), "rank 23 of 24");
+        assert_eq!(day.per_minute.len(), 3);
+        let hour = r.stats(true, 100 * 60_000 + 5);
+        assert_eq!((hour.attempts, hour.succeeded), (14, 10));
+        assert_eq!(hour.p50_ms, Some(10), "rank 7 of 14");
+        assert_eq!(hour.p95_ms, Some(2000), "rank 14 of 14");
+        assert_eq!(
+            hour.failing[0].subscription,
+            sub("a"),
+            "3 failed before b's 1"
+        );
+        assert_eq!(hour.failing[0].attempts, 4);
+        assert_eq!(AttemptRollup::default().stats(false, 0).p50_ms, None);
+    }
 
     #[test]
     fn exactly_one_key_is_given() {

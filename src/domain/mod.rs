@@ -46,7 +46,10 @@ pub use self::delivery::{
 pub(crate) use self::event::CONTENT_TYPE_JSON;
 pub use self::event::{Event, EventInput, NotificationType, PublishReceipt};
 pub use self::id::*;
-pub use self::insight::{AttemptStats, EventKey, EventTrace, MinuteCount, SubscriptionFailures};
+pub use self::insight::{
+    AttemptRollup, AttemptStats, DurationCount, EventKey, EventTrace, MinuteCount, MinuteRollup,
+    SubscriptionFailures,
+};
 pub(crate) use self::state::SubscriptionRow;
 pub use self::subscription::{
     FailurePolicy, NewSubscription, Subscription, SubscriptionPatch, SubscriptionState,

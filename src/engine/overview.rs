@@ -89,14 +89,19 @@ impl EngineHandle {
         self.store().events_by_key(tenant, key, limit).await
     }
 
-    /// How the attempts of the last `window` went (of one tenant's subscriptions, or all).
+    /// How the attempts of the last hour and of the last day went (of one tenant's
+    /// subscriptions, or all): two grouped scans of the day's attempts, both windows derived
+    /// from them.
     pub(crate) async fn attempt_stats(
         &self,
         tenant: Option<&TenantId>,
-        window: Duration,
-    ) -> Result<AttemptStats> {
-        let since = crate::domain::clock::now_ms()
-            .saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-        self.store().attempt_stats(tenant, since).await
+    ) -> Result<(AttemptStats, AttemptStats)> {
+        let now = crate::domain::clock::now_ms();
+        let hour_ago = now.saturating_sub(3_600_000);
+        let rollup = self
+            .store()
+            .attempt_rollup(tenant, now.saturating_sub(86_400_000), hour_ago)
+            .await?;
+        Ok((rollup.stats(true, hour_ago), rollup.stats(false, hour_ago)))
     }
 }

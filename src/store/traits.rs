@@ -33,7 +33,7 @@ use super::{
     SubscriptionRow,
 };
 use crate::domain::{
-    Attempt, AttemptStats, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus,
+    Attempt, AttemptRollup, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus,
     Event, EventId, EventKey, EventTrace, Principal, PublishReceipt, SubscriptionId,
     SubscriptionSpec, Tenant, TenantId, TransformVersion,
 };
@@ -255,10 +255,15 @@ pub(crate) trait Reads: Send + Sync {
         limit: u32,
     ) -> Result<Vec<EventTrace>>;
 
-    /// How the attempts started at or after `since_ms` went (of one tenant's subscriptions, or
-    /// all): see [`AttemptStats`] for what is counted.
-    async fn attempt_stats(&self, tenant: Option<&TenantId>, since_ms: i64)
-    -> Result<AttemptStats>;
+    /// The attempts started at or after `since_ms` (of one tenant's subscriptions, or all),
+    /// grouped by minute and subscription, with their durations split at `recent_since_ms`:
+    /// two grouped scans of the window (see [`AttemptRollup`]).
+    async fn attempt_rollup(
+        &self,
+        tenant: Option<&TenantId>,
+        since_ms: i64,
+        recent_since_ms: i64,
+    ) -> Result<AttemptRollup>;
 }
 
 /// Housekeeping.

@@ -4,18 +4,16 @@
 //!
 //! Each is a bounded query on the read-only pool: events by `transactionId` or `referenceId`
 //! use the expression indexes of migration 0007 (the query's expression is the index's, word
-//! for word), events by id the `(tenant_id, id)` key; statistics aggregate in SQL and return at
-//! most one row per minute of the window and ten subscriptions.
-
-use std::collections::BTreeMap;
+//! for word), events by id the `(tenant_id, id)` key; statistics are two grouped scans of the
+//! window's attempts (one row per minute and subscription, one per distinct duration).
 
 use sqlx::Row;
 
 use super::open::sql_err;
 use super::{Journal, rows};
 use crate::domain::{
-    AttemptStats, EventId, EventKey, EventTrace, MinuteCount, NotificationType,
-    SubscriptionFailures, SubscriptionId, TenantId, Timestamp,
+    AttemptRollup, DurationCount, EventId, EventKey, EventTrace, MinuteRollup, NotificationType,
+    SubscriptionId, TenantId, Timestamp,
 };
 use crate::error::{Error, Result};
 
@@ -40,8 +38,8 @@ macro_rules! succeeded {
 macro_rules! window {
     () => {
         " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-         JOIN subscriptions s ON s.id = d.subscription_id \
-         WHERE a.started_at >= ?1 AND (?2 IS NULL OR s.tenant_id = ?2)"
+         WHERE a.started_at >= ?1 AND (?2 IS NULL OR d.subscription_id IN \
+           (SELECT id FROM subscriptions WHERE tenant_id = ?2))"
     };
 }
 
@@ -127,87 +125,54 @@ impl Journal {
         Ok(out)
     }
 
-    pub(super) async fn read_attempt_stats(
+    pub(super) async fn read_attempt_rollup(
         &self,
         tenant: Option<&TenantId>,
         since_ms: i64,
-    ) -> Result<AttemptStats> {
+        recent_since_ms: i64,
+    ) -> Result<AttemptRollup> {
         let tenant = tenant.map(TenantId::as_str);
-        let minutes: Vec<(i64, i64, i64, i64)> = sqlx::query_as(concat!(
-            "SELECT a.started_at / 60000, SUM(",
+        // The two scans run side by side on two of the pool's connections.
+        let minutes = sqlx::query_as::<_, (i64, String, i64, i64, i64)>(concat!(
+            "SELECT a.started_at / 60000, d.subscription_id, SUM(",
             succeeded!(),
             "), SUM(",
             failed!(),
             "), COUNT(*)",
             window!(),
-            " GROUP BY 1 ORDER BY 1"
+            " GROUP BY 1, 2"
         ))
         .bind(since_ms)
         .bind(tenant)
-        .fetch_all(&self.inner.readers)
-        .await
-        .map_err(sql_err("read"))?;
-        let count: i64 = minutes.iter().map(|m| m.3).sum();
-        let percentile = |q: f64| {
-            // The nearest-rank percentile: the smallest duration with at least q of them at or
-            // below it.
-            let rank = ((q * count as f64).ceil() as i64).clamp(1, count.max(1)) - 1;
-            async move {
-                sqlx::query_scalar::<_, i64>(concat!(
-                    "SELECT a.duration_ms",
-                    window!(),
-                    " ORDER BY a.duration_ms LIMIT 1 OFFSET ?3"
-                ))
-                .bind(since_ms)
-                .bind(tenant)
-                .bind(rank)
-                .fetch_optional(&self.inner.readers)
-                .await
-                .map_err(sql_err("read"))
-            }
-        };
-        let (p50, p95) = if count > 0 {
-            (percentile(0.5).await?, percentile(0.95).await?)
-        } else {
-            (None, None)
-        };
-        let failing: Vec<(String, i64, i64)> = sqlx::query_as(concat!(
-            "SELECT d.subscription_id, SUM(",
-            failed!(),
-            ") AS f, COUNT(*)",
+        .fetch_all(&self.inner.readers);
+        let durations = sqlx::query_as::<_, (i64, bool, i64)>(concat!(
+            "SELECT a.duration_ms, a.started_at >= ?3, COUNT(*)",
             window!(),
-            " GROUP BY d.subscription_id HAVING f > 0 ORDER BY f DESC, d.subscription_id LIMIT 10"
+            " GROUP BY 1, 2"
         ))
         .bind(since_ms)
         .bind(tenant)
-        .fetch_all(&self.inner.readers)
-        .await
-        .map_err(sql_err("read"))?;
-        let per_minute: BTreeMap<i64, MinuteCount> = minutes
-            .into_iter()
-            .map(|(m, ok, failed, _)| {
-                (
-                    m,
-                    MinuteCount {
-                        minute_ms: m * 60_000,
-                        succeeded: ok.max(0) as u64,
-                        failed: failed.max(0) as u64,
-                    },
-                )
-            })
-            .collect();
-        Ok(AttemptStats {
-            attempts: count.max(0) as u64,
-            succeeded: per_minute.values().map(|m| m.succeeded).sum(),
-            p50_ms: p50.map(|v| v.max(0) as u64),
-            p95_ms: p95.map(|v| v.max(0) as u64),
-            per_minute: per_minute.into_values().collect(),
-            failing: failing
+        .bind(recent_since_ms)
+        .fetch_all(&self.inner.readers);
+        let (minutes, durations) = tokio::try_join!(minutes, durations).map_err(sql_err("read"))?;
+        let n = |v: i64| v.max(0) as u64;
+        Ok(AttemptRollup {
+            by_minute: minutes
                 .into_iter()
-                .map(|(s, f, n)| SubscriptionFailures {
-                    subscription: SubscriptionId::from(s),
-                    failed: f.max(0) as u64,
-                    attempts: n.max(0) as u64,
+                .map(|(m, sub, ok, failed, all)| MinuteRollup {
+                    minute_ms: m * 60_000,
+                    subscription: SubscriptionId::from(sub),
+                    succeeded: n(ok),
+                    failed: n(failed),
+                    attempts: n(all),
+                })
+                .collect(),
+            durations: durations
+                .into_iter()
+                .map(|(ms, recent, count)| DurationCount {
+                    duration_ms: n(ms),
+                    recent,
+                    count: n(count),
                 })
                 .collect(),
         })

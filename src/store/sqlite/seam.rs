@@ -17,7 +17,7 @@ use super::transforms::{DeleteTransform, InsertTransform, SetTransformArtifact};
 use super::upkeep::{Prune, Replay};
 use crate::domain::clock::now_ms;
 use crate::domain::{
-    Attempt, AttemptStats, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus,
+    Attempt, AttemptRollup, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus,
     Event, EventId, EventKey, EventTrace, Principal, PublishReceipt, SubscriptionId,
     SubscriptionRow, SubscriptionSpec, Tenant, TenantId, TransformVersion,
 };
@@ -325,12 +325,14 @@ impl Reads for Journal {
         self.read_events_by_key(tenant, key, limit).await
     }
 
-    async fn attempt_stats(
+    async fn attempt_rollup(
         &self,
         tenant: Option<&TenantId>,
         since_ms: i64,
-    ) -> Result<AttemptStats> {
-        self.read_attempt_stats(tenant, since_ms).await
+        recent_since_ms: i64,
+    ) -> Result<AttemptRollup> {
+        self.read_attempt_rollup(tenant, since_ms, recent_since_ms)
+            .await
     }
 }
 

@@ -90,14 +90,7 @@ struct OverviewPage {
 async fn overview(State(state): State<UiState>, viewer: Viewer) -> UiResult<Html<String>> {
     let subs = state.engine.list_subscriptions(viewer.own_tenant()).await?;
     let depths = state.engine.queue_depths().await?;
-    let hour = state
-        .engine
-        .attempt_stats(viewer.own_tenant(), std::time::Duration::from_secs(3600))
-        .await?;
-    let day = state
-        .engine
-        .attempt_stats(viewer.own_tenant(), std::time::Duration::from_secs(86_400))
-        .await?;
+    let (hour, day) = state.engine.attempt_stats(viewer.own_tenant()).await?;
     let minutes = ColumnChart::per_minute(
         &hour
             .per_minute
