@@ -1142,3 +1142,72 @@ async fn the_delivery_page_shows_the_envelope_and_the_overview_counts_attempts()
     assert!(o.html.contains(r#"data-testid="success-rate">—<"#));
     assert!(!o.html.contains(sub.id.as_str()));
 }
+
+#[tokio::test]
+async fn a_tenant_tries_its_transform_on_a_pasted_envelope() {
+    let mut w = World::start().await;
+    let wasm = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("transforms/dist/mask-pii.wasm"),
+    )
+    .unwrap();
+    w.h.upload_transform(&"acme-ui".into(), "mask", wasm)
+        .await
+        .unwrap();
+    let mut n = NewSubscription::new("acme-ui", w.receiver.url("/masked"));
+    n.transform = Some(hookline::TransformRef {
+        name: "mask".into(),
+        version: 1,
+    });
+    let bound = w.h.subscribe(n).await;
+    w.secrets.push(bound.secret.clone().unwrap());
+    let mut b = w.browser();
+    b.sign_in(&w.acme_key).await;
+    let page = b.get("/ui/transforms").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.html.contains(">mask<") && page.html.contains(bound.id.as_str()),
+        "{}",
+        page.html
+    );
+    w.check_page("transforms", &page);
+    let envelope = r#"{"transactionId": "t1", "notificationType": "NODE_EVENT",
+        "payLoad": {"email": "jane@example.com"}, "timestamp": "2026-12-02T10:00:00Z"}"#;
+    let r = b
+        .post(
+            "/ui/transforms/acme-ui/mask/test",
+            &[
+                ("csrf", &page.csrf()),
+                ("version", "1"),
+                ("envelope", envelope),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.html);
+    assert!(r.html.contains("<dd>deliver</dd>"), "{}", r.html);
+    assert!(
+        !r.html.contains("jane@example.com"),
+        "the guest masked the address"
+    );
+    let bad = b
+        .post(
+            "/ui/transforms/acme-ui/mask/test",
+            &[
+                ("csrf", &page.csrf()),
+                ("version", "1"),
+                ("envelope", "{not json"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    // Another tenant's transforms are not reachable by name.
+    let mut g = w.browser();
+    g.sign_in(&w.globex_key).await;
+    let csrf = g.csrf().await;
+    let r = g
+        .post(
+            "/ui/transforms/acme-ui/mask/test",
+            &[("csrf", &csrf), ("version", "1"), ("envelope", envelope)],
+        )
+        .await;
+    assert_eq!(r.status, 404);
+}
