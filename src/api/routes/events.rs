@@ -337,14 +337,18 @@ mod tests {
 #[into_params(parameter_in = Query)]
 pub(in crate::api) struct FindEvents {
     /// The envelope's `transactionId`.
+    #[param(min_length = 1, max_length = 256)]
     transaction_id: Option<String>,
     /// The envelope's `referenceId`.
+    #[param(min_length = 1, max_length = 256)]
     reference_id: Option<String>,
     /// The event's id.
+    #[param(min_length = 1, max_length = 256)]
     event_id: Option<String>,
     /// The tenant (required with the admin key; a tenant key's own by default).
     tenant_id: Option<String>,
     /// At most this many events, newest first (1 to 100, default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
