@@ -44,6 +44,7 @@
 //! |---|---|
 //! | `cli` (binary only) | the client subcommands and `hookline load`, over the HTTP API |
 //! | [`api`] | the HTTP API (axum): a thin layer over [`EngineHandle`] |
+//! | [`ui`] | the operator dashboard and tenant portal under `/ui`, beside the API, over [`EngineHandle`] |
 //! | [`engine`] | [`Engine`] builder and [`EngineHandle`], the only public door |
 //! | `actors` | the supervisor and one subscriber actor per subscription (ractor) |
 //! | `outbound` | one attempt's HTTP request (the sender), OAuth2 client-credentials tokens |
@@ -83,6 +84,7 @@ mod policy;
 mod security;
 mod store;
 pub mod transform;
+pub mod ui;
 
 /// Crate-private hot paths, exposed for `benches/micro.rs` only: not part of the API, no
 /// stability promise. Each function does what the delivery path does, in the same order.

@@ -80,6 +80,7 @@ pub(crate) async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
         ops::readyz,
         ops::metrics,
         subscriptions::replay,
+        events::find_events,
     ),
     components(schemas(ErrorResponse, ErrorBody)),
     modifiers(&BearerAuth),

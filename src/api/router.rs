@@ -56,7 +56,9 @@ pub fn router_with(engine: EngineHandle, cfg: ApiConfig) -> Router {
         // then work on the bytes it read.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+        .with_state(state.clone())
+        // The dashboard (`/ui`) answers with pages, not JSON: it is merged after the guard.
+        .merge(crate::ui::router(state.engine))
 }
 
 async fn not_found() -> ApiError {

@@ -27,6 +27,7 @@ mod delivery;
 mod event;
 mod headers;
 pub mod id;
+mod insight;
 mod state;
 mod subscription;
 mod tenant;
@@ -45,6 +46,10 @@ pub use self::delivery::{
 pub(crate) use self::event::CONTENT_TYPE_JSON;
 pub use self::event::{Event, EventInput, NotificationType, PublishReceipt};
 pub use self::id::*;
+pub use self::insight::{
+    AttemptRollup, AttemptStats, DurationCount, EventKey, EventTrace, MinuteCount, MinuteRollup,
+    SubscriptionFailures,
+};
 pub(crate) use self::state::SubscriptionRow;
 pub use self::subscription::{
     FailurePolicy, NewSubscription, Subscription, SubscriptionPatch, SubscriptionState,

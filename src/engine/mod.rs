@@ -23,6 +23,7 @@ use crate::store::SharedStore;
 
 mod builder;
 mod events;
+mod overview;
 mod retention;
 mod subscriptions;
 mod tenants;

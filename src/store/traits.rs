@@ -33,8 +33,9 @@ use super::{
     SubscriptionRow,
 };
 use crate::domain::{
-    Attempt, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus, Event, Principal,
-    PublishReceipt, SubscriptionId, SubscriptionSpec, Tenant, TenantId, TransformVersion,
+    Attempt, AttemptRollup, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus,
+    Event, EventId, EventKey, EventTrace, Principal, PublishReceipt, SubscriptionId,
+    SubscriptionSpec, Tenant, TenantId, TransformVersion,
 };
 use crate::error::Result;
 use crate::metrics::QueueStat;
@@ -241,6 +242,28 @@ pub(crate) trait Reads: Send + Sync {
 
     /// Every subscription's open queue: depth and age of the oldest open delivery's event.
     async fn queue_stats(&self) -> Result<Vec<QueueStat>>;
+
+    /// A journaled event's body (the exact envelope receivers get), while it is kept.
+    async fn event_body(&self, tenant: &TenantId, id: &EventId) -> Result<Option<String>>;
+
+    /// A tenant's events with this `transactionId`, `referenceId` or id, newest first, at most
+    /// `limit`, each with all its deliveries. Indexed: never a scan of the tenant's events.
+    async fn events_by_key(
+        &self,
+        tenant: &TenantId,
+        key: &EventKey,
+        limit: u32,
+    ) -> Result<Vec<EventTrace>>;
+
+    /// The attempts started at or after `since_ms` (of one tenant's subscriptions, or all),
+    /// grouped by minute and subscription, with their durations split at `recent_since_ms`:
+    /// two grouped scans of the window (see [`AttemptRollup`]).
+    async fn attempt_rollup(
+        &self,
+        tenant: Option<&TenantId>,
+        since_ms: i64,
+        recent_since_ms: i64,
+    ) -> Result<AttemptRollup>;
 }
 
 /// Housekeeping.

@@ -19,3 +19,5 @@ mod outbound;
 mod refused_bodies;
 mod tenant_limits;
 mod transforms;
+mod ui;
+mod ui_browser;

@@ -1,5 +1,6 @@
 //! Publishing: `POST /v1/events` (one event) and `POST /v1/events/batch` (up to
-//! `batch_max_items` in one durable commit).
+//! `batch_max_items` in one durable commit). Finding: `GET /v1/events?transactionId=…` (or
+//! `referenceId`, `eventId`): what happened to a tenant's events everywhere they went.
 //!
 //! An event passes, in order: the tenant filled in for a tenant key, the `Idempotency-Key` as
 //! its id, its JSON Schema, the tenant check (404), serde, then the engine's own rules. A batch
@@ -19,15 +20,16 @@ use utoipa::ToSchema;
 
 use crate::api::auth::Auth;
 use crate::api::error::{ApiError, ApiResult, ErrorBody, ErrorResponse};
+use crate::api::extract::ApiQuery;
 use crate::api::extract::{self, ApiJson};
 use crate::api::router::{AppState, BATCH_PATH};
 use crate::api::schema::{self, SCHEMAS};
-use crate::domain::{EventId, EventInput, PublishReceipt};
+use crate::domain::{EventId, EventInput, EventKey, EventTrace, PublishReceipt, TenantId};
 use crate::engine::EngineHandle;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/events", post(publish))
+        .route("/v1/events", post(publish).get(find_events))
         .route(BATCH_PATH, post(publish_batch))
 }
 
@@ -352,4 +354,54 @@ mod tests {
             ]
         );
     }
+}
+
+/// Which events `GET /v1/events` looks for: one of `transactionId`, `referenceId`, `eventId`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(in crate::api) struct FindEvents {
+    /// The envelope's `transactionId`.
+    #[param(min_length = 1, max_length = 256)]
+    transaction_id: Option<String>,
+    /// The envelope's `referenceId`.
+    #[param(min_length = 1, max_length = 256)]
+    reference_id: Option<String>,
+    /// The event's id.
+    #[param(min_length = 1, max_length = 256)]
+    event_id: Option<String>,
+    /// The tenant (required with the admin key; a tenant key's own by default).
+    tenant_id: Option<String>,
+    /// At most this many events, newest first (1 to 100, default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+}
+
+/// Events with their deliveries.
+#[derive(Serialize, ToSchema)]
+struct EventTraces {
+    items: Vec<EventTrace>,
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(FindEvents),
+    responses((status = 200, body = EventTraces),
+        (status = 404, description = "No such tenant, or another tenant's", body = ErrorResponse),
+        (status = 422, description = "Not exactly one of transactionId, referenceId, eventId; no tenantId with the admin key; a limit out of 1 to 100", body = ErrorResponse)))]
+pub(in crate::api) async fn find_events(
+    State(engine): State<EngineHandle>,
+    auth: Auth,
+    ApiQuery(q): ApiQuery<FindEvents>,
+) -> ApiResult<impl IntoResponse> {
+    let tenant = auth
+        .tenant_for(q.tenant_id.as_deref())?
+        .map(TenantId::from)
+        .ok_or_else(|| {
+            ApiError::unprocessable("tenantId: required with the admin key").with_field("tenantId")
+        })?;
+    let key = EventKey::from_parts(q.transaction_id, q.reference_id, q.event_id)?;
+    let items = engine
+        .find_events(&tenant, &key, q.limit.unwrap_or(20))
+        .await?;
+    Ok(Json(EventTraces { items }))
 }

@@ -32,6 +32,7 @@ mod rows;
 mod catalog;
 mod checkpoint;
 mod inline_read;
+mod insight;
 mod leases;
 mod open;
 mod ops;

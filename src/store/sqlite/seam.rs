@@ -17,9 +17,9 @@ use super::transforms::{DeleteTransform, InsertTransform, SetTransformArtifact};
 use super::upkeep::{Prune, Replay};
 use crate::domain::clock::now_ms;
 use crate::domain::{
-    Attempt, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus, Event, Principal,
-    PublishReceipt, SubscriptionId, SubscriptionRow, SubscriptionSpec, Tenant, TenantId,
-    TransformVersion,
+    Attempt, AttemptRollup, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus,
+    Event, EventId, EventKey, EventTrace, Principal, PublishReceipt, SubscriptionId,
+    SubscriptionRow, SubscriptionSpec, Tenant, TenantId, TransformVersion,
 };
 use crate::error::Result;
 use crate::metrics::QueueStat;
@@ -310,6 +310,29 @@ impl Reads for Journal {
 
     async fn queue_stats(&self) -> Result<Vec<QueueStat>> {
         self.read_queue_stats().await
+    }
+
+    async fn event_body(&self, tenant: &TenantId, id: &EventId) -> Result<Option<String>> {
+        self.read_event_body(tenant, id).await
+    }
+
+    async fn events_by_key(
+        &self,
+        tenant: &TenantId,
+        key: &EventKey,
+        limit: u32,
+    ) -> Result<Vec<EventTrace>> {
+        self.read_events_by_key(tenant, key, limit).await
+    }
+
+    async fn attempt_rollup(
+        &self,
+        tenant: Option<&TenantId>,
+        since_ms: i64,
+        recent_since_ms: i64,
+    ) -> Result<AttemptRollup> {
+        self.read_attempt_rollup(tenant, since_ms, recent_since_ms)
+            .await
     }
 }
 
