@@ -221,7 +221,11 @@ fn process(
             ops.drain(..).for_each(Op::answer);
         }
         Err(batch_err) => {
-            tracing::warn!(error = %batch_err, ops = ops.len(), "journal batch failed; replaying one by one");
+            // A full or failing disk is reported (rate-limited) by `health`: a line per failed
+            // batch would only add to the disk's trouble.
+            if classify(&batch_err) == WriteFailure::Other {
+                tracing::warn!(error = %batch_err, ops = ops.len(), "journal batch failed; replaying one by one");
+            }
             wakes.clear();
             routing.reload(conn);
             for mut op in ops.drain(..) {
