@@ -13,7 +13,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -211,65 +211,108 @@ fn producer(rig: &Rig, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
     })
 }
 
-/// What the point needs besides publishing, run until stopped: replays of `r`, or transform
-/// uploads.
-fn side_load(rig: &Rig, point: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+/// What the points need besides publishing, run until stopped: replays of `r` (for
+/// `replay`), transform uploads (for `transform.journal`, every `upload_every` rounds of 50 ms:
+/// each upload compiles a component, which takes a while in a debug build).
+fn side_load(
+    rig: &Rig,
+    points: &[&str],
+    upload_every: u64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
     let (client, key, base) = (
         rig.client.clone(),
         rig.key.clone(),
         format!("http://127.0.0.1:{}", rig.port),
     );
     let replay_url = format!("{base}/v1/subscriptions/{}/replay", rig.replay_sub);
-    let point = point.to_owned();
-    let uploads = Arc::new(AtomicU64::new(0));
+    let replays = points.contains(&"replay");
+    let uploads = points.contains(&"transform.journal");
     tokio::spawn(async move {
         let component = std::fs::read(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("transforms/dist/drop-by-rule.wasm"),
         )
         .expect("read a transform component");
-        while !stop.load(Ordering::Acquire) {
-            match point.as_str() {
-                "replay" => {
-                    let since = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
-                    let since = since
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .expect("format");
-                    let _ = post_json(&client, &replay_url, &key, &json!({ "since": since })).await;
-                }
-                "transform.journal" => {
-                    let n = uploads.fetch_add(1, Ordering::AcqRel);
-                    let _ = client
-                        .put(format!("{base}/v1/tenants/acme/transforms/t{}", n % 3))
-                        .header("authorization", format!("Bearer {key}"))
-                        .header("content-type", "application/wasm")
-                        .body(fresh_component(&component, n))
-                        .send()
-                        .await;
-                }
-                _ => return,
+        let mut round = 0u64;
+        while !stop.load(Ordering::Acquire) && (replays || uploads) {
+            if replays {
+                let since = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+                let since = since
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("format");
+                let _ = post_json(&client, &replay_url, &key, &json!({ "since": since })).await;
             }
+            if uploads && round.is_multiple_of(upload_every) {
+                let _ = client
+                    .put(format!("{base}/v1/tenants/acme/transforms/t{}", round % 3))
+                    .header("authorization", format!("Bearer {key}"))
+                    .header("content-type", "application/wasm")
+                    .body(fresh_component(&component, round))
+                    .send()
+                    .await;
+            }
+            round += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
 }
 
-/// Runs [`hits_wanted`] aborts at `point` and checks the rules; returns (aborts, duplicates,
-/// other kills).
-async fn crash_at(point: &str) -> (usize, usize, usize) {
+/// What a run did.
+#[derive(Debug, Default)]
+struct Figures {
+    /// Aborts at each crash point.
+    aborts: std::collections::BTreeMap<String, usize>,
+    /// `kill -9`s (at random moments, or to restart a server).
+    kills: usize,
+    accepted: u64,
+    duplicates: usize,
+}
+
+/// Runs `rounds` crashes: round `i` aborts at `pick(i)` (a crash point, reached the
+/// `nth`..=3rd time), or, for `None`, `kill -9`s the server at a random moment. After every
+/// crash it checks the journal's integrity and the receipts so far, restarts, and at the end
+/// waits for every accepted event at every subscription.
+async fn crash_rounds(
+    label: &str,
+    rounds: usize,
+    points: &[&str],
+    upload_every: u64,
+    pick: impl Fn(usize) -> Option<&'static str>,
+) -> Figures {
     let started = Instant::now();
     let (rig, server) = Rig::start().await;
     let stop = Arc::new(AtomicBool::new(false));
     let produced = producer(&rig, stop.clone());
-    let side = side_load(&rig, point, stop.clone());
-    let wanted = hits_wanted();
-    let (mut aborts, mut kills) = (0usize, 0usize);
-    let mut dups = 0;
+    let side = side_load(&rig, points, upload_every, stop.clone());
+    let mut fig = Figures::default();
     let mut running = Some(server);
-    while aborts < wanted {
+    for round in 0..rounds {
+        let Some(point) = pick(round) else {
+            let mut s = match running.take() {
+                Some(s) => s,
+                None => {
+                    let s = rig.spawn(None);
+                    wait_healthy(&rig.client, &s.base).await;
+                    s
+                }
+            };
+            tokio::time::sleep(Duration::from_millis(rand::rng().random_range(50..400))).await;
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+            fig.kills += 1;
+            assert_eq!(
+                integrity_ok(&rig.db).await,
+                "ok",
+                "journal corrupt after a kill"
+            );
+            fig.duplicates =
+                check_receipts(&rig.log, fig.kills + fig.aborts.values().sum::<usize>());
+            continue;
+        };
         if let Some(mut s) = running.take() {
             let _ = s.child.kill();
             let _ = s.child.wait();
-            kills += 1;
+            fig.kills += 1;
         }
         // Recovery runs once per start: it aborts at the first. Elsewhere the point is reached
         // a few times before the abort, so the process does some work first.
@@ -279,14 +322,14 @@ async fn crash_at(point: &str) -> (usize, usize, usize) {
             rand::rng().random_range(1..=3)
         };
         let mut armed = rig.spawn(Some(format!("{point}:{nth}")));
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let status = loop {
             if let Some(s) = armed.child.try_wait().expect("try_wait") {
                 break s;
             }
             if Instant::now() >= deadline {
                 let _ = armed.child.kill();
-                panic!("crash point {point} not reached within 30 s (after {aborts} aborts)");
+                panic!("{label}: crash point {point} not reached within 60 s (round {round})");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
@@ -302,13 +345,13 @@ async fn crash_at(point: &str) -> (usize, usize, usize) {
             "{}",
             rig.stderr()
         );
-        aborts += 1;
+        *fig.aborts.entry(point.to_owned()).or_default() += 1;
         assert_eq!(
             integrity_ok(&rig.db).await,
             "ok",
-            "journal corrupt after abort {aborts} at {point}"
+            "journal corrupt after an abort at {point} (round {round})"
         );
-        dups = check_receipts(&rig.log, aborts + kills);
+        fig.duplicates = check_receipts(&rig.log, fig.kills + fig.aborts.values().sum::<usize>());
         if point == "recovery" {
             // Deliveries in flight again, for the next recovery to reset.
             let s = rig.spawn(None);
@@ -353,20 +396,61 @@ async fn crash_at(point: &str) -> (usize, usize, usize) {
         }
         assert!(
             Instant::now() < deadline,
-            "crash point {point}: not delivered after the last restart: {missing:?} of {accepted}"
+            "{label}: not delivered after the last restart: {missing:?} of {accepted}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = server.child.kill();
     let _ = server.child.wait();
+    fig.kills += 1;
     assert_eq!(integrity_ok(&rig.db).await, "ok");
-    let dups = dups.max(check_receipts(&rig.log, aborts + kills));
+    fig.duplicates = check_receipts(&rig.log, fig.kills + fig.aborts.values().sum::<usize>());
+    fig.accepted = accepted;
     eprintln!(
-        "crash point {point}: {aborts} aborts, {kills} kills, {accepted} events, {dups} duplicate \
-         receipts, {:.1} s",
+        "{label}: {} aborts {:?}, {} kills, {accepted} events x {} subscriptions, {} duplicate \
+         receipts (ordered subscriptions), {:.1} s",
+        fig.aborts.values().sum::<usize>(),
+        fig.aborts,
+        fig.kills,
+        ORDERED.len() + 1,
+        fig.duplicates,
         started.elapsed().as_secs_f64()
     );
-    (aborts, dups, kills)
+    fig
+}
+
+/// [`hits_wanted`] aborts at `point`.
+async fn crash_at(point: &'static str) -> usize {
+    let wanted = hits_wanted();
+    // One upload per round at the transform point: each one is journaled, so each round
+    // reaches it.
+    let fig = crash_rounds(&format!("crash point {point}"), wanted, &[point], 1, |_| {
+        Some(point)
+    })
+    .await;
+    fig.aborts.get(point).copied().unwrap_or(0)
+}
+
+/// The long campaign (`scripts/crash-campaign.sh`): `HOOKLINE_CAMPAIGN_CRASHES` crashes
+/// (default 200), each at a random crash point or a `kill -9` at a random moment, with every
+/// side load on at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: run by scripts/crash-campaign.sh"]
+async fn crash_campaign() {
+    let crashes = std::env::var("HOOKLINE_CAMPAIGN_CRASHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let names: Vec<&'static str> = hookline::crashpoint::POINTS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    let fig = crash_rounds("crash campaign", crashes, &names, 20, |_| {
+        let i = rand::rng().random_range(0..=names.len());
+        names.get(i).copied()
+    })
+    .await;
+    assert!(fig.kills + fig.aborts.values().sum::<usize>() >= crashes);
 }
 
 macro_rules! crash_point_tests {
@@ -374,8 +458,7 @@ macro_rules! crash_point_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
-                let (aborts, _, _) = crash_at($point).await;
-                assert!(aborts >= hits_wanted());
+                assert!(crash_at($point).await >= hits_wanted());
             }
         )*
 
