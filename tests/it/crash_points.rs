@@ -240,7 +240,11 @@ fn side_load(
                 let since = since
                     .format(&time::format_description::well_known::Rfc3339)
                     .expect("format");
-                let _ = post_json(&client, &replay_url, &key, &json!({ "since": since })).await;
+                let answer =
+                    post_json(&client, &replay_url, &key, &json!({ "since": since })).await;
+                if let Ok(mut last) = LAST_SIDE_ANSWER.lock() {
+                    *last = format!("{answer:?}");
+                }
             }
             if uploads && round.is_multiple_of(upload_every) {
                 let _ = client
@@ -256,6 +260,9 @@ fn side_load(
         }
     })
 }
+
+/// The side load's last answer, for a failure's message.
+static LAST_SIDE_ANSWER: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
 /// What a run did.
 #[derive(Debug, Default)]
@@ -329,7 +336,23 @@ async fn crash_rounds(
             }
             if Instant::now() >= deadline {
                 let _ = armed.child.kill();
-                panic!("{label}: crash point {point} not reached within 60 s (round {round})");
+                let tail: String = rig
+                    .stderr()
+                    .chars()
+                    .rev()
+                    .take(3000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                panic!(
+                    "{label}: crash point {point} not reached within 60 s (round {round}); last \
+                     side-load answer: {}; stderr tail:\n{tail}",
+                    LAST_SIDE_ANSWER
+                        .lock()
+                        .map(|l| l.clone())
+                        .unwrap_or_default()
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
