@@ -75,9 +75,12 @@
 mod actors;
 pub mod api;
 pub mod config;
+#[doc(hidden)]
+pub mod crashpoint;
 pub mod domain;
 pub mod engine;
 pub mod error;
+mod health;
 mod metrics;
 mod outbound;
 mod policy;

@@ -272,7 +272,16 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     }
     gate.open(engine.clone());
     tracing::info!(listen = %addr, db = %db.display(), "hookline serving");
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        why = engine.failed() => {
+            // Staying up would only answer 503 for ever; a supervisor restarts a process that
+            // exits, and recovery at start keeps everything accepted.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "hookline: stopping: {why}");
+            std::process::exit(70);
+        }
+    }
     let _ = stop_tx.send(true);
     match server.await {
         Ok(r) => r?,

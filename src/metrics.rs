@@ -94,6 +94,8 @@ pub(crate) struct Metrics {
     queue_oldest_total: Gauge<f64, AtomicU64>,
     subscriptions_backlogged: Gauge,
     max_labels: usize,
+    /// Whether the journal writes, and whether the engine can go on.
+    pub(crate) health: crate::health::Health,
 }
 
 impl Metrics {
@@ -119,6 +121,7 @@ impl Metrics {
             queue_oldest_total: Gauge::default(),
             subscriptions_backlogged: Gauge::default(),
             max_labels: max_subscription_labels,
+            health: crate::health::Health::new(&mut registry),
             registry: Registry::default(),
         };
         registry.register(

@@ -140,7 +140,25 @@ impl EngineHandle {
     /// Whether the engine serves requests: recovery is over (the handle exists) and it is not
     /// shutting down. `GET /readyz` answers from this.
     pub fn is_ready(&self) -> bool {
-        !self.inner.closed.load(Ordering::Acquire)
+        self.not_ready().is_none()
+    }
+
+    /// Why the engine does not take work now, if it does not: `shutting_down`, or
+    /// `journal_unwritable` with why (`disk_full`, `io_error`, `read_only`), which clears by
+    /// itself once the journal writes again.
+    pub fn not_ready(&self) -> Option<(&'static str, Option<&'static str>)> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Some(("shutting_down", None));
+        }
+        let why = self.inner.ctx.metrics.health.unwritable()?;
+        Some(("journal_unwritable", Some(why.as_str())))
+    }
+
+    /// Resolves, with the reason, once the engine cannot go on (its journal writer died). A
+    /// server then exits non-zero so that its supervisor restarts it: recovery at the next start
+    /// keeps every accepted event.
+    pub async fn failed(&self) -> String {
+        self.inner.ctx.metrics.health.wait_fatal().await
     }
 
     /// The engine's metrics in the OpenMetrics text format, with the queue gauges read from the

@@ -20,15 +20,15 @@ use rand::Rng;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-const ADMIN: &str = "crash-test-admin-key-0123456789";
+pub(super) const ADMIN: &str = "crash-test-admin-key-0123456789";
 const EVENTS: u64 = 500;
 const KILLS: usize = 25;
 const SUBS: [&str; 3] = ["a", "b", "c"];
 
 /// Every 2xx the receiver gave, in arrival order: (subscription path, event number).
-type Log = Arc<Mutex<Vec<(String, u64)>>>;
+pub(super) type Log = Arc<Mutex<Vec<(String, u64)>>>;
 
-async fn start_receiver(log: Log) -> SocketAddr {
+pub(super) async fn start_receiver(log: Log) -> SocketAddr {
     async fn hook(
         State(log): State<Log>,
         axum::extract::Path(sub): axum::extract::Path<String>,
@@ -56,28 +56,39 @@ async fn start_receiver(log: Log) -> SocketAddr {
     addr
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
 }
 
-struct Server {
-    child: Child,
-    base: String,
+pub(super) struct Server {
+    pub child: Child,
+    pub base: String,
 }
 
 fn spawn_server(db: &Path, port: u16) -> Server {
+    spawn_server_with(db, port, &[], Stdio::null())
+}
+
+/// Starts the real binary on `db` with `env` added and its stderr to `stderr`.
+pub(super) fn spawn_server_with(
+    db: &Path,
+    port: u16,
+    env: &[(&str, String)],
+    stderr: Stdio,
+) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_hookline"))
         .arg("serve")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
         .env("HOOKLINE_DB", db)
         .env("HOOKLINE_ADMIN_KEY", ADMIN)
         .env("HOOKLINE_ALLOW_NETWORKS", "127.0.0.0/8")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn hookline");
     Server {
@@ -86,7 +97,7 @@ fn spawn_server(db: &Path, port: u16) -> Server {
     }
 }
 
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
+pub(super) async fn wait_healthy(client: &reqwest::Client, base: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await
@@ -102,7 +113,7 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) {
     }
 }
 
-async fn post_json(
+pub(super) async fn post_json(
     client: &reqwest::Client,
     url: &str,
     key: &str,
@@ -123,7 +134,7 @@ async fn post_json(
     ))
 }
 
-async fn integrity_ok(db: &Path) -> String {
+pub(super) async fn integrity_ok(db: &Path) -> String {
     let mut conn = sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("open journal for integrity check");

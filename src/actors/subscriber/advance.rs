@@ -13,6 +13,7 @@ use ractor::ActorRef;
 use super::attempt::{self, PendingTransform};
 use super::outcome::{self, Attempted};
 use super::queue::Settled;
+use super::stall::{self, Unrecorded};
 use super::{AbortOnDrop, AttemptDone, InFlight, SubscriberMsg, SubscriberState, Timer, held};
 use crate::domain::clock::{now_ms, until_ms};
 use crate::domain::{DeliveryId, DeliveryStatus};
@@ -57,15 +58,27 @@ impl SubscriberState {
 
     /// Starts the next attempt if the subscription may and nothing else is going on.
     pub(super) async fn advance(&mut self, myself: &ActorRef<SubscriberMsg>) -> Result<()> {
-        if self.in_flight.is_some() || self.timer.is_some() || !self.runnable() {
+        if self.in_flight.is_some()
+            || self.timer.is_some()
+            || self.stall.stalled()
+            || !self.runnable()
+        {
             return Ok(());
         }
         if let Some(after) = self.queue.fetch_after() {
-            let more = self
+            let more = match self
                 .ctx
                 .store
                 .next_deliveries(&self.row.id, after, self.ctx.config.actor_prefetch)
-                .await?;
+                .await
+            {
+                Ok(more) => more,
+                Err(e) if stall::waits_for_journal(&e) => {
+                    self.retry_store_later(myself, &e);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             self.queue.extend(more);
         }
         let Some(head) = self.queue.head() else {
@@ -89,10 +102,19 @@ impl SubscriberState {
                 return Ok(());
             }
             let lease = held(&self.lease, &self.row.id)?;
-            self.ctx
+            let marked = self
+                .ctx
                 .store
                 .mark_in_flight(lease, delivery, head.attempts + 1, now_ms())
-                .await?;
+                .await;
+            match marked {
+                Ok(()) => self.stall.cleared(),
+                Err(e) if stall::waits_for_journal(&e) => {
+                    self.retry_store_later(myself, &e);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.start_attempt(myself);
         Ok(())
@@ -158,7 +180,11 @@ impl SubscriberState {
     }
 
     /// Records an attempt's outcome. Returns true if the subscription no longer exists.
-    pub(super) async fn on_attempt_done(&mut self, done: AttemptDone) -> Result<bool> {
+    pub(super) async fn on_attempt_done(
+        &mut self,
+        myself: &ActorRef<SubscriberMsg>,
+        done: AttemptDone,
+    ) -> Result<bool> {
         let span = match self.in_flight.take() {
             Some(f) if f.delivery == done.delivery && f.n == done.n => f.span,
             other => {
@@ -173,16 +199,47 @@ impl SubscriberState {
         let duration = done.result.duration;
         let mut record = self.judge(pos, done, now);
         record.next_in_flight = self.next_in_flight(pos, &record, now);
-        let settled = Settled::of(&record);
+        if record.new_status == DeliveryStatus::Delivered {
+            crate::crashpoint::hit("attempt.after_2xx");
+        }
+        self.record_outcome(
+            myself,
+            Unrecorded {
+                record,
+                span,
+                duration,
+            },
+        )
+        .await
+    }
+
+    /// Commits an attempt's outcome and settles it in the queue; keeps it for later if the
+    /// journal cannot write now (see `stall`). Returns true if the subscription no longer exists.
+    pub(super) async fn record_outcome(
+        &mut self,
+        myself: &ActorRef<SubscriberMsg>,
+        u: Unrecorded,
+    ) -> Result<bool> {
+        let Some(pos) = self.queue.position(u.record.delivery) else {
+            return Ok(false);
+        };
+        let record = &u.record;
+        let settled = Settled::of(record);
         let flags = record.flags.clone();
         let (code, kind, took_ms) = (record.status_code, record.error_kind, record.duration_ms);
         let lease = held(&self.lease, &self.row.id)?;
-        match self.ctx.store.record_attempt(lease, record).await {
+        match self.ctx.store.record_attempt(lease, record.clone()).await {
             Ok(()) => {
-                self.ctx.metrics.attempt(settled.status, duration);
-                log_outcome(&span, settled.status, code, kind, took_ms);
+                self.stall.cleared();
+                self.ctx.metrics.attempt(settled.status, u.duration);
+                log_outcome(&u.span, settled.status, code, kind, took_ms);
             }
             Err(Error::NotFound { .. }) => return Ok(true),
+            Err(e) if stall::waits_for_journal(&e) => {
+                self.retry_store_later(myself, &e);
+                self.stall.unrecorded = Some(u);
+                return Ok(false);
+            }
             Err(e) => return Err(e),
         }
         if let Some(f) = flags {

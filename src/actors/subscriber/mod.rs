@@ -15,13 +15,15 @@
 //! Layout: this file is the actor and its messages; `advance` moves the head (starts attempts,
 //! records their outcomes); `attempt` is the attempt task (transform, then send); `outcome` is
 //! the pure rule that turns an attempt's result into its journal record; `queue` is the prefetch
-//! as plain data; `command` carries out the operator's requests.
+//! as plain data; `command` carries out the operator's requests; `stall` waits out a journal
+//! that cannot write (the actor retries, it does not fail).
 
 mod advance;
 mod attempt;
 mod command;
 mod outcome;
 mod queue;
+mod stall;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +54,8 @@ pub(crate) enum SubscriberMsg {
     Command(Command),
     /// Finish the attempt in flight (if any), start no other, then stop.
     Drain,
+    /// Try again the writes the journal could not take (see `stall`).
+    RetryStore,
     /// Test-only fault injection: panic inside the handler.
     #[cfg(feature = "test-hooks")]
     Panic,
@@ -146,6 +150,8 @@ pub(crate) struct SubscriberState {
     rng: StdRng,
     /// Paces attempts to the subscription's (and its tenant's) rate limit, in queue order.
     pacer: SubscriptionPacer,
+    /// Writes waiting for the journal to take them again.
+    stall: stall::Stall,
 }
 
 impl Actor for SubscriberActor {
@@ -177,6 +183,7 @@ impl Actor for SubscriberActor {
             draining: false,
             rng: StdRng::from_os_rng(),
             pacer: SubscriptionPacer::new(row_limit),
+            stall: stall::Stall::default(),
         })
     }
 
@@ -191,7 +198,20 @@ impl Actor for SubscriberActor {
         // Taking the queue fences any previous holder, and logs the attempt a previous actor of
         // this subscription may have died with as interrupted (as crash recovery does) so the
         // attempt log has no gap.
-        state.lease = Some(state.ctx.store.acquire(&state.row.id).await?);
+        let mut wait = std::time::Duration::from_millis(100);
+        let lease = loop {
+            match state.ctx.store.acquire(&state.row.id).await {
+                Ok(lease) => break lease,
+                // A journal that cannot write is waited out here: failing would restart the
+                // actor until the subscription is marked faulted (see `stall`).
+                Err(e) if stall::waits_for_journal(&e) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        state.lease = Some(lease);
         state.advance(&myself).await?;
         Ok(())
     }
@@ -220,11 +240,11 @@ impl Actor for SubscriberActor {
                 state.advance(&myself).await?;
             }
             SubscriberMsg::AttemptDone(done) => {
-                if state.on_attempt_done(*done).await? {
+                if state.on_attempt_done(&myself, *done).await? {
                     myself.stop(Some("subscription deleted".into()));
                     return Ok(());
                 }
-                if state.draining && state.in_flight.is_none() {
+                if state.draining && state.in_flight.is_none() && !state.stall.stalled() {
                     myself.stop(Some("drained".into()));
                     return Ok(());
                 }
@@ -243,10 +263,24 @@ impl Actor for SubscriberActor {
                 }
                 state.advance(&myself).await?;
             }
+            SubscriberMsg::RetryStore => {
+                state.stall.fired();
+                if let Some(u) = state.stall.unrecorded.take()
+                    && state.record_outcome(&myself, u).await?
+                {
+                    myself.stop(Some("subscription deleted".into()));
+                    return Ok(());
+                }
+                if state.draining && state.in_flight.is_none() && !state.stall.stalled() {
+                    myself.stop(Some("drained".into()));
+                    return Ok(());
+                }
+                state.advance(&myself).await?;
+            }
             SubscriberMsg::Drain => {
                 state.draining = true;
                 state.cancel_timer();
-                if state.in_flight.is_none() {
+                if state.in_flight.is_none() && !state.stall.stalled() {
                     myself.stop(Some("drained".into()));
                 }
             }

@@ -2,7 +2,8 @@
 //!
 //! - `GET /healthz`: a pure liveness check, 200 whenever the process answers.
 //! - `GET /readyz`: 200 `{"status":"ready"}` once the engine runs (journal recovery is over),
-//!   503 while it starts ([`StartGate`]) and once it is shutting down.
+//!   503 while it starts ([`StartGate`]), once it is shutting down, and while the journal cannot
+//!   write (`{"status":"journal_unwritable","reason":"disk_full"}`).
 //! - `GET /metrics`: the engine's metrics (OpenMetrics text, which Prometheus reads). It needs
 //!   the admin key unless the engine's metrics settings open it (`metrics.auth = "none"`).
 //!
@@ -30,9 +31,13 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // only its schema is used: the handlers write the JSON directly
 pub(in crate::api) struct Readiness {
-    /// `ok` (healthz); `ready`, `starting` or `shutting_down` (readyz).
-    #[schema(pattern = "^(ok|ready|starting|shutting_down)$")]
+    /// `ok` (healthz); `ready`, `starting`, `shutting_down` or `journal_unwritable` (readyz).
+    #[schema(pattern = "^(ok|ready|starting|shutting_down|journal_unwritable)$")]
     status: String,
+    /// With `journal_unwritable`: why its last commit failed (`disk_full`, `io_error`,
+    /// `read_only`). Publishing resumes by itself once it writes again.
+    #[schema(nullable = false)]
+    reason: Option<String>,
 }
 
 pub(super) fn routes() -> Router<AppState> {
@@ -50,16 +55,17 @@ pub(in crate::api) async fn healthz() -> Json<Value> {
 
 #[utoipa::path(get, path = "/readyz", tag = "ops", security(()),
     responses((status = 200, description = "Recovery finished: the engine takes work", body = Readiness),
-        (status = 503, description = "Starting (journal recovery) or stopping", body = Readiness)))]
+        (status = 503, description = "Starting (journal recovery), stopping, or the journal cannot write (disk full: `reason` says why; it clears by itself)", body = Readiness)))]
 pub(in crate::api) async fn readyz(State(engine): State<EngineHandle>) -> Response {
-    if engine.is_ready() {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "shutting_down"})),
-        )
-            .into_response()
+    match engine.not_ready() {
+        None => Json(json!({"status": "ready"})).into_response(),
+        Some((status, reason)) => {
+            let mut body = json!({ "status": status });
+            if let Some(r) = reason {
+                body["reason"] = r.into();
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
     }
 }
 

@@ -144,7 +144,10 @@ fn run(conn: &Connection, state: &State, wal: Option<&Path>) {
         {
             // A checkpoint fsyncs the WAL before it copies it, so it is a progress sync too.
             match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                Ok(()) => synced_upto = commits,
+                Ok(()) => {
+                    crate::crashpoint::hit("checkpoint");
+                    synced_upto = commits;
+                }
                 Err(e) => tracing::warn!(
                     error = %e,
                     "journal checkpoint failed; the WAL keeps growing until one succeeds"

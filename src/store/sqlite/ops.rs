@@ -235,6 +235,9 @@ pub(super) fn apply_batch(
     };
     let mut i = 0;
     while i < ops.len() {
+        if i > 0 {
+            crate::crashpoint::hit("commit.mid_batch");
+        }
         // A run of publishes is fanned out together (see `publish::publish_run`).
         let run = ops[i..]
             .iter()

@@ -53,6 +53,7 @@ pub(super) fn recover(conn: &mut rusqlite::Connection) -> Result<Recovery> {
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(sql)?;
     let interrupted = interrupt_in_flight(&tx, None, now).map_err(sql)?;
+    crate::crashpoint::hit("recovery");
     let open: HashSet<String> = tx
         .prepare(
             "SELECT DISTINCT subscription_id FROM deliveries \

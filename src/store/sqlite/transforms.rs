@@ -97,6 +97,7 @@ impl Write for InsertTransform {
                 t.artifact.as_deref(),
                 t.at,
             ])?;
+        crate::crashpoint::hit("transform.journal");
         let v = cx
             .conn
             .prepare_cached(concat!(

@@ -49,6 +49,7 @@ impl Write for Replay {
                                AND e.created_at >= ?2 AND e.created_at < ?3)",
             )?
             .execute(params![sub, self.since_ms, self.until_ms, self.at])?;
+        crate::crashpoint::hit("replay");
         // A subscription blocked on a delivery that is pending again is no longer blocked.
         cx.conn
             .prepare_cached(
@@ -108,6 +109,7 @@ impl Write for Prune {
         for seq in seqs {
             deliveries.execute([seq])?;
             n += events.execute([seq])? as u64;
+            crate::crashpoint::hit("prune");
         }
         Ok(Ok(n))
     }

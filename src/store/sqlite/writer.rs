@@ -17,12 +17,19 @@
 //! wait for the disk). WAL checkpoints, which also wait for the disk, are not run by this
 //! connection but by the [`Checkpointer`] thread beside it. After each commit that created
 //! deliveries, the subscriptions that received them are handed to the [`WakeSender`].
+//!
+//! Every commit's fate goes to the engine's [`Health`]: a commit that fails because the disk is
+//! full or failing makes the journal "unwritable" (publishes answer 503, `/readyz` says why),
+//! and the first commit that succeeds again clears it. While the journal is unwritable and no
+//! write comes, the writer probes it every [`PROBE_EVERY`] with a one-page commit, so readiness
+//! comes back by itself once space returns. If the writer task ends without having been closed
+//! (a panic), it reports the engine [fatal](Health::fatal): nothing could be written any more.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpointer;
@@ -31,6 +38,7 @@ use super::ops::{Op, apply_batch};
 use super::routing::Routing;
 use crate::domain::SubscriptionId;
 use crate::error::Error;
+use crate::health::{Health, WriteFailure};
 use crate::store::{Durability, WakeSender};
 
 // `Close` is sent once per engine; boxing the common variant would cost an allocation per write.
@@ -52,7 +60,36 @@ pub(super) struct Writer {
     pub checkpointer: Checkpointer,
 }
 
+/// How often an unwritable journal is probed while no write comes.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Reports the engine fatal if the writer task ends (returns, panics or is dropped) while
+/// armed: only a close, or the end of its intake (every handle dropped), disarms it.
+struct DeathWatch {
+    metrics: Arc<crate::metrics::Metrics>,
+    armed: bool,
+}
+
+impl Drop for DeathWatch {
+    fn drop(&mut self) {
+        if self.armed {
+            self.metrics
+                .health
+                .fatal("the journal writer stopped unexpectedly");
+        }
+    }
+}
+
 pub(super) async fn run(w: Writer, mut rx: mpsc::Receiver<Command>) {
+    let mut watch = DeathWatch {
+        metrics: w.metrics.clone(),
+        armed: true,
+    };
+    run_inner(w, &mut rx).await;
+    watch.armed = false;
+}
+
+async fn run_inner(w: Writer, rx: &mut mpsc::Receiver<Command>) {
     let Writer {
         mut conn,
         mut routing,
@@ -67,8 +104,23 @@ pub(super) async fn run(w: Writer, mut rx: mpsc::Receiver<Command>) {
     let mut ops: Vec<Op> = Vec::with_capacity(batch_max);
     let mut closing: Option<oneshot::Sender<()>> = None;
     let mut last_batch = 0;
+    let health = &metrics.health;
     loop {
-        match rx.recv().await {
+        let next = if health.unwritable().is_some() {
+            match tokio::time::timeout(PROBE_EVERY, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    blocking_if(true, || match probe(&mut conn) {
+                        Ok(()) => health.write_ok(),
+                        Err(e) => health.write_failed(classify(&e), &e),
+                    });
+                    continue;
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        match next {
             None => break,
             Some(Command::Close(done)) => closing = Some(done),
             Some(Command::Op(op)) => ops.push(op),
@@ -93,7 +145,14 @@ pub(super) async fn run(w: Writer, mut rx: mpsc::Receiver<Command>) {
             last_batch = n;
             let fsyncs = sync.wants_full(&ops);
             let woken = blocking_if(fsyncs, || {
-                process(&mut conn, &mut routing, &mut leases, &mut sync, &mut ops)
+                process(
+                    &mut conn,
+                    &mut routing,
+                    &mut leases,
+                    &mut sync,
+                    &mut ops,
+                    health,
+                )
             });
             metrics.commit(n, started.elapsed());
             checkpointer.committed();
@@ -107,7 +166,14 @@ pub(super) async fn run(w: Writer, mut rx: mpsc::Receiver<Command>) {
             }
             if !ops.is_empty() {
                 blocking_if(true, || {
-                    process(&mut conn, &mut routing, &mut leases, &mut sync, &mut ops)
+                    process(
+                        &mut conn,
+                        &mut routing,
+                        &mut leases,
+                        &mut sync,
+                        &mut ops,
+                        health,
+                    )
                 });
             }
             checkpointer.stop();
@@ -146,12 +212,20 @@ fn process(
     leases: &mut Leases,
     sync: &mut SyncState,
     ops: &mut Vec<Op>,
+    health: &Health,
 ) -> HashSet<SubscriptionId> {
     let mut wakes = HashSet::new();
     match sync_then_apply(conn, routing, leases, sync, ops, &mut wakes) {
-        Ok(()) => ops.drain(..).for_each(Op::answer),
+        Ok(()) => {
+            health.write_ok();
+            ops.drain(..).for_each(Op::answer);
+        }
         Err(batch_err) => {
-            tracing::warn!(error = %batch_err, ops = ops.len(), "journal batch failed; replaying one by one");
+            // A full or failing disk is reported (rate-limited) by `health`: a line per failed
+            // batch would only add to the disk's trouble.
+            if classify(&batch_err) == WriteFailure::Other {
+                tracing::warn!(error = %batch_err, ops = ops.len(), "journal batch failed; replaying one by one");
+            }
             wakes.clear();
             routing.reload(conn);
             for mut op in ops.drain(..) {
@@ -159,10 +233,12 @@ fn process(
                 let one = std::slice::from_mut(&mut op);
                 match sync_then_apply(conn, routing, leases, sync, one, &mut single) {
                     Ok(()) => {
+                        health.write_ok();
                         wakes.extend(single);
                         op.answer();
                     }
                     Err(e) => {
+                        health.write_failed(classify(&e), &e);
                         routing.reload(conn);
                         op.fail(Error::unavailable("journal write failed", e));
                     }
@@ -218,4 +294,23 @@ fn sync_then_apply(
         sync.full = full;
     }
     apply_batch(conn, routing, leases, ops, wakes)
+}
+
+/// What kind of failure `e` is, for the engine's [`Health`].
+fn classify(e: &rusqlite::Error) -> WriteFailure {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => WriteFailure::DiskFull,
+        Some(ErrorCode::SystemIoFailure) => WriteFailure::Io,
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen) => WriteFailure::ReadOnly,
+        _ => WriteFailure::Other,
+    }
+}
+
+/// A one-page commit: rewrites the header's `user_version` (which nothing else uses) with its
+/// own value, so it changes nothing but needs the disk as any commit does.
+fn probe(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    tx.pragma_update(None, "user_version", v)?;
+    tx.commit()
 }
