@@ -13,6 +13,7 @@ mod cli;
 mod crash;
 mod engine;
 mod ingress;
+mod model;
 mod mtls;
 mod ops;
 mod outbound;
