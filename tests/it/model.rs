@@ -427,7 +427,10 @@ impl Case {
         let r = rb.send().await.expect("the API answers");
         let status = r.status().as_u16();
         let bytes = r.bytes().await.expect("the API's body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     fn fail(&self, what: impl std::fmt::Display) -> ! {
@@ -445,7 +448,11 @@ impl Case {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
                 && r.status().is_success()
             {
                 return;
@@ -558,7 +565,7 @@ impl Case {
         }
         self.model.apply(i, a);
         let min_ms = match a {
-            Answer::RetryAfter(_, secs) => (secs * 1000).min(RETRY_AFTER_CLAMP_MS).max(BACKOFF_MS),
+            Answer::RetryAfter(_, secs) => (secs * 1000).clamp(BACKOFF_MS, RETRY_AFTER_CLAMP_MS),
             _ => BACKOFF_MS,
         };
         let retrying = self.model.ds[i].status == St::Pending;
@@ -595,7 +602,9 @@ impl Case {
             let before = self.model.ds[i].log.len();
             let (log, _, _) = self.attempt_log(i).await;
             let Some(added) = log.len().checked_sub(before) else {
-                self.fail(format!("delivery {i} lost committed attempts in a stop: {log:?}"));
+                self.fail(format!(
+                    "delivery {i} lost committed attempts in a stop: {log:?}"
+                ));
             };
             match added {
                 0 => {
@@ -622,7 +631,10 @@ impl Case {
         // What the dead process sent after its last commit must be the head of the history
         // that commit chose.
         for p in stale {
-            let head = self.model.expected().map(|h| self.model.ds[h].event.as_str());
+            let head = self
+                .model
+                .expected()
+                .map(|h| self.model.ds[h].event.as_str());
             if head != Some(p.webhook_id.as_str()) {
                 self.fail(format!(
                     "before the stop, request #{} for {:?}, but the head was {head:?}",
@@ -680,7 +692,11 @@ impl Case {
             Op::Kill => self.stop_and_start(false, None).await,
             Op::Restart => self.stop_and_start(true, None).await,
             Op::Pause | Op::Resume => {
-                let verb = if matches!(op, Op::Pause) { "pause" } else { "resume" };
+                let verb = if matches!(op, Op::Pause) {
+                    "pause"
+                } else {
+                    "resume"
+                };
                 let path = format!("/v1/subscriptions/{}/{verb}", self.sub);
                 let (s, v) = self.call(Method::POST, &path, None).await;
                 if s != 200 {
@@ -794,7 +810,10 @@ impl Case {
         let (_, v) = self.call(reqwest::Method::GET, &path, None).await;
         let want = self.model.api_state();
         if v["state"] != want {
-            self.fail(format!("subscription is {}, the model says {want}", v["state"]));
+            self.fail(format!(
+                "subscription is {}, the model says {want}",
+                v["state"]
+            ));
         }
         let blocked = self.model.blocked_on.map(|i| self.model.ds[i].id.as_str());
         if v["blockedOn"].as_str() != blocked {
