@@ -7,7 +7,7 @@
 #                                          attempts failing, a sample every 60 s
 #   scripts/soak.sh --short                60 s, a sample every 10 s (what .ci/run does)
 #   scripts/soak.sh --duration 10m --rate 500 --subs 50 --fail 5 --every 30s
-#   scripts/soak.sh --no-build             use target/release/hookline as it is
+#   scripts/soak.sh --no-build             use target/release/hookline (or $HOOKLINE_BIN) as it is
 #
 # The server and the load generator share the machine: run it when nothing else is building.
 # The whole output goes to target/soak/soak-<UTC time>.log; its last line is the JSON report
@@ -41,7 +41,7 @@ target="${CARGO_TARGET_DIR:-target}"
 if [ "$build" = 1 ]; then
     cargo build --release --locked --bin hookline
 fi
-bin="$target/release/hookline"
+bin="${HOOKLINE_BIN:-$target/release/hookline}"
 [ -x "$bin" ] || { echo "no $bin (build it, or drop --no-build)" >&2; exit 1; }
 
 work=$(mktemp -d)
