@@ -30,32 +30,39 @@ use super::client::{Api, CallError, Conn};
 #[derive(Args, Debug)]
 pub struct LoadArgs {
     #[command(flatten)]
-    conn: Conn,
+    pub(super) conn: Conn,
     /// Events to publish (unless --duration is given).
     #[arg(long, default_value_t = 10_000)]
     events: u64,
     /// Publish for this long instead of a number of events (e.g. `10s`, `1m`).
     #[arg(long, value_parser = humantime::parse_duration)]
-    duration: Option<Duration>,
+    pub(super) duration: Option<Duration>,
     /// Requests in flight at once, each on its own kept-alive connection.
     #[arg(long, short = 'c', default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    concurrency: u32,
+    pub(super) concurrency: u32,
     /// Events per request: 1 posts to /v1/events, more post arrays to /v1/events/batch.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     batch: u32,
     /// Size of each event envelope in bytes (padded in its payload).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(200..=1_048_576))]
-    size: u32,
+    pub(super) size: u32,
     /// Publish as this existing tenant (with the admin key or its own key) instead of creating
     /// a fresh one with the admin key.
     #[arg(long)]
-    tenant: Option<String>,
+    pub(super) tenant: Option<String>,
     /// Start a 200-OK receiver on 127.0.0.1 and subscribe to it, to load the delivery path too.
     #[arg(long)]
     sink: bool,
     /// With --sink: how long to wait, after publishing, for every delivery to arrive.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    drain_timeout: Duration,
+    pub(super) drain_timeout: Duration,
+    /// Soak mode: publish at this fixed rate (events/s) for --duration (default 1h), spread
+    /// over --subs subscriptions of a local receiver that fails --fail-percent of attempts, and
+    /// report the server's health every --every (see `hookline load --help` and docs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(super) rate: Option<u32>,
+    #[command(flatten)]
+    pub(super) soak: super::soak::SoakArgs,
 }
 
 /// What the workers add up.
@@ -181,25 +188,35 @@ fn conn_with_key(conn: &Conn, key: Option<String>) -> Conn {
     }
 }
 
-pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let quiet = args.conn.json;
-    let concurrency = args.concurrency as usize;
-    // Keep-alive: as many idle connections as workers, so every request reuses one; no proxy,
-    // so the figures are the server's; Nagle off as any latency-minded client does.
-    let http = reqwest::Client::builder()
+/// The load generator's HTTP client: keep-alive with as many idle connections as workers, so
+/// every request reuses one; no proxy, so the figures are the server's; Nagle off as any
+/// latency-minded client does.
+pub(super) fn http_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .tcp_nodelay(true)
         .no_proxy()
         .timeout(Duration::from_secs(120))
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("hookline-load/", env!("CARGO_PKG_VERSION")))
-        .build()?;
-    let admin = Api::with_client(&args.conn, http.clone())?;
-    let run_id: String = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        .build()?)
+}
 
-    // The tenant and the key to publish with.
-    let (tenant, publisher) = match &args.tenant {
-        Some(t) => (t.clone(), admin.clone()),
+/// A short random id naming this run's tenant and events.
+pub(super) fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+/// The tenant to publish as and a client with the key to publish with: `--tenant` with the
+/// given key, or a fresh tenant `load-<run>` created with the admin key.
+pub(super) async fn tenant_and_publisher(
+    args: &LoadArgs,
+    http: &reqwest::Client,
+    run_id: &str,
+) -> anyhow::Result<(String, Api)> {
+    let admin = Api::with_client(&args.conn, http.clone())?;
+    Ok(match &args.tenant {
+        Some(t) => (t.clone(), admin),
         None => {
             let id = format!("load-{run_id}");
             let created = admin
@@ -219,7 +236,18 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             let api = Api::with_client(&conn_with_key(&args.conn, Some(key)), http.clone())?;
             (id, api)
         }
-    };
+    })
+}
+
+pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    if let Some(rate) = args.rate {
+        return super::soak::run(args, rate).await;
+    }
+    let quiet = args.conn.json;
+    let concurrency = args.concurrency as usize;
+    let http = http_client(concurrency)?;
+    let run_id = run_id();
+    let (tenant, publisher) = tenant_and_publisher(&args, &http, &run_id).await?;
 
     let sink = if args.sink {
         let sink = Sink::start().await?;

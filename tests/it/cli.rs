@@ -32,6 +32,7 @@ struct Server {
     child: Child,
     url: String,
     stderr: Arc<Mutex<Vec<String>>>,
+    db: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -67,6 +68,7 @@ impl Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
             stderr,
+            db: dir.path().join("h.db"),
             _dir: dir,
         };
         server.wait_healthy().await;
@@ -1071,4 +1073,60 @@ async fn load_publishes_batches_and_reports_a_json_line() {
     check_report(&report, 400);
     assert_eq!(report["mode"], "batch");
     assert_eq!(report["requests"], 8);
+}
+
+#[tokio::test]
+async fn soak_mode_publishes_at_a_fixed_rate_and_samples_the_server() {
+    // The short form of `scripts/soak.sh`: 200 events/s over 10 subscriptions for 6 s, a
+    // sample every 2 s, 5 % of attempts failing. Every field of every sample must be read from
+    // the real server process and journal, and nothing accepted may be missing at the end.
+    let server = Server::start().await;
+    let pid = server.child.id().to_string();
+    let db = server.db.display().to_string();
+    let args = [
+        "load",
+        "--rate",
+        "200",
+        "--subs",
+        "10",
+        "--duration",
+        "6s",
+        "--every",
+        "2s",
+        "--concurrency",
+        "16",
+        "--server-pid",
+        &pid,
+        "--journal",
+        &db,
+        "--drain-timeout",
+        "60s",
+    ];
+    let run = cli(&server.url, Some(ADMIN), &args, None).await;
+    let last = run.ok().lines().last().unwrap_or_default().to_owned();
+    let report: Value = serde_json::from_str(&last)
+        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}): {run:#?}"));
+    assert_eq!(report["mode"], "soak");
+    let events = report["events"].as_u64().unwrap_or(0);
+    // Open loop: 1,200 due; the debug build on a loaded machine may lag a little.
+    assert!((1000..=1200).contains(&events), "{report:#}");
+    assert_eq!(report["notReceived"], 0, "{report:#}");
+    assert_eq!(report["received"], events, "{report:#}");
+    assert!(report["failedAnswers"].as_u64() > Some(0), "{report:#}");
+    let samples = report["samples"].as_array().cloned().unwrap_or_default();
+    assert!(samples.len() >= 3, "{report:#}");
+    for s in &samples {
+        for k in ["rssMiB", "journalMiB"] {
+            assert!(s[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {s:#}");
+        }
+        assert!(s["fds"].as_u64().is_some_and(|n| n > 3), "fds: {s:#}");
+        assert!(s["walMiB"].as_f64().is_some(), "walMiB: {s:#}");
+    }
+    let last = samples.last().cloned().unwrap_or_default();
+    assert_eq!(last["backlog"], 0, "drained: {report:#}");
+    let p99 = report["p99Ms"].as_f64().unwrap_or(0.0);
+    assert!(
+        p99 > 0.0 && p99 >= report["p50Ms"].as_f64().unwrap_or(0.0),
+        "{report:#}"
+    );
 }

@@ -15,6 +15,7 @@ mod crash_points;
 mod engine;
 mod full_disk;
 mod ingress;
+mod model;
 mod mtls;
 mod ops;
 mod outbound;
