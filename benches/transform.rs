@@ -1,6 +1,6 @@
 //! Transform benchmark: what one WebAssembly transform costs per delivery.
 //!
-//! `cargo bench --bench transform -- [--quick] [--calls N] [--no-python]`
+//! `cargo bench --bench transform -- [--quick] [--calls N] [--no-python] [--no-js]`
 //!
 //! The figure to watch is a fresh instance plus one `transform` call of the Rust `mask-pii`
 //! guest on the ~1 KiB `node-event` example, exactly as a delivery makes it
@@ -11,9 +11,9 @@
 //! does at the very least), and the ratio of the two. The project's target is a median of at
 //! most 50 µs per call.
 //!
-//! Also printed: compile and `load_precompiled` times of the Rust and Python guests (the
-//! restart path must not recompile), and the Python guest's cost per call (skipped with
-//! `--quick` or `--no-python`: its compile takes 10–20 s).
+//! Also printed: compile and `load_precompiled` times of the Rust, Python and JavaScript guests
+//! (the restart path must not recompile), and the Python and JavaScript guests' cost per call
+//! (skipped with `--quick`, or `--no-python` / `--no-js`: their compiles take seconds).
 //!
 //! The table goes to stdout; the last stdout line is one JSON object with every figure.
 
@@ -33,12 +33,14 @@ use hookline::transform::{
 struct Args {
     calls: usize,
     python: bool,
+    js: bool,
 }
 
 fn args() -> Args {
     let mut a = Args {
         calls: 20_000,
         python: true,
+        js: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -46,8 +48,10 @@ fn args() -> Args {
             "--quick" => {
                 a.calls = 2_000;
                 a.python = false;
+                a.js = false;
             }
             "--no-python" => a.python = false,
+            "--no-js" => a.js = false,
             "--calls" => {
                 a.calls = it
                     .next()
@@ -181,6 +185,14 @@ fn main() {
         (wasm.len(), compile_ms, load_ms, artifact, p50, p99, calls)
     });
 
+    let js = args.js.then(|| {
+        let wasm = read("transforms/dist/mask-pii-js.wasm");
+        let (t, compile_ms, load_ms, artifact) = compile_and_load(&rt, &wasm);
+        let calls = (args.calls / 20).max(200);
+        let (p50, p99) = tokio.block_on(time_calls(&rt, &t, &input, 20, calls));
+        (wasm.len(), compile_ms, load_ms, artifact, p50, p99, calls)
+    });
+
     println!("transform benchmark: body {} bytes", input.body.len());
     println!(
         "{:<44} {:>10} {:>10} {:>8}",
@@ -200,6 +212,12 @@ fn main() {
             "mask-pii-py (Python): fresh + transform", p50, p99, calls
         );
     }
+    if let Some((_, _, _, _, p50, p99, calls)) = js {
+        println!(
+            "{:<44} {:>10.1} {:>10.1} {:>8}",
+            "mask-pii-js (JavaScript): fresh + transform", p50, p99, calls
+        );
+    }
     println!(
         "{:<44} {:>10} {:>10} {:>12}",
         "compile vs load", "compile ms", "load ms", "artifact B"
@@ -215,6 +233,15 @@ fn main() {
         println!(
             "{:<44} {:>10.1} {:>10.2} {:>12}",
             format!("mask-pii-py ({size} B)"),
+            compile_ms,
+            load_ms,
+            artifact
+        );
+    }
+    if let Some((size, compile_ms, load_ms, artifact, ..)) = js {
+        println!(
+            "{:<44} {:>10.1} {:>10.2} {:>12}",
+            format!("mask-pii-js ({size} B)"),
             compile_ms,
             load_ms,
             artifact
@@ -238,6 +265,12 @@ fn main() {
         report["python_us_p99"] = json!(round(p99));
         report["python_compile_ms"] = json!(round(compile_ms));
         report["python_load_ms"] = json!(round(load_ms));
+    }
+    if let Some((_, compile_ms, load_ms, _, p50, p99, _)) = js {
+        report["js_us_p50"] = json!(round(p50));
+        report["js_us_p99"] = json!(round(p99));
+        report["js_compile_ms"] = json!(round(compile_ms));
+        report["js_load_ms"] = json!(round(load_ms));
     }
     println!("{report}");
 }

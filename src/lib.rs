@@ -180,6 +180,7 @@ pub use domain::{
 pub use domain::{DeliveryId, EventId, SubscriptionId, TenantId};
 pub use engine::{Engine, EngineBuilder, EngineHandle};
 pub use error::{Error, Result};
+pub use policy::StatusTable;
 pub use policy::ratelimit::RateLimit;
 pub use security::secretbox::Redacted;
 pub use security::tls::{ClientTls, TlsView};

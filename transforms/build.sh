@@ -10,23 +10,26 @@
 #                                 * every Rust artifact in dist/ is byte-identical to the rebuild
 #                                   (the Rust builds are reproducible, see below),
 #                                 * dist/SOURCES.sha256 matches the current sources, toolchain
-#                                   versions and artifacts (this is what covers the Python guest,
-#                                   whose build is not byte-reproducible),
+#                                   versions and artifacts (this is what covers the Python and
+#                                   JavaScript guests, whose builds are not byte-reproducible),
 #                                 * dist/ holds exactly the expected artifacts,
 #                                 * the guests' unit tests pass, and
 #                                 * (when node is installed) every example in examples/ run
 #                                   through the committed artifacts gives examples/expected/.
 #
 # It installs what it needs: the wasm32-wasip2 Rust target (rustup), a virtualenv at
-# transforms/.venv with a pinned componentize-py (pip), and the pinned jco for the example runs
-# (npm install in transforms/test/). Everything it installs or builds is git-ignored.
+# transforms/.venv with a pinned componentize-py (pip), the componentize-js locked in
+# transforms/js/package-lock.json (npm ci in transforms/js/; needs node and npm), and the pinned
+# jco for the example runs (npm install in transforms/test/). Everything it installs or builds
+# is git-ignored.
 #
 # Reproducibility: the Rust guests are built with --locked, codegen-units = 1, no debug info, and
 # the local paths that end up in panic messages remapped (--remap-path-prefix), so the same
 # sources built with the same rustc give the same bytes wherever the checkout, the cargo home
 # and the target directory are.
 # componentize-py snapshots a CPython heap, which differs between runs, so the Python guest is
-# checked through the source-hash manifest instead.
+# checked through the source-hash manifest instead. So is the JavaScript guest: componentize-js
+# snapshots a SpiderMonkey heap with wizer, which differs between runs too.
 set -euo pipefail
 
 COMPONENTIZE_PY_VERSION=0.25.1
@@ -38,6 +41,8 @@ RUST_GUESTS=(
 )
 # Python apps in transforms/python/<dir>, built to dist/<name>.wasm.
 PYTHON_GUESTS=("mask_pii:mask-pii-py")
+# JavaScript apps in transforms/js/<dir>/app.js, built to dist/<name>.wasm.
+JS_GUESTS=("mask-pii:mask-pii-js")
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
@@ -77,6 +82,32 @@ ensure_componentize_py() {
         log "installing componentize-py $COMPONENTIZE_PY_VERSION into $VENV"
         python3 -m venv "$VENV"
         "$VENV/bin/pip" install --disable-pip-version-check -q "componentize-py==$COMPONENTIZE_PY_VERSION"
+    fi
+}
+
+JS_DIR="$HERE/js"
+COMPONENTIZE_JS="$JS_DIR/node_modules/@bytecodealliance/componentize-js/src/cli.js"
+
+# The componentize-js version the lock file pins (what the manifest records).
+componentize_js_version() {
+    node -e 'const l = require(process.argv[1]);
+        console.log(l.packages["node_modules/@bytecodealliance/componentize-js"].version)' \
+        "$JS_DIR/package-lock.json"
+}
+
+ensure_componentize_js() {
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "node and npm are required to build the JavaScript guests (https://nodejs.org)" >&2
+        exit 1
+    fi
+    local want installed
+    want="$(componentize_js_version)"
+    installed="$(node -p 'require(process.argv[1]).version' \
+        "$JS_DIR/node_modules/@bytecodealliance/componentize-js/package.json" 2>/dev/null || true)"
+    if [[ "$installed" != "$want" || ! -f "$JS_DIR/node_modules/.package-lock.json" ||
+        "$JS_DIR/package-lock.json" -nt "$JS_DIR/node_modules/.package-lock.json" ]]; then
+        log "installing componentize-js $want (npm ci in $JS_DIR)"
+        (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     fi
 }
 
@@ -129,6 +160,26 @@ build_python() {
     done
 }
 
+# build_js OUT_DIR [--if-changed]
+build_js() {
+    local out="$1" spec dir name
+    for spec in "${JS_GUESTS[@]}"; do
+        dir="${spec%%:*}" name="${spec#*:}"
+        if [[ "${2:-}" == --if-changed ]] && js_up_to_date "$spec"; then
+            log "$name is up to date with its sources (--force rebuilds it anyway)"
+            continue
+        fi
+        log "building $name with componentize-js $(componentize_js_version)"
+        # http and fetch-event are StarlingMonkey's HTTP server features: a transform needs
+        # neither, and without them the component imports no wasi:http.
+        (
+            cd "js/$dir"
+            node "$COMPONENTIZE_JS" app.js --wit "$HERE/wit" -n transformer \
+                -d http fetch-event -o "$out/$name.wasm" >/dev/null
+        )
+    done
+}
+
 # --- the manifest ------------------------------------------------------------------------------
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
@@ -160,6 +211,22 @@ manifest_rust() {
     while read -r f; do echo "$(sha "$f")  $f"; done < <(rust_sources "$g")
 }
 
+js_sources() {
+    {
+        echo wit/transform.wit
+        echo js/package.json
+        echo js/package-lock.json
+        find "js/$1" -type f
+    } | LC_ALL=C sort -u
+}
+
+manifest_js() {
+    local dir="${1%%:*}" name="${1#*:}" art="$2" f
+    echo "[$name.wasm] componentize-js $(componentize_js_version) -d http fetch-event; not byte-reproducible"
+    echo "$(sha "$art/$name.wasm")  dist/$name.wasm"
+    while read -r f; do echo "$(sha "$f")  $f"; done < <(js_sources "$dir")
+}
+
 manifest_python() {
     local dir="${1%%:*}" name="${1#*:}" art="$2" f
     echo "[$name.wasm] componentize-py $COMPONENTIZE_PY_VERSION componentize --stub-wasi; not byte-reproducible"
@@ -183,6 +250,10 @@ write_manifest() {
         echo
         manifest_python "$spec" "$py_art"
     done
+    for spec in "${JS_GUESTS[@]}"; do
+        echo
+        manifest_js "$spec" "$py_art"
+    done
 }
 
 # True when dist/ already holds this Python guest built from the current sources and tools
@@ -194,10 +265,19 @@ python_up_to_date() {
     [[ "$(cat dist/SOURCES.sha256)" == *"$section"* ]]
 }
 
+# The same for a JavaScript guest (12 MB: StarlingMonkey is inside).
+js_up_to_date() {
+    local name="${1#*:}" section
+    [[ -f "dist/$name.wasm" && -f dist/SOURCES.sha256 ]] || return 1
+    section="$(manifest_js "$1" dist)"
+    [[ "$(cat dist/SOURCES.sha256)" == *"$section"* ]]
+}
+
 expected_artifacts() {
     local spec
     for g in "${RUST_GUESTS[@]}"; do echo "$g.wasm"; done
     for spec in "${PYTHON_GUESTS[@]}"; do echo "${spec#*:}.wasm"; done
+    for spec in "${JS_GUESTS[@]}"; do echo "${spec#*:}.wasm"; done
 }
 
 # --- example runs (node + jco) -----------------------------------------------------------------
@@ -220,11 +300,13 @@ run_examples() {
 
 ensure_rust_target
 ensure_componentize_py
+ensure_componentize_js
 
 if [[ "$MODE" == build ]]; then
     mkdir -p dist
     build_rust "$HERE/dist" "$HERE/rust/target"
     build_python "$HERE/dist" $PY_IF_CHANGED
+    build_js "$HERE/dist" $PY_IF_CHANGED
     write_manifest dist dist > dist/SOURCES.sha256.tmp
     mv dist/SOURCES.sha256.tmp dist/SOURCES.sha256
     log "artifacts:"
@@ -241,6 +323,9 @@ fail() { echo "CHECK FAILED: $*" >&2; failed=1; }
 
 build_rust "$TMP/out" "$TMP/target"
 build_python "$TMP/out"
+js_start=$SECONDS
+build_js "$TMP/out"
+js_seconds=$((SECONDS - js_start))
 
 log "comparing"
 # The set of artifacts.
@@ -267,6 +352,10 @@ fi
 for spec in "${PYTHON_GUESTS[@]}"; do
     name="${spec#*:}"
     echo "ok        $name.wasm rebuilt ($(stat -c %s "$TMP/out/$name.wasm") bytes; committed $(stat -c %s "dist/$name.wasm" 2>/dev/null || echo 0))"
+done
+for spec in "${JS_GUESTS[@]}"; do
+    name="${spec#*:}"
+    echo "ok        $name.wasm rebuilt in ${js_seconds} s ($(stat -c %s "$TMP/out/$name.wasm") bytes; committed $(stat -c %s "dist/$name.wasm" 2>/dev/null || echo 0))"
 done
 
 log "unit tests of the Rust guests (native)"

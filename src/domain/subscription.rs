@@ -19,8 +19,8 @@ use crate::domain::time::Timestamp;
 use crate::domain::transform::{TransformRef, validate_transform_name};
 use crate::domain::{DeliveryId, SubscriptionId, TenantId};
 use crate::error::{Error, Result};
-use crate::policy::RetryPolicy;
 use crate::policy::ratelimit::RateLimit;
+use crate::policy::{RetryPolicy, StatusRules, StatusTable};
 use crate::security::signing::SigningKeys;
 use crate::security::ssrf::{IpPolicy, check_url};
 use crate::security::tls::{ClientTls, TlsView};
@@ -81,6 +81,15 @@ pub struct NewSubscription {
     /// Failure policy (default `block`).
     #[serde(default)]
     pub on_failure: Option<FailurePolicy>,
+    /// The status table receivers' answers are judged by (default `hookline`).
+    #[serde(default)]
+    pub status_table: Option<StatusTable>,
+    /// Status codes (300 to 599) retried whatever the table says.
+    #[serde(default)]
+    pub retry_on: Option<Vec<u16>>,
+    /// Status codes (300 to 599) that count as delivered whatever the table says.
+    #[serde(default)]
+    pub delivered_on: Option<Vec<u16>>,
     /// Signing secret (`whsec_` + base64 of 24 to 64 bytes); generated when absent.
     #[serde(default)]
     pub secret: Option<String>,
@@ -140,6 +149,15 @@ pub struct SubscriptionPatch {
     /// New failure policy.
     #[serde(default)]
     pub on_failure: Option<FailurePolicy>,
+    /// New status table (the lists stay as they are).
+    #[serde(default)]
+    pub status_table: Option<StatusTable>,
+    /// New list of codes to retry (replaces it; `[]` empties it).
+    #[serde(default)]
+    pub retry_on: Option<Vec<u16>>,
+    /// New list of codes that count as delivered (replaces it; `[]` empties it).
+    #[serde(default)]
+    pub delivered_on: Option<Vec<u16>>,
     /// New receiver authentication; `Some(None)` removes it.
     #[serde(default, deserialize_with = "crate::domain::double_option")]
     pub auth: Option<Option<ReceiverAuth>>,
@@ -166,6 +184,9 @@ pub(crate) struct SubscriptionSpec {
     pub retry: RetryPolicy,
     pub timeout_ms: u64,
     pub on_failure: FailurePolicy,
+    /// Absent from configs journaled before the option existed: hookline's table, no lists.
+    #[serde(default, skip_serializing_if = "StatusRules::is_default")]
+    pub statuses: StatusRules,
     #[serde(default)]
     pub signing: SigningKeys,
     #[serde(default)]
@@ -193,6 +214,7 @@ impl std::fmt::Debug for SubscriptionSpec {
             .field("retry", &self.retry)
             .field("timeout_ms", &self.timeout_ms)
             .field("on_failure", &self.on_failure)
+            .field("statuses", &self.statuses)
             .field("signing", &self.signing)
             .field("auth", &self.auth)
             .field("rate_limit", &self.rate_limit)
@@ -227,6 +249,11 @@ impl SubscriptionSpec {
             retry: n.retry.unwrap_or_else(|| defaults.retry.clone()),
             timeout_ms: n.timeout_ms.unwrap_or(defaults.timeout_ms),
             on_failure: n.on_failure.unwrap_or_default(),
+            statuses: StatusRules {
+                table: n.status_table.unwrap_or_default(),
+                retry_on: n.retry_on.unwrap_or_default(),
+                delivered_on: n.delivered_on.unwrap_or_default(),
+            },
             signing,
             auth: n.auth,
             rate_limit: n.rate_limit,
@@ -262,6 +289,15 @@ impl SubscriptionSpec {
         }
         if let Some(v) = p.on_failure {
             s.on_failure = v;
+        }
+        if let Some(v) = p.status_table {
+            s.statuses.table = v;
+        }
+        if let Some(v) = p.retry_on {
+            s.statuses.retry_on = v;
+        }
+        if let Some(v) = p.delivered_on {
+            s.statuses.delivered_on = v;
         }
         if let Some(v) = p.auth {
             s.auth = v;
@@ -336,6 +372,7 @@ impl SubscriptionSpec {
             tls.validate()?;
         }
         self.retry.validate()?;
+        self.statuses.validate()?;
         if !(Self::MIN_TIMEOUT_MS..=Self::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
             return Err(Error::invalid(
                 "timeoutMs",
@@ -397,6 +434,12 @@ pub struct Subscription {
     pub timeout_ms: u64,
     /// Failure policy.
     pub on_failure: FailurePolicy,
+    /// The status table receivers' answers are judged by.
+    pub status_table: StatusTable,
+    /// Status codes retried whatever the table says.
+    pub retry_on: Vec<u16>,
+    /// Status codes that count as delivered whatever the table says.
+    pub delivered_on: Vec<u16>,
     /// Current state.
     pub state: SubscriptionState,
     /// Why the subscription is blocked, disabled or faulted.
@@ -439,6 +482,7 @@ mod tests {
             retry: RetryPolicy::default(),
             timeout_ms: 30_000,
             on_failure: FailurePolicy::Block,
+            statuses: StatusRules::default(),
             signing: SigningKeys::default(),
             auth: None,
             rate_limit: None,

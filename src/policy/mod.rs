@@ -1,5 +1,6 @@
-//! Delivery policy as pure data and functions: the status table (ARCHITECTURE.md guarantee 4),
-//! the retry schedule with jitter, and `Retry-After` parsing and clamping.
+//! Delivery policy as pure data and functions: the status table (ARCHITECTURE.md guarantee 4)
+//! and the per-subscription choice of table (`status`), the retry schedule with jitter, and
+//! `Retry-After` parsing and clamping.
 //!
 //! Nothing here does I/O or reads the clock: callers pass `now` and the random source, so every
 //! rule is unit-tested exhaustively.
@@ -10,8 +11,11 @@ use rand::Rng;
 
 pub(crate) mod ratelimit;
 mod retry;
+mod status;
 
 pub use retry::RetryPolicy;
+pub(crate) use status::StatusRules;
+pub use status::StatusTable;
 
 /// Why an attempt did not deliver: the `error_kind` of its attempt log entry.
 ///
@@ -148,7 +152,8 @@ pub(crate) enum Verdict {
     Dropped,
 }
 
-/// The status table for a response code.
+/// hookline's own status table for a response code (a subscription may choose another, see
+/// [`StatusRules`]; the OAuth2 token endpoint is always judged by this one).
 pub(crate) fn classify_status(status: u16) -> Verdict {
     match status {
         200..=299 => Verdict::Delivered,

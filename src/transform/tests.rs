@@ -186,6 +186,55 @@ async fn python_guest_matches_rust_and_loads_without_recompiling() {
     }
 }
 
+/// The JavaScript guest (componentize-js: StarlingMonkey inside) through the real runtime: it
+/// compiles, fits the sandbox, reloads from its artifact, gives the Rust guest's outputs byte
+/// for byte, and a thrown string is the contract's `err`.
+#[tokio::test]
+async fn javascript_guest_matches_rust_and_reports_its_errors() {
+    // As for Python: a debug build of wasmtime on a loaded machine is slow to instantiate.
+    let rt = TransformRuntime::new(TransformLimits {
+        cpu: Duration::from_secs(10),
+        ..TransformLimits::default()
+    })
+    .expect("runtime");
+    let wasm = guest("mask-pii-js");
+    let started = Instant::now();
+    let mut t = rt.compile(&wasm).expect("JavaScript guest compiles");
+    let compile_time = started.elapsed();
+    rt.validate(&t)
+        .await
+        .expect("JavaScript guest instantiates within the limits");
+    let artifact = t.take_artifact().expect("artifact");
+    let loaded = rt
+        .load_precompiled(&artifact, &t.sha256())
+        .expect("artifact loads");
+    eprintln!(
+        "mask-pii-js: module {} bytes, artifact {} bytes, compile {compile_time:?}",
+        t.module_bytes(),
+        artifact.len()
+    );
+    for example in ["node-event", "transaction-event"] {
+        let want = expected("mask-pii", example);
+        for (how, t) in [("compiled", &t), ("loaded", &loaded)] {
+            let report = rt.call(t, event_for(example)).await;
+            eprintln!("mask-pii-js {example} ({how}): {:?}", report.elapsed);
+            assert_matches(
+                &format!("mask-pii-js {example} {how}"),
+                &report.result,
+                &want,
+            );
+        }
+    }
+    let mut input = event_for("node-event");
+    input.body = b"{not json".to_vec();
+    match rt.call(&loaded, input).await.result {
+        Err(TransformError::GuestError(m)) => {
+            assert!(m.starts_with("body is not valid JSON: "), "{m}");
+        }
+        other => panic!("expected the guest's err, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn precompiled_round_trip_gives_the_same_outputs() {
     let rt = runtime();

@@ -20,6 +20,7 @@ mod mtls;
 mod ops;
 mod outbound;
 mod refused_bodies;
+mod status_table;
 mod tenant_limits;
 mod transforms;
 mod ui;

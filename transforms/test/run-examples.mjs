@@ -16,12 +16,15 @@ const args = process.argv.slice(2);
 const update = args.includes('--update');
 const dist = resolve(args.find((a) => !a.startsWith('--')) ?? join(ROOT, 'dist'));
 
-// [artifact, example, expected-as] — the Python guest must match the Rust mask-pii exactly.
+// [artifact, example, expected-as] — the Python and JavaScript guests must match the Rust
+// mask-pii exactly.
 const CASES = [
   ['mask-pii', 'node-event'],
   ['mask-pii', 'transaction-event'],
   ['mask-pii-py', 'node-event', 'mask-pii'],
   ['mask-pii-py', 'transaction-event', 'mask-pii'],
+  ['mask-pii-js', 'node-event', 'mask-pii'],
+  ['mask-pii-js', 'transaction-event', 'mask-pii'],
   ['to-xml', 'node-event'],
   ['to-xml', 'transaction-event'],
   ['drop-by-rule', 'node-event'],

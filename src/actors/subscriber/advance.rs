@@ -264,6 +264,7 @@ impl SubscriberState {
             n: done.n,
             budget_used,
             retry: &spec.retry,
+            statuses: &spec.statuses,
             on_failure: spec.on_failure,
             max_retry_after: self.ctx.config.max_retry_after,
             now,

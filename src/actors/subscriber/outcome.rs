@@ -3,8 +3,8 @@
 //!
 //! Pure: no I/O, no clock, no shared state. The caller passes `now` and the random source of the
 //! retry jitter, so every rule below is unit-tested. What it decides, in order:
-//! 1. the status table ([`policy::classify_status`], [`policy::classify_error`]) judges the
-//!    outcome; a receiver that answers `webhook-delivery: disable` on anything but a 2xx is
+//! 1. the subscription's status table ([`StatusRules::classify`], [`policy::classify_error`])
+//!    judges the outcome (a 3xx it counts as delivered is still never followed); a receiver that answers `webhook-delivery: disable` on anything but a 2xx is
 //!    treated as 410 Gone; a transform that failed is never retried, one that dropped the
 //!    delivery ends it as `dropped`;
 //! 2. the retry budget and schedule ([`policy::decide`]) turn the verdict into a decision; this
@@ -21,8 +21,8 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::domain::{DeliveryId, DeliveryStatus, FailurePolicy, SubscriptionId};
-use crate::outbound::{AttemptOutcome, AttemptResult, is_success, status_error};
-use crate::policy::{self, Decision, ErrorKind, RetryPolicy, Verdict};
+use crate::outbound::{AttemptOutcome, AttemptResult, status_error};
+use crate::policy::{self, Decision, ErrorKind, RetryPolicy, StatusRules, Verdict};
 use crate::store::{AttemptRecord, FlagChange};
 
 /// Why a subscription is disabled after a 410.
@@ -40,6 +40,8 @@ pub(super) struct Attempted<'a> {
     /// Attempts counted against the retry budget before this one.
     pub budget_used: u32,
     pub retry: &'a RetryPolicy,
+    /// The subscription's status table.
+    pub statuses: &'a StatusRules,
     pub on_failure: FailurePolicy,
     /// The longest `Retry-After` honoured.
     pub max_retry_after: Duration,
@@ -54,7 +56,7 @@ pub(super) fn record<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> AttemptRecord {
     let counted = at.budget_used + 1;
-    let seen = classify(result.outcome);
+    let seen = classify(result.outcome, at.statuses);
     let decision = policy::decide(
         seen.verdict,
         seen.retry_after,
@@ -110,7 +112,7 @@ impl Seen {
     }
 }
 
-fn classify(outcome: AttemptOutcome) -> Seen {
+fn classify(outcome: AttemptOutcome, statuses: &StatusRules) -> Seen {
     let status_code = outcome.logged_status();
     match outcome {
         AttemptOutcome::Response {
@@ -119,11 +121,12 @@ fn classify(outcome: AttemptOutcome) -> Seen {
             snippet,
             disable,
         } => {
-            let mut verdict = policy::classify_status(status);
-            if disable && verdict != Verdict::Delivered {
+            let mut verdict = statuses.classify(status);
+            // A status the table counts as delivered is logged without an error, 2xx or not.
+            let failed = verdict != Verdict::Delivered;
+            if disable && failed {
                 verdict = Verdict::Gone;
             }
-            let failed = !is_success(status);
             Seen {
                 verdict,
                 retry_after,

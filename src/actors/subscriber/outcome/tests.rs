@@ -27,6 +27,16 @@ fn judge_with(
     budget_used: u32,
     on_failure: FailurePolicy,
 ) -> AttemptRecord {
+    judge_under(&StatusRules::default(), outcome, budget_used, on_failure)
+}
+
+/// [`judge_with`] under a subscription's own status rules.
+fn judge_under(
+    statuses: &StatusRules,
+    outcome: AttemptOutcome,
+    budget_used: u32,
+    on_failure: FailurePolicy,
+) -> AttemptRecord {
     let (sub, retry) = (sub(), retry());
     let at = Attempted {
         delivery: DeliveryId(7),
@@ -34,6 +44,7 @@ fn judge_with(
         n: budget_used + 1,
         budget_used,
         retry: &retry,
+        statuses,
         on_failure,
         max_retry_after: CAP,
         now: NOW,
@@ -129,6 +140,64 @@ fn a_3xx_fails_at_once_because_redirects_are_never_followed() {
         assert_eq!(r.snippet, Some(format!("answer {status}")));
         assert!(r.next_at.is_none() && r.flags.is_none());
     }
+}
+
+/// The lending table counts a 3xx as delivered (logged with its status, without an error);
+/// the other rows stay hookline's.
+#[test]
+fn under_the_lending_table_a_3xx_is_delivered() {
+    let lending = StatusRules {
+        table: policy::StatusTable::Lending,
+        ..StatusRules::default()
+    };
+    for status in [300, 301, 302, 304, 307, 308] {
+        let r = judge_under(&lending, response(status), 0, FailurePolicy::Block);
+        assert_eq!(r.new_status, DeliveryStatus::Delivered, "{status}");
+        assert_eq!(r.status_code, Some(status));
+        assert_eq!((r.error_kind, r.error.as_deref()), (None, None));
+        assert!(r.flags.is_none(), "{status}: blocks nothing");
+    }
+    let r = judge_under(&lending, response(404), 0, FailurePolicy::Block);
+    assert_eq!(
+        (r.new_status, blocked_on(&r)),
+        (DeliveryStatus::Failed, Some(7))
+    );
+    assert_first_retry(&judge_under(
+        &lending,
+        response(500),
+        0,
+        FailurePolicy::Skip,
+    ));
+    // A delivered 3xx that asks for no more is delivered, then the subscription disabled.
+    let r = judge_under(&lending, asking_to_disable(302), 0, FailurePolicy::Block);
+    assert_eq!(r.new_status, DeliveryStatus::Delivered);
+    assert_eq!(disabled_reason(&r), Some(RECEIVER_ASKED));
+}
+
+/// Listed codes override the table: a retried 409 follows the schedule and the budget, a
+/// listed 410 is retried instead of disabling, a listed 304 is delivered.
+#[test]
+fn listed_codes_are_retried_or_delivered() {
+    let rules = StatusRules {
+        retry_on: vec![409, 410],
+        delivered_on: vec![304],
+        ..StatusRules::default()
+    };
+    for status in [409, 410] {
+        let r = judge_under(&rules, response(status), 0, FailurePolicy::Block);
+        assert_first_retry(&r);
+        assert_eq!(r.error_kind, Some(ErrorKind::HttpStatus), "{status}");
+        let last = judge_under(&rules, response(status), 3, FailurePolicy::Block);
+        assert_eq!(last.new_status, DeliveryStatus::Failed, "{status}: budget");
+        assert_eq!(blocked_on(&last), Some(7));
+        assert_eq!(disabled_reason(&last), None, "{status}: not disabled");
+    }
+    let r = judge_under(&rules, response(304), 0, FailurePolicy::Block);
+    assert_eq!(r.new_status, DeliveryStatus::Delivered);
+    assert_eq!(r.error, None);
+    // Unlisted codes keep hookline's table.
+    let r = judge_under(&rules, response(302), 0, FailurePolicy::Skip);
+    assert_eq!((r.new_status, r.next_at), (DeliveryStatus::Failed, None));
 }
 
 #[test]
