@@ -10,7 +10,7 @@
 //!   starts the session: a mail scanner that fetches the link spends nothing, and the session
 //!   cookie (`SameSite=Strict`) is set by a same-site request, so the browser sends it after.
 //! - Links die with the process (the key is not stored): they are meant to be used within
-//!   minutes (default 15, at most `UiConfig::max_portal_link_ttl`).
+//!   minutes (`UiConfig::portal_link_ttl`, default 15, at most `UiConfig::max_portal_link_ttl`).
 //! - The route answers like the API: bearer key, JSON body, JSON errors (400 for a body that is
 //!   not `{"ttlSeconds": n}`, 422 for a life out of range); only the admin key may create links
 //!   (a tenant key gets 403), and an unknown tenant is 404.
@@ -40,9 +40,6 @@ use super::form::Form;
 use super::session::{LOGIN_COOKIE, cookie, random_token, same_secret, set_cookie, signed_in};
 use super::view::{Chrome, render, time};
 use crate::domain::{Principal, TenantId, Timestamp};
-
-/// The default life of a link.
-const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// The key portal links are signed with, and the nonces already spent.
 pub(super) struct LinkKey {
@@ -214,7 +211,9 @@ async fn create_link(
             }
         }
     };
-    let ttl = req.ttl_seconds.map_or(DEFAULT_TTL, Duration::from_secs);
+    let ttl = req
+        .ttl_seconds
+        .map_or(state.cfg.portal_link_ttl, Duration::from_secs);
     if ttl.is_zero() || ttl > state.cfg.max_portal_link_ttl {
         // As in the API: the body has the right shape, the rule refuses it.
         return api_error(
@@ -307,7 +306,14 @@ async fn portal_page(
         token,
         csrf: csrf.clone(),
     };
-    let cookie = set_cookie(&state, &headers, LOGIN_COOKIE, &csrf, DEFAULT_TTL);
+    // The button's double-submit cookie needs to outlive the page only while someone reads it.
+    let cookie = set_cookie(
+        &state,
+        &headers,
+        LOGIN_COOKIE,
+        &csrf,
+        Duration::from_secs(15 * 60),
+    );
     Ok(([(header::SET_COOKIE, cookie)], render(&page)?).into_response())
 }
 
