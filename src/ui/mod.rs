@@ -48,7 +48,7 @@ mod assets;
 mod error;
 mod form;
 mod pages;
-mod portal;
+pub(crate) mod portal;
 mod session;
 mod view;
 
@@ -95,7 +95,7 @@ impl Default for UiConfig {
 
 /// What every dashboard handler can reach.
 #[derive(Clone)]
-struct UiState {
+pub(crate) struct UiState {
     engine: EngineHandle,
     cfg: Arc<UiConfig>,
     sessions: Arc<session::Sessions>,
