@@ -1135,6 +1135,18 @@ async fn the_delivery_page_shows_the_envelope_and_the_overview_counts_attempts()
     let failing = o.html.split(r#"data-testid="failing""#).nth(1).unwrap();
     assert!(failing.contains(sub.id.as_str()));
     w.check_page("overview with stats", &o);
+    // The list's sparkline counts the same two attempts (from the per-minute rollup).
+    let l = b.get("/ui/subscriptions").await;
+    let row = l
+        .html
+        .split(r#"data-testid="subscription-row""#)
+        .find(|r| r.contains(sub.id.as_str()))
+        .unwrap();
+    assert!(
+        row.contains(r#"data-testid="sparkline"><title>last 24 h: 1 succeeded, 1 failed</title>"#),
+        "{row}"
+    );
+    w.check_page("subscriptions with sparklines", &l);
     // Another tenant's overview counts none of it.
     let mut g = w.browser();
     g.sign_in(&w.globex_key).await;
