@@ -223,6 +223,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         admin_key,
         log,
         limits,
+        ui,
         engine: engine_config,
     } = config;
     init_tracing(log);
@@ -230,7 +231,8 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let gate = hookline::api::ops::StartGate::new(hookline::api::ApiConfig::from_limits(&limits));
+    let gate =
+        hookline::api::ops::StartGate::new(hookline::api::ApiConfig::from_server(&limits, &ui));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
         let gate = gate.clone();

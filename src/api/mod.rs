@@ -83,6 +83,8 @@ pub struct ApiConfig {
     /// many SDKs) reads the answer instead of a reset; at most [`REFUSED_BODY_DRAIN_FACTOR`]
     /// times the route's body limit is read. Default 5 s.
     pub refused_body_drain: Duration,
+    /// The dashboard (`/ui`), served beside the API unless `ui.enabled` is false.
+    pub ui: crate::ui::UiConfig,
 }
 
 /// A refused body is read and discarded up to this many times its route's limit (8 MiB for
@@ -101,6 +103,17 @@ impl ApiConfig {
             body_read_timeout: l.body_read_timeout.0,
             max_connections: l.max_connections,
             refused_body_drain: Duration::from_secs(5),
+            ui: crate::ui::UiConfig::default(),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The API settings of a server configuration: its `[limits]` and its `[ui]`.
+    pub fn from_server(l: &Limits, ui: &crate::config::server::UiSettings) -> ApiConfig {
+        ApiConfig {
+            ui: crate::ui::UiConfig::from_settings(ui),
+            ..ApiConfig::from_limits(l)
         }
     }
 }

@@ -81,6 +81,7 @@ pub(crate) async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
         ops::metrics,
         subscriptions::replay,
         events::find_events,
+        crate::ui::portal::create_portal_link,
     ),
     components(schemas(ErrorResponse, ErrorBody)),
     modifiers(&BearerAuth),
@@ -109,7 +110,7 @@ impl utoipa::Modify for BearerAuth {
 /// Each operation that takes a JSON body, and the component (a schema of
 /// [`REQUEST_SCHEMAS`], or `EventBatch` and `TransformTestEvent`, made from the event schema)
 /// its body is. `true`: the body is required.
-const REQUEST_BODIES: [(&str, &str, &str, bool); 9] = [
+const REQUEST_BODIES: [(&str, &str, &str, bool); 10] = [
     ("post", "/v1/events", "Event", true),
     ("post", "/v1/events/batch", "EventBatch", true),
     ("post", "/v1/tenants", "NewTenant", true),
@@ -134,7 +135,11 @@ const REQUEST_BODIES: [(&str, &str, &str, bool); 9] = [
         "TransformTestEvent",
         true,
     ),
+    ("post", PORTAL_LINK, "PortalLinkRequest", false),
 ];
+
+/// The dashboard's route in the API's document (served with `/ui`, after the guard).
+const PORTAL_LINK: &str = "/v1/tenants/{id}/portal-link";
 
 /// The operations that publish, the only ones the intake queue can refuse (429).
 const PUBLISHING: [&str; 2] = ["/v1/events", "/v1/events/batch"];
@@ -185,6 +190,7 @@ pub(super) fn document(cfg: &ApiConfig) -> Value {
             "description": "The component's bytes, as `wasm-tools component new` writes them",
         }}
     });
+    portal_link(&mut doc, cfg);
     if let Some(paths) = doc["paths"].as_object_mut() {
         for (path, item) in paths.iter_mut() {
             for method in METHODS {
@@ -197,6 +203,28 @@ pub(super) fn document(cfg: &ApiConfig) -> Value {
     add_links(&mut doc);
     drop_unreferenced_schemas(&mut doc);
     doc
+}
+
+/// `POST /v1/tenants/{id}/portal-link` as `cfg` serves it: with its own refusals, or not at all
+/// when the dashboard is off. A life over `ui.maxPortalLinkTtl` is the rules' refusal (422),
+/// as the configured maximum is not the document's to state.
+fn portal_link(doc: &mut Value, cfg: &ApiConfig) {
+    if !cfg.ui.enabled {
+        if let Some(paths) = doc["paths"].as_object_mut() {
+            paths.remove(PORTAL_LINK);
+        }
+        return;
+    }
+    if let Some(responses) = doc["paths"][PORTAL_LINK]["post"]["responses"].as_object_mut() {
+        add_refusal(responses, "403", "Needs the admin key", false);
+        add_refusal(responses, "404", "No such tenant", false);
+        add_refusal(
+            responses,
+            "422",
+            "ttlSeconds over the server's longest life (ui.maxPortalLinkTtl, 1 h by default)",
+            false,
+        );
+    }
 }
 
 /// A request schema file as a component: its `$defs` inlined (a component's own `#/$defs/…`

@@ -49,16 +49,20 @@ pub fn router_with(engine: EngineHandle, cfg: ApiConfig) -> Router {
         engine,
         cfg: Arc::new(cfg),
     };
-    routes::all()
+    let api = routes::all()
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // `guard` reads every body under its route's limit and timeout, once; the extractors
         // then work on the bytes it read.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state.clone())
-        // The dashboard (`/ui`) answers with pages, not JSON: it is merged after the guard.
-        .merge(crate::ui::router(state.engine))
+        .with_state(state.clone());
+    // The dashboard (`/ui`) answers with pages, not JSON: it is merged after the guard.
+    if state.cfg.ui.enabled {
+        api.merge(crate::ui::router_with(state.engine, state.cfg.ui.clone()))
+    } else {
+        api
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -25,9 +25,11 @@ const SUBSCRIPTION: &str = include_str!("../../schemas/subscription.schema.json"
 const SUBSCRIPTION_PATCH: &str = include_str!("../../schemas/subscription-patch.schema.json");
 const SECRET_ROTATION: &str = include_str!("../../schemas/secret-rotation.schema.json");
 const REPLAY: &str = include_str!("../../schemas/replay.schema.json");
+// Checked by the dashboard's portal-link handler (serde with the same rules), not compiled here.
+const PORTAL_LINK: &str = include_str!("../../schemas/portal-link.schema.json");
 
 /// Every request schema with its name in the OpenAPI document's components, and its file.
-pub(super) const REQUEST_SCHEMAS: [(&str, &str, &str); 7] = [
+pub(super) const REQUEST_SCHEMAS: [(&str, &str, &str); 8] = [
     ("Event", "event.schema.json", EVENT),
     ("NewTenant", "tenant.schema.json", TENANT),
     ("TenantPatch", "tenant-patch.schema.json", TENANT_PATCH),
@@ -43,6 +45,7 @@ pub(super) const REQUEST_SCHEMAS: [(&str, &str, &str); 7] = [
         SECRET_ROTATION,
     ),
     ("ReplayWindow", "replay.schema.json", REPLAY),
+    ("PortalLinkRequest", "portal-link.schema.json", PORTAL_LINK),
 ];
 
 /// The compiled request schemas.

@@ -104,4 +104,21 @@ impl EngineHandle {
             .await?;
         Ok((rollup.stats(true, hour_ago), rollup.stats(false, hour_ago)))
     }
+
+    /// Attempts per hour of each of `subs` over the last 24 hours (the subscriptions list's
+    /// sparklines): `(hour start in ms, succeeded, failed)` by subscription, hours without
+    /// attempts absent. One indexed read of those subscriptions' rollup rows.
+    pub(crate) async fn attempt_hours(
+        &self,
+        subs: &[SubscriptionId],
+    ) -> Result<HashMap<SubscriptionId, Vec<(i64, u64, u64)>>> {
+        let since = crate::domain::clock::now_ms().saturating_sub(86_400_000);
+        let mut out: HashMap<SubscriptionId, Vec<(i64, u64, u64)>> = HashMap::new();
+        for h in self.store().attempt_hours(subs, since).await? {
+            out.entry(h.subscription)
+                .or_default()
+                .push((h.minute_ms, h.succeeded, h.failed));
+        }
+        Ok(out)
+    }
 }

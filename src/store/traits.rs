@@ -34,7 +34,7 @@ use super::{
 };
 use crate::domain::{
     Attempt, AttemptRollup, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus,
-    Event, EventId, EventKey, EventTrace, Principal, PublishReceipt, SubscriptionId,
+    Event, EventId, EventKey, EventTrace, MinuteRollup, Principal, PublishReceipt, SubscriptionId,
     SubscriptionSpec, Tenant, TenantId, TransformVersion,
 };
 use crate::error::Result;
@@ -264,6 +264,39 @@ pub(crate) trait Reads: Send + Sync {
         since_ms: i64,
         recent_since_ms: i64,
     ) -> Result<AttemptRollup>;
+
+    /// The attempts of each of `subs` started at or after `since_ms`, grouped by hour
+    /// (`minute_ms` is the hour's start): the dashboard's sparklines. The default derives them
+    /// from [`attempt_rollup`](Self::attempt_rollup) over every subscription; a store with a
+    /// per-subscription rollup answers from it, reading only these subscriptions' rows.
+    async fn attempt_hours(
+        &self,
+        subs: &[SubscriptionId],
+        since_ms: i64,
+    ) -> Result<Vec<MinuteRollup>> {
+        let rollup = self.attempt_rollup(None, since_ms, since_ms).await?;
+        let wanted: std::collections::HashSet<&SubscriptionId> = subs.iter().collect();
+        let mut hours = std::collections::BTreeMap::<(SubscriptionId, i64), MinuteRollup>::new();
+        for m in rollup.by_minute {
+            if !wanted.contains(&m.subscription) {
+                continue;
+            }
+            let hour = m.minute_ms - m.minute_ms.rem_euclid(3_600_000);
+            let slot = hours
+                .entry((m.subscription.clone(), hour))
+                .or_insert_with(|| MinuteRollup {
+                    minute_ms: hour,
+                    subscription: m.subscription.clone(),
+                    succeeded: 0,
+                    failed: 0,
+                    attempts: 0,
+                });
+            slot.succeeded += m.succeeded;
+            slot.failed += m.failed;
+            slot.attempts += m.attempts;
+        }
+        Ok(hours.into_values().collect())
+    }
 }
 
 /// Housekeeping.

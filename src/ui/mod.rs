@@ -41,44 +41,61 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 
+use crate::config::server::UiSettings;
 use crate::engine::EngineHandle;
 
 mod assets;
 mod error;
 mod form;
 mod pages;
-mod portal;
+pub(crate) mod portal;
 mod session;
 mod view;
 
-/// The dashboard's settings. Every field has a production default.
-#[derive(Debug, Clone)]
+/// The dashboard's settings, typed: built from the server configuration's `[ui]`
+/// ([`UiSettings`], checked there) by [`UiConfig::from_settings`]. Every field has a production
+/// default, the one of [`UiSettings::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UiConfig {
-    /// How long a session lasts after sign-in, whatever it does. Default 8 h.
+    /// Serve `/ui` and `POST /v1/tenants/{id}/portal-link` (`ui.enabled`). Default true.
+    pub enabled: bool,
+    /// How long a session lasts after sign-in, whatever it does (`ui.sessionTtl`). Default 8 h.
     pub session_ttl: Duration,
-    /// Most sessions alive at once; signing in beyond it ends the oldest. Default 10 000.
+    /// Most sessions alive at once; signing in beyond it ends the oldest (`ui.maxSessions`).
+    /// Default 10 000.
     pub max_sessions: usize,
-    /// Longest life an admin may give a portal link. Default 1 h (the default link: 15 min).
+    /// Life of a portal link that asks for none (`ui.portalLinkTtl`). Default 15 min.
+    pub portal_link_ttl: Duration,
+    /// Longest life an admin may give a portal link (`ui.maxPortalLinkTtl`). Default 1 h.
     pub max_portal_link_ttl: Duration,
     /// Mark cookies `Secure` on every response, not only on requests that arrived over TLS
-    /// (`X-Forwarded-Proto: https` from a terminating proxy). Default false.
+    /// (`X-Forwarded-Proto: https` from a terminating proxy) (`ui.secureCookies`). Default false.
     pub always_secure_cookies: bool,
+}
+
+impl UiConfig {
+    /// The dashboard settings of a server configuration's `[ui]` (already validated).
+    pub fn from_settings(s: &UiSettings) -> UiConfig {
+        UiConfig {
+            enabled: s.enabled,
+            session_ttl: s.session_ttl.0,
+            max_sessions: s.max_sessions,
+            portal_link_ttl: s.portal_link_ttl.0,
+            max_portal_link_ttl: s.max_portal_link_ttl.0,
+            always_secure_cookies: s.secure_cookies,
+        }
+    }
 }
 
 impl Default for UiConfig {
     fn default() -> Self {
-        UiConfig {
-            session_ttl: Duration::from_secs(8 * 3600),
-            max_sessions: 10_000,
-            max_portal_link_ttl: Duration::from_secs(3600),
-            always_secure_cookies: false,
-        }
+        UiConfig::from_settings(&UiSettings::default())
     }
 }
 
 /// What every dashboard handler can reach.
 #[derive(Clone)]
-struct UiState {
+pub(crate) struct UiState {
     engine: EngineHandle,
     cfg: Arc<UiConfig>,
     sessions: Arc<session::Sessions>,

@@ -10,7 +10,7 @@
 //!   starts the session: a mail scanner that fetches the link spends nothing, and the session
 //!   cookie (`SameSite=Strict`) is set by a same-site request, so the browser sends it after.
 //! - Links die with the process (the key is not stored): they are meant to be used within
-//!   minutes (default 15, at most `UiConfig::max_portal_link_ttl`).
+//!   minutes (`UiConfig::portal_link_ttl`, default 15, at most `UiConfig::max_portal_link_ttl`).
 //! - The route answers like the API: bearer key, JSON body, JSON errors (400 for a body that is
 //!   not `{"ttlSeconds": n}`, 422 for a life out of range); only the admin key may create links
 //!   (a tenant key gets 403), and an unknown tenant is 404.
@@ -40,9 +40,6 @@ use super::form::Form;
 use super::session::{LOGIN_COOKIE, cookie, random_token, same_secret, set_cookie, signed_in};
 use super::view::{Chrome, render, time};
 use crate::domain::{Principal, TenantId, Timestamp};
-
-/// The default life of a link.
-const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// The key portal links are signed with, and the nonces already spent.
 pub(super) struct LinkKey {
@@ -139,7 +136,7 @@ impl LinkKey {
 
 pub(super) fn routes() -> Router<UiState> {
     Router::new()
-        .route("/v1/tenants/{id}/portal-link", post(create_link))
+        .route("/v1/tenants/{id}/portal-link", post(create_portal_link))
         .route("/ui/portal", get(portal_page).post(open_portal))
 }
 
@@ -158,7 +155,22 @@ struct LinkRequest {
     ttl_seconds: Option<u64>,
 }
 
-async fn create_link(
+/// A portal link, as `POST /v1/tenants/{id}/portal-link` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PortalLink {
+    /// The tenant the link opens.
+    tenant_id: TenantId,
+    /// The link's path and query, to append to the server's base URL; it holds the token.
+    path: String,
+    /// When the link stops working (whether or not it was used).
+    expires_at: Timestamp,
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{id}/portal-link", tag = "tenants",
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9_.:-]{1,128}$")),
+    responses((status = 201, description = "Created; open the path within its life, once", body = PortalLink)))]
+pub(crate) async fn create_portal_link(
     State(state): State<UiState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -214,9 +226,19 @@ async fn create_link(
             }
         }
     };
-    let ttl = req.ttl_seconds.map_or(DEFAULT_TTL, Duration::from_secs);
-    if ttl.is_zero() || ttl > state.cfg.max_portal_link_ttl {
-        // As in the API: the body has the right shape, the rule refuses it.
+    if req.ttl_seconds == Some(0) {
+        // The schema's `minimum: 1`: the body does not match the document.
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "schema_violation",
+            "ttlSeconds: must be at least 1",
+        );
+    }
+    let ttl = req
+        .ttl_seconds
+        .map_or(state.cfg.portal_link_ttl, Duration::from_secs);
+    if ttl > state.cfg.max_portal_link_ttl {
+        // As in the API: the body has the right shape, the configured rule refuses it.
         return api_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
@@ -235,15 +257,12 @@ async fn create_link(
         .saturating_add(ttl.as_millis() as i64);
     let token = state.links.sign(&tenant, expires);
     let path = format!("/ui/portal?token={token}");
-    (
-        StatusCode::CREATED,
-        Json(json!({
-            "tenantId": tenant,
-            "path": path,
-            "expiresAt": Timestamp::from_ms(expires),
-        })),
-    )
-        .into_response()
+    let link = PortalLink {
+        tenant_id: tenant,
+        path,
+        expires_at: Timestamp::from_ms(expires),
+    };
+    (StatusCode::CREATED, Json(link)).into_response()
 }
 
 fn engine_error(e: crate::error::Error) -> Response {
@@ -307,7 +326,14 @@ async fn portal_page(
         token,
         csrf: csrf.clone(),
     };
-    let cookie = set_cookie(&state, &headers, LOGIN_COOKIE, &csrf, DEFAULT_TTL);
+    // The button's double-submit cookie needs to outlive the page only while someone reads it.
+    let cookie = set_cookie(
+        &state,
+        &headers,
+        LOGIN_COOKIE,
+        &csrf,
+        Duration::from_secs(15 * 60),
+    );
     Ok(([(header::SET_COOKIE, cookie)], render(&page)?).into_response())
 }
 

@@ -232,42 +232,62 @@ pub(super) struct ColumnChart {
 
 const COL_W: u32 = 8;
 const CHART_H: u32 = 80;
+const SPARK_COL_W: u32 = 4;
+const SPARK_H: u32 = 20;
 
 impl ColumnChart {
     /// `counts` are `(minute start in ms, succeeded, failed)`; minutes without attempts are
     /// drawn empty, so the chart always spans `minutes` ending at `now_ms`'s minute.
     pub(super) fn per_minute(counts: &[(i64, u64, u64)], now_ms: i64, minutes: u32) -> ColumnChart {
-        let last = now_ms.div_euclid(60_000);
-        let first = last - i64::from(minutes) + 1;
-        let mut totals = vec![(0u64, 0u64); minutes as usize];
+        ColumnChart::over(counts, now_ms, 60_000, minutes, COL_W, CHART_H)
+    }
+
+    /// A 24-hour sparkline: `counts` are `(hour start in ms, succeeded, failed)`, one column
+    /// per hour ending at `now_ms`'s hour, small enough for a table cell.
+    pub(super) fn per_hour(counts: &[(i64, u64, u64)], now_ms: i64) -> ColumnChart {
+        ColumnChart::over(counts, now_ms, 3_600_000, 24, SPARK_COL_W, SPARK_H)
+    }
+
+    /// `buckets` columns of `bucket_ms` each, `col_w` wide and at most `height` tall.
+    fn over(
+        counts: &[(i64, u64, u64)],
+        now_ms: i64,
+        bucket_ms: i64,
+        buckets: u32,
+        col_w: u32,
+        height: u32,
+    ) -> ColumnChart {
+        let last = now_ms.div_euclid(bucket_ms);
+        let first = last - i64::from(buckets) + 1;
+        let mut totals = vec![(0u64, 0u64); buckets as usize];
         for (m, ok, failed) in counts {
-            let i = m.div_euclid(60_000) - first;
+            let i = m.div_euclid(bucket_ms) - first;
             if let Some(slot) = usize::try_from(i).ok().and_then(|i| totals.get_mut(i)) {
                 *slot = (slot.0 + ok, slot.1 + failed);
             }
         }
         let max = totals.iter().map(|(a, b)| a + b).max().unwrap_or(0).max(1);
-        let scale = |n: u64| ((n as f64 / max as f64) * f64::from(CHART_H)).round() as u32;
+        let scale = |n: u64| ((n as f64 / max as f64) * f64::from(height)).round() as u32;
         let columns = totals
             .iter()
             .enumerate()
             .map(|(i, (ok, failed))| {
                 let (ok_h, fail_h) = (scale(*ok), scale(*failed));
-                let minute = Timestamp::from_ms((first + i as i64) * 60_000);
+                let start = Timestamp::from_ms((first + i as i64) * bucket_ms);
                 Column {
-                    x: i as u32 * COL_W,
-                    ok_y: CHART_H - ok_h,
+                    x: i as u32 * col_w,
+                    ok_y: height - ok_h,
                     ok_h,
-                    fail_y: CHART_H - ok_h - fail_h,
+                    fail_y: height - ok_h - fail_h,
                     fail_h,
-                    title: format!("{}: {ok} succeeded, {failed} failed", time(minute)),
+                    title: format!("{}: {ok} succeeded, {failed} failed", time(start)),
                 }
             })
             .collect();
         ColumnChart {
             columns,
-            width: minutes * COL_W,
-            height: CHART_H,
+            width: buckets * col_w,
+            height,
             max,
         }
     }
@@ -305,6 +325,22 @@ mod tests {
         assert_eq!(c.bars[1].width, 1, "a non-zero value is never invisible");
         assert_eq!(c.bars[2].width, 0);
         assert_eq!(c.height, 3 * ROW_H);
+    }
+
+    #[test]
+    fn a_sparkline_spans_the_last_24_hours_and_drops_older_ones() {
+        let hour = 3_600_000;
+        let now = 100 * hour + 7;
+        let c = ColumnChart::per_hour(
+            &[(100 * hour, 2, 2), (77 * hour, 1, 0), (76 * hour, 50, 0)],
+            now,
+        );
+        assert_eq!(c.columns.len(), 24, "hours 77 to 100");
+        assert_eq!(c.max, 4, "hour 76 is outside the window");
+        assert_eq!((c.columns[23].ok_h, c.columns[23].fail_h), (10, 10));
+        assert_eq!(c.columns[0].ok_h, 5, "1 of the peak 4 on a 20-unit chart");
+        assert_eq!(c.width, 24 * SPARK_COL_W);
+        assert!(c.columns[23].title.contains("2 succeeded, 2 failed"));
     }
 
     #[test]

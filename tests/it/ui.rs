@@ -1135,6 +1135,18 @@ async fn the_delivery_page_shows_the_envelope_and_the_overview_counts_attempts()
     let failing = o.html.split(r#"data-testid="failing""#).nth(1).unwrap();
     assert!(failing.contains(sub.id.as_str()));
     w.check_page("overview with stats", &o);
+    // The list's sparkline counts the same two attempts (from the per-minute rollup).
+    let l = b.get("/ui/subscriptions").await;
+    let row = l
+        .html
+        .split(r#"data-testid="subscription-row""#)
+        .find(|r| r.contains(sub.id.as_str()))
+        .unwrap();
+    assert!(
+        row.contains(r#"data-testid="sparkline"><title>last 24 h: 1 succeeded, 1 failed</title>"#),
+        "{row}"
+    );
+    w.check_page("subscriptions with sparklines", &l);
     // Another tenant's overview counts none of it.
     let mut g = w.browser();
     g.sign_in(&w.globex_key).await;
@@ -1210,4 +1222,105 @@ async fn a_tenant_tries_its_transform_on_a_pasted_envelope() {
         )
         .await;
     assert_eq!(r.status, 404);
+}
+
+/// Serves the API and dashboard of `h` with `ui`; the base URL.
+async fn serve_with_ui(h: &TestEngine, ui: hookline::ui::UiConfig) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let cfg = hookline::api::ApiConfig {
+        ui,
+        ..hookline::api::ApiConfig::default()
+    };
+    tokio::spawn(hookline::api::serve_with(
+        listener,
+        h.engine.clone(),
+        cfg,
+        std::future::pending(),
+    ));
+    base
+}
+
+#[tokio::test]
+async fn the_ui_settings_turn_the_dashboard_off_and_set_link_and_session_lives() {
+    let h = TestEngine::start().await;
+    h.ensure_admin_key(Some(ADMIN)).await.unwrap();
+    h.add_tenant("acme-ui").await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    // `ui.enabled = false`: neither the pages nor the portal-link route exist; the API does.
+    let off = serve_with_ui(
+        &h,
+        hookline::ui::UiConfig {
+            enabled: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    for path in ["/ui/", "/ui/login", "/ui/assets/style.css"] {
+        let r = client.get(format!("{off}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path} with the dashboard off");
+    }
+    let r = client
+        .post(format!("{off}/v1/tenants/acme-ui/portal-link"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "no portal links with the dashboard off");
+    let r = client
+        .get(format!("{off}/v1/tenants/acme-ui"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the API stays");
+
+    // A default link life of 2 min, at most 5 min; sessions of 10 min.
+    let on = serve_with_ui(
+        &h,
+        hookline::ui::UiConfig {
+            portal_link_ttl: Duration::from_secs(120),
+            max_portal_link_ttl: Duration::from_secs(300),
+            session_ttl: Duration::from_secs(600),
+            ..Default::default()
+        },
+    )
+    .await;
+    let link = |body: &'static str| {
+        client
+            .post(format!("{on}/v1/tenants/acme-ui/portal-link"))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = link("").await.unwrap();
+    assert_eq!(r.status(), 201);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let expires = time::OffsetDateTime::parse(
+        body["expiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left = (expires - time::OffsetDateTime::now_utc()).whole_seconds();
+    assert!(
+        (100..=121).contains(&left),
+        "default life 120 s, {left} s left"
+    );
+    assert_eq!(link(r#"{"ttlSeconds": 301}"#).await.unwrap().status(), 422);
+    assert_eq!(link(r#"{"ttlSeconds": 300}"#).await.unwrap().status(), 201);
+
+    let mut b = Browser::new(&on);
+    let p = b.sign_in(ADMIN).await;
+    assert_eq!(p.status, 303);
+    let session = p
+        .set_cookies
+        .iter()
+        .find(|c| c.contains("HttpOnly") && !c.contains("Max-Age=0") && c.contains("Max-Age=600"));
+    assert!(
+        session.is_some(),
+        "a 10 min session cookie: {:?}",
+        p.set_cookies
+    );
 }

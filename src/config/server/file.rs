@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Limits, ServerConfig};
+use super::{Limits, ServerConfig, UiSettings};
 use crate::config::{Durability, EngineConfig, MetricsSettings, Retention};
 use crate::domain::RetryPolicy;
 use crate::security::secretbox::Redacted;
@@ -52,6 +52,8 @@ pub(super) struct ServerFile {
     pub log: LogConfig,
     /// `[limits]`: request limits of the HTTP API.
     pub limits: Limits,
+    /// `[ui]`: the dashboard.
+    pub ui: UiSettings,
     /// `[retry]`: retry policy of subscriptions that set none (a subscription's `retry` shape).
     pub retry: RetryPolicy,
     /// `[delivery]`.
@@ -88,6 +90,7 @@ impl Default for ServerFile {
             shutdown_grace: Dur(engine.shutdown_grace),
             log: LogConfig::default(),
             limits: Limits::default(),
+            ui: UiSettings::default(),
             retry: engine.default_retry.clone(),
             delivery: DeliveryConfig::from(&engine),
             journal: JournalConfig::from(&engine),

@@ -25,6 +25,7 @@
 mod file;
 mod layers;
 mod limits;
+mod ui;
 mod validate;
 
 use std::fmt;
@@ -39,6 +40,7 @@ use crate::security::secretbox::Redacted;
 pub use file::{Dur, LogFormat};
 pub use layers::{env_name, flatten};
 pub use limits::Limits;
+pub use ui::UiSettings;
 pub use validate::log_filter;
 
 /// Every setting of `hookline serve`, parsed and checked by [`ServerConfig::load`].
@@ -55,6 +57,8 @@ pub struct ServerConfig {
     pub log: LogSettings,
     /// Request limits of the HTTP API (`[limits]`).
     pub limits: Limits,
+    /// The dashboard's settings (`[ui]`).
+    pub ui: UiSettings,
     /// The engine's settings (every other key), checked by the engine's own rules.
     pub engine: EngineConfig,
 }

@@ -55,6 +55,7 @@ impl ServerFile {
         let filter = log_filter(&self.log.level).map_err(|e| Error::invalid("log.level", e))?;
         // The API's limits: the engine does not read them, so its rules do not cover them.
         self.limits.validate()?;
+        self.ui.validate()?;
         let engine = self.engine_config()?;
         Ok(ServerConfig {
             listen,
@@ -65,6 +66,7 @@ impl ServerFile {
                 filter,
             },
             limits: self.limits,
+            ui: self.ui,
             engine,
         })
     }

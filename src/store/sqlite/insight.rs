@@ -4,8 +4,9 @@
 //!
 //! Each is a bounded query on the read-only pool: events by `transactionId` or `referenceId`
 //! use the expression indexes of migration 0007 (the query's expression is the index's, word
-//! for word), events by id the `(tenant_id, id)` key; statistics are two grouped scans of the
-//! window's attempts (one row per minute and subscription, one per distinct duration).
+//! for word), events by id the `(tenant_id, id)` key; statistics read the per-minute rollup of
+//! migration 0008 (a row per subscription, minute and duration), kept by a trigger on
+//! `attempts`, never the attempts themselves.
 
 use sqlx::Row;
 
@@ -19,27 +20,12 @@ use crate::error::{Error, Result};
 
 // SQL is literal for sqlx (no runtime strings): the shared fragments are macros.
 
-/// Whether an attempt counts as failed: neither a 2xx nor a transform's drop nor an attempt cut
-/// short by a stop (those are retried without counting).
-macro_rules! failed {
+/// The rollup rows (migration 0008) from minute `?1` on, optionally of one tenant's
+/// subscriptions (`?2`, NULL for all); rows of deleted subscriptions are left out.
+macro_rules! rollup_window {
     () => {
-        "CASE WHEN a.status_code BETWEEN 200 AND 299 \
-         OR a.error_kind IN ('dropped', 'interrupted') THEN 0 ELSE 1 END"
-    };
-}
-
-macro_rules! succeeded {
-    () => {
-        "CASE WHEN a.status_code BETWEEN 200 AND 299 THEN 1 ELSE 0 END"
-    };
-}
-
-/// The attempts of the window, optionally of one tenant's subscriptions (`?2`, NULL for all).
-macro_rules! window {
-    () => {
-        " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-         WHERE a.started_at >= ?1 AND (?2 IS NULL OR d.subscription_id IN \
-           (SELECT id FROM subscriptions WHERE tenant_id = ?2))"
+        " FROM attempt_minutes m WHERE m.minute >= ?1 AND m.subscription_id IN \
+           (SELECT id FROM subscriptions WHERE ?2 IS NULL OR tenant_id = ?2)"
     };
 }
 
@@ -132,49 +118,85 @@ impl Journal {
         recent_since_ms: i64,
     ) -> Result<AttemptRollup> {
         let tenant = tenant.map(TenantId::as_str);
-        // The two scans run side by side on two of the pool's connections.
+        // Both read the per-minute rollup (migration 0008), never the attempts: at most a row
+        // per subscription, minute and duration of the window. The window starts at the start
+        // of `since_ms`'s minute. The two run side by side on two of the pool's connections.
         let minutes = sqlx::query_as::<_, (i64, String, i64, i64, i64)>(concat!(
-            "SELECT a.started_at / 60000, d.subscription_id, SUM(",
-            succeeded!(),
-            "), SUM(",
-            failed!(),
-            "), COUNT(*)",
-            window!(),
+            "SELECT m.minute, m.subscription_id, SUM(m.succeeded), SUM(m.failed), \
+             SUM(m.attempts)",
+            rollup_window!(),
             " GROUP BY 1, 2"
         ))
-        .bind(since_ms)
+        .bind(since_ms.div_euclid(60_000))
         .bind(tenant)
         .fetch_all(&self.inner.readers);
         let durations = sqlx::query_as::<_, (i64, bool, i64)>(concat!(
-            "SELECT a.duration_ms, a.started_at >= ?3, COUNT(*)",
-            window!(),
+            "SELECT m.duration_ms, m.minute >= ?3, SUM(m.attempts)",
+            rollup_window!(),
             " GROUP BY 1, 2"
         ))
-        .bind(since_ms)
+        .bind(since_ms.div_euclid(60_000))
         .bind(tenant)
-        .bind(recent_since_ms)
+        .bind(recent_since_ms.div_euclid(60_000))
         .fetch_all(&self.inner.readers);
         let (minutes, durations) = tokio::try_join!(minutes, durations).map_err(sql_err("read"))?;
-        let n = |v: i64| v.max(0) as u64;
         Ok(AttemptRollup {
             by_minute: minutes
                 .into_iter()
-                .map(|(m, sub, ok, failed, all)| MinuteRollup {
-                    minute_ms: m * 60_000,
-                    subscription: SubscriptionId::from(sub),
-                    succeeded: n(ok),
-                    failed: n(failed),
-                    attempts: n(all),
-                })
+                .map(|(m, sub, ok, failed, all)| minute_row(m * 60_000, sub, ok, failed, all))
                 .collect(),
             durations: durations
                 .into_iter()
                 .map(|(ms, recent, count)| DurationCount {
-                    duration_ms: n(ms),
+                    duration_ms: count_of(ms),
                     recent,
-                    count: n(count),
+                    count: count_of(count),
                 })
                 .collect(),
         })
+    }
+
+    /// Per hour, the rollup rows of `subs` since `since_ms`: one indexed range per
+    /// subscription (the rollup's key starts with the subscription).
+    pub(super) async fn read_attempt_hours(
+        &self,
+        subs: &[SubscriptionId],
+        since_ms: i64,
+    ) -> Result<Vec<MinuteRollup>> {
+        if subs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids =
+            serde_json::to_string(&subs.iter().map(SubscriptionId::as_str).collect::<Vec<_>>())
+                .map_err(|e| Error::Internal(format!("subscription ids: {e}")))?;
+        let rows = sqlx::query_as::<_, (String, i64, i64, i64, i64)>(
+            "SELECT m.subscription_id, m.minute / 60, SUM(m.succeeded), SUM(m.failed), \
+             SUM(m.attempts) FROM attempt_minutes m \
+             WHERE m.subscription_id IN (SELECT value FROM json_each(?1)) AND m.minute >= ?2 \
+             GROUP BY 1, 2",
+        )
+        .bind(ids)
+        .bind(since_ms.div_euclid(60_000))
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(sql_err("read"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(sub, hour, ok, failed, all)| minute_row(hour * 3_600_000, sub, ok, failed, all))
+            .collect())
+    }
+}
+
+fn count_of(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+fn minute_row(start_ms: i64, sub: String, ok: i64, failed: i64, all: i64) -> MinuteRollup {
+    MinuteRollup {
+        minute_ms: start_ms,
+        subscription: SubscriptionId::from(sub),
+        succeeded: count_of(ok),
+        failed: count_of(failed),
+        attempts: count_of(all),
     }
 }

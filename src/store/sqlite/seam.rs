@@ -18,7 +18,7 @@ use super::upkeep::{Prune, Replay};
 use crate::domain::clock::now_ms;
 use crate::domain::{
     Attempt, AttemptRollup, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus,
-    Event, EventId, EventKey, EventTrace, Principal, PublishReceipt, SubscriptionId,
+    Event, EventId, EventKey, EventTrace, MinuteRollup, Principal, PublishReceipt, SubscriptionId,
     SubscriptionRow, SubscriptionSpec, Tenant, TenantId, TransformVersion,
 };
 use crate::error::Result;
@@ -333,6 +333,14 @@ impl Reads for Journal {
     ) -> Result<AttemptRollup> {
         self.read_attempt_rollup(tenant, since_ms, recent_since_ms)
             .await
+    }
+
+    async fn attempt_hours(
+        &self,
+        subs: &[SubscriptionId],
+        since_ms: i64,
+    ) -> Result<Vec<MinuteRollup>> {
+        self.read_attempt_hours(subs, since_ms).await
     }
 }
 

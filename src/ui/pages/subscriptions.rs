@@ -1,10 +1,12 @@
 //! `/ui/subscriptions`: every subscription the viewer may see, with its state (and why), its
 //! backlog, how long its oldest waiting event has waited, and the last HTTP code of the delivery
-//! at its head; filtered by state and tenant, searched by URL or id, 50 to a page.
+//! at its head, and its last 24 hours; filtered by state and tenant, searched by URL or id, 50 to a page.
 //!
-//! The catalog of subscriptions is read whole and filtered here (it is small next to the
-//! journal); the per-row head lookups are two indexed reads each, made only for the rows on the
-//! page, so a page costs the same whatever the number of deliveries.
+//! Each row also has a 24-hour sparkline of its attempts' outcomes (inline SVG, a column per
+//! hour). The catalog of subscriptions is read whole and filtered here (it is small next to the
+//! journal); the per-row head lookups are two indexed reads each, and the sparklines one read
+//! of the page's rows in the per-minute rollup (at most 1,440 minutes per subscription), made
+//! only for the rows on the page, so a page costs the same whatever the number of deliveries.
 
 use std::collections::BTreeSet;
 
@@ -46,6 +48,10 @@ struct Row {
     head_age: String,
     head: String,
     last_code: String,
+    /// Attempts per hour over the last 24 hours.
+    spark: view::ColumnChart,
+    /// The sparkline's summary, for its tooltip and screen readers.
+    spark_label: String,
 }
 
 #[derive(Template)]
@@ -95,9 +101,21 @@ async fn list(
     let total = matching.len();
     let page = lq.page.unwrap_or(0);
     let depths = state.engine.queue_depths().await?;
+    let on_page: Vec<_> = matching
+        .iter()
+        .skip(page.saturating_mul(PAGE))
+        .take(PAGE)
+        .collect();
+    let ids: Vec<_> = on_page.iter().map(|s| s.id.clone()).collect();
+    let hours = state.engine.attempt_hours(&ids).await?;
+    let now = crate::domain::Timestamp::now().as_ms();
     let mut rows = Vec::new();
-    for s in matching.iter().skip(page.saturating_mul(PAGE)).take(PAGE) {
+    for s in on_page {
         let depth = depths.get(&s.id).copied().unwrap_or_default();
+        let counts = hours.get(&s.id).map(Vec::as_slice).unwrap_or_default();
+        let (ok, failed) = counts
+            .iter()
+            .fold((0, 0), |(a, b), (_, ok, f)| (a + ok, b + f));
         let head = state.engine.head_of_line(s).await?;
         rows.push(Row {
             id: s.id.to_string(),
@@ -113,6 +131,8 @@ async fn list(
             },
             head: head.as_ref().map(|d| d.id.to_string()).unwrap_or_default(),
             last_code: code(head.and_then(|d| d.last_status_code)),
+            spark: view::ColumnChart::per_hour(counts, now),
+            spark_label: format!("last 24 h: {ok} succeeded, {failed} failed"),
         });
     }
     let link = |p: usize| {
