@@ -31,6 +31,7 @@ impl Engine {
     pub fn builder() -> EngineBuilder {
         EngineBuilder {
             path: None,
+            postgres: None,
             config: EngineConfig::default(),
         }
     }
@@ -40,6 +41,8 @@ impl Engine {
 #[derive(Debug)]
 pub struct EngineBuilder {
     path: Option<PathBuf>,
+    /// The PostgreSQL store's URL and this node's id, instead of the SQLite journal.
+    postgres: Option<(String, Option<String>)>,
     config: EngineConfig,
 }
 
@@ -55,6 +58,23 @@ impl EngineBuilder {
     /// writer and the readers), removed when the engine is dropped.
     pub fn in_memory(mut self) -> Self {
         self.path = None;
+        self
+    }
+
+    /// The shared PostgreSQL store at `url` (`postgres://user@host:port/db`) instead of a SQLite
+    /// file: several engines (nodes) may share it. Requires [`secret_key`](Self::secret_key),
+    /// the same on every node. See docs/cluster.md.
+    pub fn postgres(mut self, url: impl Into<String>) -> Self {
+        let node = self.postgres.take().and_then(|(_, n)| n);
+        self.postgres = Some((url.into(), node));
+        self
+    }
+
+    /// This node's id in a PostgreSQL cluster (unique among live nodes). Default: the host
+    /// name and the process id. Ignored without [`postgres`](Self::postgres).
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        let url = self.postgres.take().map(|(u, _)| u);
+        self.postgres = url.map(|u| (u, Some(id.into())));
         self
     }
 
@@ -149,24 +169,22 @@ impl EngineBuilder {
     /// Opens the store, recovers, and starts delivering.
     pub async fn build(self) -> Result<EngineHandle> {
         self.config.validate()?;
-        let (path, tempdir) = match self.path {
-            Some(p) => (p, None),
-            None => {
-                let dir = tempfile::tempdir()
-                    .map_err(|e| Error::unavailable("cannot create a temporary directory", e))?;
-                (dir.path().join("hookline.db"), Some(dir))
-            }
-        };
-        let sealer = SecretBox::new(master_key(&path, &self.config, tempdir.is_some())?);
         let metrics = Arc::new(crate::metrics::Metrics::new(
             self.config.metrics.max_subscription_labels,
         ));
-        // The one place that names the store's implementation.
+        // The one place that names the store's implementations.
+        let (opened, tempdir) = match self.postgres {
+            Some((url, node)) => (
+                open_postgres(&url, node, &self.config, &metrics).await?,
+                None,
+            ),
+            None => open_sqlite(self.path, &self.config, &metrics).await?,
+        };
         let Opened {
             store,
             recovery,
             wakes,
-        } = Journal::open(&path, &self.config.store_options(), sealer, metrics.clone()).await?;
+        } = opened;
         metrics.deliveries(crate::metrics::Outcome::Interrupted, recovery.interrupted);
         if recovery.interrupted > 0 {
             tracing::warn!(
@@ -220,6 +238,68 @@ impl EngineBuilder {
             }),
         })
     }
+}
+
+/// The SQLite journal at `path`, or in a temporary directory (kept as long as the engine).
+async fn open_sqlite(
+    path: Option<PathBuf>,
+    cfg: &EngineConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<(Opened, Option<tempfile::TempDir>)> {
+    let (path, tempdir) = match path {
+        Some(p) => (p, None),
+        None => {
+            let dir = tempfile::tempdir()
+                .map_err(|e| Error::unavailable("cannot create a temporary directory", e))?;
+            (dir.path().join("hookline.db"), Some(dir))
+        }
+    };
+    let sealer = SecretBox::new(master_key(&path, cfg, tempdir.is_some())?);
+    let opened = Journal::open(&path, &cfg.store_options(), sealer, metrics.clone()).await?;
+    Ok((opened, tempdir))
+}
+
+/// How long a PostgreSQL lease lasts unless renewed: the longest attempt timeout (30 s by
+/// default) plus a margin (docs/cluster.md).
+const LEASE_TTL: Duration = Duration::from_secs(45);
+
+/// The PostgreSQL store at `url`. The sealing key must be configured: a key file on one node's
+/// disk means nothing to the others.
+async fn open_postgres(
+    url: &str,
+    node: Option<String>,
+    cfg: &EngineConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<Opened> {
+    let Some(text) = &cfg.secret_key else {
+        return Err(Error::invalid(
+            "secretKey",
+            "is required with PostgreSQL: every node must use the same HOOKLINE_SECRET_KEY",
+        ));
+    };
+    let key = MasterKey::parse(text.expose()).map_err(|e| Error::invalid("secretKey", e))?;
+    let pg = crate::store::postgres::PgOptions {
+        node_id: node.unwrap_or_else(default_node_id),
+        lease_ttl: LEASE_TTL,
+    };
+    crate::store::postgres::PgStore::open(
+        url,
+        &cfg.store_options(),
+        SecretBox::new(key),
+        metrics.clone(),
+        pg,
+    )
+    .await
+}
+
+/// The host name and process id: unique among live nodes, different after a restart.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// The key sealing subscription secrets: configured, generated for a throwaway journal, or kept

@@ -6,14 +6,15 @@
 //! [`lease`] says how a subscription's queue is owned and fenced, and [`wake`] how a store
 //! tells the engine which subscriptions have new deliveries.
 //!
-//! Implementations: [`sqlite`], the single-node journal (one SQLite file). Nothing outside an
-//! implementation's folder names its driver or its concrete type, except the engine's builder
-//! that opens it.
+//! Implementations: [`sqlite`], the single-node journal (one SQLite file), and [`postgres`],
+//! the store several nodes share. Nothing outside an implementation's folder names its driver
+//! or its concrete type, except the engine's builder that opens it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) mod lease;
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 pub(crate) mod traits;
 mod types;

@@ -27,7 +27,7 @@
 //! [`seam`] implements the store's traits on [`Journal`].
 
 #[macro_use]
-mod rows;
+pub(in crate::store) mod rows;
 
 mod catalog;
 mod checkpoint;
