@@ -16,6 +16,8 @@ use std::time::Duration;
 pub(crate) mod lease;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
+#[cfg(test)]
+mod suite;
 pub(crate) mod traits;
 mod types;
 pub(crate) mod wake;

@@ -101,10 +101,13 @@ impl PgStore {
     }
 
     pub(super) async fn pg_tenant_rate_limits(&self) -> Result<Vec<(TenantId, RateLimit)>> {
-        let found = sqlx::query(concat!(pg_tenant_select!(), " WHERE rate_limit IS NOT NULL"))
-            .fetch_all(self.pool())
-            .await
-            .map_err(sql_err("read"))?;
+        let found = sqlx::query(concat!(
+            pg_tenant_select!(),
+            " WHERE rate_limit IS NOT NULL"
+        ))
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
         found
             .iter()
             .map(|r| {
@@ -390,13 +393,13 @@ impl PgStore {
         if let Some(r) = existing {
             return Ok((rows::version(&r)?, false));
         }
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(
             "INSERT INTO transforms \
              (tenant_id, name, version, sha256, size_bytes, wasm, artifact, created_at) \
              SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6, $7 FROM transforms \
              WHERE tenant_id = $1 AND name = $2 \
-             RETURNING name, version, sha256, size_bytes, created_at"
-        ))
+             RETURNING name, version, sha256, size_bytes, created_at",
+        )
         .bind(t.tenant.as_str())
         .bind(&t.name)
         .bind(&t.sha256)
@@ -563,7 +566,11 @@ fn filters(spec: &SubscriptionSpec) -> (Vec<String>, Vec<String>) {
 }
 
 /// Refuses a spec bound to a transform version its tenant does not have.
-async fn check_binding(conn: &mut PgConnection, tenant: &str, spec: &SubscriptionSpec) -> Result<()> {
+async fn check_binding(
+    conn: &mut PgConnection,
+    tenant: &str,
+    spec: &SubscriptionSpec,
+) -> Result<()> {
     let Some(t) = &spec.transform else {
         return Ok(());
     };

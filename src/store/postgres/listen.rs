@@ -90,7 +90,10 @@ mod tests {
             .collect();
         let p = payloads("node-a", &subs);
         assert!(p.len() > 1);
-        assert!(p.iter().all(|s| s.len() <= PAYLOAD_MAX && s.starts_with("node-a ")));
+        assert!(
+            p.iter()
+                .all(|s| s.len() <= PAYLOAD_MAX && s.starts_with("node-a "))
+        );
         let back: Vec<&str> = p.iter().flat_map(|s| s.split(' ').skip(1)).collect();
         assert_eq!(back.len(), 1000);
         assert!(payloads("node-a", &[]).is_empty());

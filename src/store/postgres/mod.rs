@@ -35,6 +35,8 @@ mod listen;
 mod queue;
 mod reads;
 mod seam;
+#[cfg(test)]
+mod tests;
 mod upkeep;
 
 use std::sync::Arc;

@@ -121,7 +121,11 @@ pub(super) async fn release_all(pool: &PgPool, node: &str) -> Result<()> {
 
 impl PgStore {
     /// A transaction whose first statement passed `lease`'s fence.
-    async fn fenced(&self, lease: &Lease, progress: bool) -> Result<Transaction<'static, Postgres>> {
+    async fn fenced(
+        &self,
+        lease: &Lease,
+        progress: bool,
+    ) -> Result<Transaction<'static, Postgres>> {
         self.open_for_writes()?;
         let mut tx = self.pool().begin().await.map_err(sql_err(W))?;
         if progress {
@@ -320,7 +324,12 @@ impl PgStore {
         tx.commit().await.map_err(sql_err("commit"))
     }
 
-    pub(super) async fn pg_replay(&self, lease: &Lease, since_ms: i64, until_ms: i64) -> Result<u64> {
+    pub(super) async fn pg_replay(
+        &self,
+        lease: &Lease,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64> {
         let mut tx = self.fenced(lease, false).await?;
         let at = now_ms();
         let sub = lease.subscription().as_str();
