@@ -75,6 +75,22 @@ impl Lease {
         }))
     }
 
+    /// Any lease, for the actors' unit tests of lease decisions.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        subscription: SubscriptionId,
+        token: u64,
+        deadline: Option<Instant>,
+        quiet_until: Option<Instant>,
+    ) -> Lease {
+        Lease(Arc::new(Held {
+            subscription,
+            token,
+            deadline,
+            quiet_until,
+        }))
+    }
+
     /// The subscription whose queue this lease owns.
     pub(crate) fn subscription(&self) -> &SubscriptionId {
         &self.0.subscription

@@ -92,10 +92,8 @@ struct Inner {
     queue_readers: InlineReaders,
     sealer: Arc<SecretBox>,
     writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    #[allow(dead_code, reason = "read by the cluster seam")]
     /// The subscriptions with a lease (kept by the writer's lease table).
     leases_held: Arc<std::sync::atomic::AtomicU64>,
-    #[allow(dead_code, reason = "read by the cluster seam")]
     /// This process, the only node (see `coordination`).
     node: std::sync::Mutex<Option<super::NodeRow>>,
 }
