@@ -134,3 +134,14 @@ CREATE TABLE transforms (
     PRIMARY KEY (tenant_id, name, version),
     UNIQUE (tenant_id, name, sha256)
 );
+
+-- The nodes of the cluster, for operators (GET /v1/cluster): no lease depends on a heartbeat.
+CREATE TABLE nodes (
+    node_id       text PRIMARY KEY,
+    version       text NOT NULL,
+    started_at    timestamptz NOT NULL,
+    heartbeat_at  timestamptz NOT NULL
+);
+-- Claiming: the leases that are free or expired, oldest due first.
+CREATE INDEX sub_cursor_claimable ON sub_cursor (next_due_at NULLS FIRST);
+CREATE INDEX sub_cursor_by_owner ON sub_cursor (owner) WHERE owner IS NOT NULL;

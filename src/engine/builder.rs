@@ -12,13 +12,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::actors::supervisor::{Supervisor, SupervisorMsg};
 use crate::actors::{Ctx, SharedCtx};
-use crate::config::{Durability, EngineConfig};
+use crate::config::{Durability, EngineConfig, StoreLocation};
 use crate::domain::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::outbound::Sender;
 use crate::security::secretbox::{MasterKey, SecretBox};
-use crate::store::Opened;
 use crate::store::sqlite::Journal;
+use crate::store::{NodeId, Opened, Tenure};
 
 use super::{EngineHandle, Inner};
 
@@ -30,8 +30,7 @@ impl Engine {
     /// A builder with every setting at its default.
     pub fn builder() -> EngineBuilder {
         EngineBuilder {
-            path: None,
-            postgres: None,
+            location: None,
             config: EngineConfig::default(),
         }
     }
@@ -40,16 +39,42 @@ impl Engine {
 /// Configures and starts an engine.
 #[derive(Debug)]
 pub struct EngineBuilder {
-    path: Option<PathBuf>,
-    /// The PostgreSQL store's URL and this node's id, instead of the SQLite journal.
-    postgres: Option<(String, Option<String>)>,
+    location: Option<StoreLocation>,
     config: EngineConfig,
 }
 
 impl EngineBuilder {
     /// The SQLite journal file (created if missing). Default: none; set this or [`in_memory`](Self::in_memory).
     pub fn path(mut self, path: impl AsRef<Path>) -> Self {
-        self.path = Some(path.as_ref().to_owned());
+        self.location = Some(StoreLocation::Sqlite(path.as_ref().to_owned()));
+        self
+    }
+
+    /// A PostgreSQL database shared by the nodes of a cluster (`postgres://user@host:port/db`).
+    /// Every node must be given the cluster's [`secret_key`](Self::secret_key). See
+    /// docs/cluster.md.
+    pub fn postgres(mut self, url: impl Into<String>) -> Self {
+        self.location = Some(StoreLocation::Postgres(
+            crate::security::secretbox::Redacted::new(url.into()),
+        ));
+        self
+    }
+
+    /// The store, as [`StoreLocation::parse`] reads `HOOKLINE_DB`: a path or a PostgreSQL URL.
+    pub fn store(mut self, location: StoreLocation) -> Self {
+        self.location = Some(location);
+        self
+    }
+
+    /// This node's id in a cluster. Default: host name and process id.
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.config.cluster.node_id = Some(id.into());
+        self
+    }
+
+    /// How long a node holds a subscription without renewing. Default 45 s.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.config.cluster.lease_ttl = ttl;
         self
     }
 
@@ -57,24 +82,7 @@ impl EngineBuilder {
     /// private temporary directory (SQLite's shared in-memory databases would serialise the
     /// writer and the readers), removed when the engine is dropped.
     pub fn in_memory(mut self) -> Self {
-        self.path = None;
-        self
-    }
-
-    /// The shared PostgreSQL store at `url` (`postgres://user@host:port/db`) instead of a SQLite
-    /// file: several engines (nodes) may share it. Requires [`secret_key`](Self::secret_key),
-    /// the same on every node. See docs/cluster.md.
-    pub fn postgres(mut self, url: impl Into<String>) -> Self {
-        let node = self.postgres.take().and_then(|(_, n)| n);
-        self.postgres = Some((url.into(), node));
-        self
-    }
-
-    /// This node's id in a PostgreSQL cluster (unique among live nodes). Default: the host
-    /// name and the process id. Ignored without [`postgres`](Self::postgres).
-    pub fn node_id(mut self, id: impl Into<String>) -> Self {
-        let url = self.postgres.take().map(|(u, _)| u);
-        self.postgres = url.map(|u| (u, Some(id.into())));
+        self.location = None;
         self
     }
 
@@ -169,16 +177,25 @@ impl EngineBuilder {
     /// Opens the store, recovers, and starts delivering.
     pub async fn build(self) -> Result<EngineHandle> {
         self.config.validate()?;
+        let location = self.location.clone();
+        if let Some(l) = &location {
+            crate::config::check_shared_key(
+                l,
+                self.config.secret_key.is_some(),
+                self.config.secret_key_file.is_some(),
+            )?;
+        }
         let metrics = Arc::new(crate::metrics::Metrics::new(
             self.config.metrics.max_subscription_labels,
         ));
         // The one place that names the store's implementations.
-        let (opened, tempdir) = match self.postgres {
-            Some((url, node)) => (
-                open_postgres(&url, node, &self.config, &metrics).await?,
+        let (opened, tempdir) = match location {
+            Some(StoreLocation::Postgres(url)) => (
+                open_postgres(url.expose(), &self.config, &metrics).await?,
                 None,
             ),
-            None => open_sqlite(self.path, &self.config, &metrics).await?,
+            Some(StoreLocation::Sqlite(p)) => open_sqlite(Some(p), &self.config, &metrics).await?,
+            None => open_sqlite(None, &self.config, &metrics).await?,
         };
         let Opened {
             store,
@@ -204,8 +221,18 @@ impl EngineBuilder {
         for (tenant, limit) in store.tenant_rate_limits().await? {
             limiters.set_tenant_limit(tenant.as_str(), Some(limit));
         }
+        let node = NodeId::new(self.config.cluster.node_id());
+        store.register(&node, env!("CARGO_PKG_VERSION")).await?;
+        let tenure = store.tenure();
+        if tenure == Tenure::Shared {
+            tracing::info!(node = %node, lease_ttl_ms = self.config.cluster.lease_ttl.as_millis() as u64, "joined the cluster");
+        }
         let ctx: SharedCtx = Arc::new(Ctx {
             transforms,
+            node,
+            tenure,
+            lease_ttl: self.config.cluster.lease_ttl,
+            claims: Arc::new(tokio::sync::Notify::new()),
             store: store.clone(),
             sender: Sender::new(&self.config)?,
             limiters,
@@ -216,8 +243,17 @@ impl EngineBuilder {
         let (supervisor, supervisor_task) = Actor::spawn(None, Supervisor, ctx.clone())
             .await
             .map_err(|e| Error::Internal(format!("supervisor did not start: {e}")))?;
-        let mut background = vec![super::retention::forward_wakes(wakes, supervisor.clone())];
-        if !recovery.open_subscriptions.is_empty() {
+        let mut background = vec![
+            super::retention::forward_wakes(wakes, supervisor.clone()),
+            super::cluster::spawn_heartbeat(ctx.clone()),
+        ];
+        if tenure == Tenure::Shared {
+            background.push(crate::actors::claimer::spawn(
+                ctx.clone(),
+                supervisor.clone(),
+            ));
+            ctx.claims.notify_one();
+        } else if !recovery.open_subscriptions.is_empty() {
             let _ = supervisor.cast(SupervisorMsg::Wake(recovery.open_subscriptions));
         }
         background.extend(super::retention::spawn_pruner(
@@ -259,15 +295,11 @@ async fn open_sqlite(
     Ok((opened, tempdir))
 }
 
-/// How long a PostgreSQL lease lasts unless renewed: the longest attempt timeout (30 s by
-/// default) plus a margin (docs/cluster.md).
-const LEASE_TTL: Duration = Duration::from_secs(45);
-
-/// The PostgreSQL store at `url`. The sealing key must be configured: a key file on one node's
-/// disk means nothing to the others.
+/// The PostgreSQL store at `url`, sealing with the configured key (`check_shared_key` made
+/// sure there is one: a key file on one node's disk means nothing to the others); the store
+/// refuses a key other than the cluster's.
 async fn open_postgres(
     url: &str,
-    node: Option<String>,
     cfg: &EngineConfig,
     metrics: &Arc<crate::metrics::Metrics>,
 ) -> Result<Opened> {
@@ -279,8 +311,8 @@ async fn open_postgres(
     };
     let key = MasterKey::parse(text.expose()).map_err(|e| Error::invalid("secretKey", e))?;
     let pg = crate::store::postgres::PgOptions {
-        node_id: node.unwrap_or_else(default_node_id),
-        lease_ttl: LEASE_TTL,
+        node_id: cfg.cluster.node_id(),
+        lease_ttl: cfg.cluster.lease_ttl,
     };
     crate::store::postgres::PgStore::open(
         url,
@@ -290,16 +322,6 @@ async fn open_postgres(
         pg,
     )
     .await
-}
-
-/// The host name and process id: unique among live nodes, different after a restart.
-fn default_node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
-        .unwrap_or_else(|| "node".to_owned());
-    format!("{host}-{}", std::process::id())
 }
 
 /// The key sealing subscription secrets: configured, generated for a throwaway journal, or kept

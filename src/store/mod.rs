@@ -1,7 +1,8 @@
 //! Durable state behind every promise hookline makes: the storage seam and its implementations.
 //!
 //! The engine, the actors and the transform registry do everything durable through the traits
-//! of [`traits`] ([`Catalog`], [`Ingest`], [`Queue`], [`Reads`], [`Upkeep`]), on one
+//! of [`traits`] ([`Catalog`], [`Ingest`], [`Queue`], [`Reads`], [`Upkeep`]) and
+//! [`coordination`] ([`Coordination`]: which node works which subscription), on one
 //! [`SharedStore`]. The traits' documentation lists the invariants every implementation keeps;
 //! [`lease`] says how a subscription's queue is owned and fenced, and [`wake`] how a store
 //! tells the engine which subscriptions have new deliveries.
@@ -13,6 +14,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[allow(
+    dead_code,
+    reason = "the seam is committed first; the actors use it next"
+)]
+pub(crate) mod coordination;
+#[allow(
+    dead_code,
+    reason = "the seam is committed first; the actors use it next"
+)]
 pub(crate) mod lease;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
@@ -23,6 +33,7 @@ mod types;
 pub(crate) mod wake;
 
 pub(crate) use crate::domain::SubscriptionRow;
+pub(crate) use coordination::{Coordination, NodeId, NodeRow, Tenure};
 pub(crate) use lease::Lease;
 pub(crate) use traits::{Catalog, Ingest, Queue, Reads, Store, Upkeep};
 pub(crate) use types::*;

@@ -29,6 +29,7 @@
 mod rows;
 
 mod catalog;
+mod coordination;
 mod ingest;
 mod keycheck;
 mod listen;

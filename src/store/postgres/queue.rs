@@ -30,30 +30,34 @@ use crate::store::{AttemptRecord, FlagChange, Lease, QueuedDelivery, Recovery};
 
 const W: &str = "queue write";
 
-/// Logs every attempt in flight on `sub` as interrupted and puts its delivery back to pending;
+/// Logs every attempt in flight on `subs` as interrupted and puts its delivery back to pending;
 /// returns how many attempts were logged.
-async fn interrupt_in_flight(conn: &mut PgConnection, sub: &str, now: i64) -> Result<u64> {
+pub(super) async fn interrupt_in_flight(
+    conn: &mut PgConnection,
+    subs: &[String],
+    now: i64,
+) -> Result<u64> {
     let logged = sqlx::query(
         "INSERT INTO attempts (delivery_id, n, started_at, duration_ms, error_kind, error) \
          SELECT id, attempts, COALESCE(started_at, updated_at), \
                 GREATEST(0, $1 - COALESCE(started_at, updated_at)), $2, \
                 'hookline stopped while this attempt was in flight' \
-         FROM deliveries WHERE subscription_id = $3 AND state = 'in_flight' AND attempts > 0 \
+         FROM deliveries WHERE subscription_id = ANY($3) AND state = 'in_flight' AND attempts > 0 \
          ON CONFLICT (delivery_id, n) DO NOTHING",
     )
     .bind(now)
     .bind(ErrorKind::Interrupted.as_str())
-    .bind(sub)
+    .bind(subs)
     .execute(&mut *conn)
     .await
     .map_err(sql_err(W))?
     .rows_affected();
     sqlx::query(
         "UPDATE deliveries SET state = 'pending', started_at = NULL, last_error = 'interrupted', \
-         updated_at = $1 WHERE subscription_id = $2 AND state = 'in_flight'",
+         updated_at = $1 WHERE subscription_id = ANY($2) AND state = 'in_flight'",
     )
     .bind(now)
-    .bind(sub)
+    .bind(subs)
     .execute(&mut *conn)
     .await
     .map_err(sql_err(W))?;
@@ -88,10 +92,7 @@ pub(super) async fn recover(pool: &PgPool, node: &str) -> Result<Recovery> {
     .fetch_all(&mut *tx)
     .await
     .map_err(sql_err("recovery"))?;
-    let mut interrupted = 0;
-    for sub in &mine {
-        interrupted += interrupt_in_flight(&mut tx, sub, now).await?;
-    }
+    let interrupted = interrupt_in_flight(&mut tx, &mine, now).await?;
     // This node's leases from an earlier run are void: its actors acquire anew.
     sqlx::query(
         "UPDATE sub_cursor SET owner = NULL, lease_until = NULL, epoch = epoch + 1 \
@@ -154,6 +155,7 @@ impl PgStore {
 
     pub(super) async fn pg_acquire(&self, sub: &SubscriptionId) -> Result<Lease> {
         self.open_for_writes()?;
+        let sent = tokio::time::Instant::now();
         let mut tx = self.pool().begin().await.map_err(sql_err(W))?;
         let epoch: Option<i64> = sqlx::query_scalar(
             "UPDATE sub_cursor SET epoch = epoch + 1, owner = $2, \
@@ -169,9 +171,15 @@ impl PgStore {
         let Some(epoch) = epoch else {
             return Err(Error::not_found("subscription", sub));
         };
-        interrupt_in_flight(&mut tx, sub.as_str(), now_ms()).await?;
+        interrupt_in_flight(&mut tx, &[sub.as_str().to_owned()], now_ms()).await?;
         tx.commit().await.map_err(sql_err("commit"))?;
-        Ok(Lease::new(sub.clone(), epoch.max(0) as u64))
+        let ttl = std::time::Duration::from_millis(self.inner.lease_ttl_ms.max(0) as u64);
+        Ok(Lease::expiring(
+            sub.clone(),
+            epoch.max(0) as u64,
+            sent + ttl,
+            None,
+        ))
     }
 
     pub(super) async fn pg_next_deliveries(

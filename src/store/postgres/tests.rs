@@ -202,3 +202,118 @@ async fn concurrent_publishers_give_every_subscription_one_commit_order() {
     store.close().await;
     other.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_disjoint_expire_renew_release_and_take_over() {
+    use crate::store::NodeId;
+    let Some(url) = url("claims_are_disjoint_expire_renew_release_and_take_over").await else {
+        return;
+    };
+    let b = Backend::Postgres { url };
+    let a = b.open_as("node-a").await.store;
+    let other = b.open_as("node-b").await.store;
+    let (na, nb) = (NodeId::new("node-a"), NodeId::new("node-b"));
+    a.register(&na, "test").await.expect("register a");
+    other.register(&nb, "test").await.expect("register b");
+    let t = tenant(&a, "t1").await;
+    let mut subs = Vec::new();
+    for _ in 0..10 {
+        subs.push(subscription(&a, &t, &[]).await);
+    }
+    let idle = subscription(&a, &t, &[NotificationType::CaseEvent]).await;
+    publish(&a, &["e1"]).await;
+    let ttl = Duration::from_secs(30);
+
+    // Racing claims take disjoint parts; nothing without open work is claimed.
+    let (ca, cb) = tokio::join!(a.claim_due(&na, 6, ttl), other.claim_due(&nb, 6, ttl));
+    let (ca, cb) = (ca.expect("claim a"), cb.expect("claim b"));
+    assert_eq!(ca.len() + cb.len(), 10, "{} + {}", ca.len(), cb.len());
+    let mut all: Vec<_> = ca
+        .iter()
+        .chain(&cb)
+        .map(|l| l.subscription().clone())
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 10, "no subscription claimed twice");
+    assert!(!all.contains(&idle));
+    assert!(ca.iter().chain(&cb).all(|l| l.deadline().is_some()));
+    assert!(
+        a.claim_due(&na, 100, ttl).await.expect("again").is_empty(),
+        "all held"
+    );
+    let held = a.nodes().await.expect("nodes");
+    assert_eq!(held.len(), 2);
+    assert_eq!(held.iter().map(|n| n.leases).sum::<u64>(), 10);
+
+    // Renew keeps the token; a release with a due time hides the subscription until then.
+    let lease = ca.first().or(cb.first()).expect("a lease").clone();
+    let owner = if ca.iter().any(|l| l.subscription() == lease.subscription()) {
+        (&a, &other, &na, &nb)
+    } else {
+        (&other, &a, &nb, &na)
+    };
+    let (mine, theirs, me, them) = owner;
+    let renewed = mine.renew(&lease, ttl).await.expect("renew");
+    assert_eq!(renewed.token(), lease.token());
+    mine.release(&renewed, Duration::from_secs(3600))
+        .await
+        .expect("release");
+    assert!(
+        theirs
+            .claim_due(them, 100, ttl)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(matches!(
+        mine.renew(&renewed, ttl).await,
+        Err(Error::LeaseLost { .. })
+    ));
+
+    // A takeover fences the holder of a live lease and says how long it may still be sending.
+    let live = ca
+        .iter()
+        .chain(&cb)
+        .find(|l| l.subscription() != lease.subscription())
+        .expect("another lease")
+        .clone();
+    let a_holds = ca.iter().any(|l| l.subscription() == live.subscription());
+    let (holder, taker, taker_id, holder_id) = if a_holds {
+        (&a, &other, &nb, &na)
+    } else {
+        (&other, &a, &na, &nb)
+    };
+    let forced = taker
+        .take_over(taker_id, live.subscription(), ttl)
+        .await
+        .expect("take over");
+    assert!(forced.token() > live.token());
+    assert!(forced.quiet_until().is_some(), "the fenced lease was live");
+    assert!(matches!(
+        holder.renew(&live, ttl).await,
+        Err(Error::LeaseLost { .. })
+    ));
+
+    // An expired lease is claimed by the other node with a higher token.
+    let quick = taker
+        .renew(&forced, Duration::from_millis(200))
+        .await
+        .expect("short renew");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stolen = holder
+        .claim_due(holder_id, 100, ttl)
+        .await
+        .expect("claim expired");
+    assert_eq!(stolen.len(), 1);
+    assert_eq!(stolen[0].subscription(), live.subscription());
+    assert!(stolen[0].token() > quick.token());
+    let _ = (me, them);
+
+    // A clean shutdown hands everything over at once.
+    let released = a.release_all(&na).await.expect("release all");
+    assert!(released > 0);
+    assert_eq!(other.nodes().await.expect("nodes").len(), 1);
+    a.close().await;
+    other.close().await;
+}
