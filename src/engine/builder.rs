@@ -185,30 +185,23 @@ impl EngineBuilder {
                 self.config.secret_key_file.is_some(),
             )?;
         }
-        let (path, tempdir) = match location {
-            Some(StoreLocation::Sqlite(p)) => (p, None),
-            Some(StoreLocation::Postgres(_)) => {
-                return Err(Error::invalid(
-                    "db",
-                    "this build has no PostgreSQL store yet (it comes with the pg-store work)",
-                ));
-            }
-            None => {
-                let dir = tempfile::tempdir()
-                    .map_err(|e| Error::unavailable("cannot create a temporary directory", e))?;
-                (dir.path().join("hookline.db"), Some(dir))
-            }
-        };
-        let sealer = SecretBox::new(master_key(&path, &self.config, tempdir.is_some())?);
         let metrics = Arc::new(crate::metrics::Metrics::new(
             self.config.metrics.max_subscription_labels,
         ));
-        // The one place that names the store's implementation.
+        // The one place that names the store's implementations.
+        let (opened, tempdir) = match location {
+            Some(StoreLocation::Postgres(url)) => (
+                open_postgres(url.expose(), &self.config, &metrics).await?,
+                None,
+            ),
+            Some(StoreLocation::Sqlite(p)) => open_sqlite(Some(p), &self.config, &metrics).await?,
+            None => open_sqlite(None, &self.config, &metrics).await?,
+        };
         let Opened {
             store,
             recovery,
             wakes,
-        } = Journal::open(&path, &self.config.store_options(), sealer, metrics.clone()).await?;
+        } = opened;
         metrics.deliveries(crate::metrics::Outcome::Interrupted, recovery.interrupted);
         if recovery.interrupted > 0 {
             tracing::warn!(
@@ -281,6 +274,54 @@ impl EngineBuilder {
             }),
         })
     }
+}
+
+/// The SQLite journal at `path`, or in a temporary directory (kept as long as the engine).
+async fn open_sqlite(
+    path: Option<PathBuf>,
+    cfg: &EngineConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<(Opened, Option<tempfile::TempDir>)> {
+    let (path, tempdir) = match path {
+        Some(p) => (p, None),
+        None => {
+            let dir = tempfile::tempdir()
+                .map_err(|e| Error::unavailable("cannot create a temporary directory", e))?;
+            (dir.path().join("hookline.db"), Some(dir))
+        }
+    };
+    let sealer = SecretBox::new(master_key(&path, cfg, tempdir.is_some())?);
+    let opened = Journal::open(&path, &cfg.store_options(), sealer, metrics.clone()).await?;
+    Ok((opened, tempdir))
+}
+
+/// The PostgreSQL store at `url`, sealing with the configured key (`check_shared_key` made
+/// sure there is one: a key file on one node's disk means nothing to the others); the store
+/// refuses a key other than the cluster's.
+async fn open_postgres(
+    url: &str,
+    cfg: &EngineConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<Opened> {
+    let Some(text) = &cfg.secret_key else {
+        return Err(Error::invalid(
+            "secretKey",
+            "is required with PostgreSQL: every node must use the same HOOKLINE_SECRET_KEY",
+        ));
+    };
+    let key = MasterKey::parse(text.expose()).map_err(|e| Error::invalid("secretKey", e))?;
+    let pg = crate::store::postgres::PgOptions {
+        node_id: cfg.cluster.node_id(),
+        lease_ttl: cfg.cluster.lease_ttl,
+    };
+    crate::store::postgres::PgStore::open(
+        url,
+        &cfg.store_options(),
+        SecretBox::new(key),
+        metrics.clone(),
+        pg,
+    )
+    .await
 }
 
 /// The key sealing subscription secrets: configured, generated for a throwaway journal, or kept

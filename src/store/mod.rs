@@ -7,9 +7,9 @@
 //! [`lease`] says how a subscription's queue is owned and fenced, and [`wake`] how a store
 //! tells the engine which subscriptions have new deliveries.
 //!
-//! Implementations: [`sqlite`], the single-node journal (one SQLite file). Nothing outside an
-//! implementation's folder names its driver or its concrete type, except the engine's builder
-//! that opens it.
+//! Implementations: [`sqlite`], the single-node journal (one SQLite file), and [`postgres`],
+//! the store several nodes share. Nothing outside an implementation's folder names its driver
+//! or its concrete type, except the engine's builder that opens it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,10 @@ pub(crate) mod coordination;
     reason = "the seam is committed first; the actors use it next"
 )]
 pub(crate) mod lease;
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
+#[cfg(test)]
+mod suite;
 pub(crate) mod traits;
 mod types;
 pub(crate) mod wake;

@@ -28,7 +28,7 @@
 //! the one node that owns everything.
 
 #[macro_use]
-mod rows;
+pub(in crate::store) mod rows;
 
 mod catalog;
 mod checkpoint;
