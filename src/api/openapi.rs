@@ -25,7 +25,7 @@ use utoipa::OpenApi;
 use super::ApiConfig;
 use super::error::{ErrorBody, ErrorResponse};
 use super::router::AppState;
-use super::routes::{deliveries, events, ops, subscriptions, tenants, transforms};
+use super::routes::{cluster, deliveries, events, ops, subscriptions, tenants, transforms};
 use super::schema::REQUEST_SCHEMAS;
 
 /// The OpenAPI document of this API with the default limits (also served at
@@ -81,6 +81,7 @@ pub(crate) async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
         ops::metrics,
         subscriptions::replay,
         events::find_events,
+        cluster::cluster,
     ),
     components(schemas(ErrorResponse, ErrorBody)),
     modifiers(&BearerAuth),
