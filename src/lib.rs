@@ -86,6 +86,9 @@ mod outbound;
 mod policy;
 mod security;
 mod store;
+#[cfg(any(test, feature = "test-hooks"))]
+#[doc(hidden)]
+pub mod testing;
 pub mod transform;
 pub mod ui;
 

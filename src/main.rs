@@ -70,7 +70,7 @@ struct ServeArgs {
     ))]
     listen: Option<String>,
     #[arg(long, help = format!(
-        "The SQLite journal file, created if missing (`db`; default {})",
+        "The store: a SQLite journal file, created if missing, or a postgres:// URL shared by a cluster (`db`; default {})",
         ServerConfig::DEFAULT_DB
     ))]
     db: Option<String>,
@@ -252,11 +252,11 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let engine = Engine::builder()
-        .path(&db)
+        .store(db.clone())
         .config(engine_config)
         .build()
         .await
-        .with_context(|| format!("opening journal {}", db.display()))?;
+        .with_context(|| format!("opening the store {db}"))?;
     let admin_key = admin_key.as_ref().map(|k| k.expose().as_str());
     if let Some(key) = engine.ensure_admin_key(admin_key).await? {
         // The one place a secret is shown: the generated admin key, once, at first start.
@@ -273,7 +273,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         }
     }
     gate.open(engine.clone());
-    tracing::info!(listen = %addr, db = %db.display(), "hookline serving");
+    tracing::info!(listen = %addr, db = %db, "hookline serving");
     tokio::select! {
         () = shutdown_signal() => {}
         why = engine.failed() => {

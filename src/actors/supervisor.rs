@@ -5,6 +5,12 @@
 //! - **Coalesced wakes.** Each child has a flag shared with it: a wake is sent only if the flag was
 //!   clear, and the child clears it when it handles the wake, so a burst of publishes leaves at
 //!   most one `Wake` in a child's mailbox.
+//! - **Claims (shared store).** A wake for a subscription without an actor asks the claimer for
+//!   a claim round instead of spawning (another node may hold it); claimed leases arrive as
+//!   [`SupervisorMsg::Claimed`] and go to the subscription's actor, spawned if needed. An actor
+//!   that gave its lease up reports [`SupervisorMsg::Idle`] and is stopped, unless a newer
+//!   lease was handed to it meanwhile (counted per child, so a release racing a claim never
+//!   strands a lease in a stopping actor).
 //! - **Restarts.** A child that fails (error or panic) is respawned after an exponential backoff;
 //!   its queue is rebuilt from the journal, so nothing is lost or reordered. More than
 //!   `restart_limit` failures within `restart_window` mark the subscription faulted instead.
@@ -18,10 +24,10 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::time::Instant;
 
 use super::SharedCtx;
-use super::subscriber::{SubscriberActor, SubscriberArgs, SubscriberMsg};
+use super::subscriber::{Start, SubscriberActor, SubscriberArgs, SubscriberMsg};
 use crate::domain::SubscriptionId;
 use crate::error::{Error, Result};
-use crate::store::FlagChange;
+use crate::store::{FlagChange, Lease, Tenure};
 
 /// Messages of the supervisor.
 pub(crate) enum SupervisorMsg {
@@ -32,6 +38,15 @@ pub(crate) enum SupervisorMsg {
         SubscriptionId,
         RpcReplyPort<Result<ActorRef<SubscriberMsg>>>,
     ),
+    /// Leases the claimer took for this node (shared store).
+    Claimed(Vec<Lease>),
+    /// A child gave its lease up (or lost it) and has nothing in flight; `grants` is how many
+    /// claimed leases it had received, to tell whether another is on its way to it.
+    Idle {
+        sub: SubscriptionId,
+        actor: ActorId,
+        grants: u64,
+    },
     /// Drain every child; answered when all have stopped.
     Shutdown(RpcReplyPort<()>),
     /// Number of live children (for tests and metrics).
@@ -44,6 +59,8 @@ pub(crate) struct Supervisor;
 struct Child {
     actor: ActorRef<SubscriberMsg>,
     wake: Arc<AtomicBool>,
+    /// Claimed leases handed to this child (its start included).
+    grants: u64,
 }
 
 pub(crate) struct SupervisorState {
@@ -84,14 +101,40 @@ impl Actor for Supervisor {
                 if state.shutdown.is_some() {
                     return Ok(());
                 }
+                let shared = state.ctx.tenure == Tenure::Shared;
+                let mut unheld = false;
                 for sub in subs {
                     if let Some(child) = state.children.get(&sub) {
                         if !child.wake.swap(true, Ordering::AcqRel) {
                             let _ = child.actor.cast(SubscriberMsg::Wake);
                         }
-                    } else if let Err(e) = state.spawn(&myself, sub.clone(), Duration::ZERO).await {
+                    } else if shared {
+                        unheld = true;
+                    } else if let Err(e) = state
+                        .spawn(&myself, sub.clone(), Duration::ZERO, Start::Acquire)
+                        .await
+                    {
                         tracing::debug!(subscription = %sub, error = %e, "not spawning subscriber");
                     }
+                }
+                if unheld {
+                    state.ctx.claims.notify_one();
+                }
+            }
+            SupervisorMsg::Claimed(leases) => {
+                for lease in leases {
+                    state.grant(&myself, lease).await;
+                }
+            }
+            SupervisorMsg::Idle { sub, actor, grants } => {
+                if state
+                    .children
+                    .get(&sub)
+                    .is_some_and(|c| c.actor.get_id() == actor && c.grants == grants)
+                    && let Some(child) = state.children.remove(&sub)
+                {
+                    // `by_actor` keeps it until its termination is reported.
+                    child.actor.stop(Some("idle".into()));
                 }
             }
             SupervisorMsg::Get(sub, reply) => {
@@ -100,7 +143,9 @@ impl Actor for Supervisor {
                 } else if let Some(child) = state.children.get(&sub) {
                     Ok(child.actor.clone())
                 } else {
-                    state.spawn(&myself, sub, Duration::ZERO).await
+                    state
+                        .spawn(&myself, sub, Duration::ZERO, Start::ForCommand)
+                        .await
                 };
                 let _ = reply.send(result);
             }
@@ -153,18 +198,51 @@ impl Actor for Supervisor {
 }
 
 impl SupervisorState {
+    /// Hands a claimed lease to its subscription's actor, spawning one if needed; a lease that
+    /// cannot be used (shutting down, subscription gone) is released at once.
+    async fn grant(&mut self, myself: &ActorRef<SupervisorMsg>, lease: Lease) {
+        let sub = lease.subscription().clone();
+        if self.shutdown.is_none() {
+            if let Some(child) = self.children.get_mut(&sub) {
+                child.grants += 1;
+                if child
+                    .actor
+                    .cast(SubscriberMsg::Leased(lease.clone()))
+                    .is_ok()
+                {
+                    return;
+                }
+                self.children.remove(&sub);
+            }
+            let start = Start::Claimed(lease.clone());
+            match self.spawn(myself, sub.clone(), Duration::ZERO, start).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::debug!(subscription = %sub, error = %e, "claimed subscription not started")
+                }
+            }
+        }
+        if let Err(e) = self.ctx.store.release(&lease, Duration::ZERO).await {
+            tracing::debug!(subscription = %sub, error = %e, "could not release a claimed lease");
+        }
+    }
+
     async fn spawn(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         sub: SubscriptionId,
         start_delay: Duration,
+        start: Start,
     ) -> Result<ActorRef<SubscriberMsg>> {
         let wake = Arc::new(AtomicBool::new(false));
+        let grants = u64::from(matches!(start, Start::Claimed(_)));
         let args = SubscriberArgs {
             ctx: self.ctx.clone(),
             id: sub.clone(),
             wake: wake.clone(),
             start_delay,
+            start,
+            supervisor: myself.clone(),
         };
         // Unnamed: ractor's name registry is process-wide and engines must not share it.
         let (actor, _join) = Actor::spawn_linked(None, SubscriberActor, args, myself.get_cell())
@@ -185,6 +263,7 @@ impl SupervisorState {
             Child {
                 actor: actor.clone(),
                 wake,
+                grants,
             },
         );
         Ok(actor)
@@ -243,7 +322,7 @@ impl SupervisorState {
         }
         let delay = Duration::from_millis(50u64.saturating_mul(1 << (recent - 1).min(7)));
         self.ctx.metrics.actor_restart();
-        if let Err(e) = self.spawn(myself, sub.clone(), delay).await {
+        if let Err(e) = self.spawn(myself, sub.clone(), delay, Start::Acquire).await {
             tracing::error!(subscription = %sub, error = %e, "could not restart subscriber");
         }
     }

@@ -25,7 +25,7 @@ use utoipa::OpenApi;
 use super::ApiConfig;
 use super::error::{ErrorBody, ErrorResponse};
 use super::router::AppState;
-use super::routes::{deliveries, events, ops, subscriptions, tenants, transforms};
+use super::routes::{cluster, deliveries, events, ops, subscriptions, tenants, transforms};
 use super::schema::REQUEST_SCHEMAS;
 
 /// The OpenAPI document of this API with the default limits (also served at
@@ -82,6 +82,7 @@ pub(crate) async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
         subscriptions::replay,
         events::find_events,
         crate::ui::portal::create_portal_link,
+        cluster::cluster,
     ),
     components(schemas(ErrorResponse, ErrorBody)),
     modifiers(&BearerAuth),

@@ -8,9 +8,12 @@
 //! with the request [`Limits`]) and their layering (file < `HOOKLINE_*` environment < flags)
 //! live in [`server`].
 
+mod cluster;
 mod proxy;
 pub mod server;
 
+pub(crate) use cluster::check_shared_key;
+pub use cluster::{ClusterSettings, StoreLocation, default_node_id};
 pub use proxy::ProxyUrl;
 pub use server::{Limits, ServerConfig};
 
@@ -80,6 +83,9 @@ pub struct EngineConfig {
     pub retention: Retention,
     /// Metrics exposition settings. Default: admin key required, 50 subscriptions labelled.
     pub metrics: MetricsSettings,
+    /// This node in a cluster sharing one store: node id, lease TTL, claim poll. Unused with
+    /// SQLite. See [`ClusterSettings`].
+    pub cluster: ClusterSettings,
 }
 
 /// Metrics exposition (`GET /metrics`).
@@ -126,6 +132,7 @@ impl Default for EngineConfig {
             transform_limits: crate::transform::TransformLimits::default(),
             retention: Retention::default(),
             metrics: MetricsSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -228,6 +235,7 @@ impl EngineConfig {
                 "must be at most 10000",
             ));
         }
+        self.cluster.validate()?;
         if self.actor_prefetch == 0 || self.actor_prefetch > 1024 {
             return Err(Error::invalid(
                 "actorPrefetch",

@@ -14,6 +14,7 @@
 //! | `subscription` | subscription input, the validated spec and its filters, the public view |
 //! | `auth` | how hookline authenticates to a receiver, and what may be shown of it |
 //! | `headers` | which custom request headers a subscription may set |
+//! | `cluster` | the nodes sharing a store, as `GET /v1/cluster` shows them |
 //! | `delivery` | deliveries, attempts, listing, replay, the endpoint test's answer |
 //! | `transform` | transform versions, bindings, test runs, names |
 //! | `state` | a stored subscription (spec and state flags) and its public state |
@@ -23,6 +24,7 @@
 use serde::{Deserialize, Deserializer};
 
 mod auth;
+mod cluster;
 mod delivery;
 mod event;
 mod headers;
@@ -39,6 +41,7 @@ mod transform;
 pub(crate) use self::time as clock;
 
 pub use self::auth::{ReceiverAuth, ReceiverAuthView};
+pub use self::cluster::{ClusterNode, ClusterView};
 pub use self::delivery::{
     Attempt, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus, EndpointTest,
     ReplayReceipt, ReplayWindow,

@@ -12,13 +12,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::actors::supervisor::{Supervisor, SupervisorMsg};
 use crate::actors::{Ctx, SharedCtx};
-use crate::config::{Durability, EngineConfig};
+use crate::config::{Durability, EngineConfig, StoreLocation};
 use crate::domain::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::outbound::Sender;
 use crate::security::secretbox::{MasterKey, SecretBox};
-use crate::store::Opened;
 use crate::store::sqlite::Journal;
+use crate::store::{NodeId, Opened, Tenure};
 
 use super::{EngineHandle, Inner};
 
@@ -30,7 +30,7 @@ impl Engine {
     /// A builder with every setting at its default.
     pub fn builder() -> EngineBuilder {
         EngineBuilder {
-            path: None,
+            location: None,
             config: EngineConfig::default(),
         }
     }
@@ -39,14 +39,42 @@ impl Engine {
 /// Configures and starts an engine.
 #[derive(Debug)]
 pub struct EngineBuilder {
-    path: Option<PathBuf>,
+    location: Option<StoreLocation>,
     config: EngineConfig,
 }
 
 impl EngineBuilder {
     /// The SQLite journal file (created if missing). Default: none; set this or [`in_memory`](Self::in_memory).
     pub fn path(mut self, path: impl AsRef<Path>) -> Self {
-        self.path = Some(path.as_ref().to_owned());
+        self.location = Some(StoreLocation::Sqlite(path.as_ref().to_owned()));
+        self
+    }
+
+    /// A PostgreSQL database shared by the nodes of a cluster (`postgres://user@host:port/db`).
+    /// Every node must be given the cluster's [`secret_key`](Self::secret_key). See
+    /// docs/cluster.md.
+    pub fn postgres(mut self, url: impl Into<String>) -> Self {
+        self.location = Some(StoreLocation::Postgres(
+            crate::security::secretbox::Redacted::new(url.into()),
+        ));
+        self
+    }
+
+    /// The store, as [`StoreLocation::parse`] reads `HOOKLINE_DB`: a path or a PostgreSQL URL.
+    pub fn store(mut self, location: StoreLocation) -> Self {
+        self.location = Some(location);
+        self
+    }
+
+    /// This node's id in a cluster. Default: host name and process id.
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.config.cluster.node_id = Some(id.into());
+        self
+    }
+
+    /// How long a node holds a subscription without renewing. Default 45 s.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.config.cluster.lease_ttl = ttl;
         self
     }
 
@@ -54,7 +82,7 @@ impl EngineBuilder {
     /// private temporary directory (SQLite's shared in-memory databases would serialise the
     /// writer and the readers), removed when the engine is dropped.
     pub fn in_memory(mut self) -> Self {
-        self.path = None;
+        self.location = None;
         self
     }
 
@@ -149,24 +177,31 @@ impl EngineBuilder {
     /// Opens the store, recovers, and starts delivering.
     pub async fn build(self) -> Result<EngineHandle> {
         self.config.validate()?;
-        let (path, tempdir) = match self.path {
-            Some(p) => (p, None),
-            None => {
-                let dir = tempfile::tempdir()
-                    .map_err(|e| Error::unavailable("cannot create a temporary directory", e))?;
-                (dir.path().join("hookline.db"), Some(dir))
-            }
-        };
-        let sealer = SecretBox::new(master_key(&path, &self.config, tempdir.is_some())?);
+        let location = self.location.clone();
+        if let Some(l) = &location {
+            crate::config::check_shared_key(
+                l,
+                self.config.secret_key.is_some(),
+                self.config.secret_key_file.is_some(),
+            )?;
+        }
         let metrics = Arc::new(crate::metrics::Metrics::new(
             self.config.metrics.max_subscription_labels,
         ));
-        // The one place that names the store's implementation.
+        // The one place that names the store's implementations.
+        let (opened, tempdir) = match location {
+            Some(StoreLocation::Postgres(url)) => (
+                open_postgres(url.expose(), &self.config, &metrics).await?,
+                None,
+            ),
+            Some(StoreLocation::Sqlite(p)) => open_sqlite(Some(p), &self.config, &metrics).await?,
+            None => open_sqlite(None, &self.config, &metrics).await?,
+        };
         let Opened {
             store,
             recovery,
             wakes,
-        } = Journal::open(&path, &self.config.store_options(), sealer, metrics.clone()).await?;
+        } = opened;
         metrics.deliveries(crate::metrics::Outcome::Interrupted, recovery.interrupted);
         if recovery.interrupted > 0 {
             tracing::warn!(
@@ -186,8 +221,18 @@ impl EngineBuilder {
         for (tenant, limit) in store.tenant_rate_limits().await? {
             limiters.set_tenant_limit(tenant.as_str(), Some(limit));
         }
+        let node = NodeId::new(self.config.cluster.node_id());
+        store.register(&node, env!("CARGO_PKG_VERSION")).await?;
+        let tenure = store.tenure();
+        if tenure == Tenure::Shared {
+            tracing::info!(node = %node, lease_ttl_ms = self.config.cluster.lease_ttl.as_millis() as u64, "joined the cluster");
+        }
         let ctx: SharedCtx = Arc::new(Ctx {
             transforms,
+            node,
+            tenure,
+            lease_ttl: self.config.cluster.lease_ttl,
+            claims: Arc::new(tokio::sync::Notify::new()),
             store: store.clone(),
             sender: Sender::new(&self.config)?,
             limiters,
@@ -198,8 +243,17 @@ impl EngineBuilder {
         let (supervisor, supervisor_task) = Actor::spawn(None, Supervisor, ctx.clone())
             .await
             .map_err(|e| Error::Internal(format!("supervisor did not start: {e}")))?;
-        let mut background = vec![super::retention::forward_wakes(wakes, supervisor.clone())];
-        if !recovery.open_subscriptions.is_empty() {
+        let mut background = vec![
+            super::retention::forward_wakes(wakes, supervisor.clone()),
+            super::cluster::spawn_heartbeat(ctx.clone()),
+        ];
+        if tenure == Tenure::Shared {
+            background.push(crate::actors::claimer::spawn(
+                ctx.clone(),
+                supervisor.clone(),
+            ));
+            ctx.claims.notify_one();
+        } else if !recovery.open_subscriptions.is_empty() {
             let _ = supervisor.cast(SupervisorMsg::Wake(recovery.open_subscriptions));
         }
         background.extend(super::retention::spawn_pruner(
@@ -220,6 +274,54 @@ impl EngineBuilder {
             }),
         })
     }
+}
+
+/// The SQLite journal at `path`, or in a temporary directory (kept as long as the engine).
+async fn open_sqlite(
+    path: Option<PathBuf>,
+    cfg: &EngineConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<(Opened, Option<tempfile::TempDir>)> {
+    let (path, tempdir) = match path {
+        Some(p) => (p, None),
+        None => {
+            let dir = tempfile::tempdir()
+                .map_err(|e| Error::unavailable("cannot create a temporary directory", e))?;
+            (dir.path().join("hookline.db"), Some(dir))
+        }
+    };
+    let sealer = SecretBox::new(master_key(&path, cfg, tempdir.is_some())?);
+    let opened = Journal::open(&path, &cfg.store_options(), sealer, metrics.clone()).await?;
+    Ok((opened, tempdir))
+}
+
+/// The PostgreSQL store at `url`, sealing with the configured key (`check_shared_key` made
+/// sure there is one: a key file on one node's disk means nothing to the others); the store
+/// refuses a key other than the cluster's.
+async fn open_postgres(
+    url: &str,
+    cfg: &EngineConfig,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<Opened> {
+    let Some(text) = &cfg.secret_key else {
+        return Err(Error::invalid(
+            "secretKey",
+            "is required with PostgreSQL: every node must use the same HOOKLINE_SECRET_KEY",
+        ));
+    };
+    let key = MasterKey::parse(text.expose()).map_err(|e| Error::invalid("secretKey", e))?;
+    let pg = crate::store::postgres::PgOptions {
+        node_id: cfg.cluster.node_id(),
+        lease_ttl: cfg.cluster.lease_ttl,
+    };
+    crate::store::postgres::PgStore::open(
+        url,
+        &cfg.store_options(),
+        SecretBox::new(key),
+        metrics.clone(),
+        pg,
+    )
+    .await
 }
 
 /// The key sealing subscription secrets: configured, generated for a throwaway journal, or kept

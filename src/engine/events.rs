@@ -183,7 +183,7 @@ impl EngineHandle {
     async fn delivery_command(
         &self,
         id: DeliveryId,
-        cmd: impl FnOnce(Reply<Delivery>) -> Command,
+        cmd: impl Fn(Reply<Delivery>) -> Command,
     ) -> Result<Delivery> {
         let d = self
             .store()

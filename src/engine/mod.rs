@@ -1,7 +1,8 @@
 //! The engine and its handle: the only public door to hookline.
 //!
 //! [`Engine::builder`] opens the store (running crash recovery), starts the supervisor and the
-//! background tasks (wake forwarding, retention), and resumes every subscription that has pending deliveries. The resulting
+//! background tasks (wake forwarding, retention, the node's heartbeat and, with a shared store,
+//! the claimer), and resumes every subscription that has pending deliveries. The resulting
 //! [`EngineHandle`] is cheap to clone and hides actors and the database entirely; the HTTP API
 //! and the CLI are thin layers over it.
 
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::store::SharedStore;
 
 mod builder;
+mod cluster;
 mod events;
 mod overview;
 mod retention;
@@ -88,7 +90,8 @@ impl EngineHandle {
             .supervisor
             .call(SupervisorMsg::Shutdown, Some(grace))
             .await;
-        if !matches!(drained, Ok(CallResult::Success(()))) {
+        let drained = matches!(drained, Ok(CallResult::Success(())));
+        if !drained {
             tracing::warn!("shutdown grace elapsed; abandoning attempts still in flight");
         }
         let _ = self
@@ -102,6 +105,7 @@ impl EngineHandle {
         }
         self.inner.ctx.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.ctx.tasks.wait()).await;
+        self.release_leases(drained).await;
         self.store().close().await;
     }
 

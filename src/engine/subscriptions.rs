@@ -61,7 +61,7 @@ impl EngineHandle {
         id: &SubscriptionId,
         patch: SubscriptionPatch,
     ) -> Result<Subscription> {
-        self.command(id, |reply| Command::Update(Box::new(patch), reply))
+        self.command(id, |reply| Command::Update(Box::new(patch.clone()), reply))
             .await
     }
 
@@ -79,7 +79,7 @@ impl EngineHandle {
             return Err(Error::invalid("graceSeconds", "must be at most 7 days"));
         }
         self.command(id, |reply| Command::RotateSecret {
-            secret,
+            secret: secret.clone(),
             grace,
             reply,
         })
@@ -140,26 +140,30 @@ impl EngineHandle {
     }
 
     /// Sends `cmd` (given its reply port) to the subscription's actor and waits for the answer.
+    ///
+    /// An actor that stopped before it took the command (it had just given its lease up), or
+    /// that found its lease lost, did not carry it out: the command goes once more, to the
+    /// actor the supervisor has then (which takes the lease over).
     pub(super) async fn command<T: Send + 'static>(
         &self,
         id: &SubscriptionId,
-        cmd: impl FnOnce(Reply<T>) -> Command,
+        cmd: impl Fn(Reply<T>) -> Command,
     ) -> Result<T> {
         self.check_open()?;
-        let actor = self.actor(id).await?;
-        let result = actor
-            .call(|reply| SubscriberMsg::Command(cmd(reply)), None)
-            .await
-            .map_err(|_| Error::Conflict(format!("subscription {id} is restarting; try again")))?;
-        match result {
-            // The actor lost its queue to a newer holder: it is being replaced.
-            CallResult::Success(Err(Error::LeaseLost { .. })) => Err(Error::Conflict(format!(
-                "subscription {id} is restarting; try again"
-            ))),
-            CallResult::Success(r) => r,
-            _ => Err(Error::Conflict(format!(
-                "subscription {id} is restarting; try again"
-            ))),
+        for _ in 0..2 {
+            let actor = self.actor(id).await?;
+            match actor
+                .call(|reply| SubscriberMsg::Command(cmd(reply)), None)
+                .await
+            {
+                // Not carried out: the actor stopped first, or its lease was lost.
+                Err(_) | Ok(CallResult::Success(Err(Error::LeaseLost { .. }))) => continue,
+                Ok(CallResult::Success(r)) => return r,
+                Ok(_) => break,
+            }
         }
+        Err(Error::Conflict(format!(
+            "subscription {id} is restarting; try again"
+        )))
     }
 }

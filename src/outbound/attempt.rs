@@ -32,6 +32,10 @@ pub(crate) struct AttemptRequest {
     /// Client certificate and trusted CAs, if the subscription has its own.
     pub tls: Option<ClientTls>,
     pub timeout: Duration,
+    /// The delivery's place in its subscription's order, sent as `webhook-sequence` so a
+    /// strict receiver can drop a stale send (see docs/delivery.md). `None` for an endpoint
+    /// test, which is outside the order.
+    pub sequence: Option<i64>,
 }
 
 impl AttemptRequest {
@@ -55,7 +59,14 @@ impl AttemptRequest {
             subscription: subscription.clone(),
             tls: spec.tls.clone(),
             timeout: Duration::from_millis(spec.timeout_ms),
+            sequence: None,
         }
+    }
+
+    /// The same request carrying the delivery's `seq` as `webhook-sequence`.
+    pub(crate) fn with_sequence(mut self, seq: i64) -> AttemptRequest {
+        self.sequence = Some(seq);
+        self
     }
 }
 

@@ -157,6 +157,12 @@ impl Sender {
             HeaderName::from_static("webhook-id"),
             HeaderValue::from_str(id).map_err(|e| e.to_string())?,
         );
+        if let Some(seq) = req.sequence {
+            h.insert(
+                HeaderName::from_static("webhook-sequence"),
+                HeaderValue::from(seq),
+            );
+        }
         let ts = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

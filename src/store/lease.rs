@@ -8,8 +8,17 @@
 //! [`Error::LeaseLost`](crate::error::Error::LeaseLost) and writes nothing. The check is made by
 //! the store, inside the write's own commit, so it needs no timing assumption (a paused or
 //! partitioned holder can never record an outcome after it lost the lease).
+//!
+//! In a shared store a lease also expires: [`Lease::deadline`] is the instant (this process's
+//! monotonic clock) by which it surely expired on the store's clock, and
+//! [`Lease::quiet_until`] the instant before which a holder fenced by a takeover may still be
+//! sending (see [`coordination`](super::coordination)). An exclusive store's leases have
+//! neither: they never expire.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::domain::SubscriptionId;
 
@@ -21,6 +30,9 @@ pub(crate) struct Lease(Arc<Held>);
 struct Held {
     subscription: SubscriptionId,
     token: u64,
+    /// `None`: never expires (exclusive store).
+    deadline: Option<Instant>,
+    quiet_until: Option<Instant>,
 }
 
 impl Lease {
@@ -29,6 +41,53 @@ impl Lease {
         Lease(Arc::new(Held {
             subscription,
             token,
+            deadline: None,
+            quiet_until: None,
+        }))
+    }
+
+    /// A lease of a shared store: it expires at `deadline` (taken before the claim was sent,
+    /// plus the TTL asked for); `quiet_until` is when the holder it fenced may have stopped
+    /// sending (a takeover of a live lease).
+    #[allow(dead_code, reason = "made by the shared (PostgreSQL) store")]
+    pub(super) fn expiring(
+        subscription: SubscriptionId,
+        token: u64,
+        deadline: Instant,
+        quiet_until: Option<Instant>,
+    ) -> Lease {
+        Lease(Arc::new(Held {
+            subscription,
+            token,
+            deadline: Some(deadline),
+            quiet_until,
+        }))
+    }
+
+    /// The same lease with a later deadline (after a renewal).
+    #[allow(dead_code, reason = "made by the shared (PostgreSQL) store")]
+    pub(super) fn renewed(&self, deadline: Instant) -> Lease {
+        Lease(Arc::new(Held {
+            subscription: self.0.subscription.clone(),
+            token: self.0.token,
+            deadline: Some(deadline),
+            quiet_until: self.0.quiet_until,
+        }))
+    }
+
+    /// Any lease, for the actors' unit tests of lease decisions.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        subscription: SubscriptionId,
+        token: u64,
+        deadline: Option<Instant>,
+        quiet_until: Option<Instant>,
+    ) -> Lease {
+        Lease(Arc::new(Held {
+            subscription,
+            token,
+            deadline,
+            quiet_until,
         }))
     }
 
@@ -42,6 +101,21 @@ impl Lease {
     pub(crate) fn token(&self) -> u64 {
         self.0.token
     }
+
+    /// When the lease surely expired on the store's clock; `None` for a lease that never does.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.0.deadline
+    }
+
+    /// How long the lease still surely holds at `now`; `None` for a lease that never expires.
+    pub(crate) fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.0.deadline.map(|d| d.saturating_duration_since(now))
+    }
+
+    /// Before this instant the holder this lease fenced may still be sending: start no attempt.
+    pub(crate) fn quiet_until(&self) -> Option<Instant> {
+        self.0.quiet_until
+    }
 }
 
 impl std::fmt::Debug for Lease {
@@ -49,6 +123,7 @@ impl std::fmt::Debug for Lease {
         f.debug_struct("Lease")
             .field("subscription", &self.0.subscription)
             .field("token", &self.0.token)
+            .field("deadline", &self.0.deadline)
             .finish()
     }
 }

@@ -1,25 +1,39 @@
 //! Durable state behind every promise hookline makes: the storage seam and its implementations.
 //!
 //! The engine, the actors and the transform registry do everything durable through the traits
-//! of [`traits`] ([`Catalog`], [`Ingest`], [`Queue`], [`Reads`], [`Upkeep`]), on one
+//! of [`traits`] ([`Catalog`], [`Ingest`], [`Queue`], [`Reads`], [`Upkeep`]) and
+//! [`coordination`] ([`Coordination`]: which node works which subscription), on one
 //! [`SharedStore`]. The traits' documentation lists the invariants every implementation keeps;
 //! [`lease`] says how a subscription's queue is owned and fenced, and [`wake`] how a store
 //! tells the engine which subscriptions have new deliveries.
 //!
-//! Implementations: [`sqlite`], the single-node journal (one SQLite file). Nothing outside an
-//! implementation's folder names its driver or its concrete type, except the engine's builder
-//! that opens it.
+//! Implementations: [`sqlite`], the single-node journal (one SQLite file), and [`postgres`],
+//! the store several nodes share. Nothing outside an implementation's folder names its driver
+//! or its concrete type, except the engine's builder that opens it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+#[allow(
+    dead_code,
+    reason = "the seam is committed first; the actors use it next"
+)]
+pub(crate) mod coordination;
+#[allow(
+    dead_code,
+    reason = "the seam is committed first; the actors use it next"
+)]
 pub(crate) mod lease;
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
+#[cfg(test)]
+mod suite;
 pub(crate) mod traits;
 mod types;
 pub(crate) mod wake;
 
 pub(crate) use crate::domain::SubscriptionRow;
+pub(crate) use coordination::{Coordination, NodeId, NodeRow, Tenure};
 pub(crate) use lease::Lease;
 pub(crate) use traits::{Catalog, Ingest, Queue, Reads, Store, Upkeep};
 pub(crate) use types::*;

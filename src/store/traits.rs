@@ -29,8 +29,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AttemptRecord, FlagChange, Lease, NewTransformRow, QueuedDelivery, Retention, StoredTransform,
-    SubscriptionRow,
+    AttemptRecord, Coordination, FlagChange, Lease, NewTransformRow, QueuedDelivery, Retention,
+    StoredTransform, SubscriptionRow,
 };
 use crate::domain::{
     Attempt, AttemptRollup, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus,
@@ -313,6 +313,9 @@ pub(crate) trait Upkeep: Send + Sync {
 }
 
 /// A complete store.
-pub(crate) trait Store: Catalog + Ingest + Queue + Reads + Upkeep + std::fmt::Debug {}
+pub(crate) trait Store:
+    Catalog + Ingest + Queue + Reads + Upkeep + Coordination + std::fmt::Debug
+{
+}
 
-impl<T: Catalog + Ingest + Queue + Reads + Upkeep + std::fmt::Debug> Store for T {}
+impl<T: Catalog + Ingest + Queue + Reads + Upkeep + Coordination + std::fmt::Debug> Store for T {}

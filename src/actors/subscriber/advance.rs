@@ -11,6 +11,7 @@ use std::time::Duration;
 use ractor::ActorRef;
 
 use super::attempt::{self, PendingTransform};
+use super::holding::Cleared;
 use super::outcome::{self, Attempted};
 use super::queue::Settled;
 use super::stall::{self, Unrecorded};
@@ -35,7 +36,7 @@ impl SubscriberState {
 
     /// Takes `delivery` up again after `wait` (a retry backoff or a rate-limit pause); until
     /// then nothing else starts, which is what keeps the order.
-    fn wake_later(
+    pub(super) fn wake_later(
         &mut self,
         myself: &ActorRef<SubscriberMsg>,
         delivery: DeliveryId,
@@ -56,14 +57,20 @@ impl SubscriberState {
         self.timer = None;
     }
 
-    /// Starts the next attempt if the subscription may and nothing else is going on.
+    /// Starts the next attempt if the subscription may and nothing else is going on; with a
+    /// shared store, gives the subscription up when there is nothing to send or the head must
+    /// wait long (see `holding`).
     pub(super) async fn advance(&mut self, myself: &ActorRef<SubscriberMsg>) -> Result<()> {
-        if self.in_flight.is_some()
-            || self.timer.is_some()
-            || self.stall.stalled()
-            || !self.runnable()
-        {
+        if self.in_flight.is_some() || self.timer.is_some() || self.stall.stalled() {
             return Ok(());
+        }
+        if self.lease.is_none() {
+            // Given up or lost: idle until stopped or leased again.
+            self.lost(myself);
+            return Ok(());
+        }
+        if !self.runnable() {
+            return self.idle(myself).await;
         }
         if let Some(after) = self.queue.fetch_after() {
             let more = match self
@@ -82,30 +89,31 @@ impl SubscriberState {
             self.queue.extend(more);
         }
         let Some(head) = self.queue.head() else {
-            return Ok(());
+            return self.idle(myself).await;
         };
-        let delivery = head.id;
-        if let Some(due) = head.next_at {
+        let (delivery, due, marked, n) = (head.id, head.next_at, head.marked, head.attempts + 1);
+        if let Some(due) = due {
             let wait = until_ms(due);
             if !wait.is_zero() {
-                self.wake_later(myself, delivery, wait);
-                return Ok(());
+                return self.wait_for(myself, delivery, wait).await;
             }
         }
-        if !head.marked {
+        if let Cleared::NotNow = self.clear_for_attempt(myself, delivery).await? {
+            return Ok(());
+        }
+        if !marked {
             // Pacing waits for the head and never reorders: nothing else may start meanwhile.
             if let Err(wait) = self
                 .pacer
                 .next_slot(&self.ctx.limiters, self.row.tenant_id.as_str())
             {
-                self.wake_later(myself, delivery, wait);
-                return Ok(());
+                return self.wait_for(myself, delivery, wait).await;
             }
             let lease = held(&self.lease, &self.row.id)?;
             let marked = self
                 .ctx
                 .store
-                .mark_in_flight(lease, delivery, head.attempts + 1, now_ms())
+                .mark_in_flight(lease, delivery, n, now_ms())
                 .await;
             match marked {
                 Ok(()) => self.stall.cleared(),
@@ -133,7 +141,8 @@ impl SubscriberState {
             &self.row.id,
             &head.event_id,
             head.body.clone().into(),
-        );
+        )
+        .with_sequence(head.seq);
         // The transform runs in the attempt's task, like the HTTP call: the actor stays free.
         let transform = spec.transform.clone().map(|binding| PendingTransform {
             binding,
@@ -283,8 +292,11 @@ impl SubscriberState {
         record: &AttemptRecord,
         now: i64,
     ) -> Option<(DeliveryId, u32, i64)> {
-        let stays_runnable =
-            record.flags.is_none() && !self.draining && !self.queue.is_stale() && self.runnable();
+        let stays_runnable = record.flags.is_none()
+            && !self.draining
+            && !self.queue.is_stale()
+            && self.runnable()
+            && self.lease_allows_next();
         if !stays_runnable {
             return None;
         }

@@ -12,12 +12,25 @@ use crate::domain::clock::now_ms;
 use crate::domain::{Delivery, DeliveryId, DeliveryStatus, Subscription, SubscriptionPatch};
 use crate::error::{Error, Result};
 use crate::metrics::Outcome;
-use crate::store::FlagChange;
+use crate::store::{FlagChange, Tenure};
 
 impl SubscriberState {
     /// Carries out `cmd` and answers it. Returns true when the subscription was deleted.
     pub(super) async fn command(&mut self, cmd: Command) -> bool {
-        // Every command is the queue holder's: none is carried out without the lease.
+        // Every command is the queue holder's: none is carried out without the lease. With a
+        // shared store, a node that does not hold it takes it over, fencing the holder, whose
+        // next write is refused (it stops at once) and which reloads the subscription when it
+        // next claims it.
+        if self.lease.is_none() && self.ctx.tenure == Tenure::Shared {
+            let taken = match self.take_over().await {
+                Ok(lease) => self.adopt(lease).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = taken {
+                cmd.refuse(e);
+                return false;
+            }
+        }
         if let Err(e) = held(&self.lease, &self.row.id) {
             cmd.refuse(e);
             return false;

@@ -10,20 +10,27 @@
 //! - the rate limiter paces the head and never reorders: while the head waits nothing else starts;
 //! - when a delivery ends and the next one can go at once, the next one is marked in flight in
 //!   the same commit as the previous outcome;
-//! - every state change of a delivery of this subscription is written by this actor.
+//! - every state change of a delivery of this subscription is written by this actor;
+//! - with a shared store (guarantee 8), no attempt starts unless the lease outlives it, the
+//!   lease is given up when the head must wait or nothing is left to send, and a lost lease
+//!   stops all work at once (the actor reports itself idle and the supervisor stops it); the
+//!   decisions are the pure functions of `tenure`.
 //!
 //! Layout: this file is the actor and its messages; `advance` moves the head (starts attempts,
 //! records their outcomes); `attempt` is the attempt task (transform, then send); `outcome` is
 //! the pure rule that turns an attempt's result into its journal record; `queue` is the prefetch
-//! as plain data; `command` carries out the operator's requests; `stall` waits out a journal
-//! that cannot write (the actor retries, it does not fail).
+//! as plain data; `command` carries out the operator's requests; `tenure` decides when the
+//! lease is kept, renewed or given up; `stall` waits out a journal that cannot write (the actor
+//! retries, it does not fail).
 
 mod advance;
 mod attempt;
 mod command;
+mod holding;
 mod outcome;
 mod queue;
 mod stall;
+mod tenure;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,11 +42,12 @@ use rand::rngs::StdRng;
 use tokio::task::AbortHandle;
 
 use super::SharedCtx;
+use super::supervisor::SupervisorMsg;
 use crate::domain::{Delivery, DeliveryId, Subscription, SubscriptionId, SubscriptionPatch};
 use crate::error::{Error, Result};
 use crate::outbound::AttemptResult;
 use crate::policy::ratelimit::SubscriptionPacer;
-use crate::store::{Lease, SubscriptionRow};
+use crate::store::{Lease, SubscriptionRow, Tenure};
 use queue::Prefetch;
 
 /// Messages of a subscriber actor.
@@ -50,6 +58,8 @@ pub(crate) enum SubscriberMsg {
     AttemptDone(Box<AttemptDone>),
     /// The retry wait of `delivery` is over.
     TimerFired { delivery: DeliveryId },
+    /// A lease the claimer took for this subscription (shared store).
+    Leased(Lease),
     /// An operator command, answered once its store write committed.
     Command(Command),
     /// Finish the attempt in flight (if any), start no other, then stop.
@@ -101,12 +111,26 @@ pub(crate) enum Command {
     },
 }
 
+/// How an actor gets its subscription's lease when it starts.
+pub(crate) enum Start {
+    /// Take it (an exclusive store's wake, a restart), fencing any holder.
+    Acquire,
+    /// Take it for an operator command, which follows in the mailbox; with a shared store the
+    /// queue is not worked (nor the lease given up) before the command is carried out.
+    ForCommand,
+    /// Use the lease the claimer took (shared store).
+    Claimed(Lease),
+}
+
 pub(crate) struct SubscriberArgs {
     pub ctx: SharedCtx,
     pub id: SubscriptionId,
     pub wake: Arc<AtomicBool>,
     /// Backoff before a restarted actor resumes work.
     pub start_delay: Duration,
+    pub start: Start,
+    /// Where the actor reports that it went idle.
+    pub supervisor: ActorRef<SupervisorMsg>,
 }
 
 pub(crate) struct SubscriberActor;
@@ -138,8 +162,14 @@ struct Timer {
 pub(crate) struct SubscriberState {
     ctx: SharedCtx,
     row: SubscriptionRow,
-    /// Ownership of the subscription's queue, taken in `post_start`; every queue write carries it.
+    /// Ownership of the subscription's queue, taken in `post_start`; every queue write carries
+    /// it. `None` once given up or lost (the actor is then idle until stopped or leased again).
     lease: Option<Lease>,
+    /// How the lease is taken at start (consumed by `post_start`).
+    start: Option<Start>,
+    supervisor: ActorRef<SupervisorMsg>,
+    /// Claimed leases received (the start's included), echoed in `Idle`.
+    grants: u64,
     wake: Arc<AtomicBool>,
     start_delay: Duration,
     /// The open deliveries fetched from the store, head first.
@@ -175,6 +205,9 @@ impl Actor for SubscriberActor {
             ctx: args.ctx,
             row,
             lease: None,
+            grants: u64::from(matches!(args.start, Start::Claimed(_))),
+            start: Some(args.start),
+            supervisor: args.supervisor,
             wake: args.wake,
             start_delay: args.start_delay,
             queue: Prefetch::default(),
@@ -197,22 +230,30 @@ impl Actor for SubscriberActor {
         }
         // Taking the queue fences any previous holder, and logs the attempt a previous actor of
         // this subscription may have died with as interrupted (as crash recovery does) so the
-        // attempt log has no gap.
-        let mut wait = std::time::Duration::from_millis(100);
-        let lease = loop {
-            match state.ctx.store.acquire(&state.row.id).await {
-                Ok(lease) => break lease,
+        // attempt log has no gap. A claim did the same in the store.
+        let start = state.start.take();
+        let for_command = matches!(start, Some(Start::ForCommand));
+        state.lease = Some(match start {
+            Some(Start::Claimed(lease)) => lease,
+            Some(Start::Acquire | Start::ForCommand) | None => {
                 // A journal that cannot write is waited out here: failing would restart the
                 // actor until the subscription is marked faulted (see `stall`).
-                Err(e) if stall::waits_for_journal(&e) => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                let mut wait = std::time::Duration::from_millis(100);
+                loop {
+                    match state.take_over().await {
+                        Ok(lease) => break lease,
+                        Err(e) if stall::waits_for_journal(&e) => {
+                            tokio::time::sleep(wait).await;
+                            wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                Err(e) => return Err(e.into()),
             }
-        };
-        state.lease = Some(lease);
-        state.advance(&myself).await?;
+        });
+        if !(for_command && state.ctx.tenure == Tenure::Shared) {
+            state.step(&myself).await?;
+        }
         Ok(())
     }
 
@@ -237,45 +278,66 @@ impl Actor for SubscriberActor {
         match msg {
             SubscriberMsg::Wake => {
                 state.wake.store(false, Ordering::Release);
-                state.advance(&myself).await?;
+                state.step(&myself).await?;
             }
             SubscriberMsg::AttemptDone(done) => {
-                if state.on_attempt_done(&myself, *done).await? {
-                    myself.stop(Some("subscription deleted".into()));
-                    return Ok(());
+                match state.on_attempt_done(&myself, *done).await {
+                    Ok(true) => {
+                        myself.stop(Some("subscription deleted".into()));
+                        return Ok(());
+                    }
+                    Ok(false) => {}
+                    Err(Error::LeaseLost { .. }) => {
+                        state.lost(&myself);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
                 }
                 if state.draining && state.in_flight.is_none() && !state.stall.stalled() {
                     myself.stop(Some("drained".into()));
                     return Ok(());
                 }
-                state.advance(&myself).await?;
+                state.step(&myself).await?;
             }
             SubscriberMsg::TimerFired { delivery } => {
                 if state.timer.as_ref().is_some_and(|t| t.delivery == delivery) {
                     state.timer = None;
-                    state.advance(&myself).await?;
+                    state.step(&myself).await?;
                 }
+            }
+            SubscriberMsg::Leased(lease) => {
+                state.grants += 1;
+                state.adopt(lease).await?;
+                state.step(&myself).await?;
             }
             SubscriberMsg::Command(cmd) => {
                 if state.command(cmd).await {
                     myself.stop(Some("subscription deleted".into()));
                     return Ok(());
                 }
-                state.advance(&myself).await?;
+                state.step(&myself).await?;
             }
             SubscriberMsg::RetryStore => {
                 state.stall.fired();
-                if let Some(u) = state.stall.unrecorded.take()
-                    && state.record_outcome(&myself, u).await?
-                {
-                    myself.stop(Some("subscription deleted".into()));
-                    return Ok(());
+                if let Some(u) = state.stall.unrecorded.take() {
+                    match state.record_outcome(&myself, u).await {
+                        Ok(true) => {
+                            myself.stop(Some("subscription deleted".into()));
+                            return Ok(());
+                        }
+                        Ok(false) => {}
+                        Err(Error::LeaseLost { .. }) => {
+                            state.lost(&myself);
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 if state.draining && state.in_flight.is_none() && !state.stall.stalled() {
                     myself.stop(Some("drained".into()));
                     return Ok(());
                 }
-                state.advance(&myself).await?;
+                state.step(&myself).await?;
             }
             SubscriberMsg::Drain => {
                 state.draining = true;

@@ -9,6 +9,7 @@ use axum::Router;
 use super::openapi::openapi_json;
 use super::router::AppState;
 
+pub(super) mod cluster;
 pub(super) mod deliveries;
 pub(super) mod events;
 pub mod ops;
@@ -29,4 +30,5 @@ pub(super) fn all() -> Router<AppState> {
         .merge(events::routes())
         .merge(deliveries::routes())
         .merge(transforms::routes())
+        .merge(cluster::routes())
 }

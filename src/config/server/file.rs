@@ -27,8 +27,15 @@ use crate::transform::TransformLimits;
 pub(super) struct ServerFile {
     /// Address and port of the HTTP API.
     pub listen: String,
-    /// The SQLite journal file.
+    /// The store: a SQLite journal file, or a `postgres://` URL shared by the nodes of a
+    /// cluster (also written `store`).
+    #[serde(alias = "store")]
     pub db: PathBuf,
+    /// This node's id in a cluster (default: host name and process id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// How long a node holds a subscription without renewing, in milliseconds.
+    pub lease_ttl_ms: u64,
     /// The admin API key (at least 16 characters). Never serialized: it is a secret.
     #[serde(skip_serializing)]
     pub admin_key: Option<Redacted<String>>,
@@ -68,6 +75,8 @@ pub(super) struct ServerFile {
     pub metrics: MetricsConfig,
     /// `[transforms]`.
     pub transforms: TransformsConfig,
+    /// `[cluster]`.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for ServerFile {
@@ -77,6 +86,8 @@ impl Default for ServerFile {
         ServerFile {
             listen: ServerConfig::DEFAULT_LISTEN.to_string(),
             db: PathBuf::from(ServerConfig::DEFAULT_DB),
+            node_id: engine.cluster.node_id.clone(),
+            lease_ttl_ms: u64::try_from(engine.cluster.lease_ttl.as_millis()).unwrap_or(u64::MAX),
             admin_key: None,
             secret_key: engine.secret_key.clone(),
             secret_key_file: engine.secret_key_file.clone(),
@@ -98,7 +109,35 @@ impl Default for ServerFile {
             retention: RetentionConfig::from(&engine.retention),
             metrics: MetricsConfig::from(&engine.metrics),
             transforms: TransformsConfig::from(&engine.transform_limits),
+            cluster: ClusterConfig::from(&engine.cluster),
         }
+    }
+}
+
+/// `[cluster]` (see [`ClusterSettings`](crate::config::ClusterSettings)); the node id and the
+/// lease TTL are top-level keys so their variables read `HOOKLINE_NODE_ID` and
+/// `HOOKLINE_LEASE_TTL_MS`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub(super) struct ClusterConfig {
+    /// How often an idle node looks for due subscriptions besides the store's wakes.
+    pub poll_interval: Dur,
+    /// Most subscriptions claimed in one round.
+    pub claim_batch: u32,
+}
+
+impl From<&crate::config::ClusterSettings> for ClusterConfig {
+    fn from(c: &crate::config::ClusterSettings) -> Self {
+        ClusterConfig {
+            poll_interval: Dur(c.poll_interval),
+            claim_batch: c.claim_batch,
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig::from(&EngineConfig::default().cluster)
     }
 }
 

@@ -13,7 +13,8 @@ use super::file::ServerFile;
 use super::{ConfigError, ConfigSources};
 
 /// The keys that have no default value and so are absent from the serialized defaults.
-pub(super) const OPTIONAL_KEYS: [&str; 4] = ["adminKey", "secretKey", "secretKeyFile", "proxy"];
+pub(super) const OPTIONAL_KEYS: [&str; 5] =
+    ["adminKey", "secretKey", "secretKeyFile", "proxy", "nodeId"];
 
 /// Where each key's value came from.
 #[derive(Debug)]

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use tracing_subscriber::EnvFilter;
 
-use super::EngineConfig;
+use super::{EngineConfig, StoreLocation};
 use crate::security::secretbox::Redacted;
 
 pub use file::{Dur, LogFormat};
@@ -48,8 +48,10 @@ pub use validate::log_filter;
 pub struct ServerConfig {
     /// Address and port of the HTTP API (`listen`). Default [`Self::DEFAULT_LISTEN`].
     pub listen: SocketAddr,
-    /// The SQLite journal file (`db`), never empty. Default [`Self::DEFAULT_DB`].
-    pub db: PathBuf,
+    /// The store (`db`, also `store`; `HOOKLINE_DB`, `--db`): a SQLite journal file, or a
+    /// `postgres://` URL shared by a cluster (which requires `secretKey`). Default
+    /// [`Self::DEFAULT_DB`].
+    pub db: StoreLocation,
     /// The admin API key (`adminKey`), at least 16 characters. Default: generated on first
     /// start, printed once, only its hash stored.
     pub admin_key: Option<Redacted<String>>,
@@ -164,7 +166,7 @@ mod tests {
         let c = ServerConfig::load(&ConfigSources::default()).expect("defaults load");
         assert_eq!(c.listen, ServerConfig::DEFAULT_LISTEN);
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.db, PathBuf::from("hookline.db"));
+        assert_eq!(c.db, StoreLocation::Sqlite(PathBuf::from("hookline.db")));
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(c.limits, Limits::default());
         let d = EngineConfig::default();
@@ -197,7 +199,11 @@ mod tests {
         };
         let c = ServerConfig::load(&sources).expect("loads");
         assert_eq!(c.listen.to_string(), "127.0.0.1:3333", "flag wins");
-        assert_eq!(c.db, PathBuf::from("env.db"), "env beats file");
+        assert_eq!(
+            c.db,
+            StoreLocation::Sqlite(PathBuf::from("env.db")),
+            "env beats file"
+        );
         assert_eq!(c.limits.max_event_bytes, 4096, "env beats file in a table");
         assert_eq!(c.limits.max_batch_events, 7, "file beats default");
         assert_eq!(c.engine.durability, Durability::Os);
@@ -212,6 +218,65 @@ mod tests {
         assert_eq!(
             c.engine.default_retry.max_attempts, 4,
             "untouched keys keep defaults"
+        );
+    }
+
+    #[test]
+    fn a_postgres_url_selects_the_cluster_and_needs_the_clusters_key() {
+        let pg = "postgres://hl:pw@127.0.0.1:5432/hookline";
+        let refused = ServerConfig::load(&ConfigSources {
+            env: env(&[("HOOKLINE_DB", pg)]),
+            ..ConfigSources::default()
+        })
+        .expect_err("no secret key");
+        assert_eq!(refused.key, "secretKey");
+        assert!(
+            refused.message.contains("HOOKLINE_SECRET_KEY")
+                && refused.message.contains("every node"),
+            "{refused}"
+        );
+        assert!(
+            !refused.to_string().contains(":pw@"),
+            "the URL's password is not shown"
+        );
+        let key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let c = ServerConfig::load(&ConfigSources {
+            env: env(&[
+                ("HOOKLINE_DB", pg),
+                ("HOOKLINE_SECRET_KEY", key),
+                ("HOOKLINE_NODE_ID", "node-a"),
+                ("HOOKLINE_LEASE_TTL_MS", "5000"),
+                ("HOOKLINE_CLUSTER__POLL_INTERVAL", "200ms"),
+            ]),
+            ..ConfigSources::default()
+        })
+        .expect("loads");
+        assert!(c.db.is_shared());
+        assert_eq!(
+            c.db.to_string(),
+            "postgres://hl:***@127.0.0.1:5432/hookline"
+        );
+        assert_eq!(c.engine.cluster.node_id(), "node-a");
+        assert_eq!(c.engine.cluster.lease_ttl, Duration::from_secs(5));
+        assert_eq!(c.engine.cluster.poll_interval, Duration::from_millis(200));
+        // `store` in a file is the same key as `db`.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, format!("store = \"{pg}\"\nsecretKeyFile = \"k\"\n")).expect("write");
+        let refused = ServerConfig::load(&ConfigSources {
+            file: Some(file),
+            ..ConfigSources::default()
+        })
+        .expect_err("a key file beside a URL");
+        assert_eq!(refused.key, "secretKeyFile");
+        let short = ServerConfig::load(&ConfigSources {
+            env: env(&[("HOOKLINE_LEASE_TTL_MS", "10")]),
+            ..ConfigSources::default()
+        })
+        .expect_err("too short a lease");
+        assert_eq!(
+            (short.key.as_str(), short.source.as_str()),
+            ("leaseTtlMs", "environment variable HOOKLINE_LEASE_TTL_MS")
         );
     }
 

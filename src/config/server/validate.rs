@@ -7,12 +7,15 @@
 //! each rule.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
 use super::file::ServerFile;
 use super::{LogSettings, ServerConfig};
-use crate::config::{EngineConfig, ProxyUrl, parse_networks};
+use crate::config::{
+    ClusterSettings, EngineConfig, ProxyUrl, StoreLocation, check_shared_key, parse_networks,
+};
 use crate::error::{Error, Result};
 
 /// The engine's names of its settings → the keys of the server's file.
@@ -44,9 +47,12 @@ impl ServerFile {
                 format!("{:?} is not an address:port", self.listen),
             )
         })?;
-        if self.db.as_os_str().is_empty() {
-            return Err(Error::invalid("db", "must not be empty"));
-        }
+        let store = StoreLocation::parse(&self.db.to_string_lossy())?;
+        check_shared_key(
+            &store,
+            self.secret_key.is_some(),
+            self.secret_key_file.is_some(),
+        )?;
         if let Some(k) = &self.admin_key
             && k.expose().len() < 16
         {
@@ -59,7 +65,7 @@ impl ServerFile {
         let engine = self.engine_config()?;
         Ok(ServerConfig {
             listen,
-            db: self.db,
+            db: store,
             admin_key: self.admin_key,
             log: LogSettings {
                 format: self.log.format,
@@ -98,6 +104,12 @@ impl ServerFile {
             retention: (&self.retention).into(),
             metrics: (&self.metrics).into(),
             transform_limits: (&self.transforms).into(),
+            cluster: ClusterSettings {
+                node_id: self.node_id.clone(),
+                lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+                poll_interval: self.cluster.poll_interval.0,
+                claim_batch: self.cluster.claim_batch,
+            },
         };
         config.validate().map_err(|e| match e {
             Error::Invalid { field, message } => Error::Invalid {
@@ -163,7 +175,7 @@ mod tests {
             .validate()
             .expect("defaults are valid");
         assert_eq!(c.listen, ServerConfig::DEFAULT_LISTEN);
-        assert_eq!(c.db.as_os_str(), ServerConfig::DEFAULT_DB);
+        assert_eq!(c.db.to_string(), ServerConfig::DEFAULT_DB);
         let d = EngineConfig::default();
         assert_eq!(c.engine.default_retry, d.default_retry);
         assert_eq!(c.engine.retention, d.retention);

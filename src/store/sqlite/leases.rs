@@ -8,6 +8,8 @@
 //! is always safe, and the caller of that acquire is answered with an error and acquires again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domain::SubscriptionId;
 use crate::error::{Error, Result};
@@ -17,13 +19,25 @@ use crate::store::Lease;
 pub(super) struct Leases {
     current: HashMap<SubscriptionId, u64>,
     issued: u64,
+    /// How many subscriptions have a lease, for `Coordination::nodes` (read outside the writer).
+    held: Arc<AtomicU64>,
 }
 
 impl Leases {
+    /// An empty table that reports its size through `held`.
+    pub(super) fn counted(held: Arc<AtomicU64>) -> Leases {
+        Leases {
+            held,
+            ..Leases::default()
+        }
+    }
+
     /// A new lease on `sub`, fencing the previous one.
     pub(super) fn grant(&mut self, sub: &SubscriptionId) -> Lease {
         self.issued += 1;
         self.current.insert(sub.clone(), self.issued);
+        self.held
+            .store(self.current.len() as u64, Ordering::Relaxed);
         Lease::new(sub.clone(), self.issued)
     }
 
@@ -41,5 +55,7 @@ impl Leases {
     /// Forgets a deleted subscription (its holder's later writes are refused).
     pub(super) fn forget(&mut self, sub: &SubscriptionId) {
         self.current.remove(sub);
+        self.held
+            .store(self.current.len() as u64, Ordering::Relaxed);
     }
 }

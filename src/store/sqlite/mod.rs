@@ -24,13 +24,19 @@
 //! the periodic fsync of delivery progress run on the [`checkpoint`] thread. Readers use a
 //! separate pool of read-only sqlx connections ([`reads`]), except the delivery path's queue
 //! refill, which reads inline ([`inline_read`]); WAL lets them all run beside the writer.
-//! [`seam`] implements the store's traits on [`Journal`].
+//! [`seam`] implements the store's traits on [`Journal`]; [`coordination`] the cluster seam, as
+//! the one node that owns everything.
 
 #[macro_use]
-mod rows;
+pub(in crate::store) mod rows;
 
 mod catalog;
 mod checkpoint;
+#[allow(
+    dead_code,
+    reason = "the seam is committed first; the engine uses it next"
+)]
+mod coordination;
 mod inline_read;
 mod insight;
 mod leases;
@@ -86,6 +92,10 @@ struct Inner {
     queue_readers: InlineReaders,
     sealer: Arc<SecretBox>,
     writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The subscriptions with a lease (kept by the writer's lease table).
+    leases_held: Arc<std::sync::atomic::AtomicU64>,
+    /// This process, the only node (see `coordination`).
+    node: std::sync::Mutex<Option<super::NodeRow>>,
 }
 
 impl Journal {
@@ -123,13 +133,14 @@ impl Journal {
             .await
             .map_err(open::sql_err("open readers"))?;
 
+        let leases_held = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(cfg.intake_queue);
         let (wakes, wake_rx) = wake_channel();
         let task = tokio::spawn(writer::run(
             writer::Writer {
                 conn: wconn,
                 routing,
-                leases: leases::Leases::default(),
+                leases: leases::Leases::counted(leases_held.clone()),
                 wakes,
                 batch_max: cfg.commit_batch_max,
                 durability: cfg.durability,
@@ -146,6 +157,8 @@ impl Journal {
                 queue_readers: InlineReaders::new(path, cfg.reader_connections as usize),
                 sealer,
                 writer_task: Mutex::new(Some(task)),
+                leases_held,
+                node: std::sync::Mutex::new(None),
             }),
         };
         Ok(Opened {

@@ -4,7 +4,8 @@
 //! tenant after `RETURNING`, the routing table at start), the API's reads go through sqlx: both
 //! decode with the same functions, generic over [`Columns`]. A raw decoder returns the driver's
 //! own error (so a failure inside the writer still aborts its batch, as any SQLite failure
-//! does); turning raw columns into domain values (JSON, sealed secrets) is driver-independent.
+//! does); turning raw columns into domain values (JSON, sealed secrets) is driver-independent,
+//! and shared with the PostgreSQL store (`store::postgres`), which fills the same raw structs.
 
 use std::sync::Arc;
 
@@ -88,7 +89,7 @@ impl Columns for sqlx::sqlite::SqliteRow {
 const SECRET_FIELDS: [&str; 4] = ["accessKey", "auth", "signing", "tls"];
 
 /// Splits a spec into its readable config JSON and its sealed secrets (bound to the id).
-pub(super) fn encode_spec(
+pub(in crate::store) fn encode_spec(
     spec: &SubscriptionSpec,
     id: &SubscriptionId,
     sealer: &SecretBox,
@@ -111,17 +112,17 @@ pub(super) fn encode_spec(
 }
 
 /// The columns of [`sub_select!`].
-pub(super) struct SubRaw {
-    id: String,
-    tenant_id: String,
-    config: String,
-    paused: i64,
-    blocked_on: Option<i64>,
-    disabled_reason: Option<String>,
-    faulted_reason: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-    secrets: Option<Vec<u8>>,
+pub(in crate::store) struct SubRaw {
+    pub(in crate::store) id: String,
+    pub(in crate::store) tenant_id: String,
+    pub(in crate::store) config: String,
+    pub(in crate::store) paused: i64,
+    pub(in crate::store) blocked_on: Option<i64>,
+    pub(in crate::store) disabled_reason: Option<String>,
+    pub(in crate::store) faulted_reason: Option<String>,
+    pub(in crate::store) created_at: i64,
+    pub(in crate::store) updated_at: i64,
+    pub(in crate::store) secrets: Option<Vec<u8>>,
 }
 
 pub(super) fn sub_raw<R: Columns>(r: &R) -> std::result::Result<SubRaw, R::Error> {
@@ -140,7 +141,7 @@ pub(super) fn sub_raw<R: Columns>(r: &R) -> std::result::Result<SubRaw, R::Error
 }
 
 /// A subscription from its columns: the config with its secrets opened.
-pub(super) fn subscription(r: SubRaw, sealer: &SecretBox) -> Result<SubscriptionRow> {
+pub(in crate::store) fn subscription(r: SubRaw, sealer: &SecretBox) -> Result<SubscriptionRow> {
     let id = SubscriptionId::from(r.id);
     let mut value: serde_json::Value = serde_json::from_str(&r.config)
         .map_err(|e| Error::Internal(format!("unreadable subscription config: {e}")))?;
@@ -173,12 +174,12 @@ pub(super) fn subscription(r: SubRaw, sealer: &SecretBox) -> Result<Subscription
 // ---- tenants ------------------------------------------------------------------------------
 
 /// The columns of [`tenant_select!`].
-pub(super) struct TenantRaw {
-    id: String,
-    name: String,
-    created_at: i64,
+pub(in crate::store) struct TenantRaw {
+    pub(in crate::store) id: String,
+    pub(in crate::store) name: String,
+    pub(in crate::store) created_at: i64,
     /// The JSON of a [`RateLimit`].
-    rate_limit: Option<String>,
+    pub(in crate::store) rate_limit: Option<String>,
 }
 
 pub(super) fn tenant_raw<R: Columns>(r: &R) -> std::result::Result<TenantRaw, R::Error> {
@@ -190,7 +191,7 @@ pub(super) fn tenant_raw<R: Columns>(r: &R) -> std::result::Result<TenantRaw, R:
     })
 }
 
-pub(super) fn tenant(r: TenantRaw) -> Result<Tenant> {
+pub(in crate::store) fn tenant(r: TenantRaw) -> Result<Tenant> {
     let rate_limit = r
         .rate_limit
         .map(|j| serde_json::from_str::<RateLimit>(&j))
@@ -205,7 +206,7 @@ pub(super) fn tenant(r: TenantRaw) -> Result<Tenant> {
 }
 
 /// A tenant's rate limit as stored: JSON, or NULL for none.
-pub(super) fn rate_limit_json(limit: Option<&RateLimit>) -> Result<Option<String>> {
+pub(in crate::store) fn rate_limit_json(limit: Option<&RateLimit>) -> Result<Option<String>> {
     limit
         .map(serde_json::to_string)
         .transpose()

@@ -2,6 +2,11 @@
 //! SQLite files in temporary directories with test-friendly settings, event builders, polling
 //! helpers with deadlines, and the strict-order check of guarantee 3.
 //!
+//! One suite, two backends: with `HOOKLINE_TEST_STORE=postgres` (and the `test-hooks`
+//! feature), every [`TestEngine`] runs on a fresh database of the test binary's throwaway
+//! PostgreSQL server instead (`hookline::testing::postgres`); `scripts/test-postgres.sh` runs
+//! the engine's behaviour tests that way.
+//!
 //! Nothing here sleeps to assert: [`eventually`] polls until a condition holds or a deadline
 //! passes; [`consistently`] polls that a condition keeps holding for a window.
 
@@ -48,12 +53,44 @@ pub fn builder(db: &Path) -> EngineBuilder {
         .shutdown_grace(Duration::from_millis(200))
 }
 
-/// An engine on a real SQLite file in its own temporary directory, with tenant [`TENANT`].
+/// The sealing key of engines on PostgreSQL (a cluster needs a configured key).
+const PG_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A fresh PostgreSQL database when `HOOKLINE_TEST_STORE=postgres`, else `None` (SQLite).
+///
+/// # Panics
+/// With `HOOKLINE_TEST_STORE=postgres` but no `test-hooks` feature, or no PostgreSQL installed.
+pub async fn postgres_url() -> Option<String> {
+    if std::env::var("HOOKLINE_TEST_STORE").ok().as_deref() != Some("postgres") {
+        return None;
+    }
+    #[cfg(feature = "test-hooks")]
+    {
+        let server = hookline::testing::postgres::server("HOOKLINE_TEST_STORE=postgres")
+            .expect("HOOKLINE_TEST_STORE=postgres needs PostgreSQL's server binaries");
+        Some(server.fresh_database().await)
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    panic!("HOOKLINE_TEST_STORE=postgres needs --features test-hooks")
+}
+
+/// `b` on the PostgreSQL database `url` (with the cluster's key), or unchanged.
+pub fn on_store(b: EngineBuilder, url: Option<&str>) -> EngineBuilder {
+    match url {
+        Some(url) => b.postgres(url).secret_key(PG_KEY).node_id("it-node"),
+        None => b,
+    }
+}
+
+/// An engine on a real SQLite file in its own temporary directory (or a PostgreSQL database,
+/// see the module docs), with tenant [`TENANT`].
 /// Derefs to [`EngineHandle`].
 #[derive(Debug)]
 pub struct TestEngine {
     pub engine: EngineHandle,
     pub db: PathBuf,
+    /// The PostgreSQL database the engine runs on instead of `db` (`HOOKLINE_TEST_STORE`).
+    pub postgres: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -75,10 +112,15 @@ impl TestEngine {
     pub async fn start_with(tweak: impl FnOnce(EngineBuilder) -> EngineBuilder) -> TestEngine {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("journal.db");
-        let engine = tweak(builder(&db)).build().await.expect("engine starts");
+        let postgres = postgres_url().await;
+        let engine = tweak(on_store(builder(&db), postgres.as_deref()))
+            .build()
+            .await
+            .expect("engine starts");
         let t = TestEngine {
             engine,
             db,
+            postgres,
             _dir: dir,
         };
         t.add_tenant(TENANT).await;
@@ -118,7 +160,7 @@ impl TestEngine {
     /// Shuts the engine down and starts a new one on the same file ([`builder`]'s settings).
     pub async fn restart(&mut self) {
         self.engine.shutdown().await;
-        self.engine = builder(&self.db)
+        self.engine = on_store(builder(&self.db), self.postgres.as_deref())
             .build()
             .await
             .expect("engine restarts on the same journal");

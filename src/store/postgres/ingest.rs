@@ -1,0 +1,271 @@
+//! Publishing on PostgreSQL: events and their fan-out in one transaction, numbered per
+//! subscription in commit order.
+//!
+//! One publish is one transaction: the tenants' subscriptions are read (a subscription whose
+//! creation committed before this publish began is routed to), each event is inserted
+//! (idempotent on `(tenant, id)`: a duplicate creates nothing and gets the first receipt), then
+//! the `sub_tail` rows of every subscription receiving a delivery are locked **in subscription
+//! id order** (so concurrent publishes never deadlock) and the deliveries numbered from them.
+//! The lock is held until the commit, so a subscription's `seq` order is its events' commit
+//! order. The wake notification is sent in the same transaction (delivered on commit only);
+//! the caller is answered after the commit (guarantee 1).
+//!
+//! A subscription deleted while the publish runs gets no delivery (its `sub_tail` row is gone
+//! by the time it is locked, or its delete waits for this commit and takes the deliveries with
+//! it). Every insert happens before any `sub_tail` lock is taken, so a publish waiting on
+//! another's event insert (the same id at once) holds no lock the other needs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::postgres::PgConnection;
+
+use super::{PgStore, WAKE_CHANNEL, listen, sql_err};
+use crate::domain::clock::now_ms;
+use crate::domain::{Event, PublishReceipt, SubscriptionId, TenantId};
+use crate::error::{Error, Result};
+
+const W: &str = "publish";
+
+/// One subscription's filters, as a publish routes by them.
+struct Route {
+    id: SubscriptionId,
+    types: Vec<String>,
+    workflows: Vec<String>,
+}
+
+impl Route {
+    /// The same rule as [`SubscriptionSpec::matches`](crate::domain::SubscriptionSpec).
+    fn matches(&self, event: &Event) -> bool {
+        let ty = event.notification_type.as_str();
+        let type_ok = self.types.is_empty() || self.types.iter().any(|t| t == ty);
+        let wf_ok = self.workflows.is_empty()
+            || event
+                .workflow_id
+                .as_deref()
+                .is_some_and(|w| self.workflows.iter().any(|x| x == w));
+        type_ok && wf_ok
+    }
+}
+
+/// An event accepted by this publish, and the subscriptions it goes to.
+struct Accepted {
+    index: usize,
+    seq: i64,
+    subs: Vec<SubscriptionId>,
+}
+
+impl PgStore {
+    pub(super) async fn pg_publish(
+        &self,
+        events: Vec<Event>,
+        wait: Duration,
+    ) -> Result<Vec<Result<PublishReceipt>>> {
+        self.open_for_writes()?;
+        let _permit = match tokio::time::timeout(wait, self.inner.intake.acquire()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(Error::ShuttingDown),
+            Err(_) => return Err(Error::Overloaded),
+        };
+        let at = now_ms();
+        let mut tx = self.pool().begin().await.map_err(sql_err(W))?;
+        let mut routes: HashMap<TenantId, Option<Vec<Route>>> = HashMap::new();
+        for e in &events {
+            if !routes.contains_key(&e.tenant_id) {
+                let r = load_routes(&mut tx, &e.tenant_id).await?;
+                routes.insert(e.tenant_id.clone(), r);
+            }
+        }
+
+        let mut receipts: Vec<Option<Result<PublishReceipt>>> = Vec::with_capacity(events.len());
+        let mut accepted: Vec<Accepted> = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            let Some(Some(routes)) = routes.get(&event.tenant_id) else {
+                receipts.push(Some(Err(Error::not_found("tenant", &event.tenant_id))));
+                continue;
+            };
+            let body = match serde_json::to_string(event) {
+                Ok(b) => b,
+                Err(e) => {
+                    receipts.push(Some(Err(Error::Internal(format!(
+                        "event not serialisable: {e}"
+                    )))));
+                    continue;
+                }
+            };
+            let seq: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO events (tenant_id, id, notification_type, body, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING seq",
+            )
+            .bind(event.tenant_id.as_str())
+            .bind(event.id.as_str())
+            .bind(event.notification_type.as_str())
+            .bind(body)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql_err(W))?;
+            match seq {
+                Some(seq) => {
+                    let subs = routes
+                        .iter()
+                        .filter(|r| r.matches(event))
+                        .map(|r| r.id.clone())
+                        .collect();
+                    accepted.push(Accepted { index, seq, subs });
+                    receipts.push(None);
+                }
+                // Idempotent publish: the first event stands. Settled below once this batch's
+                // own deliveries are counted (the same id twice in one publish).
+                None => receipts.push(None),
+            }
+        }
+
+        // Lock the order counters in id order and number the deliveries.
+        let targets: Vec<String> = accepted
+            .iter()
+            .flat_map(|a| a.subs.iter().map(|s| s.as_str().to_owned()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut tails: BTreeMap<String, i64> = BTreeMap::new();
+        if !targets.is_empty() {
+            let locked = sqlx::query(
+                "SELECT subscription_id, tail_seq FROM sub_tail WHERE subscription_id = ANY($1) \
+                 ORDER BY subscription_id FOR NO KEY UPDATE",
+            )
+            .bind(&targets)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sql_err(W))?;
+            for r in &locked {
+                tails.insert(
+                    r.try_get(0).map_err(sql_err(W))?,
+                    r.try_get(1).map_err(sql_err(W))?,
+                );
+            }
+        }
+        let (mut d_sub, mut d_seq, mut d_event) = (Vec::new(), Vec::new(), Vec::new());
+        let mut counts: HashMap<i64, u32> = HashMap::new();
+        let mut woken: HashSet<SubscriptionId> = HashSet::new();
+        for a in &accepted {
+            let mut n = 0;
+            for s in &a.subs {
+                // Gone: deleted after this publish read its routes.
+                let Some(tail) = tails.get_mut(s.as_str()) else {
+                    continue;
+                };
+                *tail += 1;
+                d_sub.push(s.as_str().to_owned());
+                d_seq.push(*tail);
+                d_event.push(a.seq);
+                woken.insert(s.clone());
+                n += 1;
+            }
+            counts.insert(a.seq, n);
+            receipts[a.index] = Some(Ok(PublishReceipt {
+                id: events[a.index].id.clone(),
+                seq: a.seq,
+                deliveries: n,
+                duplicate: false,
+            }));
+        }
+        if !d_sub.is_empty() {
+            sqlx::query(
+                "INSERT INTO deliveries (subscription_id, seq, event_seq, state, updated_at) \
+                 SELECT s, q, e, 'pending', $4 FROM UNNEST($1::text[], $2::int8[], $3::int8[]) \
+                 AS v(s, q, e)",
+            )
+            .bind(&d_sub)
+            .bind(&d_seq)
+            .bind(&d_event)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err(W))?;
+            let (t_sub, t_seq): (Vec<String>, Vec<i64>) = tails.into_iter().unzip();
+            sqlx::query(
+                "UPDATE sub_tail SET tail_seq = v.t FROM UNNEST($1::text[], $2::int8[]) AS v(s, t) \
+                 WHERE subscription_id = v.s",
+            )
+            .bind(&t_sub)
+            .bind(&t_seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err(W))?;
+        }
+        for (i, slot) in receipts.iter_mut().enumerate() {
+            if slot.is_none() {
+                *slot = Some(duplicate(&mut tx, &events[i], &counts).await);
+            }
+        }
+        for payload in listen::payloads(&self.inner.node, &woken) {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(WAKE_CHANNEL)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_err(W))?;
+        }
+        tx.commit().await.map_err(sql_err("commit"))?;
+        if !woken.is_empty() {
+            self.inner.wakes.wake(woken);
+        }
+        Ok(receipts
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Internal("publish lost a receipt".into()))))
+            .collect())
+    }
+}
+
+/// The tenant's subscriptions with their filters; `None` if there is no such tenant.
+async fn load_routes(conn: &mut PgConnection, tenant: &TenantId) -> Result<Option<Vec<Route>>> {
+    let found = sqlx::query(
+        "SELECT s.id, s.notification_types, s.workflow_ids FROM tenants t \
+         LEFT JOIN subscriptions s ON s.tenant_id = t.id WHERE t.id = $1",
+    )
+    .bind(tenant.as_str())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(sql_err(W))?;
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let mut routes = Vec::with_capacity(found.len());
+    for r in &found {
+        let id: Option<String> = r.try_get(0).map_err(sql_err(W))?;
+        let Some(id) = id else { continue };
+        routes.push(Route {
+            id: SubscriptionId::from(id),
+            types: r.try_get(1).map_err(sql_err(W))?,
+            workflows: r.try_get(2).map_err(sql_err(W))?,
+        });
+    }
+    Ok(Some(routes))
+}
+
+/// The receipt of an event published before (by another publish, or earlier in this one).
+async fn duplicate(
+    conn: &mut PgConnection,
+    event: &Event,
+    this_batch: &HashMap<i64, u32>,
+) -> Result<PublishReceipt> {
+    let row = sqlx::query(
+        "SELECT e.seq, (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq) \
+         FROM events e WHERE e.tenant_id = $1 AND e.id = $2",
+    )
+    .bind(event.tenant_id.as_str())
+    .bind(event.id.as_str())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(sql_err(W))?;
+    let seq: i64 = row.try_get(0).map_err(sql_err(W))?;
+    let n: i64 = row.try_get(1).map_err(sql_err(W))?;
+    Ok(PublishReceipt {
+        id: event.id.clone(),
+        seq,
+        deliveries: this_batch.get(&seq).copied().unwrap_or(n.max(0) as u32),
+        duplicate: true,
+    })
+}

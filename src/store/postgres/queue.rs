@@ -1,0 +1,387 @@
+//! A subscription's queue on PostgreSQL: the lease, the fence on every write, recovery.
+//!
+//! The lease is the subscription's `sub_cursor` row. [`acquire`](PgStore::pg_acquire) bumps
+//! its `epoch` (the token), writes this node as `owner` and a `lease_until` on PostgreSQL's
+//! clock, and in the same transaction logs the attempts the previous holder left in flight as
+//! interrupted (their deliveries go back to pending). Every queue write is one transaction
+//! whose first statement is the fence: `SELECT … FROM sub_cursor WHERE subscription_id = $s
+//! AND epoch = $token AND owner = $node FOR SHARE`. No row: the lease was taken over (or the
+//! subscription deleted), and the write answers `LeaseLost` having written nothing. The share
+//! lock conflicts with an acquire's update of the row, so a fenced write and a takeover are
+//! serialised in commit order: a write that passed its fence commits before the takeover, and
+//! one that starts after it sees the new epoch.
+//!
+//! Delivery progress (in-flight marks, outcomes) commits with `synchronous_commit = off`, as
+//! the SQLite journal fsyncs it within 50 ms rather than at once: losing the last few of them
+//! in a crash of PostgreSQL's host means an attempt is retried, never that an accepted event is
+//! lost.
+
+use std::collections::HashSet;
+
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{Postgres, Transaction};
+
+use super::{PgStore, rows, sql_err};
+use crate::domain::clock::now_ms;
+use crate::domain::{DeliveryId, DeliveryStatus, SubscriptionId, SubscriptionRow};
+use crate::error::{Error, Result};
+use crate::policy::ErrorKind;
+use crate::store::{AttemptRecord, FlagChange, Lease, QueuedDelivery, Recovery};
+
+const W: &str = "queue write";
+
+/// Logs every attempt in flight on `subs` as interrupted and puts its delivery back to pending;
+/// returns how many attempts were logged.
+pub(super) async fn interrupt_in_flight(
+    conn: &mut PgConnection,
+    subs: &[String],
+    now: i64,
+) -> Result<u64> {
+    let logged = sqlx::query(
+        "INSERT INTO attempts (delivery_id, n, started_at, duration_ms, error_kind, error) \
+         SELECT id, attempts, COALESCE(started_at, updated_at), \
+                GREATEST(0, $1 - COALESCE(started_at, updated_at)), $2, \
+                'hookline stopped while this attempt was in flight' \
+         FROM deliveries WHERE subscription_id = ANY($3) AND state = 'in_flight' AND attempts > 0 \
+         ON CONFLICT (delivery_id, n) DO NOTHING",
+    )
+    .bind(now)
+    .bind(ErrorKind::Interrupted.as_str())
+    .bind(subs)
+    .execute(&mut *conn)
+    .await
+    .map_err(sql_err(W))?
+    .rows_affected();
+    sqlx::query(
+        "UPDATE deliveries SET state = 'pending', started_at = NULL, last_error = 'interrupted', \
+         updated_at = $1 WHERE subscription_id = ANY($2) AND state = 'in_flight'",
+    )
+    .bind(now)
+    .bind(subs)
+    .execute(&mut *conn)
+    .await
+    .map_err(sql_err(W))?;
+    Ok(logged)
+}
+
+/// Subscriptions with open work.
+pub(super) async fn open_subscriptions(pool: &PgPool) -> Result<Vec<SubscriptionId>> {
+    let subs: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT d.subscription_id FROM deliveries d \
+         WHERE d.state IN ('pending', 'in_flight')",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(sql_err("read"))?;
+    Ok(subs.into_iter().map(SubscriptionId::from).collect())
+}
+
+/// Recovery at open: the attempts this node (by its id, from an earlier run) or no node left
+/// in flight are interrupted. Another node's are left alone, even under an expired lease: only
+/// a takeover (which bumps the epoch and so fences that node) may interrupt them.
+pub(super) async fn recover(pool: &PgPool, node: &str) -> Result<Recovery> {
+    let now = now_ms();
+    let mut tx = pool.begin().await.map_err(sql_err("recovery"))?;
+    let mine: Vec<String> = sqlx::query_scalar(
+        "SELECT c.subscription_id FROM sub_cursor c \
+         WHERE (c.owner IS NULL OR c.owner = $1) AND EXISTS (SELECT 1 FROM deliveries d \
+               WHERE d.subscription_id = c.subscription_id AND d.state = 'in_flight') \
+         ORDER BY 1 FOR UPDATE",
+    )
+    .bind(node)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(sql_err("recovery"))?;
+    let interrupted = interrupt_in_flight(&mut tx, &mine, now).await?;
+    // This node's leases from an earlier run are void: its actors acquire anew.
+    sqlx::query(
+        "UPDATE sub_cursor SET owner = NULL, lease_until = NULL, epoch = epoch + 1 \
+         WHERE owner = $1",
+    )
+    .bind(node)
+    .execute(&mut *tx)
+    .await
+    .map_err(sql_err("recovery"))?;
+    tx.commit().await.map_err(sql_err("recovery"))?;
+    let open: HashSet<SubscriptionId> = open_subscriptions(pool).await?.into_iter().collect();
+    Ok(Recovery {
+        interrupted,
+        open_subscriptions: open.into_iter().collect(),
+    })
+}
+
+/// Gives up every lease `node` holds (at close): another node may take them over at once.
+pub(super) async fn release_all(pool: &PgPool, node: &str) -> Result<()> {
+    sqlx::query("UPDATE sub_cursor SET owner = NULL, lease_until = NULL WHERE owner = $1")
+        .bind(node)
+        .execute(pool)
+        .await
+        .map_err(sql_err("release"))?;
+    Ok(())
+}
+
+impl PgStore {
+    /// A transaction whose first statement passed `lease`'s fence.
+    async fn fenced(
+        &self,
+        lease: &Lease,
+        progress: bool,
+    ) -> Result<Transaction<'static, Postgres>> {
+        self.open_for_writes()?;
+        let mut tx = self.pool().begin().await.map_err(sql_err(W))?;
+        if progress {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_err(W))?;
+        }
+        let held = sqlx::query(
+            "SELECT 1 FROM sub_cursor WHERE subscription_id = $1 AND epoch = $2 AND owner = $3 \
+             FOR SHARE",
+        )
+        .bind(lease.subscription().as_str())
+        .bind(lease.token() as i64)
+        .bind(&self.inner.node)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql_err(W))?;
+        if held.is_none() {
+            return Err(Error::LeaseLost {
+                subscription: lease.subscription().to_string(),
+            });
+        }
+        Ok(tx)
+    }
+
+    pub(super) async fn pg_acquire(&self, sub: &SubscriptionId) -> Result<Lease> {
+        self.open_for_writes()?;
+        let sent = tokio::time::Instant::now();
+        let mut tx = self.pool().begin().await.map_err(sql_err(W))?;
+        let epoch: Option<i64> = sqlx::query_scalar(
+            "UPDATE sub_cursor SET epoch = epoch + 1, owner = $2, \
+               lease_until = now() + make_interval(secs => $3::float8 / 1000) \
+             WHERE subscription_id = $1 RETURNING epoch",
+        )
+        .bind(sub.as_str())
+        .bind(&self.inner.node)
+        .bind(self.inner.lease_ttl_ms as f64)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql_err(W))?;
+        let Some(epoch) = epoch else {
+            return Err(Error::not_found("subscription", sub));
+        };
+        interrupt_in_flight(&mut tx, &[sub.as_str().to_owned()], now_ms()).await?;
+        tx.commit().await.map_err(sql_err("commit"))?;
+        let ttl = std::time::Duration::from_millis(self.inner.lease_ttl_ms.max(0) as u64);
+        Ok(Lease::expiring(
+            sub.clone(),
+            epoch.max(0) as u64,
+            sent + ttl,
+            None,
+        ))
+    }
+
+    pub(super) async fn pg_next_deliveries(
+        &self,
+        sub: &SubscriptionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedDelivery>> {
+        let found = sqlx::query(concat!(
+            pg_queued_select!(),
+            " WHERE d.subscription_id = $1 AND d.state IN ('pending', 'in_flight') \
+              AND d.seq > $2 ORDER BY d.seq LIMIT $3"
+        ))
+        .bind(sub.as_str())
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        found.iter().map(rows::queued).collect()
+    }
+
+    pub(super) async fn pg_mark_in_flight(
+        &self,
+        lease: &Lease,
+        delivery: DeliveryId,
+        attempt: u32,
+        at: i64,
+    ) -> Result<()> {
+        let mut tx = self.fenced(lease, true).await?;
+        mark(&mut tx, delivery, attempt, at).await?;
+        tx.commit().await.map_err(sql_err("commit"))
+    }
+
+    pub(super) async fn pg_record_attempt(&self, lease: &Lease, rec: AttemptRecord) -> Result<()> {
+        let mut tx = self.fenced(lease, true).await?;
+        let now = now_ms();
+        let recorded = sqlx::query(
+            "INSERT INTO attempts (delivery_id, n, started_at, duration_ms, status_code, \
+               error_kind, error, response_snippet, transform_log, node_id, epoch) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+             WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1) \
+             ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = EXCLUDED.started_at, \
+               duration_ms = EXCLUDED.duration_ms, status_code = EXCLUDED.status_code, \
+               error_kind = EXCLUDED.error_kind, error = EXCLUDED.error, \
+               response_snippet = EXCLUDED.response_snippet, \
+               transform_log = EXCLUDED.transform_log, node_id = EXCLUDED.node_id, \
+               epoch = EXCLUDED.epoch",
+        )
+        .bind(rec.delivery.raw())
+        .bind(i64::from(rec.n))
+        .bind(rec.started_at)
+        .bind(i64::try_from(rec.duration_ms).unwrap_or(i64::MAX))
+        .bind(rec.status_code.map(i64::from))
+        .bind(rec.error_kind.map(ErrorKind::as_str))
+        .bind(&rec.error)
+        .bind(&rec.snippet)
+        .bind(&rec.transform_log)
+        .bind(&self.inner.node)
+        .bind(lease.token() as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err(W))?
+        .rows_affected();
+        let updated = sqlx::query(
+            "UPDATE deliveries SET state = $2, attempts = $3, budget_used = $4, next_at = $5, \
+               started_at = NULL, last_status = $6, last_error = $7, updated_at = $8 \
+             WHERE id = $1",
+        )
+        .bind(rec.delivery.raw())
+        .bind(rec.new_status.as_str())
+        .bind(i64::from(rec.n))
+        .bind(i64::from(rec.budget_used))
+        .bind(rec.next_at)
+        .bind(rec.status_code.map(i64::from))
+        .bind(&rec.error)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err(W))?
+        .rows_affected();
+        if recorded == 0 || updated == 0 {
+            // Deleted with its subscription while the attempt ran: nothing left to record.
+            return match rec.flags {
+                None => Ok(()),
+                Some(_) => Err(Error::not_found("delivery", rec.delivery)),
+            };
+        }
+        if let Some((next, attempts, at)) = rec.next_in_flight {
+            mark(&mut tx, next, attempts, at).await?;
+        }
+        if let Some(flags) = &rec.flags {
+            self.apply_flags(&mut tx, &rec.subscription, flags, now)
+                .await?;
+        }
+        tx.commit().await.map_err(sql_err("commit"))
+    }
+
+    pub(super) async fn pg_set_queue_flags(
+        &self,
+        lease: &Lease,
+        flags: FlagChange,
+    ) -> Result<SubscriptionRow> {
+        let mut tx = self.fenced(lease, false).await?;
+        let row = self
+            .apply_flags(&mut tx, lease.subscription(), &flags, now_ms())
+            .await?;
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(row)
+    }
+
+    pub(super) async fn pg_set_delivery_status(
+        &self,
+        lease: &Lease,
+        delivery: DeliveryId,
+        status: DeliveryStatus,
+        reset_budget: bool,
+        unblock: bool,
+    ) -> Result<()> {
+        let mut tx = self.fenced(lease, false).await?;
+        let at = now_ms();
+        let n = sqlx::query(
+            "UPDATE deliveries SET state = $2, \
+               budget_used = CASE WHEN $3 THEN 0 ELSE budget_used END, \
+               next_at = NULL, updated_at = $4 WHERE id = $1",
+        )
+        .bind(delivery.raw())
+        .bind(status.as_str())
+        .bind(reset_budget)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err(W))?
+        .rows_affected();
+        if n == 0 {
+            return Err(Error::not_found("delivery", delivery));
+        }
+        if unblock {
+            sqlx::query(
+                "UPDATE subscriptions SET blocked_on = NULL, updated_at = $3 \
+                 WHERE id = $1 AND blocked_on = $2",
+            )
+            .bind(lease.subscription().as_str())
+            .bind(delivery.raw())
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err(W))?;
+        }
+        tx.commit().await.map_err(sql_err("commit"))
+    }
+
+    pub(super) async fn pg_replay(
+        &self,
+        lease: &Lease,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64> {
+        let mut tx = self.fenced(lease, false).await?;
+        let at = now_ms();
+        let sub = lease.subscription().as_str();
+        let n = sqlx::query(
+            "UPDATE deliveries d SET state = 'pending', budget_used = 0, next_at = NULL, \
+               started_at = NULL, updated_at = $4 \
+             FROM events e WHERE e.seq = d.event_seq AND d.subscription_id = $1 \
+               AND d.state IN ('delivered', 'failed', 'skipped', 'dropped') \
+               AND e.created_at >= $2 AND e.created_at < $3",
+        )
+        .bind(sub)
+        .bind(since_ms)
+        .bind(until_ms)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err(W))?
+        .rows_affected();
+        // A subscription blocked on a delivery that is pending again is no longer blocked.
+        sqlx::query(
+            "UPDATE subscriptions SET blocked_on = NULL, updated_at = $2 \
+             WHERE id = $1 AND blocked_on IN \
+               (SELECT id FROM deliveries WHERE subscription_id = $1 AND state = 'pending')",
+        )
+        .bind(sub)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err(W))?;
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(n)
+    }
+}
+
+async fn mark(conn: &mut PgConnection, delivery: DeliveryId, attempts: u32, at: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE deliveries SET state = 'in_flight', attempts = $2, started_at = $3, \
+         next_at = NULL, updated_at = $3 WHERE id = $1 AND state IN ('pending', 'in_flight')",
+    )
+    .bind(delivery.raw())
+    .bind(i64::from(attempts))
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(sql_err(W))?;
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! What only a shared store must do, on the test binary's throwaway PostgreSQL server: refuse
+//! a node with another sealing key, migrate safely when several nodes start at once, fence a
+//! holder across nodes, carry wakes from one node to another, and keep one commit order per
+//! subscription under concurrent publishers. (The store-level behaviour it shares with SQLite
+//! is tested by `store::suite` on both backends.)
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{PgOptions, PgStore};
+use crate::domain::{DeliveryStatus, NotificationType};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::security::secretbox::{MasterKey, SecretBox};
+use crate::store::suite::{
+    Backend, WAIT, event, open_ids, options, outcome, publish, subscription, tenant,
+};
+
+async fn url(test: &str) -> Option<String> {
+    match Backend::postgres(test).await? {
+        Backend::Postgres { url } => Some(url),
+        Backend::Sqlite { .. } => None,
+    }
+}
+
+#[tokio::test]
+async fn a_node_with_another_key_is_refused() {
+    let Some(url) = url("a_node_with_another_key_is_refused").await else {
+        return;
+    };
+    let b = Backend::Postgres { url: url.clone() };
+    let first = b.open().await.store;
+    tenant(&first, "t1").await;
+    let other = SecretBox::new(MasterKey::generate());
+    let pg = PgOptions {
+        node_id: "node-b".into(),
+        lease_ttl: Duration::from_secs(30),
+    };
+    let refused = PgStore::open(&url, &options(), other, Arc::new(Metrics::new(10)), pg).await;
+    match refused {
+        Err(Error::Invalid { field, message }) => {
+            assert_eq!(field, "secretKey");
+            assert!(message.contains("cluster"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The same key opens it.
+    let second = b.open_as("node-c").await.store;
+    assert!(
+        second
+            .get_tenant(&"t1".into())
+            .await
+            .expect("read")
+            .is_some()
+    );
+    second.close().await;
+    first.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_at_once_migrate_once() {
+    let Some(url) = url("nodes_starting_at_once_migrate_once").await else {
+        return;
+    };
+    let b = Backend::Postgres { url };
+    // Four nodes start at once on an empty database: one migrates, the others wait for its
+    // advisory lock and find the schema done.
+    let (n0, n1, n2, n3) = tokio::join!(
+        b.open_as("node-0"),
+        b.open_as("node-1"),
+        b.open_as("node-2"),
+        b.open_as("node-3")
+    );
+    let stores = [n0.store, n1.store, n2.store, n3.store];
+    tenant(&stores[0], "t1").await;
+    for s in &stores {
+        assert!(s.get_tenant(&"t1".into()).await.expect("read").is_some());
+    }
+    for s in stores {
+        s.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_takeover_by_another_node_fences_the_first_and_wakes_cross_nodes() {
+    let Some(url) = url("a_takeover_by_another_node_fences_the_first").await else {
+        return;
+    };
+    let b = Backend::Postgres { url };
+    let a = b.open_as("node-a").await.store;
+    let crate::store::Opened {
+        store: other,
+        wakes: mut other_wakes,
+        ..
+    } = b.open_as("node-b").await;
+    let t = tenant(&a, "t1").await;
+    let sub = subscription(&a, &t, &[]).await;
+    publish(&a, &["e1", "e2"]).await;
+    // Published on node a, woken on node b (LISTEN/NOTIFY).
+    let woken = tokio::time::timeout(Duration::from_secs(10), other_wakes.recv())
+        .await
+        .expect("a wake within 10 s")
+        .expect("wakes");
+    assert_eq!(woken, vec![sub.clone()]);
+
+    let ids = open_ids(&a, &sub).await;
+    let held = a.acquire(&sub).await.expect("lease on a");
+    a.mark_in_flight(&held, ids[0], 1, crate::domain::clock::now_ms())
+        .await
+        .expect("mark");
+    let taken = other.acquire(&sub).await.expect("lease on b");
+    assert!(taken.token() > held.token());
+    // The takeover interrupted a's attempt, and a can write nothing more.
+    assert_eq!(
+        a.get_delivery(ids[0])
+            .await
+            .expect("read")
+            .expect("d")
+            .status,
+        DeliveryStatus::Pending
+    );
+    let late = a
+        .record_attempt(&held, outcome(&sub, ids[0], 1, DeliveryStatus::Delivered))
+        .await;
+    assert!(matches!(late, Err(Error::LeaseLost { .. })), "{late:?}");
+    other
+        .record_attempt(&taken, outcome(&sub, ids[0], 2, DeliveryStatus::Delivered))
+        .await
+        .expect("b records");
+    let log = a.attempts(ids[0]).await.expect("attempts");
+    assert_eq!(log.len(), 2, "the interrupted attempt and b's");
+    assert_eq!(log[0].error_kind.as_deref(), Some("interrupted"));
+    a.close().await;
+    other.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishers_give_every_subscription_one_commit_order() {
+    let Some(url) = url("concurrent_publishers_give_every_subscription_one_commit_order").await
+    else {
+        return;
+    };
+    let b = Backend::Postgres { url };
+    let store = b.open().await.store;
+    let other = b.open_as("node-b").await.store;
+    let t = tenant(&store, "t1").await;
+    let subs = [
+        subscription(&store, &t, &[]).await,
+        subscription(&store, &t, &[]).await,
+        subscription(&store, &t, &[]).await,
+    ];
+    let (publishers, each) = (8, 25);
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let s = if p % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            for i in 0..each {
+                let e = event("t1", &format!("p{p}-{i}"), NotificationType::WorkflowEvent);
+                for r in s.publish(vec![e], WAIT).await.expect("publish") {
+                    r.expect("receipt");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("publisher");
+    }
+    let total = publishers * each;
+    let mut orders: Vec<Vec<String>> = Vec::new();
+    for sub in &subs {
+        let q = store.next_deliveries(sub, 0, 10_000).await.expect("queue");
+        let seqs: Vec<i64> = q.iter().map(|d| d.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=total as i64).collect::<Vec<_>>(),
+            "gapless, unique"
+        );
+        orders.push(q.iter().map(|d| d.event_id.to_string()).collect());
+    }
+    assert_eq!(
+        orders[0], orders[1],
+        "one commit order for all subscriptions"
+    );
+    assert_eq!(
+        orders[0], orders[2],
+        "one commit order for all subscriptions"
+    );
+    // Each publisher's own events keep its order.
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for id in &orders[0] {
+        let (p, i) = id.split_once('-').expect("p-i");
+        let i: usize = i.parse().expect("i");
+        if let Some(prev) = last.insert(p.to_owned(), i) {
+            assert!(prev < i, "{id} after {p}-{prev}");
+        }
+    }
+    store.close().await;
+    other.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_disjoint_expire_renew_release_and_take_over() {
+    use crate::store::NodeId;
+    let Some(url) = url("claims_are_disjoint_expire_renew_release_and_take_over").await else {
+        return;
+    };
+    let b = Backend::Postgres { url };
+    let a = b.open_as("node-a").await.store;
+    let other = b.open_as("node-b").await.store;
+    let (na, nb) = (NodeId::new("node-a"), NodeId::new("node-b"));
+    a.register(&na, "test").await.expect("register a");
+    other.register(&nb, "test").await.expect("register b");
+    let t = tenant(&a, "t1").await;
+    let mut subs = Vec::new();
+    for _ in 0..10 {
+        subs.push(subscription(&a, &t, &[]).await);
+    }
+    let idle = subscription(&a, &t, &[NotificationType::CaseEvent]).await;
+    publish(&a, &["e1"]).await;
+    let ttl = Duration::from_secs(30);
+
+    // Racing claims take disjoint parts; nothing without open work is claimed.
+    let (ca, cb) = tokio::join!(a.claim_due(&na, 6, ttl), other.claim_due(&nb, 6, ttl));
+    let (ca, cb) = (ca.expect("claim a"), cb.expect("claim b"));
+    assert_eq!(ca.len() + cb.len(), 10, "{} + {}", ca.len(), cb.len());
+    let mut all: Vec<_> = ca
+        .iter()
+        .chain(&cb)
+        .map(|l| l.subscription().clone())
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 10, "no subscription claimed twice");
+    assert!(!all.contains(&idle));
+    assert!(ca.iter().chain(&cb).all(|l| l.deadline().is_some()));
+    assert!(
+        a.claim_due(&na, 100, ttl).await.expect("again").is_empty(),
+        "all held"
+    );
+    let held = a.nodes().await.expect("nodes");
+    assert_eq!(held.len(), 2);
+    assert_eq!(held.iter().map(|n| n.leases).sum::<u64>(), 10);
+
+    // Renew keeps the token; a release with a due time hides the subscription until then.
+    let lease = ca.first().or(cb.first()).expect("a lease").clone();
+    let owner = if ca.iter().any(|l| l.subscription() == lease.subscription()) {
+        (&a, &other, &na, &nb)
+    } else {
+        (&other, &a, &nb, &na)
+    };
+    let (mine, theirs, me, them) = owner;
+    let renewed = mine.renew(&lease, ttl).await.expect("renew");
+    assert_eq!(renewed.token(), lease.token());
+    mine.release(&renewed, Duration::from_secs(3600))
+        .await
+        .expect("release");
+    assert!(
+        theirs
+            .claim_due(them, 100, ttl)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert!(matches!(
+        mine.renew(&renewed, ttl).await,
+        Err(Error::LeaseLost { .. })
+    ));
+
+    // A takeover fences the holder of a live lease and says how long it may still be sending.
+    let live = ca
+        .iter()
+        .chain(&cb)
+        .find(|l| l.subscription() != lease.subscription())
+        .expect("another lease")
+        .clone();
+    let a_holds = ca.iter().any(|l| l.subscription() == live.subscription());
+    let (holder, taker, taker_id, holder_id) = if a_holds {
+        (&a, &other, &nb, &na)
+    } else {
+        (&other, &a, &na, &nb)
+    };
+    let forced = taker
+        .take_over(taker_id, live.subscription(), ttl)
+        .await
+        .expect("take over");
+    assert!(forced.token() > live.token());
+    assert!(forced.quiet_until().is_some(), "the fenced lease was live");
+    assert!(matches!(
+        holder.renew(&live, ttl).await,
+        Err(Error::LeaseLost { .. })
+    ));
+
+    // An expired lease is claimed by the other node with a higher token.
+    let quick = taker
+        .renew(&forced, Duration::from_millis(200))
+        .await
+        .expect("short renew");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stolen = holder
+        .claim_due(holder_id, 100, ttl)
+        .await
+        .expect("claim expired");
+    assert_eq!(stolen.len(), 1);
+    assert_eq!(stolen[0].subscription(), live.subscription());
+    assert!(stolen[0].token() > quick.token());
+    let _ = (me, them);
+
+    // A clean shutdown hands everything over at once.
+    let released = a.release_all(&na).await.expect("release all");
+    assert!(released > 0);
+    assert_eq!(other.nodes().await.expect("nodes").len(), 1);
+    a.close().await;
+    other.close().await;
+}

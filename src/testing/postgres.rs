@@ -1,0 +1,226 @@
+//! A throwaway PostgreSQL server for tests: one per test binary, a fresh database per test.
+//!
+//! The first test that asks ([`server`]) runs `initdb` into a temporary directory and starts
+//! the server with `pg_ctl` on a free port of 127.0.0.1 (its socket in the same directory), as
+//! the `postgres` user through `runuser` when the tests run as root (`initdb` refuses root).
+//! Each test then takes its own database ([`PgServer::fresh_database`]), so tests run in
+//! parallel without seeing each other. The server runs with `fsync=off` (a test database
+//! outlives no power failure); the durability of a commit is PostgreSQL's, not under test here.
+//!
+//! A watcher process started beside the server stops it (`pg_ctl stop -m immediate`) and
+//! removes the directory once the test process is gone, however it ended (statics are never
+//! dropped, and a panicking or killed test binary runs no destructor).
+//!
+//! When no PostgreSQL server binaries are installed (`/usr/lib/postgresql/*/bin`, or the
+//! directory in `HOOKLINE_PG_BIN`), [`server`] prints a loud SKIPPED line and returns `None`;
+//! with `HOOKLINE_REQUIRE_EXTERNAL=1` (set by `.ci/run`) it panics instead.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A running throwaway server.
+#[derive(Debug)]
+pub struct PgServer {
+    port: u16,
+    dir: PathBuf,
+}
+
+static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
+static DATABASES: AtomicU32 = AtomicU32::new(0);
+
+/// The test binary's server, started on first use; `None` (after a SKIPPED line naming
+/// `test`) when PostgreSQL is not installed and `HOOKLINE_REQUIRE_EXTERNAL` is not `1`.
+///
+/// # Panics
+/// When the server cannot be started although PostgreSQL is installed, or when it is missing
+/// and `HOOKLINE_REQUIRE_EXTERNAL=1`.
+pub fn server(test: &str) -> Option<&'static PgServer> {
+    match SERVER.get_or_init(start) {
+        Ok(s) => Some(s),
+        Err(missing) if missing.starts_with(MISSING) => {
+            let required = std::env::var("HOOKLINE_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "{test}: {missing}, and HOOKLINE_REQUIRE_EXTERNAL=1"
+            );
+            eprintln!(
+                "\n==== SKIPPED {test} on PostgreSQL: {missing}. ====\n\
+                 ==== Install Debian's `postgresql` package (server binaries) to run it. ====\n"
+            );
+            None
+        }
+        Err(e) => panic!("{test}: the test PostgreSQL server did not start: {e}"),
+    }
+}
+
+const MISSING: &str = "no PostgreSQL server binaries";
+
+impl PgServer {
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL to the server's `postgres` database (for administration).
+    pub fn admin_url(&self) -> String {
+        self.url("postgres")
+    }
+
+    /// A URL to database `db` as the `postgres` superuser (trust authentication).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Creates an empty database of its own for one test; returns its URL.
+    pub async fn fresh_database(&self) -> String {
+        use sqlx::Connection;
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url())
+            .await
+            .expect("connect to the test PostgreSQL server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create a test database");
+        let _ = admin.close().await;
+        self.url(&name)
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+}
+
+/// The newest installed PostgreSQL's `bin` directory.
+fn bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("HOOKLINE_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        return dir.join("initdb").exists().then_some(dir);
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, b)| b)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A command running `program` as the server's owner.
+fn as_owner(root: bool, program: &Path) -> Command {
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(mut cmd: Command, what: &str) -> Result<(), String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn start() -> Result<PgServer, String> {
+    let Some(bin) = bin_dir() else {
+        return Err(format!(
+            "{MISSING} (no initdb under /usr/lib/postgresql/*/bin or $HOOKLINE_PG_BIN)"
+        ));
+    };
+    let root = is_root();
+    let dir = tempfile::Builder::new()
+        .prefix("hookline-pg-")
+        .tempdir()
+        .map_err(|e| format!("temp dir: {e}"))?
+        .keep();
+    if root {
+        let mut chown = Command::new("chown");
+        chown.arg("postgres:").arg(&dir);
+        run(chown, "chown the data directory to postgres")?;
+    }
+    let data = dir.join("data");
+    let mut initdb = as_owner(root, &bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&data)
+        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]);
+    run(initdb, "initdb")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("free port: {e}"))?
+        .port();
+    let mut pg_ctl = as_owner(root, &bin.join("pg_ctl"));
+    pg_ctl
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .arg("-o")
+        .arg(format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off \
+             -c max_connections=400 -c shared_buffers=64MB",
+            dir.display()
+        ))
+        .args(["-w", "-t", "60", "start"]);
+    run(pg_ctl, "pg_ctl start")?;
+    watch(root, &bin, &dir);
+    Ok(PgServer { port, dir })
+}
+
+/// Stops the server and removes its directory once this process has exited.
+fn watch(root: bool, bin: &Path, dir: &Path) {
+    let stop = format!(
+        "{}{} -D {} stop -m immediate",
+        if root { "runuser -u postgres -- " } else { "" },
+        bin.join("pg_ctl").display(),
+        dir.join("data").display()
+    );
+    let script = format!(
+        "while [ -d /proc/{pid} ]; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    let spawned = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        eprintln!(
+            "the test PostgreSQL server at {} will outlive the tests: {e}",
+            dir.display()
+        );
+    }
+}
