@@ -175,10 +175,10 @@ pub use config::{Durability, EngineConfig, Limits, MetricsSettings, Retention, S
 pub use domain::{
     Attempt, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus,
     EndpointTest, Event, EventInput, FailurePolicy, NewSubscription, NewTenant, NotificationType,
-    Principal, PublishReceipt, ReceiverAuth, ReceiverAuthView, ReplayReceipt, ReplayWindow,
-    RetryPolicy, Subscription, SubscriptionPatch, SubscriptionState, Tenant, TenantPatch,
-    Timestamp, TransformAction, TransformInfo, TransformRef, TransformTest, TransformTestError,
-    TransformVersion,
+    Ordering, Principal, PublishReceipt, ReceiverAuth, ReceiverAuthView, ReplayReceipt,
+    ReplayWindow, RetryPolicy, Subscription, SubscriptionPatch, SubscriptionState, Tenant,
+    TenantPatch, Timestamp, TransformAction, TransformInfo, TransformRef, TransformTest,
+    TransformTestError, TransformVersion,
 };
 pub use domain::{DeliveryId, EventId, SubscriptionId, TenantId};
 pub use engine::{Engine, EngineBuilder, EngineHandle};

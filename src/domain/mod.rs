@@ -17,6 +17,7 @@
 //! | `cluster` | the nodes sharing a store, as `GET /v1/cluster` shows them |
 //! | `delivery` | deliveries, attempts, listing, replay, the endpoint test's answer |
 //! | `transform` | transform versions, bindings, test runs, names |
+//! | `ordering` | ordering keys: a subscription's `ordering` and the key of one event |
 //! | `state` | a stored subscription (spec and state flags) and its public state |
 //! | [`id`] | identifier newtypes |
 //! | `time` | [`Timestamp`] and the wall clock the journal stores (milliseconds) |
@@ -30,6 +31,7 @@ mod event;
 mod headers;
 pub mod id;
 mod insight;
+pub(crate) mod ordering;
 mod state;
 mod subscription;
 mod tenant;
@@ -53,6 +55,7 @@ pub use self::insight::{
     AttemptRollup, AttemptStats, DurationCount, EventKey, EventTrace, MinuteCount, MinuteRollup,
     SubscriptionFailures,
 };
+pub use self::ordering::Ordering;
 pub(crate) use self::state::SubscriptionRow;
 pub use self::subscription::{
     FailurePolicy, NewSubscription, Subscription, SubscriptionPatch, SubscriptionState,

@@ -72,6 +72,7 @@ impl SubscriptionRow {
             status_table: s.statuses.table,
             retry_on: s.statuses.retry_on.clone(),
             delivered_on: s.statuses.delivered_on.clone(),
+            ordering: s.ordering.clone(),
             state,
             state_reason,
             blocked_on: self.blocked_on.map(DeliveryId),

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::auth::{ReceiverAuth, ReceiverAuthView};
 use crate::domain::event::NotificationType;
 use crate::domain::headers::validate_headers;
+use crate::domain::ordering::Ordering;
 use crate::domain::time::Timestamp;
 use crate::domain::transform::{TransformRef, validate_transform_name};
 use crate::domain::{DeliveryId, SubscriptionId, TenantId};
@@ -108,6 +109,9 @@ pub struct NewSubscription {
     /// Client certificate (mutual TLS) and/or the CA to trust; works with any `auth`.
     #[serde(default)]
     pub tls: Option<ClientTls>,
+    /// Strict order per key value instead of per subscription, with parallel lanes.
+    #[serde(default)]
+    pub ordering: Option<Ordering>,
 }
 
 impl NewSubscription {
@@ -170,6 +174,10 @@ pub struct SubscriptionPatch {
     /// New TLS settings (replaced as a whole); `Some(None)` removes them.
     #[serde(default, deserialize_with = "crate::domain::double_option")]
     pub tls: Option<Option<ClientTls>>,
+    /// New ordering (replaced as a whole); `Some(None)` removes it. Queued deliveries keep the
+    /// key they were given (see docs/ordering.md).
+    #[serde(default, deserialize_with = "crate::domain::double_option")]
+    pub ordering: Option<Option<Ordering>>,
 }
 
 /// The validated, journaled configuration of a subscription.
@@ -197,6 +205,16 @@ pub(crate) struct SubscriptionSpec {
     pub transform: Option<TransformRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<Ordering>,
+    /// Bumped by every change of `ordering.key` (set, changed, removed): deliveries fanned out
+    /// under different epochs always keep their relative order (see docs/ordering.md).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub order_epoch: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 // Secrets stay out of logs and panics: Debug names them only.
@@ -220,6 +238,8 @@ impl std::fmt::Debug for SubscriptionSpec {
             .field("rate_limit", &self.rate_limit)
             .field("transform", &self.transform)
             .field("tls", &self.tls)
+            .field("ordering", &self.ordering)
+            .field("order_epoch", &self.order_epoch)
             .finish()
     }
 }
@@ -259,6 +279,8 @@ impl SubscriptionSpec {
             rate_limit: n.rate_limit,
             transform: n.transform,
             tls: n.tls,
+            ordering: n.ordering,
+            order_epoch: 0,
         };
         spec.validate(&defaults.ip_policy)?;
         Ok(spec)
@@ -310,6 +332,13 @@ impl SubscriptionSpec {
         }
         if let Some(v) = p.tls {
             s.tls = v;
+        }
+        if let Some(v) = p.ordering {
+            let key = |o: &Option<Ordering>| o.as_ref().map(|o| o.key.clone());
+            if key(&v) != key(&s.ordering) {
+                s.order_epoch = s.order_epoch.saturating_add(1);
+            }
+            s.ordering = v;
         }
         s.validate(policy)?;
         Ok(s)
@@ -371,6 +400,9 @@ impl SubscriptionSpec {
         if let Some(tls) = &self.tls {
             tls.validate()?;
         }
+        if let Some(o) = &self.ordering {
+            o.validate()?;
+        }
         self.retry.validate()?;
         self.statuses.validate()?;
         if !(Self::MIN_TIMEOUT_MS..=Self::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
@@ -384,6 +416,18 @@ impl SubscriptionSpec {
             ));
         }
         Ok(())
+    }
+
+    /// How many attempts may be in flight at once (1 without `ordering`).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "used by the subscriber actor in the next step of issue 14"
+        )
+    )]
+    pub(crate) fn lanes(&self) -> usize {
+        self.ordering.as_ref().map_or(1, |o| usize::from(o.lanes))
     }
 
     /// Whether an event of this type and workflow goes to this subscription.
@@ -440,6 +484,9 @@ pub struct Subscription {
     pub retry_on: Vec<u16>,
     /// Status codes that count as delivered whatever the table says.
     pub delivered_on: Vec<u16>,
+    /// Strict order per key value, with parallel lanes (absent: one order for all events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<Ordering>,
     /// Current state.
     pub state: SubscriptionState,
     /// Why the subscription is blocked, disabled or faulted.
@@ -488,6 +535,8 @@ mod tests {
             rate_limit: None,
             transform: None,
             tls: None,
+            ordering: None,
+            order_epoch: 0,
         }
     }
 
@@ -518,6 +567,43 @@ mod tests {
         let mut n = NewSubscription::new("acme", "http://example.com/hook");
         n.headers.insert("entityId".into(), "E1".into());
         assert!(SubscriptionSpec::from_new(n, &cfg).is_ok());
+    }
+
+    #[test]
+    fn the_order_epoch_moves_only_when_the_key_changes() {
+        let cfg = crate::config::EngineConfig::default().subscription_defaults();
+        let policy = cfg.ip_policy.clone();
+        let spec =
+            SubscriptionSpec::from_new(NewSubscription::new("acme", "https://example.com/"), &cfg)
+                .expect("valid");
+        assert_eq!((spec.order_epoch, spec.lanes()), (0, 1));
+        let set = |key: &str, lanes| SubscriptionPatch {
+            ordering: Some(Some(Ordering {
+                key: key.into(),
+                lanes,
+            })),
+            ..SubscriptionPatch::default()
+        };
+        let keyed = spec
+            .apply(set("/transactionId", 4), &policy)
+            .expect("valid");
+        assert_eq!((keyed.order_epoch, keyed.lanes()), (1, 4));
+        let wider = keyed
+            .apply(set("/transactionId", 16), &policy)
+            .expect("valid");
+        assert_eq!(wider.order_epoch, 1, "lanes alone keep the epoch");
+        let other = wider
+            .apply(set("/payLoad/loanId", 16), &policy)
+            .expect("valid");
+        assert_eq!(other.order_epoch, 2);
+        let off = SubscriptionPatch {
+            ordering: Some(None),
+            ..SubscriptionPatch::default()
+        };
+        let none = other.apply(off, &policy).expect("valid");
+        assert_eq!((none.order_epoch, none.lanes()), (3, 1));
+        assert!(other.apply(set("loanId", 1), &policy).is_err());
+        assert!(other.apply(set("/loanId", 0), &policy).is_err());
     }
 
     #[test]

@@ -200,6 +200,7 @@ pub(in crate::store) fn outcome(
         next_at: None,
         flags: None,
         next_in_flight: None,
+        holds_key: false,
     }
 }
 
@@ -249,6 +250,7 @@ on_both_backends!(
     refusals_are_typed_and_touch_nothing_else,
     replay_reopens_finished_deliveries_and_retention_prunes_only_finished_events,
     a_closed_journal_refuses_writes,
+    ordering_keys_are_stored_at_fan_out_and_heads_skip_a_keys_later_events,
 );
 
 async fn publish_fans_out_to_matching_subscriptions_in_seq_order_and_wakes_them(f: Backend) {
@@ -775,4 +777,149 @@ proptest! {
             }
         });
     }
+}
+
+/// Publishes one WORKFLOW_EVENT of tenant t1 per `(id, transactionId)`.
+async fn publish_keyed(store: &SharedStore, events: &[(&str, &str)]) {
+    let events = events
+        .iter()
+        .map(|(id, tx)| {
+            EventInput::new("t1", *tx, NotificationType::WorkflowEvent)
+                .id(*id)
+                .validate()
+                .expect("event")
+        })
+        .collect();
+    for r in store.publish(events, WAIT).await.expect("publish") {
+        r.expect("receipt");
+    }
+}
+
+async fn heads(store: &SharedStore, sub: &SubscriptionId) -> Vec<DeliveryId> {
+    let found = store.next_heads(sub, 0, 100).await.expect("heads");
+    found.iter().map(|d| d.id).collect()
+}
+
+async fn ordering_keys_are_stored_at_fan_out_and_heads_skip_a_keys_later_events(f: Backend) {
+    let store = f.open().await.store;
+    let t = tenant(&store, "t1").await;
+    let plain = subscription(&store, &t, &[]).await;
+    let mut keyed_spec = spec(&[]);
+    keyed_spec.ordering = Some(crate::domain::Ordering {
+        key: "/transactionId".into(),
+        lanes: 4,
+    });
+    let keyed = store
+        .create_subscription(SubscriptionId::generate(), t.clone(), keyed_spec.clone())
+        .await
+        .expect("subscription")
+        .id;
+    publish_keyed(
+        &store,
+        &[
+            ("e1", "T1"),
+            ("e2", "T2"),
+            ("e3", "T1"),
+            ("e4", "T3"),
+            ("e5", "T2"),
+        ],
+    )
+    .await;
+
+    // Keys are the value's JSON text; a subscription without ordering gets none.
+    let queued = store.next_deliveries(&keyed, 0, 10).await.expect("queue");
+    let keys: Vec<Option<&str>> = queued.iter().map(|d| d.order_key.as_deref()).collect();
+    let want = ["\"T1\"", "\"T2\"", "\"T1\"", "\"T3\"", "\"T2\""];
+    assert_eq!(keys, want.map(Some));
+    let plain_q = store.next_deliveries(&plain, 0, 10).await.expect("queue");
+    assert!(plain_q.iter().all(|d| d.order_key.is_none()));
+    let e: Vec<DeliveryId> = queued.iter().map(|d| d.id).collect();
+    assert_eq!(
+        heads(&store, &keyed).await,
+        [e[0], e[1], e[3]],
+        "one head per key"
+    );
+    assert_eq!(
+        heads(&store, &plain).await.len(),
+        5,
+        "NULL keys have no group: each is a barrier for the caller"
+    );
+    let after_first = store
+        .next_heads(&keyed, queued[1].seq, 100)
+        .await
+        .expect("heads");
+    assert_eq!(after_first.iter().map(|d| d.id).collect::<Vec<_>>(), [e[3]]);
+
+    // The head of T1 ends: the next of its key follows.
+    let lease = store.acquire(&keyed).await.expect("lease");
+    attempt(&store, &lease, e[0], 1, DeliveryStatus::Delivered).await;
+    let next = store
+        .next_in_group(&keyed, 0, "\"T1\"", queued[0].seq)
+        .await
+        .expect("read")
+        .expect("e3 follows e1");
+    assert_eq!(next.id, e[2]);
+    assert_eq!(heads(&store, &keyed).await, [e[1], e[2], e[3]]);
+
+    // T2's head fails holding its key: only T2 waits, and the hold is visible.
+    let mut rec = outcome(&keyed, e[1], 1, DeliveryStatus::Failed);
+    rec.holds_key = true;
+    store.record_attempt(&lease, rec).await.expect("record");
+    assert_eq!(
+        heads(&store, &keyed).await,
+        [e[2], e[3]],
+        "e5 waits behind e2"
+    );
+    let held = store.held_keys(&keyed).await.expect("held");
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].delivery, &*held[0].order_key, held[0].order_epoch),
+        (e[1], "\"T2\"", 0)
+    );
+    let behind = store
+        .next_in_group(&keyed, 0, "\"T2\"", 0)
+        .await
+        .expect("read")
+        .expect("the holding delivery");
+    assert!(behind.id == e[1] && behind.holds_key);
+    // Skipping it ends the hold; T2 moves on.
+    store
+        .set_delivery_status(&lease, e[1], DeliveryStatus::Skipped, false, false)
+        .await
+        .expect("skip");
+    assert!(store.held_keys(&keyed).await.expect("held").is_empty());
+    assert_eq!(heads(&store, &keyed).await, [e[2], e[3], e[4]]);
+
+    // A changed key starts a new epoch; removing ordering gives NULL keys again.
+    let mut other = keyed_spec.clone();
+    other.ordering = Some(crate::domain::Ordering {
+        key: "/payLoad/loanId".into(),
+        lanes: 4,
+    });
+    other.order_epoch = 1;
+    store
+        .update_spec(keyed.clone(), other.clone())
+        .await
+        .expect("update");
+    publish_keyed(&store, &[("e6", "T1")]).await;
+    let mut none = other.clone();
+    none.ordering = None;
+    none.order_epoch = 2;
+    store
+        .update_spec(keyed.clone(), none)
+        .await
+        .expect("update");
+    publish_keyed(&store, &[("e7", "T1")]).await;
+    let queued = store.next_deliveries(&keyed, 0, 10).await.expect("queue");
+    let tail: Vec<(Option<&str>, u32)> = queued
+        .iter()
+        .skip(3)
+        .map(|d| (d.order_key.as_deref(), d.order_epoch))
+        .collect();
+    assert_eq!(
+        tail,
+        [(Some(""), 1), (None, 2)],
+        "no loanId: the no-key sequence"
+    );
+    store.close().await;
 }

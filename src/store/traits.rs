@@ -29,8 +29,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AttemptRecord, Coordination, FlagChange, Lease, NewTransformRow, QueuedDelivery, Retention,
-    StoredTransform, SubscriptionRow,
+    AttemptRecord, Coordination, FlagChange, HeldKey, Lease, NewTransformRow, QueuedDelivery,
+    Retention, StoredTransform, SubscriptionRow,
 };
 use crate::domain::{
     Attempt, AttemptRollup, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus,
@@ -184,6 +184,52 @@ pub(crate) trait Queue: Send + Sync {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>>;
+
+    /// The key heads of `sub` with a `seq` above `after_seq`, in `seq` order, at most `limit`:
+    /// the open deliveries with no earlier open or key-holding delivery of the same
+    /// `(order_epoch, order_key)`. A NULL key has no group: every open NULL-keyed delivery is
+    /// returned (each is a barrier the caller applies; see docs/ordering.md). Because the
+    /// result is in `seq` order, it holds every head up to the last `seq` it returns. A read.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "used by the subscriber actor in the next step of issue 14"
+        )
+    )]
+    async fn next_heads(
+        &self,
+        sub: &SubscriptionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedDelivery>>;
+
+    /// The first open delivery of `sub` with this key and epoch and a `seq` above `after_seq`:
+    /// the next one of a key whose head just ended. A read.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "used by the subscriber actor in the next step of issue 14"
+        )
+    )]
+    async fn next_in_group(
+        &self,
+        sub: &SubscriptionId,
+        order_epoch: u32,
+        order_key: &str,
+        after_seq: i64,
+    ) -> Result<Option<QueuedDelivery>>;
+
+    /// The deliveries of `sub` holding their key, in `seq` order. A read.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "used by the subscriber actor in the next step of issue 14"
+        )
+    )]
+    async fn held_keys(&self, sub: &SubscriptionId) -> Result<Vec<HeldKey>>;
 
     /// Marks `delivery` in flight with attempt number `attempt` started `at`.
     ///

@@ -46,6 +46,8 @@ pub(crate) struct AttemptRecord {
     /// The next delivery to mark in flight in the same commit: (delivery, attempt number, at).
     /// Saves one commit per delivery on a busy subscription.
     pub next_in_flight: Option<(DeliveryId, u32, i64)>,
+    /// The delivery (keyed, failed under `onFailure: block`) holds its key from this commit on.
+    pub holds_key: bool,
 }
 
 /// A pending delivery as a subscription actor needs it to make an attempt.
@@ -62,6 +64,23 @@ pub(crate) struct QueuedDelivery {
     pub next_at: Option<i64>,
     /// Already marked in flight in the store (by the commit of the previous outcome).
     pub marked: bool,
+    /// The delivery's ordering key, computed at fan-out (see docs/ordering.md): `None` when
+    /// its subscription had no ordering then (one sequence for all its deliveries).
+    pub order_key: Option<Arc<str>>,
+    /// The subscription's ordering epoch at fan-out.
+    pub order_epoch: u32,
+    /// Failed under `onFailure: block` with a key: its key's later deliveries wait for it.
+    pub holds_key: bool,
+}
+
+/// A keyed delivery that failed under `onFailure: block`: its key's later deliveries wait until
+/// it is resubmitted or skipped (see docs/ordering.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeldKey {
+    pub delivery: DeliveryId,
+    pub seq: i64,
+    pub order_key: Arc<str>,
+    pub order_epoch: u32,
 }
 
 /// A compiled transform upload to store.

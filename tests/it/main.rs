@@ -18,6 +18,7 @@ mod ingress;
 mod model;
 mod mtls;
 mod ops;
+mod ordering;
 mod outbound;
 mod refused_bodies;
 mod status_table;

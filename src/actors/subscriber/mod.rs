@@ -27,6 +27,11 @@ mod advance;
 mod attempt;
 mod command;
 mod holding;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "driven by the actor in the next step of issue 14")
+)]
+mod lanes;
 mod outcome;
 mod queue;
 mod stall;

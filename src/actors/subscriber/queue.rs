@@ -155,6 +155,9 @@ mod tests {
             budget_used: 0,
             next_at: None,
             marked: false,
+            order_key: None,
+            order_epoch: 0,
+            holds_key: false,
         }
     }
 

@@ -7,8 +7,10 @@
 //! the `sub_tail` rows of every subscription receiving a delivery are locked **in subscription
 //! id order** (so concurrent publishes never deadlock) and the deliveries numbered from them.
 //! The lock is held until the commit, so a subscription's `seq` order is its events' commit
-//! order. The wake notification is sent in the same transaction (delivered on commit only);
-//! the caller is answered after the commit (guarantee 1).
+//! order. A delivery to a subscription with ordering keys gets its key computed here, once,
+//! from the spec's pointer, with the spec's ordering epoch (docs/ordering.md). The wake
+//! notification is sent in the same transaction (delivered on commit only); the caller is
+//! answered after the commit (guarantee 1).
 //!
 //! A subscription deleted while the publish runs gets no delivery (its `sub_tail` row is gone
 //! by the time it is locked, or its delete waits for this commit and takes the deliveries with
@@ -23,6 +25,7 @@ use sqlx::postgres::PgConnection;
 
 use super::{PgStore, WAKE_CHANNEL, listen, sql_err};
 use crate::domain::clock::now_ms;
+use crate::domain::ordering;
 use crate::domain::{Event, PublishReceipt, SubscriptionId, TenantId};
 use crate::error::{Error, Result};
 
@@ -33,6 +36,9 @@ struct Route {
     id: SubscriptionId,
     types: Vec<String>,
     workflows: Vec<String>,
+    /// The spec's `ordering.key` pointer and ordering epoch (docs/ordering.md).
+    order_pointer: Option<String>,
+    order_epoch: i64,
 }
 
 impl Route {
@@ -53,7 +59,14 @@ impl Route {
 struct Accepted {
     index: usize,
     seq: i64,
-    subs: Vec<SubscriptionId>,
+    subs: Vec<Fanned>,
+}
+
+/// One delivery of an accepted event: its subscription, ordering key and epoch.
+struct Fanned {
+    sub: SubscriptionId,
+    key: Option<String>,
+    epoch: i64,
 }
 
 impl PgStore {
@@ -108,10 +121,24 @@ impl PgStore {
             .map_err(sql_err(W))?;
             match seq {
                 Some(seq) => {
+                    let mut envelope = None;
                     let subs = routes
                         .iter()
                         .filter(|r| r.matches(event))
-                        .map(|r| r.id.clone())
+                        .map(|r| Fanned {
+                            sub: r.id.clone(),
+                            // It serialised into `body` above; a failure here cannot happen,
+                            // and would only put the event in the no-key sequence.
+                            key: r.order_pointer.as_deref().map(|p| {
+                                ordering::key_at(
+                                    envelope.get_or_insert_with(|| {
+                                        serde_json::to_value(event).unwrap_or_default()
+                                    }),
+                                    p,
+                                )
+                            }),
+                            epoch: r.order_epoch,
+                        })
                         .collect();
                     accepted.push(Accepted { index, seq, subs });
                     receipts.push(None);
@@ -125,7 +152,7 @@ impl PgStore {
         // Lock the order counters in id order and number the deliveries.
         let targets: Vec<String> = accepted
             .iter()
-            .flat_map(|a| a.subs.iter().map(|s| s.as_str().to_owned()))
+            .flat_map(|a| a.subs.iter().map(|f| f.sub.as_str().to_owned()))
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -147,20 +174,23 @@ impl PgStore {
             }
         }
         let (mut d_sub, mut d_seq, mut d_event) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut d_key, mut d_epoch) = (Vec::new(), Vec::new());
         let mut counts: HashMap<i64, u32> = HashMap::new();
         let mut woken: HashSet<SubscriptionId> = HashSet::new();
         for a in &accepted {
             let mut n = 0;
-            for s in &a.subs {
+            for f in &a.subs {
                 // Gone: deleted after this publish read its routes.
-                let Some(tail) = tails.get_mut(s.as_str()) else {
+                let Some(tail) = tails.get_mut(f.sub.as_str()) else {
                     continue;
                 };
                 *tail += 1;
-                d_sub.push(s.as_str().to_owned());
+                d_sub.push(f.sub.as_str().to_owned());
                 d_seq.push(*tail);
                 d_event.push(a.seq);
-                woken.insert(s.clone());
+                d_key.push(f.key.clone());
+                d_epoch.push(f.epoch);
+                woken.insert(f.sub.clone());
                 n += 1;
             }
             counts.insert(a.seq, n);
@@ -173,14 +203,17 @@ impl PgStore {
         }
         if !d_sub.is_empty() {
             sqlx::query(
-                "INSERT INTO deliveries (subscription_id, seq, event_seq, state, updated_at) \
-                 SELECT s, q, e, 'pending', $4 FROM UNNEST($1::text[], $2::int8[], $3::int8[]) \
-                 AS v(s, q, e)",
+                "INSERT INTO deliveries (subscription_id, seq, event_seq, state, updated_at, \
+                   order_key, order_epoch) \
+                 SELECT s, q, e, 'pending', $4, k, p FROM UNNEST($1::text[], $2::int8[], \
+                   $3::int8[], $5::text[], $6::int8[]) AS v(s, q, e, k, p)",
             )
             .bind(&d_sub)
             .bind(&d_seq)
             .bind(&d_event)
             .bind(at)
+            .bind(&d_key)
+            .bind(&d_epoch)
             .execute(&mut *tx)
             .await
             .map_err(sql_err(W))?;
@@ -222,8 +255,10 @@ impl PgStore {
 /// The tenant's subscriptions with their filters; `None` if there is no such tenant.
 async fn load_routes(conn: &mut PgConnection, tenant: &TenantId) -> Result<Option<Vec<Route>>> {
     let found = sqlx::query(
-        "SELECT s.id, s.notification_types, s.workflow_ids FROM tenants t \
-         LEFT JOIN subscriptions s ON s.tenant_id = t.id WHERE t.id = $1",
+        "SELECT s.id, s.notification_types, s.workflow_ids, \
+           (s.config::jsonb) #>> '{ordering,key}', \
+           COALESCE(((s.config::jsonb) ->> 'orderEpoch')::int8, 0) \
+         FROM tenants t LEFT JOIN subscriptions s ON s.tenant_id = t.id WHERE t.id = $1",
     )
     .bind(tenant.as_str())
     .fetch_all(&mut *conn)
@@ -240,6 +275,8 @@ async fn load_routes(conn: &mut PgConnection, tenant: &TenantId) -> Result<Optio
             id: SubscriptionId::from(id),
             types: r.try_get(1).map_err(sql_err(W))?,
             workflows: r.try_get(2).map_err(sql_err(W))?,
+            order_pointer: r.try_get(3).map_err(sql_err(W))?,
+            order_epoch: r.try_get(4).map_err(sql_err(W))?,
         });
     }
     Ok(Some(routes))

@@ -19,14 +19,14 @@
 use std::collections::HashSet;
 
 use sqlx::postgres::{PgConnection, PgPool};
-use sqlx::{Postgres, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 
 use super::{PgStore, rows, sql_err};
 use crate::domain::clock::now_ms;
 use crate::domain::{DeliveryId, DeliveryStatus, SubscriptionId, SubscriptionRow};
 use crate::error::{Error, Result};
 use crate::policy::ErrorKind;
-use crate::store::{AttemptRecord, FlagChange, Lease, QueuedDelivery, Recovery};
+use crate::store::{AttemptRecord, FlagChange, HeldKey, Lease, QueuedDelivery, Recovery};
 
 const W: &str = "queue write";
 
@@ -202,6 +202,83 @@ impl PgStore {
         found.iter().map(rows::queued).collect()
     }
 
+    /// See [`Queue::next_heads`](crate::store::Queue::next_heads).
+    pub(super) async fn pg_next_heads(
+        &self,
+        sub: &SubscriptionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedDelivery>> {
+        let found = sqlx::query(concat!(
+            pg_queued_select!(),
+            " WHERE d.subscription_id = $1 AND d.state IN ('pending', 'in_flight') \
+              AND d.seq > $2 \
+              AND NOT EXISTS (SELECT 1 FROM deliveries p \
+                WHERE p.subscription_id = $1 AND p.order_epoch = d.order_epoch \
+                  AND p.order_key = d.order_key AND p.seq < d.seq \
+                  AND p.order_key IS NOT NULL \
+                  AND (p.state IN ('pending', 'in_flight') OR p.holds_key)) \
+              ORDER BY d.seq LIMIT $3"
+        ))
+        .bind(sub.as_str())
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        found.iter().map(rows::queued).collect()
+    }
+
+    pub(super) async fn pg_next_in_group(
+        &self,
+        sub: &SubscriptionId,
+        order_epoch: u32,
+        order_key: &str,
+        after_seq: i64,
+    ) -> Result<Option<QueuedDelivery>> {
+        let found = sqlx::query(concat!(
+            pg_queued_select!(),
+            " WHERE d.subscription_id = $1 AND d.order_epoch = $2 AND d.order_key = $3 \
+              AND d.seq > $4 AND d.order_key IS NOT NULL \
+              AND (d.state IN ('pending', 'in_flight') OR d.holds_key) \
+              ORDER BY d.seq LIMIT 1"
+        ))
+        .bind(sub.as_str())
+        .bind(i64::from(order_epoch))
+        .bind(order_key)
+        .bind(after_seq)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        found.as_ref().map(rows::queued).transpose()
+    }
+
+    pub(super) async fn pg_held_keys(&self, sub: &SubscriptionId) -> Result<Vec<HeldKey>> {
+        let found = sqlx::query(
+            "SELECT id, seq, order_key, order_epoch FROM deliveries \
+             WHERE subscription_id = $1 AND holds_key AND order_key IS NOT NULL ORDER BY seq",
+        )
+        .bind(sub.as_str())
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        let read = |e| sql_err("read")(e);
+        found
+            .iter()
+            .map(|r| {
+                Ok(HeldKey {
+                    delivery: DeliveryId(r.try_get(0).map_err(read)?),
+                    seq: r.try_get(1).map_err(read)?,
+                    order_key: std::sync::Arc::from(r.try_get::<String, _>(2).map_err(read)?),
+                    order_epoch: r
+                        .try_get::<i64, _>(3)
+                        .map_err(read)?
+                        .clamp(0, i64::from(u32::MAX)) as u32,
+                })
+            })
+            .collect()
+    }
+
     pub(super) async fn pg_mark_in_flight(
         &self,
         lease: &Lease,
@@ -246,8 +323,8 @@ impl PgStore {
         .rows_affected();
         let updated = sqlx::query(
             "UPDATE deliveries SET state = $2, attempts = $3, budget_used = $4, next_at = $5, \
-               started_at = NULL, last_status = $6, last_error = $7, updated_at = $8 \
-             WHERE id = $1",
+               started_at = NULL, last_status = $6, last_error = $7, updated_at = $8, \
+               holds_key = $9 WHERE id = $1",
         )
         .bind(rec.delivery.raw())
         .bind(rec.new_status.as_str())
@@ -257,6 +334,7 @@ impl PgStore {
         .bind(rec.status_code.map(i64::from))
         .bind(&rec.error)
         .bind(now)
+        .bind(rec.holds_key)
         .execute(&mut *tx)
         .await
         .map_err(sql_err(W))?
@@ -302,7 +380,7 @@ impl PgStore {
         let mut tx = self.fenced(lease, false).await?;
         let at = now_ms();
         let n = sqlx::query(
-            "UPDATE deliveries SET state = $2, \
+            "UPDATE deliveries SET state = $2, holds_key = false, \
                budget_used = CASE WHEN $3 THEN 0 ELSE budget_used END, \
                next_at = NULL, updated_at = $4 WHERE id = $1",
         )
@@ -343,7 +421,7 @@ impl PgStore {
         let sub = lease.subscription().as_str();
         let n = sqlx::query(
             "UPDATE deliveries d SET state = 'pending', budget_used = 0, next_at = NULL, \
-               started_at = NULL, updated_at = $4 \
+               started_at = NULL, holds_key = false, updated_at = $4 \
              FROM events e WHERE e.seq = d.event_seq AND d.subscription_id = $1 \
                AND d.state IN ('delivered', 'failed', 'skipped', 'dropped') \
                AND e.created_at >= $2 AND e.created_at < $3",

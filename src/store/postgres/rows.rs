@@ -55,7 +55,8 @@ macro_rules! pg_version_select {
 macro_rules! pg_queued_select {
     () => {
         "SELECT d.id, d.seq, e.id, e.notification_type, e.body, d.attempts, d.budget_used, \
-         d.next_at FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+         d.next_at, d.order_key, d.order_epoch, d.holds_key \
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq"
     };
 }
 
@@ -143,5 +144,8 @@ pub(super) fn queued(r: &PgRow) -> Result<QueuedDelivery> {
         budget_used: read::<i64>(r.try_get(6))?.clamp(0, i64::from(u32::MAX)) as u32,
         next_at: read(r.try_get(7))?,
         marked: false,
+        order_key: read::<Option<String>>(r.try_get(8))?.map(Arc::from),
+        order_epoch: read::<i64>(r.try_get(9))?.clamp(0, i64::from(u32::MAX)) as u32,
+        holds_key: read(r.try_get(10))?,
     })
 }

@@ -16,8 +16,8 @@ use crate::error::Result;
 use crate::metrics::QueueStat;
 use crate::policy::ratelimit::RateLimit;
 use crate::store::{
-    AttemptRecord, Catalog, FlagChange, Ingest, Lease, NewTransformRow, Queue, QueuedDelivery,
-    Reads, Retention, StoredTransform, Upkeep,
+    AttemptRecord, Catalog, FlagChange, HeldKey, Ingest, Lease, NewTransformRow, Queue,
+    QueuedDelivery, Reads, Retention, StoredTransform, Upkeep,
 };
 
 #[async_trait]
@@ -168,6 +168,30 @@ impl Queue for PgStore {
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
         self.pg_next_deliveries(sub, after_seq, limit).await
+    }
+
+    async fn next_heads(
+        &self,
+        sub: &SubscriptionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedDelivery>> {
+        self.pg_next_heads(sub, after_seq, limit).await
+    }
+
+    async fn next_in_group(
+        &self,
+        sub: &SubscriptionId,
+        order_epoch: u32,
+        order_key: &str,
+        after_seq: i64,
+    ) -> Result<Option<QueuedDelivery>> {
+        self.pg_next_in_group(sub, order_epoch, order_key, after_seq)
+            .await
+    }
+
+    async fn held_keys(&self, sub: &SubscriptionId) -> Result<Vec<HeldKey>> {
+        self.pg_held_keys(sub).await
     }
 
     /// Waits for its commit (unlike SQLite's): a refusal is reported to this caller.

@@ -23,8 +23,8 @@ impl PgStore {
                AND NOT EXISTS ( \
                  SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND ( \
                    d.state IN ('pending', 'in_flight') \
-                   OR (d.state = 'failed' AND (d.updated_at >= $2 OR EXISTS \
-                        (SELECT 1 FROM subscriptions s WHERE s.blocked_on = d.id))) \
+                   OR (d.state = 'failed' AND (d.updated_at >= $2 OR d.holds_key \
+                        OR EXISTS (SELECT 1 FROM subscriptions s WHERE s.blocked_on = d.id))) \
                    OR (d.state <> 'failed' AND d.updated_at >= $1))) \
              ORDER BY e.created_at LIMIT $3 FOR UPDATE SKIP LOCKED",
         )

@@ -3,7 +3,9 @@
 //! Events are inserted in arrival order, which is what assigns `seq` and delivery ids, so `seq`
 //! order is commit order. Fan-out matches against the writer's routing table, which always
 //! agrees with the commit being built. Each publish still gets its own receipts, and a refusal
-//! (an unknown tenant) writes nothing for that event only.
+//! (an unknown tenant) writes nothing for that event only. A delivery to a subscription with
+//! ordering keys gets its key computed here, once, with the subscription's ordering epoch
+//! (docs/ordering.md).
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
@@ -55,8 +57,8 @@ impl<'c> Statements<'c> {
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING seq",
             )?,
             insert_delivery: conn.prepare_cached(
-                "INSERT INTO deliveries (subscription_id, event_seq, state, updated_at) \
-                 VALUES (?1, ?2, 'pending', ?3)",
+                "INSERT INTO deliveries (subscription_id, event_seq, state, updated_at, \
+                   order_key, order_epoch) VALUES (?1, ?2, 'pending', ?3, ?4, ?5)",
             )?,
             existing: conn.prepare_cached(
                 "SELECT e.seq, (SELECT COUNT(*) FROM deliveries d WHERE d.event_seq = e.seq) \
@@ -102,10 +104,24 @@ impl<'c> Statements<'c> {
             let receipt = match seq {
                 Some(seq) => {
                     let mut n = 0;
+                    // The envelope as JSON, built for the first subscription with ordering keys.
+                    let mut envelope = None;
                     for (sub, spec) in routing.subscriptions_of(&event.tenant_id) {
                         if spec.matches(event.notification_type, event.workflow_id.as_deref()) {
-                            self.insert_delivery
-                                .execute(params![sub.as_str(), seq, at])?;
+                            let key = spec.ordering.as_ref().map(|o| {
+                                // It serialised into `body` above; a failure here cannot
+                                // happen, and would only put the event in the no-key sequence.
+                                o.key_of(envelope.get_or_insert_with(|| {
+                                    serde_json::to_value(event).unwrap_or_default()
+                                }))
+                            });
+                            self.insert_delivery.execute(params![
+                                sub.as_str(),
+                                seq,
+                                at,
+                                key,
+                                spec.order_epoch
+                            ])?;
                             wakes.insert(sub.clone());
                             n += 1;
                         }

@@ -74,9 +74,9 @@ pub(super) struct RecordAttempt {
 }
 
 impl RecordAttempt {
-    /// No flag change: one statement does it all (see [`record_outcome`]).
+    /// No flag change and no key held: one statement does it all (see [`record_outcome`]).
     pub(super) fn is_plain(&self) -> bool {
-        self.record.flags.is_none()
+        self.record.flags.is_none() && !self.record.holds_key
     }
 }
 
@@ -90,10 +90,10 @@ impl Write for RecordAttempt {
         }
         let rec = &self.record;
         let now = now_ms();
-        let Some(flags) = &rec.flags else {
+        if rec.flags.is_none() && !rec.holds_key {
             record_outcome(cx.conn, rec, now)?;
             return Ok(Ok(()));
-        };
+        }
         cx.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO attempts \
@@ -117,7 +117,7 @@ impl Write for RecordAttempt {
             .prepare_cached(
                 "UPDATE deliveries SET state = ?2, attempts = ?3, budget_used = ?4, \
                  next_at = ?5, started_at = NULL, last_status = ?6, last_error = ?7, \
-                 updated_at = ?8 WHERE id = ?1",
+                 updated_at = ?8, holds_key = ?9 WHERE id = ?1",
             )?
             .execute(params![
                 rec.delivery.raw(),
@@ -128,14 +128,21 @@ impl Write for RecordAttempt {
                 rec.status_code.map(i64::from),
                 rec.error,
                 now,
+                rec.holds_key,
             ])?;
         if n == 0 {
             // The subscription was deleted while the attempt ran; nothing left to record.
-            return Ok(Err(Error::not_found("delivery", rec.delivery)));
+            return Ok(match rec.flags {
+                None => Ok(()),
+                Some(_) => Err(Error::not_found("delivery", rec.delivery)),
+            });
         }
         if let Some((next, attempts, at)) = rec.next_in_flight {
             mark_in_flight(cx.conn, next, attempts, at)?;
         }
+        let Some(flags) = &rec.flags else {
+            return Ok(Ok(()));
+        };
         let change = SetFlags {
             lease: None,
             id: rec.subscription.clone(),
@@ -183,7 +190,7 @@ fn record_outcome(conn: &Connection, r: &AttemptRecord, now: i64) -> rusqlite::R
     Ok(())
 }
 
-/// An operator's skip or resubmit of one delivery.
+/// An operator's skip or resubmit of one delivery; either ends a hold on its key.
 pub(super) struct SetDeliveryStatus {
     pub lease: Lease,
     pub delivery: DeliveryId,
@@ -204,7 +211,7 @@ impl Write for SetDeliveryStatus {
         let n = cx
             .conn
             .prepare_cached(
-                "UPDATE deliveries SET state = ?2, \
+                "UPDATE deliveries SET state = ?2, holds_key = 0, \
                    budget_used = CASE WHEN ?3 THEN 0 ELSE budget_used END, \
                    next_at = NULL, updated_at = ?4 WHERE id = ?1",
             )?

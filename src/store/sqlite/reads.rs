@@ -17,7 +17,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::metrics::QueueStat;
 use crate::policy::ratelimit::RateLimit;
-use crate::store::{DeliveryPageBounds, QueuedDelivery, StoredTransform};
+use crate::store::{DeliveryPageBounds, HeldKey, QueuedDelivery, StoredTransform};
 
 impl Journal {
     fn pool(&self) -> &SqlitePool {
@@ -128,7 +128,7 @@ impl Journal {
         let raws = self.inner.queue_readers.with(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
-                        d.budget_used, d.next_at \
+                        d.budget_used, d.next_at, d.order_key, d.order_epoch, d.holds_key \
                  FROM deliveries d JOIN events e ON e.seq = d.event_seq \
                  WHERE d.subscription_id = ?1 AND d.state IN ('pending', 'in_flight') \
                    AND d.event_seq > ?2 \
@@ -141,6 +141,84 @@ impl Journal {
             raws.collect::<rusqlite::Result<Vec<_>>>()
         })?;
         raws.into_iter().map(rows::queued).collect()
+    }
+
+    /// See [`Queue::next_heads`](crate::store::Queue::next_heads). The outer scan walks the
+    /// open deliveries (`deliveries_open`); the check of each is one probe of
+    /// `deliveries_key_open`, whose WHERE the subquery repeats word for word so SQLite uses it.
+    pub(super) fn read_next_heads(
+        &self,
+        sub: &SubscriptionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedDelivery>> {
+        let raws = self.inner.queue_readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
+                        d.budget_used, d.next_at, d.order_key, d.order_epoch, d.holds_key \
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                 WHERE d.subscription_id = ?1 AND d.state IN ('pending', 'in_flight') \
+                   AND d.event_seq > ?2 \
+                   AND NOT EXISTS (SELECT 1 FROM deliveries p \
+                     WHERE p.subscription_id = ?1 AND p.order_epoch = d.order_epoch \
+                       AND p.order_key = d.order_key AND p.event_seq < d.event_seq \
+                       AND order_key IS NOT NULL \
+                       AND (state IN ('pending', 'in_flight') OR holds_key = 1)) \
+                 ORDER BY d.event_seq LIMIT ?3",
+            )?;
+            let raws = stmt.query_map(
+                rusqlite::params![sub.as_str(), after_seq, i64::from(limit)],
+                |r| rows::queued_raw(r),
+            )?;
+            raws.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        raws.into_iter().map(rows::queued).collect()
+    }
+
+    pub(super) fn read_next_in_group(
+        &self,
+        sub: &SubscriptionId,
+        order_epoch: u32,
+        order_key: &str,
+        after_seq: i64,
+    ) -> Result<Option<QueuedDelivery>> {
+        let raw = self.inner.queue_readers.with(|conn| {
+            use rusqlite::OptionalExtension;
+            conn.prepare_cached(
+                "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
+                        d.budget_used, d.next_at, d.order_key, d.order_epoch, d.holds_key \
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                 WHERE d.subscription_id = ?1 AND d.order_epoch = ?2 AND d.order_key = ?3 \
+                   AND d.event_seq > ?4 AND d.order_key IS NOT NULL \
+                   AND (d.state IN ('pending', 'in_flight') OR d.holds_key = 1) \
+                 ORDER BY d.event_seq LIMIT 1",
+            )?
+            .query_row(
+                rusqlite::params![sub.as_str(), i64::from(order_epoch), order_key, after_seq],
+                |r| rows::queued_raw(r),
+            )
+            .optional()
+        })?;
+        raw.map(rows::queued).transpose()
+    }
+
+    pub(super) fn read_held_keys(&self, sub: &SubscriptionId) -> Result<Vec<HeldKey>> {
+        self.inner.queue_readers.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, event_seq, order_key, order_epoch FROM deliveries \
+                 WHERE subscription_id = ?1 AND holds_key = 1 AND order_key IS NOT NULL \
+                 ORDER BY event_seq",
+            )?;
+            let held = stmt.query_map(rusqlite::params![sub.as_str()], |r| {
+                Ok(HeldKey {
+                    delivery: DeliveryId(r.get(0)?),
+                    seq: r.get(1)?,
+                    order_key: std::sync::Arc::from(r.get::<_, String>(2)?),
+                    order_epoch: r.get::<_, i64>(3)?.clamp(0, i64::from(u32::MAX)) as u32,
+                })
+            })?;
+            held.collect::<rusqlite::Result<Vec<_>>>()
+        })
     }
 
     // ---- deliveries ---------------------------------------------------------------------

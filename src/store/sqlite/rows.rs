@@ -275,9 +275,13 @@ pub(super) struct QueuedRaw {
     attempts: i64,
     budget_used: i64,
     next_at: Option<i64>,
+    order_key: Option<String>,
+    order_epoch: i64,
+    holds_key: i64,
 }
 
-/// `d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, d.budget_used, d.next_at`.
+/// `d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, d.budget_used, d.next_at,
+/// d.order_key, d.order_epoch, d.holds_key`.
 pub(super) fn queued_raw<R: Columns>(r: &R) -> std::result::Result<QueuedRaw, R::Error> {
     Ok(QueuedRaw {
         id: r.col(0)?,
@@ -288,6 +292,9 @@ pub(super) fn queued_raw<R: Columns>(r: &R) -> std::result::Result<QueuedRaw, R:
         attempts: r.col(5)?,
         budget_used: r.col(6)?,
         next_at: r.col(7)?,
+        order_key: r.col(8)?,
+        order_epoch: r.col(9)?,
+        holds_key: r.col(10)?,
     })
 }
 
@@ -304,5 +311,8 @@ pub(super) fn queued(r: QueuedRaw) -> Result<QueuedDelivery> {
         budget_used: r.budget_used as u32,
         next_at: r.next_at,
         marked: false,
+        order_key: r.order_key.map(Arc::from),
+        order_epoch: r.order_epoch.clamp(0, i64::from(u32::MAX)) as u32,
+        holds_key: r.holds_key != 0,
     })
 }

@@ -25,8 +25,8 @@ use crate::error::Result;
 use crate::metrics::QueueStat;
 use crate::policy::ratelimit::RateLimit;
 use crate::store::{
-    AttemptRecord, Catalog, FlagChange, Ingest, Lease, NewTransformRow, Queue, QueuedDelivery,
-    Reads, Retention, StoredTransform, Upkeep,
+    AttemptRecord, Catalog, FlagChange, HeldKey, Ingest, Lease, NewTransformRow, Queue,
+    QueuedDelivery, Reads, Retention, StoredTransform, Upkeep,
 };
 
 #[async_trait]
@@ -221,6 +221,29 @@ impl Queue for Journal {
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
         self.read_next_deliveries(sub, after_seq, limit)
+    }
+
+    async fn next_heads(
+        &self,
+        sub: &SubscriptionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedDelivery>> {
+        self.read_next_heads(sub, after_seq, limit)
+    }
+
+    async fn next_in_group(
+        &self,
+        sub: &SubscriptionId,
+        order_epoch: u32,
+        order_key: &str,
+        after_seq: i64,
+    ) -> Result<Option<QueuedDelivery>> {
+        self.read_next_in_group(sub, order_epoch, order_key, after_seq)
+    }
+
+    async fn held_keys(&self, sub: &SubscriptionId) -> Result<Vec<HeldKey>> {
+        self.read_held_keys(sub)
     }
 
     /// Does not wait for the commit (see the trait).

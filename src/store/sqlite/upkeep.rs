@@ -42,7 +42,7 @@ impl Write for Replay {
             .conn
             .prepare_cached(
                 "UPDATE deliveries SET state = 'pending', budget_used = 0, next_at = NULL, \
-                   started_at = NULL, updated_at = ?4 \
+                   started_at = NULL, holds_key = 0, updated_at = ?4 \
                  WHERE subscription_id = ?1 \
                    AND state IN ('delivered', 'failed', 'skipped', 'dropped') \
                    AND EXISTS (SELECT 1 FROM events e WHERE e.seq = deliveries.event_seq \
@@ -85,8 +85,8 @@ impl Write for Prune {
                    AND NOT EXISTS ( \
                      SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND ( \
                        d.state IN ('pending', 'in_flight') \
-                       OR (d.state = 'failed' AND (d.updated_at >= ?2 OR EXISTS \
-                            (SELECT 1 FROM subscriptions s WHERE s.blocked_on = d.id))) \
+                       OR (d.state = 'failed' AND (d.updated_at >= ?2 OR d.holds_key = 1 \
+                            OR EXISTS (SELECT 1 FROM subscriptions s WHERE s.blocked_on = d.id))) \
                        OR (d.state <> 'failed' AND d.updated_at >= ?1))) \
                  ORDER BY e.created_at LIMIT ?3",
             )?

@@ -1,0 +1,260 @@
+//! The queue of a subscription with ordering keys, in memory: the key heads it knows, the keys
+//! held by a failed delivery, and the one rule that says which head may start (see
+//! docs/ordering.md, guarantee 11).
+//!
+//! Invariants:
+//! - every head with a `seq` up to `horizon` is known (a store read of heads is complete up to
+//!   the last `seq` it returns, or up to the subscription's tail when it returns fewer than
+//!   asked); a head beyond the horizon never starts, because an unknown earlier head could
+//!   conflict with it;
+//! - a head starts only if no earlier known head conflicts with it (another ordering epoch, or
+//!   a NULL key on either side) and no earlier held delivery conflicts with it (another epoch,
+//!   the same key, or a NULL key): two heads of one key never exist, so at most one delivery of
+//!   a key is in flight;
+//! - like the prefetch, it is never the truth and changes only after the store committed: an
+//!   operator's change makes it start over from the store ([`Lanes::rebuild`]);
+//! - memory is bounded: no read of more heads once [`Lanes::cap`] are known.
+//!
+//! Plain data, no I/O: the actor does the reads and writes it is told to.
+
+use std::collections::BTreeMap;
+
+use crate::domain::{DeliveryId, DeliveryStatus};
+use crate::store::{HeldKey, QueuedDelivery};
+
+/// What may happen next on an ordered subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pick {
+    /// Start this head now.
+    Start(DeliveryId),
+    /// Nothing may start before `at` (ms since the epoch); `delivery` is the head that waits.
+    Wait { delivery: DeliveryId, at: i64 },
+    /// Nothing to start; `read` when a store read may find more heads.
+    Nothing { read: bool },
+}
+
+/// What the actor must do after a delivery's outcome was settled here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum After {
+    /// Nothing more.
+    Done,
+    /// The head of a key ended: read the next delivery of that key after `seq`.
+    NextOf { epoch: u32, key: String, seq: i64 },
+}
+
+#[derive(Debug)]
+pub(super) struct Lanes {
+    /// The known heads by `seq`, those in flight included.
+    heads: BTreeMap<i64, QueuedDelivery>,
+    /// Keyed deliveries failed under `onFailure: block`, by `seq`.
+    held: Vec<HeldKey>,
+    /// Every head with a `seq` up to here is known.
+    horizon: i64,
+    /// A store read may find heads beyond the horizon.
+    more: bool,
+    /// Start over from the store before the next pick.
+    stale: bool,
+    /// The receiver asked the whole subscription to slow down (`Retry-After`, 429) until then.
+    hold_until: Option<i64>,
+    /// The most heads kept (no read of more beyond it).
+    cap: usize,
+}
+
+impl Lanes {
+    /// An empty queue that reads its heads (and held keys) from the store first; at most `cap`
+    /// heads are kept.
+    pub(super) fn new(cap: usize) -> Lanes {
+        Lanes {
+            heads: BTreeMap::new(),
+            held: Vec::new(),
+            horizon: 0,
+            more: true,
+            stale: true,
+            hold_until: None,
+            cap: cap.max(1),
+        }
+    }
+
+    /// Starts over from the store before the next pick (the hold of the whole subscription is
+    /// kept: it is the receiver's, not the queue's).
+    pub(super) fn rebuild(&mut self) {
+        self.stale = true;
+    }
+
+    pub(super) fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    /// Forgets everything and takes `held` as the keys held now: the store is read again.
+    pub(super) fn restart(&mut self, held: Vec<HeldKey>) {
+        self.heads.clear();
+        self.held = held;
+        self.horizon = 0;
+        self.more = true;
+        self.stale = false;
+    }
+
+    /// Where the next read of heads continues.
+    pub(super) fn read_after(&self) -> i64 {
+        self.horizon
+    }
+
+    /// Takes a store read of heads after [`read_after`](Self::read_after): `found` in `seq`
+    /// order, asked for `limit`, when the subscription's last delivery had `seq` `tail`.
+    pub(super) fn extend(&mut self, found: Vec<QueuedDelivery>, limit: usize, tail: i64) {
+        let complete = found.len() < limit;
+        let last = found.last().map(|d| d.seq);
+        for d in found {
+            self.heads.entry(d.seq).or_insert(d);
+        }
+        if complete {
+            self.horizon = self.horizon.max(tail);
+            self.more = false;
+        } else if let Some(last) = last {
+            self.horizon = self.horizon.max(last);
+            self.more = true;
+        }
+    }
+
+    /// New deliveries were journaled: a read may find new heads.
+    pub(super) fn woken(&mut self) {
+        self.more = true;
+    }
+
+    /// Takes the delivery that follows a finished head in its key (read by the actor).
+    pub(super) fn follow(&mut self, next: QueuedDelivery) {
+        if next.holds_key {
+            if !self.held.iter().any(|h| h.delivery == next.id)
+                && let Some(key) = next.order_key.clone()
+            {
+                self.held.push(HeldKey {
+                    delivery: next.id,
+                    seq: next.seq,
+                    order_key: key,
+                    order_epoch: next.order_epoch,
+                });
+                self.held.sort_by_key(|h| h.seq);
+            }
+            return;
+        }
+        if next.seq > self.horizon {
+            self.more = true;
+        }
+        self.heads.entry(next.seq).or_insert(next);
+    }
+
+    /// Holds every key until `at`: the receiver asked the subscription to slow down.
+    pub(super) fn hold_until(&mut self, at: i64) {
+        self.hold_until = Some(self.hold_until.map_or(at, |h| h.max(at)));
+    }
+
+    pub(super) fn get(&self, id: DeliveryId) -> Option<&QueuedDelivery> {
+        self.heads.values().find(|d| d.id == id)
+    }
+
+    pub(super) fn held(&self) -> &[HeldKey] {
+        &self.held
+    }
+
+    /// The first head that may start now, else the earliest time one may, else whether a
+    /// store read may help. `busy` tells the heads in flight; `now` is in ms.
+    pub(super) fn pick(&self, now: i64, busy: impl Fn(DeliveryId) -> bool) -> Pick {
+        if self.stale {
+            return Pick::Nothing { read: true };
+        }
+        let mut earliest: Option<(DeliveryId, i64)> = None;
+        // What the earlier heads were: their epochs (min, max) and whether one had no key.
+        let mut epochs: Option<(u32, u32)> = None;
+        let mut null_before = false;
+        for (&seq, h) in &self.heads {
+            if seq > self.horizon {
+                break;
+            }
+            let conflicts_earlier = null_before
+                || epochs.is_some_and(|(lo, hi)| {
+                    h.order_key.is_none() || lo != h.order_epoch || hi != h.order_epoch
+                });
+            let conflicts_held = self.held.iter().any(|x| {
+                x.seq < seq
+                    && (x.order_epoch != h.order_epoch
+                        || h.order_key.as_deref().is_none_or(|k| k == &*x.order_key))
+            });
+            epochs = Some(epochs.map_or((h.order_epoch, h.order_epoch), |(lo, hi)| {
+                (lo.min(h.order_epoch), hi.max(h.order_epoch))
+            }));
+            null_before |= h.order_key.is_none();
+            if conflicts_earlier || conflicts_held || h.holds_key || busy(h.id) {
+                continue;
+            }
+            let due = h.next_at.unwrap_or(0).max(self.hold_until.unwrap_or(0));
+            if due > now {
+                if earliest.is_none_or(|(_, at)| due < at) {
+                    earliest = Some((h.id, due));
+                }
+                continue;
+            }
+            return Pick::Start(h.id);
+        }
+        match earliest {
+            Some((delivery, at)) => Pick::Wait { delivery, at },
+            None => Pick::Nothing {
+                read: self.more && self.heads.len() < self.cap,
+            },
+        }
+    }
+
+    /// Applies the committed outcome of head `id`: a retried delivery keeps its place with its
+    /// new counters; a finished one leaves (and the actor reads what follows in its key); a
+    /// failed one that holds its key moves to the held keys.
+    pub(super) fn settle(
+        &mut self,
+        id: DeliveryId,
+        status: DeliveryStatus,
+        attempts: u32,
+        budget_used: u32,
+        next_at: Option<i64>,
+        holds_key: bool,
+    ) -> After {
+        let Some(seq) = self.heads.iter().find(|(_, d)| d.id == id).map(|(s, _)| *s) else {
+            return After::Done;
+        };
+        if status == DeliveryStatus::Pending {
+            if let Some(d) = self.heads.get_mut(&seq) {
+                d.attempts = attempts;
+                d.budget_used = budget_used;
+                d.next_at = next_at;
+            }
+            return After::Done;
+        }
+        let Some(d) = self.heads.remove(&seq) else {
+            return After::Done;
+        };
+        let Some(key) = d.order_key else {
+            return After::Done; // a NULL key has no group: the next one is a known head
+        };
+        if holds_key {
+            self.held.push(HeldKey {
+                delivery: d.id,
+                seq,
+                order_key: key,
+                order_epoch: d.order_epoch,
+            });
+            self.held.sort_by_key(|h| h.seq);
+            return After::Done;
+        }
+        After::NextOf {
+            epoch: d.order_epoch,
+            key: key.to_string(),
+            seq,
+        }
+    }
+
+    /// How many heads are known (in flight included).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.heads.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;
