@@ -1319,6 +1319,7 @@ async fn the_ui_settings_turn_the_dashboard_off_and_set_link_and_session_lives()
     for refused in [
         r#"{"ttlSeconds": null}"#,
         r#"{"ttlSeconds": 0}"#,
+        r#"{"ttlSeconds": 14864066418437427958906880}"#,
         r#"{"ttl": 5}"#,
         "[1]",
     ] {
