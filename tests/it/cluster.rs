@@ -825,7 +825,7 @@ async fn kills(test: &str, events: usize, kills: usize) {
     wait_delivered(&c, &expected, Duration::from_secs(60)).await;
     let counts = check(&c, &expected, kills, None);
     one_outcome_each(&c, &counts.duplicated).await;
-    println!(
+    eprintln!(
         "cluster: kill -9: {kills} kills, {} events acked ({} publishes retried), {} requests \
          ({} unanswered), {} duplicates, worst takeover {worst:?}, by node {:?}",
         published.acked.len(),
@@ -894,7 +894,7 @@ async fn a_frozen_node_is_fenced_when_it_thaws() {
     wait_delivered(&c, &expected, Duration::from_secs(60)).await;
     let counts = check(&c, &expected, 1, Some((last, thawed)));
     one_outcome_each(&c, &counts.duplicated).await;
-    println!(
+    eprintln!(
         "cluster: SIGSTOP: 1 freeze of {:?}, takeover {took:?}, {} requests, {} duplicates, \
          {} stale sends after thawing, by node {:?}",
         TTL + Duration::from_millis(1500),
@@ -939,7 +939,7 @@ async fn a_node_cut_from_postgres_is_taken_over_and_rejoins() {
     if took.is_some() {
         assert_takeover("cut", took);
     }
-    println!(
+    eprintln!(
         "cluster: cut from PostgreSQL for {:?}: takeover {took:?}, {} publishes retried, {} \
          requests, {} duplicates, by node {:?}",
         TTL + Duration::from_millis(1500),
@@ -988,7 +988,7 @@ async fn postgres_restarting_under_load_loses_nothing() {
     wait_delivered(&c, &expected, Duration::from_secs(60)).await;
     let counts = check(&c, &expected, 1, None);
     one_outcome_each(&c, &counts.duplicated).await;
-    println!(
+    eprintln!(
         "cluster: PostgreSQL restarted (down {down:?}, a publish refused with 503 after \
          {refused_after:?}): {} publishes refused ({} with 503), {} requests, {} duplicates, \
          by node {:?}",
@@ -1081,7 +1081,7 @@ async fn operator_actions_on_one_node_while_another_sends() {
     wait_delivered(&c, &expected, Duration::from_secs(60)).await;
     // Each action taken over from the sending node may repeat the attempt it interrupted.
     let counts = check(&c, &expected, 2, None);
-    println!(
+    eprintln!(
         "cluster: operator actions on other nodes (pause, resume, resubmit, skip): {} requests, \
          {} duplicates, by node {:?}",
         counts.requests, counts.duplicates, counts.by_node
@@ -1110,7 +1110,7 @@ async fn nodes_racing_to_claim_take_disjoint_subscriptions() {
         Some(3),
         "{cluster}"
     );
-    println!(
+    eprintln!(
         "cluster: race to claim: 24 subscriptions x 20 events, {} requests, 0 duplicates, \
          by node {:?}",
         counts.requests, counts.by_node
