@@ -9,8 +9,9 @@
 //!   a claim round instead of spawning (another node may hold it); claimed leases arrive as
 //!   [`SupervisorMsg::Claimed`] and go to the subscription's actor, spawned if needed. An actor
 //!   that gave its lease up reports [`SupervisorMsg::Idle`] and is stopped, unless a newer
-//!   lease was handed to it meanwhile (counted per child, so a release racing a claim never
-//!   strands a lease in a stopping actor).
+//!   lease or an operator command was handed to it meanwhile (counted per child, so a release
+//!   racing a claim never strands a lease in a stopping actor, and an actor that took the lease
+//!   back for a command is never stopped while it works under it).
 //! - **Restarts.** A child that fails (error or panic) is respawned after an exponential backoff;
 //!   its queue is rebuilt from the journal, so nothing is lost or reordered. More than
 //!   `restart_limit` failures within `restart_window` mark the subscription faulted instead.
@@ -33,7 +34,8 @@ use crate::store::{FlagChange, Lease, Tenure};
 pub(crate) enum SupervisorMsg {
     /// These subscriptions have new deliveries.
     Wake(Vec<SubscriptionId>),
-    /// The actor of a subscription, spawned if needed (fails if the subscription does not exist).
+    /// The actor of a subscription, spawned if needed (fails if the subscription does not
+    /// exist), for the caller to send it one [`Command`](super::subscriber::Command).
     Get(
         SubscriptionId,
         RpcReplyPort<Result<ActorRef<SubscriberMsg>>>,
@@ -41,7 +43,7 @@ pub(crate) enum SupervisorMsg {
     /// Leases the claimer took for this node (shared store).
     Claimed(Vec<Lease>),
     /// A child gave its lease up (or lost it) and has nothing in flight; `grants` is how many
-    /// claimed leases it had received, to tell whether another is on its way to it.
+    /// claimed leases and commands it had received, to tell whether another is on its way.
     Idle {
         sub: SubscriptionId,
         actor: ActorId,
@@ -59,7 +61,8 @@ pub(crate) struct Supervisor;
 struct Child {
     actor: ActorRef<SubscriberMsg>,
     wake: Arc<AtomicBool>,
-    /// Claimed leases handed to this child (its start included).
+    /// Claimed leases and commands handed to this child (its start included): a command may
+    /// take the lease back, so an idle report that does not count it is stale.
     grants: u64,
 }
 
@@ -140,7 +143,9 @@ impl Actor for Supervisor {
             SupervisorMsg::Get(sub, reply) => {
                 let result = if state.shutdown.is_some() {
                     Err(Error::ShuttingDown)
-                } else if let Some(child) = state.children.get(&sub) {
+                } else if let Some(child) = state.children.get_mut(&sub) {
+                    // The caller sends it one command, which the actor counts.
+                    child.grants += 1;
                     Ok(child.actor.clone())
                 } else {
                     state
@@ -235,7 +240,7 @@ impl SupervisorState {
         start: Start,
     ) -> Result<ActorRef<SubscriberMsg>> {
         let wake = Arc::new(AtomicBool::new(false));
-        let grants = u64::from(matches!(start, Start::Claimed(_)));
+        let grants = u64::from(matches!(start, Start::Claimed(_) | Start::ForCommand));
         let args = SubscriberArgs {
             ctx: self.ctx.clone(),
             id: sub.clone(),

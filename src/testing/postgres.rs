@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub struct PgServer {
     port: u16,
     dir: PathBuf,
+    bin: PathBuf,
+    root: bool,
 }
 
 static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
@@ -56,6 +58,24 @@ pub fn server(test: &str) -> Option<&'static PgServer> {
 }
 
 const MISSING: &str = "no PostgreSQL server binaries";
+
+/// A server of the caller's own, not shared with the binary's other tests: for a test that
+/// stops and starts PostgreSQL under load ([`PgServer::stop`], [`PgServer::start_again`]).
+/// `None` (after a SKIPPED line) as [`server`].
+///
+/// # Panics
+/// As [`server`].
+pub fn dedicated(test: &str) -> Option<PgServer> {
+    match start() {
+        Ok(s) => Some(s),
+        Err(missing) if missing.starts_with(MISSING) => {
+            // Says SKIPPED, or panics under HOOKLINE_REQUIRE_EXTERNAL=1.
+            let _ = server(test);
+            None
+        }
+        Err(e) => panic!("{test}: a dedicated test PostgreSQL server did not start: {e}"),
+    }
+}
 
 impl PgServer {
     /// The server's port on 127.0.0.1.
@@ -96,6 +116,53 @@ impl PgServer {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
+
+    /// Stops the server (`pg_ctl stop -m fast`: clients are disconnected, nothing committed is
+    /// lost). Meant for a [`dedicated`] server.
+    ///
+    /// # Panics
+    /// If `pg_ctl` fails.
+    pub fn stop(&self) {
+        let mut pg_ctl = as_owner(self.root, &self.bin.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "fast", "-w", "-t", "60", "stop"]);
+        if let Err(e) = run(pg_ctl, "pg_ctl stop") {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts a [`stop`](PgServer::stop)ped server again on the same port and data.
+    ///
+    /// # Panics
+    /// If `pg_ctl` fails.
+    pub fn start_again(&self) {
+        if let Err(e) = run(
+            pg_ctl_start(self.root, &self.bin, &self.dir, self.port),
+            "pg_ctl start",
+        ) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// `pg_ctl start` of the server in `dir` on `port`, waiting until it accepts connections.
+fn pg_ctl_start(root: bool, bin: &Path, dir: &Path, port: u16) -> Command {
+    let mut pg_ctl = as_owner(root, &bin.join("pg_ctl"));
+    pg_ctl
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .arg("-o")
+        .arg(format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off \
+             -c max_connections=400 -c shared_buffers=64MB",
+            dir.display()
+        ))
+        .args(["-w", "-t", "60", "start"]);
+    pg_ctl
 }
 
 /// The newest installed PostgreSQL's `bin` directory.
@@ -180,22 +247,14 @@ fn start() -> Result<PgServer, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("free port: {e}"))?
         .port();
-    let mut pg_ctl = as_owner(root, &bin.join("pg_ctl"));
-    pg_ctl
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(dir.join("server.log"))
-        .arg("-o")
-        .arg(format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off \
-             -c max_connections=400 -c shared_buffers=64MB",
-            dir.display()
-        ))
-        .args(["-w", "-t", "60", "start"]);
-    run(pg_ctl, "pg_ctl start")?;
+    run(pg_ctl_start(root, &bin, &dir, port), "pg_ctl start")?;
     watch(root, &bin, &dir);
-    Ok(PgServer { port, dir })
+    Ok(PgServer {
+        port,
+        dir,
+        bin,
+        root,
+    })
 }
 
 /// Stops the server and removes its directory once this process has exited.

@@ -10,6 +10,7 @@ mod support;
 // Test modules: one line each.
 mod api;
 mod cli;
+mod cluster;
 mod crash;
 mod crash_points;
 mod engine;
