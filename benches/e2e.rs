@@ -873,6 +873,14 @@ async fn fixed_load(
 // ---- main ------------------------------------------------------------------------------------
 
 fn main() {
+    // Off by default: logging costs CPU the figures would carry. `HOOKLINE_BENCH_LOG=debug`
+    // (an env filter) shows what the engines do, e.g. while profiling a phase.
+    if let Ok(filter) = std::env::var("HOOKLINE_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let sizes = Sizes::from_args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
