@@ -1,4 +1,5 @@
-//! End-to-end benchmark: hookline embedded on a SQLite file, delivering to loopback receivers.
+//! End-to-end benchmark: hookline embedded on a SQLite file, and on PostgreSQL, delivering to
+//! loopback receivers.
 //!
 //! `cargo bench --bench e2e -- [--quick] [--events N] [--single N] [--subs N] [--fixed-secs N]`
 //!
@@ -23,6 +24,7 @@
 //! | `latency_100_*` | the sweep point at the highest load the engine kept up with |
 //! | `p50_ms_at_1k`, `p99_ms_at_1k` | a fixed offered load of 1,000 events/s for `--fixed-secs` (5 s; 1.5 s with `--quick`), open loop, spread over 100 active subscriptions (subscription `k` filters `workflowIds: ["wf-k"]`, events go round-robin over `wf-0`…`wf-99`, so each event is one delivery): scheduled publish instant → receipt |
 //! | `peak_rss_mb`, `rss_mb` | VmHWM of the process at the end; VmRSS at the start of each phase (from /proc/self/status) |
+//! | `postgres.*` | the ingest and drain figures again on a durable PostgreSQL server this run starts, with 1 and 3 nodes, and the takeover of a killed node (see `e2e/postgres.rs`); `null` when PostgreSQL is not installed |
 //!
 //! The receiver records, per subscription path, the arrival of each event id, which gives the
 //! latencies and a check of the strict per-subscription order (`order_violations`, expected 0).
