@@ -41,7 +41,9 @@ pub(crate) enum SupervisorMsg {
     /// Leases the claimer took for this node (shared store).
     Claimed(Vec<Lease>),
     /// A child gave its lease up (or lost it) and has nothing in flight; `grants` is how many
-    /// claimed leases it had received, to tell whether another is on its way to it.
+    /// claimed leases and commands it had received, to tell whether another is on its way to
+    /// it (a command takes the lease again: stopping the child then would leave the lease held
+    /// by nobody until it expires).
     Idle {
         sub: SubscriptionId,
         actor: ActorId,
@@ -140,7 +142,10 @@ impl Actor for Supervisor {
             SupervisorMsg::Get(sub, reply) => {
                 let result = if state.shutdown.is_some() {
                     Err(Error::ShuttingDown)
-                } else if let Some(child) = state.children.get(&sub) {
+                } else if let Some(child) = state.children.get_mut(&sub) {
+                    // A command is on its way to this child, which takes the lease for it: an
+                    // `Idle` the child sent before it gets the command is stale.
+                    child.grants += 1;
                     Ok(child.actor.clone())
                 } else {
                     state
@@ -235,7 +240,8 @@ impl SupervisorState {
         start: Start,
     ) -> Result<ActorRef<SubscriberMsg>> {
         let wake = Arc::new(AtomicBool::new(false));
-        let grants = u64::from(matches!(start, Start::Claimed(_)));
+        // The child counts the grant (or the command) when it receives it.
+        let grants = u64::from(matches!(start, Start::Claimed(_) | Start::ForCommand));
         let args = SubscriberArgs {
             ctx: self.ctx.clone(),
             id: sub.clone(),
