@@ -51,6 +51,14 @@ pub use openapi::openapi;
 pub use router::{router, router_with};
 pub use routes::ops;
 
+/// The body of `POST /v1/tenants/{id}/portal-link`, whose handler lives with the dashboard:
+/// checked against `schemas/portal-link.schema.json` like every API body, then typed.
+pub(crate) fn portal_link_body<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, ApiError> {
+    schema::typed(&schema::SCHEMAS.portal_link, value)
+}
+
 /// Default largest request body (an event, a subscription, …): 1 MiB, the default of
 /// `limits.maxEventBytes` (a unit test keeps the two equal).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

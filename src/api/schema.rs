@@ -25,7 +25,6 @@ const SUBSCRIPTION: &str = include_str!("../../schemas/subscription.schema.json"
 const SUBSCRIPTION_PATCH: &str = include_str!("../../schemas/subscription-patch.schema.json");
 const SECRET_ROTATION: &str = include_str!("../../schemas/secret-rotation.schema.json");
 const REPLAY: &str = include_str!("../../schemas/replay.schema.json");
-// Checked by the dashboard's portal-link handler (serde with the same rules), not compiled here.
 const PORTAL_LINK: &str = include_str!("../../schemas/portal-link.schema.json");
 
 /// Every request schema with its name in the OpenAPI document's components, and its file.
@@ -57,6 +56,7 @@ pub(super) struct Schemas {
     pub subscription_patch: Validator,
     pub secret_rotation: Validator,
     pub replay: Validator,
+    pub portal_link: Validator,
 }
 
 /// Compiled on first use; the router forces it so that the first request does not pay.
@@ -68,6 +68,7 @@ pub(super) static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| Schemas {
     subscription_patch: compile(SUBSCRIPTION_PATCH),
     secret_rotation: compile(SECRET_ROTATION),
     replay: compile(REPLAY),
+    portal_link: compile(PORTAL_LINK),
 });
 
 /// The schemas are part of the binary, not input: one that does not compile is a bug, caught by
@@ -196,6 +197,8 @@ mod tests {
         assert!(check(&s.tenant_patch, &json!({"rateLimit": null})).is_ok());
         assert!(check(&s.secret_rotation, &json!({"graceSeconds": 60})).is_ok());
         assert!(check(&s.replay, &json!({"since": "2026-11-23T10:12:16.827Z"})).is_ok());
+        assert!(check(&s.portal_link, &json!({"ttlSeconds": 60})).is_ok());
+        assert!(check(&s.portal_link, &json!({"ttlSeconds": null})).is_err());
     }
 
     #[test]

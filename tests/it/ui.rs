@@ -1310,6 +1310,28 @@ async fn the_ui_settings_turn_the_dashboard_off_and_set_link_and_session_lives()
     );
     assert_eq!(link(r#"{"ttlSeconds": 301}"#).await.unwrap().status(), 422);
     assert_eq!(link(r#"{"ttlSeconds": 300}"#).await.unwrap().status(), 201);
+    // The body follows its JSON Schema exactly (found by the OpenAPI conformance run): an
+    // integral float is an integer there, and null is not one.
+    assert_eq!(
+        link(r#"{"ttlSeconds": 134.0}"#).await.unwrap().status(),
+        201
+    );
+    for refused in [
+        r#"{"ttlSeconds": null}"#,
+        r#"{"ttlSeconds": 0}"#,
+        r#"{"ttlSeconds": 14864066418437427958906880}"#,
+        r#"{"ttl": 5}"#,
+        "[1]",
+    ] {
+        let r = link(refused).await.unwrap();
+        assert_eq!(r.status(), 400, "{refused}");
+        let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(
+            body["error"]["code"], "schema_violation",
+            "{refused}: {body}"
+        );
+    }
+    assert_eq!(link("{").await.unwrap().status(), 400);
 
     let mut b = Browser::new(&on);
     let p = b.sign_in(ADMIN).await;
