@@ -9,9 +9,8 @@
 //!   a claim round instead of spawning (another node may hold it); claimed leases arrive as
 //!   [`SupervisorMsg::Claimed`] and go to the subscription's actor, spawned if needed. An actor
 //!   that gave its lease up reports [`SupervisorMsg::Idle`] and is stopped, unless a newer
-//!   lease or an operator command was handed to it meanwhile (counted per child, so a release
-//!   racing a claim never strands a lease in a stopping actor, and an actor that took the lease
-//!   back for a command is never stopped while it works under it).
+//!   lease was handed to it meanwhile (counted per child, so a release racing a claim never
+//!   strands a lease in a stopping actor).
 //! - **Restarts.** A child that fails (error or panic) is respawned after an exponential backoff;
 //!   its queue is rebuilt from the journal, so nothing is lost or reordered. More than
 //!   `restart_limit` failures within `restart_window` mark the subscription faulted instead.
@@ -34,8 +33,7 @@ use crate::store::{FlagChange, Lease, Tenure};
 pub(crate) enum SupervisorMsg {
     /// These subscriptions have new deliveries.
     Wake(Vec<SubscriptionId>),
-    /// The actor of a subscription, spawned if needed (fails if the subscription does not
-    /// exist), for the caller to send it one [`Command`](super::subscriber::Command).
+    /// The actor of a subscription, spawned if needed (fails if the subscription does not exist).
     Get(
         SubscriptionId,
         RpcReplyPort<Result<ActorRef<SubscriberMsg>>>,
@@ -43,7 +41,9 @@ pub(crate) enum SupervisorMsg {
     /// Leases the claimer took for this node (shared store).
     Claimed(Vec<Lease>),
     /// A child gave its lease up (or lost it) and has nothing in flight; `grants` is how many
-    /// claimed leases and commands it had received, to tell whether another is on its way.
+    /// claimed leases and commands it had received, to tell whether another is on its way to
+    /// it (a command takes the lease again: stopping the child then would leave the lease held
+    /// by nobody until it expires).
     Idle {
         sub: SubscriptionId,
         actor: ActorId,
@@ -61,8 +61,7 @@ pub(crate) struct Supervisor;
 struct Child {
     actor: ActorRef<SubscriberMsg>,
     wake: Arc<AtomicBool>,
-    /// Claimed leases and commands handed to this child (its start included): a command may
-    /// take the lease back, so an idle report that does not count it is stale.
+    /// Claimed leases handed to this child (its start included).
     grants: u64,
 }
 
@@ -144,7 +143,8 @@ impl Actor for Supervisor {
                 let result = if state.shutdown.is_some() {
                     Err(Error::ShuttingDown)
                 } else if let Some(child) = state.children.get_mut(&sub) {
-                    // The caller sends it one command, which the actor counts.
+                    // A command is on its way to this child, which takes the lease for it: an
+                    // `Idle` the child sent before it gets the command is stale.
                     child.grants += 1;
                     Ok(child.actor.clone())
                 } else {
@@ -240,6 +240,7 @@ impl SupervisorState {
         start: Start,
     ) -> Result<ActorRef<SubscriberMsg>> {
         let wake = Arc::new(AtomicBool::new(false));
+        // The child counts the grant (or the command) when it receives it.
         let grants = u64::from(matches!(start, Start::Claimed(_) | Start::ForCommand));
         let args = SubscriberArgs {
             ctx: self.ctx.clone(),

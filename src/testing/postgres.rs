@@ -6,6 +6,8 @@
 //! Each test then takes its own database ([`PgServer::fresh_database`]), so tests run in
 //! parallel without seeing each other. The server runs with `fsync=off` (a test database
 //! outlives no power failure); the durability of a commit is PostgreSQL's, not under test here.
+//! Benchmarks, whose figures must be durable ones, start their own server with
+//! [`durable_server`] instead: `fsync=on`, `synchronous_commit=on`, PostgreSQL's defaults.
 //!
 //! A watcher process started beside the server stops it (`pg_ctl stop -m immediate`) and
 //! removes the directory once the test process is gone, however it ended (statics are never
@@ -27,6 +29,7 @@ pub struct PgServer {
     dir: PathBuf,
     bin: PathBuf,
     root: bool,
+    settings: Settings,
 }
 
 static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
@@ -39,9 +42,38 @@ static DATABASES: AtomicU32 = AtomicU32::new(0);
 /// When the server cannot be started although PostgreSQL is installed, or when it is missing
 /// and `HOOKLINE_REQUIRE_EXTERNAL=1`.
 pub fn server(test: &str) -> Option<&'static PgServer> {
-    match SERVER.get_or_init(start) {
+    match SERVER.get_or_init(|| start(Settings::Throwaway)) {
         Ok(s) => Some(s),
-        Err(missing) if missing.starts_with(MISSING) => {
+        Err(e) => skip_or_panic(test, e.clone()),
+    }
+}
+
+/// A server of its own for `bench`, committing durably (`fsync=on`, `synchronous_commit=on`),
+/// so that a commit it acknowledges is on disk, as in production; stopped when this process
+/// exits. `None` (after a SKIPPED line) when PostgreSQL is not installed and
+/// `HOOKLINE_REQUIRE_EXTERNAL` is not `1`.
+///
+/// # Panics
+/// As [`server`].
+pub fn durable_server(bench: &str) -> Option<PgServer> {
+    match start(Settings::Durable) {
+        Ok(s) => Some(s),
+        Err(e) => skip_or_panic(bench, e),
+    }
+}
+
+/// How a server commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settings {
+    /// `fsync=off`: tests, whose data outlives nothing.
+    Throwaway,
+    /// `fsync=on`, `synchronous_commit=on`: benchmarks of durable commits.
+    Durable,
+}
+
+fn skip_or_panic<T>(test: &str, error: String) -> Option<T> {
+    match error {
+        missing if missing.starts_with(MISSING) => {
             let required = std::env::var("HOOKLINE_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1");
             assert!(
                 !required,
@@ -53,7 +85,7 @@ pub fn server(test: &str) -> Option<&'static PgServer> {
             );
             None
         }
-        Err(e) => panic!("{test}: the test PostgreSQL server did not start: {e}"),
+        e => panic!("{test}: the PostgreSQL server did not start: {e}"),
     }
 }
 
@@ -139,7 +171,7 @@ impl PgServer {
     /// If `pg_ctl` fails.
     pub fn start_again(&self) {
         if let Err(e) = run(
-            pg_ctl_start(self.root, &self.bin, &self.dir, self.port),
+            pg_ctl_start(self.root, &self.bin, &self.dir, self.port, self.settings),
             "pg_ctl start",
         ) {
             panic!("{e}");
@@ -148,7 +180,15 @@ impl PgServer {
 }
 
 /// `pg_ctl start` of the server in `dir` on `port`, waiting until it accepts connections.
-fn pg_ctl_start(root: bool, bin: &Path, dir: &Path, port: u16) -> Command {
+fn pg_ctl_start(root: bool, bin: &Path, dir: &Path, port: u16, settings: Settings) -> Command {
+    let commits = match settings {
+        Settings::Throwaway => "-c fsync=off -c shared_buffers=64MB",
+        // Spelled out, though they are the defaults: the figures depend on them. The buffers
+        // hold a benchmark's whole database, so reads never wait for the disk.
+        Settings::Durable => {
+            "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c shared_buffers=256MB"
+        }
+    };
     let mut pg_ctl = as_owner(root, &bin.join("pg_ctl"));
     pg_ctl
         .arg("-D")
@@ -157,8 +197,7 @@ fn pg_ctl_start(root: bool, bin: &Path, dir: &Path, port: u16) -> Command {
         .arg(dir.join("server.log"))
         .arg("-o")
         .arg(format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off \
-             -c max_connections=400 -c shared_buffers=64MB",
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} {commits} -c max_connections=400",
             dir.display()
         ))
         .args(["-w", "-t", "60", "start"]);
@@ -219,7 +258,7 @@ fn run(mut cmd: Command, what: &str) -> Result<(), String> {
     }
 }
 
-fn start() -> Result<PgServer, String> {
+fn start(settings: Settings) -> Result<PgServer, String> {
     let Some(bin) = bin_dir() else {
         return Err(format!(
             "{MISSING} (no initdb under /usr/lib/postgresql/*/bin or $HOOKLINE_PG_BIN)"
@@ -247,13 +286,14 @@ fn start() -> Result<PgServer, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("free port: {e}"))?
         .port();
-    run(pg_ctl_start(root, &bin, &dir, port), "pg_ctl start")?;
+    run(pg_ctl_start(root, &bin, &dir, port, settings), "pg_ctl start")?;
     watch(root, &bin, &dir);
     Ok(PgServer {
         port,
         dir,
         bin,
         root,
+        settings,
     })
 }
 

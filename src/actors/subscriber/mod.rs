@@ -168,7 +168,7 @@ pub(crate) struct SubscriberState {
     /// How the lease is taken at start (consumed by `post_start`).
     start: Option<Start>,
     supervisor: ActorRef<SupervisorMsg>,
-    /// Claimed leases (the start's included) and commands received, echoed in `Idle`.
+    /// Claimed leases and commands received (the start's claim included), echoed in `Idle`.
     grants: u64,
     wake: Arc<AtomicBool>,
     start_delay: Duration,
@@ -311,6 +311,7 @@ impl Actor for SubscriberActor {
                 state.step(&myself).await?;
             }
             SubscriberMsg::Command(cmd) => {
+                // Counted as the supervisor counted it when it handed this actor out.
                 state.grants += 1;
                 if state.command(cmd).await {
                     myself.stop(Some("subscription deleted".into()));

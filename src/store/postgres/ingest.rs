@@ -1,11 +1,13 @@
 //! Publishing on PostgreSQL: events and their fan-out in one transaction, numbered per
 //! subscription in commit order.
 //!
-//! One publish is one transaction: the tenants' subscriptions are read (a subscription whose
-//! creation committed before this publish began is routed to), each event is inserted
-//! (idempotent on `(tenant, id)`: a duplicate creates nothing and gets the first receipt), then
-//! the `sub_tail` rows of every subscription receiving a delivery are locked **in subscription
-//! id order** (so concurrent publishes never deadlock) and the deliveries numbered from them.
+//! One group of publishes (see [`group`](super::group): concurrent publishes on a node share a
+//! commit) is one transaction: the tenants' subscriptions are read (a subscription whose
+//! creation committed before this publish began is routed to), the events are inserted in one
+//! statement (idempotent on `(tenant, id)`: a duplicate creates nothing and gets the first
+//! receipt), then the `sub_tail` rows of every subscription receiving a delivery are locked
+//! **in subscription id order** (so concurrent publishes never deadlock) and the deliveries
+//! numbered from them.
 //! The lock is held until the commit, so a subscription's `seq` order is its events' commit
 //! order. The wake notification is sent in the same transaction (delivered on commit only);
 //! the caller is answered after the commit (guarantee 1).
@@ -57,6 +59,9 @@ struct Accepted {
 }
 
 impl PgStore {
+    /// Publishes `events` in a group commit with the other publishes waiting (see [`group`]).
+    ///
+    /// [`group`]: super::group
     pub(super) async fn pg_publish(
         &self,
         events: Vec<Event>,
@@ -68,6 +73,14 @@ impl PgStore {
             Ok(Err(_)) => return Err(Error::ShuttingDown),
             Err(_) => return Err(Error::Overloaded),
         };
+        self.grouped(events).await
+    }
+
+    /// One transaction publishing `events` (the publishes of one group, concatenated).
+    pub(super) async fn publish_tx(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<Vec<Result<PublishReceipt>>> {
         let at = now_ms();
         let mut tx = self.pool().begin().await.map_err(sql_err(W))?;
         let mut routes: HashMap<TenantId, Option<Vec<Route>>> = HashMap::new();
@@ -79,47 +92,82 @@ impl PgStore {
         }
 
         let mut receipts: Vec<Option<Result<PublishReceipt>>> = Vec::with_capacity(events.len());
+        // (tenant, id) → (index of its first occurrence, body): the events to insert.
+        let mut fresh: BTreeMap<(&str, &str), (usize, String)> = BTreeMap::new();
+        for (index, event) in events.iter().enumerate() {
+            if !matches!(routes.get(&event.tenant_id), Some(Some(_))) {
+                receipts.push(Some(Err(Error::not_found("tenant", &event.tenant_id))));
+                continue;
+            }
+            match serde_json::to_string(event) {
+                Ok(body) => {
+                    fresh
+                        .entry((event.tenant_id.as_str(), event.id.as_str()))
+                        .or_insert((index, body));
+                    receipts.push(None);
+                }
+                Err(e) => receipts.push(Some(Err(Error::Internal(format!(
+                    "event not serialisable: {e}"
+                ))))),
+            }
+        }
+        // One insert for every event, in (tenant, id) order: concurrent publishes of the same
+        // ids wait for each other in one order, never in a cycle.
+        let mut cols: [Vec<&str>; 3] = Default::default();
+        let mut bodies = Vec::with_capacity(fresh.len());
+        for ((tenant, id), (index, body)) in &fresh {
+            cols[0].push(tenant);
+            cols[1].push(id);
+            cols[2].push(events[*index].notification_type.as_str());
+            bodies.push(body.as_str());
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO events (tenant_id, id, notification_type, body, created_at) \
+             SELECT t, i, n, b, $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
+               WITH ORDINALITY AS v(t, i, n, b, o) ORDER BY o \
+             ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id, seq",
+        )
+        .bind(&cols[0])
+        .bind(&cols[1])
+        .bind(&cols[2])
+        .bind(&bodies)
+        .bind(at)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(sql_err(W))?;
+        let mut seqs: HashMap<(String, String), i64> = HashMap::with_capacity(inserted.len());
+        for r in &inserted {
+            seqs.insert(
+                (
+                    r.try_get(0).map_err(sql_err(W))?,
+                    r.try_get(1).map_err(sql_err(W))?,
+                ),
+                r.try_get(2).map_err(sql_err(W))?,
+            );
+        }
+        // In publish order; an id inserted before (by another publish, or earlier in this one)
+        // is a duplicate, settled below once this batch's own deliveries are counted.
         let mut accepted: Vec<Accepted> = Vec::new();
         for (index, event) in events.iter().enumerate() {
             let Some(Some(routes)) = routes.get(&event.tenant_id) else {
-                receipts.push(Some(Err(Error::not_found("tenant", &event.tenant_id))));
                 continue;
             };
-            let body = match serde_json::to_string(event) {
-                Ok(b) => b,
-                Err(e) => {
-                    receipts.push(Some(Err(Error::Internal(format!(
-                        "event not serialisable: {e}"
-                    )))));
-                    continue;
-                }
+            let first = fresh
+                .get(&(event.tenant_id.as_str(), event.id.as_str()))
+                .is_some_and(|(i, _)| *i == index);
+            let key = (
+                event.tenant_id.as_str().to_owned(),
+                event.id.as_str().to_owned(),
+            );
+            let Some(seq) = seqs.get(&key).copied().filter(|_| first) else {
+                continue;
             };
-            let seq: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO events (tenant_id, id, notification_type, body, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING seq",
-            )
-            .bind(event.tenant_id.as_str())
-            .bind(event.id.as_str())
-            .bind(event.notification_type.as_str())
-            .bind(body)
-            .bind(at)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(sql_err(W))?;
-            match seq {
-                Some(seq) => {
-                    let subs = routes
-                        .iter()
-                        .filter(|r| r.matches(event))
-                        .map(|r| r.id.clone())
-                        .collect();
-                    accepted.push(Accepted { index, seq, subs });
-                    receipts.push(None);
-                }
-                // Idempotent publish: the first event stands. Settled below once this batch's
-                // own deliveries are counted (the same id twice in one publish).
-                None => receipts.push(None),
-            }
+            let subs = routes
+                .iter()
+                .filter(|r| r.matches(event))
+                .map(|r| r.id.clone())
+                .collect();
+            accepted.push(Accepted { index, seq, subs });
         }
 
         // Lock the order counters in id order and number the deliveries.
