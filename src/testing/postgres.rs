@@ -98,7 +98,7 @@ const MISSING: &str = "no PostgreSQL server binaries";
 /// # Panics
 /// As [`server`].
 pub fn dedicated(test: &str) -> Option<PgServer> {
-    match start() {
+    match start(Settings::Throwaway) {
         Ok(s) => Some(s),
         Err(missing) if missing.starts_with(MISSING) => {
             // Says SKIPPED, or panics under HOOKLINE_REQUIRE_EXTERNAL=1.
