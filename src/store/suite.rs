@@ -200,6 +200,7 @@ pub(in crate::store) fn outcome(
         next_at: None,
         flags: None,
         next_in_flight: None,
+        notices: Vec::new(),
     }
 }
 
