@@ -65,10 +65,13 @@ impl EngineHandle {
     pub async fn configure_notifications(&self, endpoints: &[NotificationEndpoint]) -> Result<()> {
         self.ensure_system_tenant().await?;
         let rows = self.store().list_subscriptions(Some(&system())).await?;
-        let operator: Vec<_> = rows
+        let mut operator: Vec<_> = rows
             .iter()
             .filter(|r| r.spec.workflow_ids.is_empty())
             .collect();
+        // Ids sort by creation time: of two receivers of one URL (two nodes of a cluster that
+        // started at once), the older is kept and the other deleted below.
+        operator.sort_by(|a, b| a.id.cmp(&b.id));
         for e in endpoints {
             match operator.iter().find(|r| r.spec.url == e.url) {
                 None => {
@@ -85,8 +88,12 @@ impl EngineHandle {
                 }
             }
         }
+        let mut kept: Vec<&str> = Vec::new();
         for r in operator {
-            if !endpoints.iter().any(|e| e.url == r.spec.url) {
+            let wanted = endpoints.iter().any(|e| e.url == r.spec.url);
+            if wanted && !kept.contains(&r.spec.url.as_str()) {
+                kept.push(&r.spec.url);
+            } else {
                 self.delete_subscription(&r.id).await?;
                 tracing::info!(subscription = %r.id, url = %r.spec.url, "notification receiver removed");
             }
