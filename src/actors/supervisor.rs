@@ -316,9 +316,10 @@ impl SupervisorState {
                 ..FlagChange::default()
             };
             match self.ctx.store.set_flags(sub.clone(), flags).await {
-                Ok(_) => {
+                Ok(row) => {
                     self.ctx.metrics.faulted();
-                    tracing::error!(subscription = %sub, "subscription marked faulted")
+                    tracing::error!(subscription = %sub, "subscription marked faulted");
+                    self.notify_faulted(&row).await;
                 }
                 Err(e) => {
                     tracing::error!(subscription = %sub, error = %e, "could not mark subscription faulted")
@@ -330,6 +331,35 @@ impl SupervisorState {
         self.ctx.metrics.actor_restart();
         if let Err(e) = self.spawn(myself, sub.clone(), delay, Start::Acquire).await {
             tracing::error!(subscription = %sub, error = %e, "could not restart subscriber");
+        }
+    }
+}
+
+impl SupervisorState {
+    /// Publishes the `faulted` notification (`notify`) of `row`, just marked faulted. It is a
+    /// commit of its own after the mark (a stop in between loses this one notification; the
+    /// subscription stays faulted, visible in the API and the dashboard).
+    async fn notify_faulted(&self, row: &crate::store::SubscriptionRow) {
+        use crate::notify::{self, About, NoticeKind};
+        if !notify::notifies(&row.tenant_id) {
+            return;
+        }
+        let about = About {
+            tenant: &row.tenant_id,
+            subscription: &row.id,
+            url: &row.spec.url,
+        };
+        let reason = row.faulted_reason.as_deref();
+        let notice = notify::notice(
+            NoticeKind::Faulted,
+            about,
+            None,
+            reason,
+            crate::domain::clock::now_ms(),
+        );
+        let wait = self.ctx.config.intake_wait;
+        if let Err(e) = self.ctx.store.publish(vec![notice], wait).await {
+            tracing::warn!(subscription = %row.id, error = %e, "faulted notification not journaled");
         }
     }
 }

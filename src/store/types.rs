@@ -46,6 +46,10 @@ pub(crate) struct AttemptRecord {
     /// The next delivery to mark in flight in the same commit: (delivery, attempt number, at).
     /// Saves one commit per delivery on a busy subscription.
     pub next_in_flight: Option<(DeliveryId, u32, i64)>,
+    /// Operational notifications (`notify`) published in the same commit, fanned out like any
+    /// event: a crash cannot record the transition and lose its notification. A refusal of one
+    /// (no system tenant) writes nothing for it and does not fail the record.
+    pub notices: Vec<crate::domain::Event>,
 }
 
 /// A pending delivery as a subscription actor needs it to make an attempt.

@@ -18,6 +18,7 @@ mod full_disk;
 mod ingress;
 mod model;
 mod mtls;
+mod notify;
 mod ops;
 mod outbound;
 mod refused_bodies;

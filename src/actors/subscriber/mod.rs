@@ -27,6 +27,7 @@ mod advance;
 mod attempt;
 mod command;
 mod holding;
+mod notices;
 mod outcome;
 mod queue;
 mod stall;
@@ -182,6 +183,9 @@ pub(crate) struct SubscriberState {
     pacer: SubscriptionPacer,
     /// Writes waiting for the journal to take them again.
     stall: stall::Stall,
+    /// The delivery a block was on, cleared by the operator since: the next delivery delivered
+    /// is notified as `recovered` (see `notices`).
+    recovering: Option<DeliveryId>,
 }
 
 impl Actor for SubscriberActor {
@@ -217,6 +221,7 @@ impl Actor for SubscriberActor {
             rng: StdRng::from_os_rng(),
             pacer: SubscriptionPacer::new(row_limit),
             stall: stall::Stall::default(),
+            recovering: None,
         })
     }
 

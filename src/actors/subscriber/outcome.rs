@@ -82,6 +82,7 @@ pub(super) fn record<R: Rng + ?Sized>(
         next_at,
         flags,
         next_in_flight: None,
+        notices: Vec::new(),
     }
 }
 

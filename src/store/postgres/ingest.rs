@@ -83,10 +83,28 @@ impl PgStore {
     ) -> Result<Vec<Result<PublishReceipt>>> {
         let at = now_ms();
         let mut tx = self.pool().begin().await.map_err(sql_err(W))?;
+        let (receipts, woken) = self.publish_in(&mut tx, &events, at).await?;
+        tx.commit().await.map_err(sql_err("commit"))?;
+        if !woken.is_empty() {
+            self.inner.wakes.wake(woken);
+        }
+        Ok(receipts)
+    }
+
+    /// Publishes `events` in the transaction `tx` (a publish's own, or an attempt outcome's
+    /// carrying its operational notifications): inserts, fan-out, numbering and the wake
+    /// notification (sent on commit). Returns the receipts and the subscriptions to wake in
+    /// this process once `tx` committed.
+    pub(super) async fn publish_in(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Event],
+        at: i64,
+    ) -> Result<(Vec<Result<PublishReceipt>>, HashSet<SubscriptionId>)> {
         let mut routes: HashMap<TenantId, Option<Vec<Route>>> = HashMap::new();
-        for e in &events {
+        for e in events {
             if !routes.contains_key(&e.tenant_id) {
-                let r = load_routes(&mut tx, &e.tenant_id).await?;
+                let r = load_routes(&mut *tx, &e.tenant_id).await?;
                 routes.insert(e.tenant_id.clone(), r);
             }
         }
@@ -245,7 +263,7 @@ impl PgStore {
         }
         for (i, slot) in receipts.iter_mut().enumerate() {
             if slot.is_none() {
-                *slot = Some(duplicate(&mut tx, &events[i], &counts).await);
+                *slot = Some(duplicate(&mut *tx, &events[i], &counts).await);
             }
         }
         for payload in listen::payloads(&self.inner.node, &woken) {
@@ -256,14 +274,11 @@ impl PgStore {
                 .await
                 .map_err(sql_err(W))?;
         }
-        tx.commit().await.map_err(sql_err("commit"))?;
-        if !woken.is_empty() {
-            self.inner.wakes.wake(woken);
-        }
-        Ok(receipts
+        let receipts = receipts
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::Internal("publish lost a receipt".into()))))
-            .collect())
+            .collect();
+        Ok((receipts, woken))
     }
 }
 

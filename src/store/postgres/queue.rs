@@ -377,7 +377,21 @@ impl PgStore {
             self.apply_flags(&mut tx, &rec.subscription, flags, now)
                 .await?;
         }
-        tx.commit().await.map_err(sql_err("commit"))
+        // The transition's notifications commit with it (a refused one, with no system
+        // tenant, writes nothing for it and does not fail the record).
+        let mut woken = std::collections::HashSet::new();
+        if !rec.notices.is_empty() {
+            let (receipts, w) = self.publish_in(&mut tx, &rec.notices, now).await?;
+            for e in receipts.iter().filter_map(|r| r.as_ref().err()) {
+                tracing::debug!(error = %e, "operational notification not journaled");
+            }
+            woken = w;
+        }
+        tx.commit().await.map_err(sql_err("commit"))?;
+        if !woken.is_empty() {
+            self.inner.wakes.wake(woken);
+        }
+        Ok(())
     }
 
     pub(super) async fn pg_set_queue_flags(

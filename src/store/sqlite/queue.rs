@@ -74,9 +74,9 @@ pub(super) struct RecordAttempt {
 }
 
 impl RecordAttempt {
-    /// No flag change: one statement does it all (see [`record_outcome`]).
+    /// No flag change and no notification: one statement does it all (see [`record_outcome`]).
     pub(super) fn is_plain(&self) -> bool {
-        self.record.flags.is_none()
+        self.record.flags.is_none() && self.record.notices.is_empty()
     }
 }
 
@@ -90,10 +90,10 @@ impl Write for RecordAttempt {
         }
         let rec = &self.record;
         let now = now_ms();
-        let Some(flags) = &rec.flags else {
+        if self.is_plain() {
             record_outcome(cx.conn, rec, now)?;
             return Ok(Ok(()));
-        };
+        }
         cx.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO attempts \
@@ -131,11 +131,25 @@ impl Write for RecordAttempt {
             ])?;
         if n == 0 {
             // The subscription was deleted while the attempt ran; nothing left to record.
-            return Ok(Err(Error::not_found("delivery", rec.delivery)));
+            return Ok(match rec.flags {
+                None => Ok(()),
+                Some(_) => Err(Error::not_found("delivery", rec.delivery)),
+            });
         }
         if let Some((next, attempts, at)) = rec.next_in_flight {
             mark_in_flight(cx.conn, next, attempts, at)?;
         }
+        if !rec.notices.is_empty() {
+            // In this commit: the transition and its notification are durable together. A
+            // refused notice (no system tenant) is dropped; the outcome still records.
+            let receipts = super::publish::publish_in(cx, &rec.notices, now)?;
+            for r in receipts.iter().filter_map(|r| r.as_ref().err()) {
+                tracing::debug!(error = %r, "operational notification not journaled");
+            }
+        }
+        let Some(flags) = &rec.flags else {
+            return Ok(Ok(()));
+        };
         let change = SetFlags {
             lease: None,
             id: rec.subscription.clone(),
