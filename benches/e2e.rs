@@ -1,4 +1,5 @@
-//! End-to-end benchmark: hookline embedded on a SQLite file, delivering to loopback receivers.
+//! End-to-end benchmark: hookline embedded on a SQLite file, and on PostgreSQL, delivering to
+//! loopback receivers.
 //!
 //! `cargo bench --bench e2e -- [--quick] [--events N] [--single N] [--subs N] [--fixed-secs N]`
 //!
@@ -23,6 +24,7 @@
 //! | `latency_100_*` | the sweep point at the highest load the engine kept up with |
 //! | `p50_ms_at_1k`, `p99_ms_at_1k` | a fixed offered load of 1,000 events/s for `--fixed-secs` (5 s; 1.5 s with `--quick`), open loop, spread over 100 active subscriptions (subscription `k` filters `workflowIds: ["wf-k"]`, events go round-robin over `wf-0`…`wf-99`, so each event is one delivery): scheduled publish instant → receipt |
 //! | `peak_rss_mb`, `rss_mb` | VmHWM of the process at the end; VmRSS at the start of each phase (from /proc/self/status) |
+//! | `postgres.*` | the ingest and drain figures again on a durable PostgreSQL server this run starts, with 1 and 3 nodes, and the takeover of a killed node (see `e2e/postgres.rs`); `null` when PostgreSQL is not installed |
 //!
 //! The receiver records, per subscription path, the arrival of each event id, which gives the
 //! latencies and a check of the strict per-subscription order (`order_violations`, expected 0).
@@ -33,6 +35,9 @@
 
 #[path = "support/mod.rs"]
 mod support;
+
+#[path = "e2e/postgres.rs"]
+mod postgres;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -60,6 +65,11 @@ const PUBLISHERS: usize = 64;
 const BATCH: usize = 100;
 /// Longest wait for a phase's deliveries before the run is declared broken.
 const DRAIN_LIMIT: Duration = Duration::from_secs(180);
+/// Receiver paths `/s/k` with `k` from this on answer after [`SLOW_DELAY`] (the takeover
+/// phase's subscriptions, which must stay busy).
+const SLOW_BASE: u32 = 1_000_000;
+/// How long a slow path takes to answer, after recording the arrival.
+const SLOW_DELAY: Duration = Duration::from_millis(20);
 
 // ---- command line ----------------------------------------------------------------------------
 
@@ -211,6 +221,9 @@ impl Receiver {
                 .lock()
                 .expect("arrivals lock")
                 .push(Arrival { path, event, at_ns });
+            if path >= SLOW_BASE {
+                tokio::time::sleep(SLOW_DELAY).await;
+            }
         }
         let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= self.target.load(Ordering::SeqCst) {
@@ -418,13 +431,49 @@ async fn ceiling(addr: SocketAddr, streams: u32, dur: Duration, body: &Bytes) ->
 
 // ---- hookline --------------------------------------------------------------------------------
 
-/// An engine on a fresh SQLite file, and its directory.
+/// Where a phase's engines keep their journal.
+#[derive(Clone, Copy)]
+enum Store<'a> {
+    /// A fresh SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the run's durable PostgreSQL server.
+    Postgres(&'a postgres::PgBench),
+}
+
+/// An engine on a fresh journal, and its directory (SQLite).
 struct Journaled {
     engine: EngineHandle,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Journaled {
+    /// One engine on a fresh journal of `store`.
+    async fn open(store: Store<'_>, durability: Durability) -> Journaled {
+        match store {
+            Store::Sqlite => Journaled::start(durability).await,
+            Store::Postgres(pg) => {
+                let url = pg.fresh_database().await;
+                Journaled::start_pg(&url, "n0", durability, postgres::LEASE_TTL).await
+            }
+        }
+    }
+
+    /// Node `node` of a cluster on the PostgreSQL database at `url`.
+    async fn start_pg(url: &str, node: &str, durability: Durability, ttl: Duration) -> Journaled {
+        let engine = Engine::builder()
+            .postgres(url)
+            .secret_key(postgres::KEY)
+            .node_id(node)
+            .lease_ttl(ttl)
+            .durability(durability)
+            .shutdown_grace(Duration::from_secs(5))
+            .allow_networks(vec!["127.0.0.0/8".parse().expect("CIDR")])
+            .build()
+            .await
+            .expect("engine starts on PostgreSQL");
+        Journaled { engine, _dir: None }
+    }
+
     async fn start(durability: Durability) -> Journaled {
         let dir = tempfile::tempdir().expect("temporary directory");
         let engine = Engine::builder()
@@ -436,7 +485,10 @@ impl Journaled {
             .build()
             .await
             .expect("engine starts");
-        Journaled { engine, _dir: dir }
+        Journaled {
+            engine,
+            _dir: Some(dir),
+        }
     }
 
     /// A tenant with `subs` subscriptions to `/s/0`…, paused when `paused`.
@@ -519,8 +571,14 @@ impl Journaled {
 
 /// Durable events/s through `publish` (batch `None`) or `publish_batch`, by [`PUBLISHERS`]
 /// tasks, to one paused subscription; with the per-call latencies (ms).
-async fn ingest(addr: SocketAddr, n: u32, batch: Option<usize>, pad: &str) -> (f64, Vec<f64>) {
-    let j = Journaled::start(Durability::Fsync).await;
+async fn ingest(
+    store: Store<'_>,
+    addr: SocketAddr,
+    n: u32,
+    batch: Option<usize>,
+    pad: &str,
+) -> (f64, Vec<f64>) {
+    let j = Journaled::open(store, Durability::Fsync).await;
     j.tenant("ingest", addr, 1, true).await;
     let mut lanes: Vec<Vec<Vec<EventInput>>> = vec![Vec::new(); PUBLISHERS];
     let events: Vec<EventInput> = (0..n).map(|i| event("ingest", i, pad)).collect();
@@ -560,26 +618,58 @@ async fn ingest(addr: SocketAddr, n: u32, batch: Option<usize>, pad: &str) -> (f
     (rate, sorted(times))
 }
 
-/// What a drain phase measured, with the engine left running (all subscriptions active).
+/// What a drain phase measured, with the engines left running (all subscriptions active).
 struct Drained {
     j: Journaled,
+    /// The other nodes of a PostgreSQL cluster.
+    others: Vec<Journaled>,
     per_s: f64,
     /// CPU µs of the whole process per delivery.
     cpu_us: f64,
     order_violations: u64,
 }
 
+impl Drained {
+    async fn shutdown(&self) {
+        for o in &self.others {
+            o.engine.shutdown().await;
+        }
+        self.j.engine.shutdown().await;
+    }
+}
+
 /// Pre-publishes `events` events to `subs` paused subscriptions, resumes them all at once and
-/// times until the receiver has every delivery.
+/// times until the receiver has every delivery. With PostgreSQL and `nodes` > 1, that many
+/// engines share the database, and subscription `k` is resumed through node `k % nodes` (a
+/// resume takes the subscription's lease on the node that carries it out), so each node
+/// delivers its share.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one phase, its knobs spelled out"
+)]
 async fn drain(
     rx: &Receiver,
     addr: SocketAddr,
+    store: Store<'_>,
     durability: Durability,
+    nodes: u32,
     subs: u32,
     events: u32,
     pad: &str,
 ) -> Drained {
-    let j = Journaled::start(durability).await;
+    let (j, others) = match store {
+        Store::Postgres(pg) if nodes > 1 => {
+            let url = pg.fresh_database().await;
+            let ttl = postgres::LEASE_TTL;
+            let j = Journaled::start_pg(&url, "n0", durability, ttl).await;
+            let mut others = Vec::new();
+            for k in 1..nodes {
+                others.push(Journaled::start_pg(&url, &format!("n{k}"), durability, ttl).await);
+            }
+            (j, others)
+        }
+        _ => (Journaled::open(store, durability).await, Vec::new()),
+    };
     let ids = j.tenant("drain", addr, subs, true).await;
     j.prepublish("drain", 0..events, subs, pad).await;
     rx.take_arrivals();
@@ -587,8 +677,11 @@ async fn drain(
     let target = rx.count() + expected;
     let (start, cpu) = (Instant::now(), support::cpu_secs());
     let mut set = JoinSet::new();
-    for id in ids {
-        let engine = j.engine.clone();
+    for (k, id) in ids.into_iter().enumerate() {
+        let engine = match k % (others.len() + 1) {
+            0 => j.engine.clone(),
+            n => others[n - 1].engine.clone(),
+        };
         set.spawn(async move { engine.resume_subscription(&id).await.expect("resume") });
     }
     rx.wait_for(target, DRAIN_LIMIT).await;
@@ -598,6 +691,7 @@ async fn drain(
     let arrivals = rx.take_arrivals();
     Drained {
         j,
+        others,
         per_s,
         cpu_us,
         order_violations: order_violations(&arrivals),
@@ -781,6 +875,14 @@ async fn fixed_load(
 // ---- main ------------------------------------------------------------------------------------
 
 fn main() {
+    // Off by default: logging costs CPU the figures would carry. `HOOKLINE_BENCH_LOG=debug`
+    // (an env filter) shows what the engines do, e.g. while profiling a phase.
+    if let Ok(filter) = std::env::var("HOOKLINE_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let sizes = Sizes::from_args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -816,22 +918,24 @@ async fn run(sz: Sizes) {
     let (ceiling_conc, ceiling_conc_cpu) = ceiling(addr, sz.subs, sz.ceiling_for, &body).await;
 
     step("ingest: publish");
-    let (ingest_rate, ingest_lat) = ingest(addr, sz.events, None, &pad).await;
+    let sq = Store::Sqlite;
+    let (ingest_rate, ingest_lat) = ingest(sq, addr, sz.events, None, &pad).await;
     step("ingest: publish_batch");
-    let (batch_rate, batch_lat) = ingest(addr, sz.events, Some(BATCH), &pad).await;
+    let (batch_rate, batch_lat) = ingest(sq, addr, sz.events, Some(BATCH), &pad).await;
 
     step("deliveries: 1 subscription");
-    let one = drain(&rx, addr, Durability::Fsync, 1, sz.single, &pad).await;
+    let fsync = Durability::Fsync;
+    let one = drain(&rx, addr, sq, fsync, 1, 1, sz.single, &pad).await;
     step("latency: idle");
     let idle = idle_latency(&rx, &one.j, sz.single, sz.idle_samples, &pad).await;
-    one.j.shutdown().await;
+    one.shutdown().await;
     step("deliveries: 1 subscription, durability os");
-    let one_os = drain(&rx, addr, Durability::Os, 1, sz.single, &pad).await;
-    one_os.j.shutdown().await;
+    let one_os = drain(&rx, addr, sq, Durability::Os, 1, 1, sz.single, &pad).await;
+    one_os.shutdown().await;
 
     let fan_events = (sz.events / sz.subs).max(1);
     step("deliveries: fan-out");
-    let fan = drain(&rx, addr, Durability::Fsync, sz.subs, fan_events, &pad).await;
+    let fan = drain(&rx, addr, sq, fsync, 1, sz.subs, fan_events, &pad).await;
     let mut sweep = Vec::new();
     let mut next = fan_events;
     for &load in &sz.latency_loads {
@@ -843,10 +947,15 @@ async fn run(sz: Sizes) {
             .max(10.0) as u32;
         sweep.push(l);
     }
-    fan.j.shutdown().await;
+    fan.shutdown().await;
     step("latency: fixed 1,000 events/s over 100 subscriptions");
     let (fixed, fixed_publish, fixed_violations) =
         fixed_load(&rx, addr, 100, 1_000.0, sz.fixed_for, &pad).await;
+    step("postgres: starting a durable server");
+    let pg = match postgres::PgBench::start().await {
+        Some(server) => Some(postgres::run(&rx, addr, &server, &sz, &pad, &step).await),
+        None => None,
+    };
     step("done");
     let peak_rss = support::status_mb("VmHWM");
     // The headline latency: the highest load the engine kept up with (else the lowest tried).
@@ -859,8 +968,11 @@ async fn run(sz: Sizes) {
 
     let seq_ratio = one.per_s / ceiling_seq;
     let conc_ratio = fan.per_s / ceiling_conc;
-    let violations =
-        one.order_violations + one_os.order_violations + fan.order_violations + fixed_violations;
+    let violations = one.order_violations
+        + one_os.order_violations
+        + fan.order_violations
+        + fixed_violations
+        + pg.as_ref().map_or(0, |p| p.order_violations);
     let s = sz.subs;
     let ms = |v: &[f64]| format!("p50 {:.2} ms, p99 {:.2} ms", pct(v, 50.0), pct(v, 99.0));
     let row = |label: String, value: String| println!("  {label:<44} {value}");
@@ -958,6 +1070,9 @@ async fn run(sz: Sizes) {
         "  of which scheduled → publish returned".into(),
         ms(&fixed_publish),
     );
+    if let Some(p) = &pg {
+        postgres_rows(p, (ingest_rate, batch_rate, one.per_s, fan.per_s));
+    }
     row("peak RSS (VmHWM)".into(), format!("{peak_rss:.0} MiB"));
     row(
         "per-subscription order violations".into(),
@@ -1013,7 +1128,62 @@ async fn run(sz: Sizes) {
         "peak_rss_mb": r2(peak_rss),
         "rss_mb": serde_json::Value::Object(rss.into_inner().expect("rss lock")),
         "order_violations": violations,
+        "postgres": pg.as_ref().map(postgres::Figures::json),
         "elapsed_s": r2(begun.elapsed().as_secs_f64()),
     });
     println!("{json}");
+}
+
+/// The PostgreSQL column: each figure beside the SQLite one of the same run (`sqlite`: ingest,
+/// `publish_batch`, 1 subscription, `--subs` subscriptions).
+fn postgres_rows(p: &postgres::Figures, sqlite: (f64, f64, f64, f64)) {
+    let row = |label: String, value: String| println!("  {label:<44} {value}");
+    let ms = |v: &[f64]| format!("p50 {:.2} ms, p99 {:.2} ms", pct(v, 50.0), pct(v, 99.0));
+    println!(
+        "hookline on PostgreSQL (its own server: fsync=on, synchronous_commit=on; nodes are \
+         engines in this process), SQLite of this run beside"
+    );
+    row(
+        format!("pg ingest: publish, {PUBLISHERS} publishers"),
+        format!(
+            "{:>8.0} ev/s    sqlite {:.0}, ratio {:.3}; per call {}",
+            p.ingest_per_s,
+            sqlite.0,
+            p.ingest_per_s / sqlite.0,
+            ms(&p.ingest_lat)
+        ),
+    );
+    row(
+        format!("pg ingest: publish_batch({BATCH})"),
+        format!(
+            "{:>8.0} ev/s    sqlite {:.0}, ratio {:.3}; per call {}",
+            p.batch_per_s,
+            sqlite.1,
+            p.batch_per_s / sqlite.1,
+            ms(&p.batch_lat)
+        ),
+    );
+    for (what, subs, nodes, per_s, cpu) in &p.drains {
+        let base = if *subs == 1 { sqlite.2 } else { sqlite.3 };
+        row(
+            format!("pg deliveries, {what}"),
+            format!(
+                "{per_s:>8.0} /s       sqlite {base:.0}, ratio {:.3}; cpu {cpu:.0} µs/delivery{}",
+                per_s / base,
+                if *nodes > 1 { " (all nodes)" } else { "" }
+            ),
+        );
+    }
+    let t = &p.takeover;
+    row(
+        format!("pg takeover of a killed node ({} subs)", t.ms.len()),
+        format!(
+            "p50 {:.0} ms, max {:.0} ms (lease TTL {} ms); duplicates {}, reordered {}",
+            pct(&t.ms, 50.0),
+            t.ms.last().copied().unwrap_or(f64::NAN),
+            postgres::LEASE_TTL.as_millis(),
+            t.duplicates,
+            t.reordered
+        ),
+    );
 }

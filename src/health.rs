@@ -1,7 +1,7 @@
 //! Whether the engine can still keep its promises: can the journal write, and did a task the
 //! engine cannot run without die.
 //!
-//! One [`Health`] per engine, owned by its [`Metrics`](crate::metrics::Metrics) (it exposes the
+//! One [`Health`] per engine, owned by its `Metrics` (it exposes the
 //! `hookline_journal_writable` gauge and the `hookline_journal_failed_commits_total{reason}`
 //! counter). The store reports every commit's fate here; `GET /readyz` and the metrics read it.
 //!

@@ -50,6 +50,7 @@
 //! | `outbound` | one attempt's HTTP request (the sender), OAuth2 client-credentials tokens |
 //! | [`config`] | engine settings; [`config::server`]: the server's layered configuration |
 //! | [`transform`] | tenant WebAssembly transforms: the sandboxed runtime and the registry |
+//! | [`notify`] | operational notifications (blocked, disabled, faulted, exhausted, recovered) as events of the system tenant (pure) |
 //! | `store` | the storage seam, and `store::sqlite`: the SQLite journal (writer, readers, recovery) |
 //! | `metrics` | the engine's Prometheus registry behind `GET /metrics` |
 //! | [`domain`] | events, tenants, subscriptions, deliveries, attempts, identifiers (plain data) |
@@ -82,6 +83,7 @@ pub mod engine;
 pub mod error;
 mod health;
 mod metrics;
+pub mod notify;
 mod outbound;
 mod policy;
 mod security;

@@ -224,6 +224,7 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         log,
         limits,
         ui,
+        notifications,
         engine: engine_config,
     } = config;
     init_tracing(log);
@@ -272,6 +273,10 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             tracing::error!(error = %e, "the generated admin API key could not be written to stdout");
         }
     }
+    engine
+        .configure_notifications(&notifications)
+        .await
+        .context("setting up the [notifications] receivers")?;
     gate.open(engine.clone());
     tracing::info!(listen = %addr, db = %db, "hookline serving");
     tokio::select! {

@@ -41,7 +41,9 @@ pub(crate) enum SupervisorMsg {
     /// Leases the claimer took for this node (shared store).
     Claimed(Vec<Lease>),
     /// A child gave its lease up (or lost it) and has nothing in flight; `grants` is how many
-    /// claimed leases it had received, to tell whether another is on its way to it.
+    /// claimed leases and commands it had received, to tell whether another is on its way to
+    /// it (a command takes the lease again: stopping the child then would leave the lease held
+    /// by nobody until it expires).
     Idle {
         sub: SubscriptionId,
         actor: ActorId,
@@ -140,7 +142,10 @@ impl Actor for Supervisor {
             SupervisorMsg::Get(sub, reply) => {
                 let result = if state.shutdown.is_some() {
                     Err(Error::ShuttingDown)
-                } else if let Some(child) = state.children.get(&sub) {
+                } else if let Some(child) = state.children.get_mut(&sub) {
+                    // A command is on its way to this child, which takes the lease for it: an
+                    // `Idle` the child sent before it gets the command is stale.
+                    child.grants += 1;
                     Ok(child.actor.clone())
                 } else {
                     state
@@ -235,7 +240,8 @@ impl SupervisorState {
         start: Start,
     ) -> Result<ActorRef<SubscriberMsg>> {
         let wake = Arc::new(AtomicBool::new(false));
-        let grants = u64::from(matches!(start, Start::Claimed(_)));
+        // The child counts the grant (or the command) when it receives it.
+        let grants = u64::from(matches!(start, Start::Claimed(_) | Start::ForCommand));
         let args = SubscriberArgs {
             ctx: self.ctx.clone(),
             id: sub.clone(),
@@ -310,9 +316,10 @@ impl SupervisorState {
                 ..FlagChange::default()
             };
             match self.ctx.store.set_flags(sub.clone(), flags).await {
-                Ok(_) => {
+                Ok(row) => {
                     self.ctx.metrics.faulted();
-                    tracing::error!(subscription = %sub, "subscription marked faulted")
+                    tracing::error!(subscription = %sub, "subscription marked faulted");
+                    self.notify_faulted(&row).await;
                 }
                 Err(e) => {
                     tracing::error!(subscription = %sub, error = %e, "could not mark subscription faulted")
@@ -324,6 +331,35 @@ impl SupervisorState {
         self.ctx.metrics.actor_restart();
         if let Err(e) = self.spawn(myself, sub.clone(), delay, Start::Acquire).await {
             tracing::error!(subscription = %sub, error = %e, "could not restart subscriber");
+        }
+    }
+}
+
+impl SupervisorState {
+    /// Publishes the `faulted` notification (`notify`) of `row`, just marked faulted. It is a
+    /// commit of its own after the mark (a stop in between loses this one notification; the
+    /// subscription stays faulted, visible in the API and the dashboard).
+    async fn notify_faulted(&self, row: &crate::store::SubscriptionRow) {
+        use crate::notify::{self, About, NoticeKind};
+        if !notify::notifies(&row.tenant_id) {
+            return;
+        }
+        let about = About {
+            tenant: &row.tenant_id,
+            subscription: &row.id,
+            url: &row.spec.url,
+        };
+        let reason = row.faulted_reason.as_deref();
+        let notice = notify::notice(
+            NoticeKind::Faulted,
+            about,
+            None,
+            reason,
+            crate::domain::clock::now_ms(),
+        );
+        let wait = self.ctx.config.intake_wait;
+        if let Err(e) = self.ctx.store.publish(vec![notice], wait).await {
+            tracing::warn!(subscription = %row.id, error = %e, "faulted notification not journaled");
         }
     }
 }

@@ -25,7 +25,9 @@ use utoipa::OpenApi;
 use super::ApiConfig;
 use super::error::{ErrorBody, ErrorResponse};
 use super::router::AppState;
-use super::routes::{cluster, deliveries, events, ops, subscriptions, tenants, transforms};
+use super::routes::{
+    cluster, deliveries, events, notifications, ops, subscriptions, tenants, transforms,
+};
 use super::schema::REQUEST_SCHEMAS;
 
 /// The OpenAPI document of this API with the default limits (also served at
@@ -83,6 +85,9 @@ pub(crate) async fn openapi_json(State(state): State<AppState>) -> Json<Value> {
         events::find_events,
         crate::ui::portal::create_portal_link,
         cluster::cluster,
+        notifications::list_receivers,
+        notifications::add_receiver,
+        notifications::remove_receiver,
     ),
     components(schemas(ErrorResponse, ErrorBody)),
     modifiers(&BearerAuth),
@@ -111,7 +116,7 @@ impl utoipa::Modify for BearerAuth {
 /// Each operation that takes a JSON body, and the component (a schema of
 /// [`REQUEST_SCHEMAS`], or `EventBatch` and `TransformTestEvent`, made from the event schema)
 /// its body is. `true`: the body is required.
-const REQUEST_BODIES: [(&str, &str, &str, bool); 10] = [
+const REQUEST_BODIES: [(&str, &str, &str, bool); 11] = [
     ("post", "/v1/events", "Event", true),
     ("post", "/v1/events/batch", "EventBatch", true),
     ("post", "/v1/tenants", "NewTenant", true),
@@ -137,6 +142,12 @@ const REQUEST_BODIES: [(&str, &str, &str, bool); 10] = [
         true,
     ),
     ("post", PORTAL_LINK, "PortalLinkRequest", false),
+    (
+        "post",
+        "/v1/tenants/{id}/notifications",
+        "NotificationEndpoint",
+        true,
+    ),
 ];
 
 /// The dashboard's route in the API's document (served with `/ui`, after the guard).

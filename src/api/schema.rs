@@ -25,11 +25,11 @@ const SUBSCRIPTION: &str = include_str!("../../schemas/subscription.schema.json"
 const SUBSCRIPTION_PATCH: &str = include_str!("../../schemas/subscription-patch.schema.json");
 const SECRET_ROTATION: &str = include_str!("../../schemas/secret-rotation.schema.json");
 const REPLAY: &str = include_str!("../../schemas/replay.schema.json");
-// Checked by the dashboard's portal-link handler (serde with the same rules), not compiled here.
+const NOTIFICATION_ENDPOINT: &str = include_str!("../../schemas/notification-endpoint.schema.json");
 const PORTAL_LINK: &str = include_str!("../../schemas/portal-link.schema.json");
 
 /// Every request schema with its name in the OpenAPI document's components, and its file.
-pub(super) const REQUEST_SCHEMAS: [(&str, &str, &str); 8] = [
+pub(super) const REQUEST_SCHEMAS: [(&str, &str, &str); 9] = [
     ("Event", "event.schema.json", EVENT),
     ("NewTenant", "tenant.schema.json", TENANT),
     ("TenantPatch", "tenant-patch.schema.json", TENANT_PATCH),
@@ -46,6 +46,11 @@ pub(super) const REQUEST_SCHEMAS: [(&str, &str, &str); 8] = [
     ),
     ("ReplayWindow", "replay.schema.json", REPLAY),
     ("PortalLinkRequest", "portal-link.schema.json", PORTAL_LINK),
+    (
+        "NotificationEndpoint",
+        "notification-endpoint.schema.json",
+        NOTIFICATION_ENDPOINT,
+    ),
 ];
 
 /// The compiled request schemas.
@@ -57,6 +62,7 @@ pub(super) struct Schemas {
     pub subscription_patch: Validator,
     pub secret_rotation: Validator,
     pub replay: Validator,
+    pub notification_endpoint: Validator,
 }
 
 /// Compiled on first use; the router forces it so that the first request does not pay.
@@ -68,6 +74,7 @@ pub(super) static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| Schemas {
     subscription_patch: compile(SUBSCRIPTION_PATCH),
     secret_rotation: compile(SECRET_ROTATION),
     replay: compile(REPLAY),
+    notification_endpoint: compile(NOTIFICATION_ENDPOINT),
 });
 
 /// The schemas are part of the binary, not input: one that does not compile is a bug, caught by
@@ -196,6 +203,10 @@ mod tests {
         assert!(check(&s.tenant_patch, &json!({"rateLimit": null})).is_ok());
         assert!(check(&s.secret_rotation, &json!({"graceSeconds": 60})).is_ok());
         assert!(check(&s.replay, &json!({"since": "2026-11-23T10:12:16.827Z"})).is_ok());
+        // Checked by the dashboard's portal-link handler, which compiles it itself.
+        let portal_link = compile(PORTAL_LINK);
+        assert!(check(&portal_link, &json!({"ttlSeconds": 60})).is_ok());
+        assert!(check(&portal_link, &json!({"ttlSeconds": null})).is_err());
     }
 
     #[test]

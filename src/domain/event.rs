@@ -28,15 +28,20 @@ pub enum NotificationType {
     TransactionEvent,
     /// A case changed status.
     CaseEvent,
+    /// hookline's own operational notification (a subscription blocked, disabled, faulted or
+    /// recovered, a delivery out of retries). Only hookline publishes it, into its system
+    /// tenant (see `notify`); a producer's event of this type is refused.
+    OperationalEvent,
 }
 
 impl NotificationType {
     /// All notification types, in declaration order.
-    pub const ALL: [NotificationType; 4] = [
+    pub const ALL: [NotificationType; 5] = [
         NotificationType::NodeEvent,
         NotificationType::WorkflowEvent,
         NotificationType::TransactionEvent,
         NotificationType::CaseEvent,
+        NotificationType::OperationalEvent,
     ];
 
     /// The wire name, e.g. `TRANSACTION_EVENT`.
@@ -46,6 +51,7 @@ impl NotificationType {
             NotificationType::WorkflowEvent => "WORKFLOW_EVENT",
             NotificationType::TransactionEvent => "TRANSACTION_EVENT",
             NotificationType::CaseEvent => "CASE_EVENT",
+            NotificationType::OperationalEvent => "OPERATIONAL_EVENT",
         }
     }
 
@@ -135,6 +141,12 @@ impl EventInput {
     /// Validates the envelope into the journaled form, generating an id when none was given.
     pub(crate) fn validate(self) -> Result<Event> {
         validate_external_id("tenantId", &self.tenant_id)?;
+        if self.notification_type == NotificationType::OperationalEvent {
+            return Err(Error::invalid(
+                "notificationType",
+                "OPERATIONAL_EVENT is reserved for hookline's own notifications",
+            ));
+        }
         let id = match self.id {
             Some(id) => {
                 validate_external_id("id", &id)?;

@@ -25,6 +25,7 @@ use crate::store::SharedStore;
 mod builder;
 mod cluster;
 mod events;
+mod notifications;
 mod overview;
 mod retention;
 mod subscriptions;

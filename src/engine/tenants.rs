@@ -10,11 +10,11 @@ use crate::error::{Error, Result};
 use super::EngineHandle;
 
 /// SHA-256 hex digest of an API key: what the journal stores and looks up.
-fn hash_key(key: &str) -> String {
+pub(super) fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-fn generate_key(prefix: &str) -> String {
+pub(super) fn generate_key(prefix: &str) -> String {
     let bytes: [u8; 32] = rand::random();
     format!(
         "{prefix}{}",
@@ -29,6 +29,12 @@ impl EngineHandle {
     pub async fn create_tenant(&self, t: NewTenant) -> Result<CreatedTenant> {
         self.check_open()?;
         validate_external_id("id", &t.id)?;
+        if t.id == crate::notify::SYSTEM_TENANT {
+            return Err(Error::invalid(
+                "id",
+                "is reserved for hookline's operational notifications",
+            ));
+        }
         if t.name.trim().is_empty() || t.name.len() > 256 {
             return Err(Error::invalid("name", "must be 1 to 256 characters"));
         }

@@ -120,7 +120,9 @@ pub(crate) trait Coordination: Send + Sync {
     /// Takes `sub` for `node` whether or not another node holds it (an operator action): a new
     /// token fences the holder; its in-flight attempt is logged interrupted as by an acquire.
     /// The lease's [`quiet_until`](Lease::quiet_until) is when the fenced lease would have
-    /// expired (none if it had). `NotFound` for no such subscription.
+    /// expired (none if it had, or if `node` held it: node ids are unique among live processes
+    /// and a node takes its own lease over only from a dead actor). `NotFound` for no such
+    /// subscription.
     async fn take_over(&self, node: &NodeId, sub: &SubscriptionId, ttl: Duration) -> Result<Lease>;
 
     /// Extends a held lease to `ttl` from now (store clock); the answer carries the new local

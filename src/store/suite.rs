@@ -201,6 +201,7 @@ pub(in crate::store) fn outcome(
         flags: None,
         next_in_flight: None,
         holds_key: false,
+        notices: Vec::new(),
     }
 }
 
@@ -251,6 +252,7 @@ on_both_backends!(
     replay_reopens_finished_deliveries_and_retention_prunes_only_finished_events,
     a_closed_journal_refuses_writes,
     ordering_keys_are_stored_at_fan_out_and_heads_skip_a_keys_later_events,
+    an_outcomes_notifications_commit_with_it_and_fan_out,
 );
 
 async fn publish_fans_out_to_matching_subscriptions_in_seq_order_and_wakes_them(f: Backend) {
@@ -921,5 +923,110 @@ async fn ordering_keys_are_stored_at_fan_out_and_heads_skip_a_keys_later_events(
         [(Some(""), 1), (None, 2)],
         "no loanId: the no-key sequence"
     );
+    store.close().await;
+}
+
+/// Operational notifications (`notify`) ride on the outcome's commit: the system tenant's
+/// event and its deliveries to the matching receivers exist once the record answers, on both
+/// plain outcomes and outcomes with flags, and receivers are woken. Without a system tenant
+/// the notice is dropped and the outcome still records.
+async fn an_outcomes_notifications_commit_with_it_and_fan_out(f: Backend) {
+    use crate::notify::{self, About, Attempted, NoticeKind, SYSTEM_TENANT};
+    let Opened {
+        store, mut wakes, ..
+    } = f.open().await;
+    let t = tenant(&store, "t1").await;
+    let sub = subscription(&store, &t, &[]).await;
+    publish(&store, &["e1", "e2", "e3"]).await;
+    let _ = wakes.recv().await;
+    let ids = open_ids(&store, &sub).await;
+    let lease = store.acquire(&sub).await.expect("lease");
+    let url = "https://example.com/hook".to_string();
+    let body =
+        serde_json::to_string(&event("t1", "e1", NotificationType::WorkflowEvent)).expect("json");
+    let e1 = crate::domain::EventId::from("e1");
+    let notice = |kind, d: DeliveryId| {
+        let a = Attempted {
+            delivery: d,
+            attempt: 1,
+            status: "failed",
+            http_status: Some(404),
+            error_kind: None,
+            error: None,
+            event_id: &e1,
+            notification_type: NotificationType::WorkflowEvent,
+            body: &body,
+        };
+        let about = About {
+            tenant: &t,
+            subscription: &sub,
+            url: &url,
+        };
+        notify::notice(kind, about, Some(&a), None, 0)
+    };
+
+    // No system tenant yet: the outcome records, the notice is dropped.
+    let mut rec = outcome(&sub, ids[0], 1, DeliveryStatus::Failed);
+    rec.notices = vec![notice(NoticeKind::Exhausted, ids[0])];
+    store.record_attempt(&lease, rec).await.expect("record");
+    assert_eq!(status(&store, ids[0]).await, DeliveryStatus::Failed);
+
+    let system = tenant(&store, SYSTEM_TENANT).await;
+    let mut every = spec(&[NotificationType::OperationalEvent]);
+    every.on_failure = crate::domain::FailurePolicy::Skip;
+    let ops = store
+        .create_subscription(SubscriptionId::generate(), system.clone(), every)
+        .await
+        .expect("operator receiver")
+        .id;
+    let mut only_t2 = spec(&[NotificationType::OperationalEvent]);
+    only_t2.workflow_ids = vec!["t2".into()];
+    let other = store
+        .create_subscription(SubscriptionId::generate(), system.clone(), only_t2)
+        .await
+        .expect("another tenant's receiver")
+        .id;
+
+    // A plain outcome (no flags) with a notice, then one with flags.
+    let mut rec = outcome(&sub, ids[1], 1, DeliveryStatus::Failed);
+    rec.notices = vec![notice(NoticeKind::Exhausted, ids[1])];
+    store.record_attempt(&lease, rec).await.expect("record");
+    let mut rec = outcome(&sub, ids[2], 1, DeliveryStatus::Failed);
+    rec.flags = Some(FlagChange {
+        blocked_on: Some(Some(ids[2].raw())),
+        ..FlagChange::default()
+    });
+    rec.notices = vec![notice(NoticeKind::Blocked, ids[2])];
+    store.record_attempt(&lease, rec).await.expect("record");
+
+    let queued = store.next_deliveries(&ops, 0, 10).await.expect("queue");
+    let got: Vec<String> = queued.iter().map(|d| d.event_id.to_string()).collect();
+    let want = [
+        format!("ntf_exhausted_{}_1", ids[1].raw()),
+        format!("ntf_blocked_{}_1", ids[2].raw()),
+    ];
+    assert_eq!(
+        got, want,
+        "the operator's receiver gets both, in commit order"
+    );
+    assert_eq!(
+        queued[1].notification_type,
+        NotificationType::OperationalEvent
+    );
+    assert!(
+        open_ids(&store, &other).await.is_empty(),
+        "a receiver filtered on another tenant gets nothing"
+    );
+    let row = store
+        .get_subscription(&sub)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(row.blocked_on, Some(ids[2].raw()));
+    let mut woken = Vec::new();
+    while let Ok(Some(w)) = tokio::time::timeout(Duration::from_millis(200), wakes.recv()).await {
+        woken.extend(w);
+    }
+    assert!(woken.contains(&ops), "the receiver is woken: {woken:?}");
     store.close().await;
 }

@@ -48,6 +48,10 @@ pub(crate) struct AttemptRecord {
     pub next_in_flight: Option<(DeliveryId, u32, i64)>,
     /// The delivery (keyed, failed under `onFailure: block`) holds its key from this commit on.
     pub holds_key: bool,
+    /// Operational notifications (`notify`) published in the same commit, fanned out like any
+    /// event: a crash cannot record the transition and lose its notification. A refusal of one
+    /// (no system tenant) writes nothing for it and does not fail the record.
+    pub notices: Vec<crate::domain::Event>,
 }
 
 /// A pending delivery as a subscription actor needs it to make an attempt.

@@ -6,6 +6,8 @@
 //! Each test then takes its own database ([`PgServer::fresh_database`]), so tests run in
 //! parallel without seeing each other. The server runs with `fsync=off` (a test database
 //! outlives no power failure); the durability of a commit is PostgreSQL's, not under test here.
+//! Benchmarks, whose figures must be durable ones, start their own server with
+//! [`durable_server`] instead: `fsync=on`, `synchronous_commit=on`, PostgreSQL's defaults.
 //!
 //! A watcher process started beside the server stops it (`pg_ctl stop -m immediate`) and
 //! removes the directory once the test process is gone, however it ended (statics are never
@@ -25,6 +27,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub struct PgServer {
     port: u16,
     dir: PathBuf,
+    bin: PathBuf,
+    root: bool,
+    settings: Settings,
 }
 
 static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
@@ -37,9 +42,38 @@ static DATABASES: AtomicU32 = AtomicU32::new(0);
 /// When the server cannot be started although PostgreSQL is installed, or when it is missing
 /// and `HOOKLINE_REQUIRE_EXTERNAL=1`.
 pub fn server(test: &str) -> Option<&'static PgServer> {
-    match SERVER.get_or_init(start) {
+    match SERVER.get_or_init(|| start(Settings::Throwaway)) {
         Ok(s) => Some(s),
-        Err(missing) if missing.starts_with(MISSING) => {
+        Err(e) => skip_or_panic(test, e.clone()),
+    }
+}
+
+/// A server of its own for `bench`, committing durably (`fsync=on`, `synchronous_commit=on`),
+/// so that a commit it acknowledges is on disk, as in production; stopped when this process
+/// exits. `None` (after a SKIPPED line) when PostgreSQL is not installed and
+/// `HOOKLINE_REQUIRE_EXTERNAL` is not `1`.
+///
+/// # Panics
+/// As [`server`].
+pub fn durable_server(bench: &str) -> Option<PgServer> {
+    match start(Settings::Durable) {
+        Ok(s) => Some(s),
+        Err(e) => skip_or_panic(bench, e),
+    }
+}
+
+/// How a server commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settings {
+    /// `fsync=off`: tests, whose data outlives nothing.
+    Throwaway,
+    /// `fsync=on`, `synchronous_commit=on`: benchmarks of durable commits.
+    Durable,
+}
+
+fn skip_or_panic<T>(test: &str, error: String) -> Option<T> {
+    match error {
+        missing if missing.starts_with(MISSING) => {
             let required = std::env::var("HOOKLINE_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1");
             assert!(
                 !required,
@@ -51,11 +85,29 @@ pub fn server(test: &str) -> Option<&'static PgServer> {
             );
             None
         }
-        Err(e) => panic!("{test}: the test PostgreSQL server did not start: {e}"),
+        e => panic!("{test}: the PostgreSQL server did not start: {e}"),
     }
 }
 
 const MISSING: &str = "no PostgreSQL server binaries";
+
+/// A server of the caller's own, not shared with the binary's other tests: for a test that
+/// stops and starts PostgreSQL under load ([`PgServer::stop`], [`PgServer::start_again`]).
+/// `None` (after a SKIPPED line) as [`server`].
+///
+/// # Panics
+/// As [`server`].
+pub fn dedicated(test: &str) -> Option<PgServer> {
+    match start(Settings::Throwaway) {
+        Ok(s) => Some(s),
+        Err(missing) if missing.starts_with(MISSING) => {
+            // Says SKIPPED, or panics under HOOKLINE_REQUIRE_EXTERNAL=1.
+            let _ = server(test);
+            None
+        }
+        Err(e) => panic!("{test}: a dedicated test PostgreSQL server did not start: {e}"),
+    }
+}
 
 impl PgServer {
     /// The server's port on 127.0.0.1.
@@ -96,6 +148,60 @@ impl PgServer {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
+
+    /// Stops the server (`pg_ctl stop -m fast`: clients are disconnected, nothing committed is
+    /// lost). Meant for a [`dedicated`] server.
+    ///
+    /// # Panics
+    /// If `pg_ctl` fails.
+    pub fn stop(&self) {
+        let mut pg_ctl = as_owner(self.root, &self.bin.join("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "fast", "-w", "-t", "60", "stop"]);
+        if let Err(e) = run(pg_ctl, "pg_ctl stop") {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts a [`stop`](PgServer::stop)ped server again on the same port and data.
+    ///
+    /// # Panics
+    /// If `pg_ctl` fails.
+    pub fn start_again(&self) {
+        if let Err(e) = run(
+            pg_ctl_start(self.root, &self.bin, &self.dir, self.port, self.settings),
+            "pg_ctl start",
+        ) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// `pg_ctl start` of the server in `dir` on `port`, waiting until it accepts connections.
+fn pg_ctl_start(root: bool, bin: &Path, dir: &Path, port: u16, settings: Settings) -> Command {
+    let commits = match settings {
+        Settings::Throwaway => "-c fsync=off -c shared_buffers=64MB",
+        // Spelled out, though they are the defaults: the figures depend on them. The buffers
+        // hold a benchmark's whole database, so reads never wait for the disk.
+        Settings::Durable => {
+            "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c shared_buffers=256MB"
+        }
+    };
+    let mut pg_ctl = as_owner(root, &bin.join("pg_ctl"));
+    pg_ctl
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .arg("-o")
+        .arg(format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} {commits} -c max_connections=400",
+            dir.display()
+        ))
+        .args(["-w", "-t", "60", "start"]);
+    pg_ctl
 }
 
 /// The newest installed PostgreSQL's `bin` directory.
@@ -152,7 +258,7 @@ fn run(mut cmd: Command, what: &str) -> Result<(), String> {
     }
 }
 
-fn start() -> Result<PgServer, String> {
+fn start(settings: Settings) -> Result<PgServer, String> {
     let Some(bin) = bin_dir() else {
         return Err(format!(
             "{MISSING} (no initdb under /usr/lib/postgresql/*/bin or $HOOKLINE_PG_BIN)"
@@ -180,22 +286,15 @@ fn start() -> Result<PgServer, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("free port: {e}"))?
         .port();
-    let mut pg_ctl = as_owner(root, &bin.join("pg_ctl"));
-    pg_ctl
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(dir.join("server.log"))
-        .arg("-o")
-        .arg(format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off \
-             -c max_connections=400 -c shared_buffers=64MB",
-            dir.display()
-        ))
-        .args(["-w", "-t", "60", "start"]);
-    run(pg_ctl, "pg_ctl start")?;
+    run(pg_ctl_start(root, &bin, &dir, port, settings), "pg_ctl start")?;
     watch(root, &bin, &dir);
-    Ok(PgServer { port, dir })
+    Ok(PgServer {
+        port,
+        dir,
+        bin,
+        root,
+        settings,
+    })
 }
 
 /// Stops the server and removes its directory once this process has exited.

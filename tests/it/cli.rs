@@ -1003,8 +1003,10 @@ async fn large_inputs_go_through_the_batch_route_in_order() {
     );
     let out = run.json();
     assert_eq!(out["accepted"], 2500, "{out:#}");
+    // 2,500 ordered deliveries through a debug build: about 10 s alone, but a shared 2-core CI
+    // machine at load 10+ was seen to deliver 2,306 in 60 s. The wait ends as soon as all arrive.
     receiver
-        .wait_delivered_at("/hook", &want, Duration::from_secs(60))
+        .wait_delivered_at("/hook", &want, Duration::from_secs(240))
         .await;
     assert_eq!(receiver.delivered_ids_at("/hook"), want);
 }

@@ -1155,11 +1155,20 @@ async fn actor_panic_mid_stream_loses_and_reorders_nothing() {
         );
     }
     h.wait_all_delivered(&s.id, expected.len()).await;
-    assert_eq!(
-        h.live_actors().await.expect("count"),
-        1,
-        "the actor came back"
-    );
+    if h.postgres.is_none() {
+        assert_eq!(
+            h.live_actors().await.expect("count"),
+            1,
+            "the actor came back"
+        );
+    } else {
+        // On a shared store the actor that came back gives the lease up once the queue is
+        // empty, and stops: nothing else may be holding the subscription.
+        crate::support::eventually_true("the restarted actor went idle", WITHIN, || async {
+            h.live_actors().await.expect("count") == 0
+        })
+        .await;
+    }
     assert_eq!(
         h.get_subscription(&s.id).await.expect("get").state,
         SubscriptionState::Active

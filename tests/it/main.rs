@@ -10,6 +10,7 @@ mod support;
 // Test modules: one line each.
 mod api;
 mod cli;
+mod cluster;
 mod crash;
 mod crash_points;
 mod engine;
@@ -17,6 +18,7 @@ mod full_disk;
 mod ingress;
 mod model;
 mod mtls;
+mod notify;
 mod ops;
 mod ordering;
 mod outbound;

@@ -457,3 +457,51 @@ fn the_cli_runs_a_transform_locally() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(v["error"]["code"], "transform_error", "{v}");
 }
+
+/// Two nodes on one PostgreSQL database: a transform uploaded (and compiled) on the first is
+/// run by the second from the precompiled artifact stored beside it, never compiled there.
+#[cfg(feature = "test-hooks")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_runs_the_stored_artifact_without_compiling() {
+    let Some(server) = hookline::testing::postgres::server("transforms::another_node") else {
+        return;
+    };
+    let url = server.fresh_database().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = |id: &str| {
+        crate::support::on_store(crate::support::builder(&dir.path().join(id)), Some(&url))
+            .node_id(id)
+            .build()
+    };
+    let a = node("node-a").await.expect("node a");
+    let b = node("node-b").await.expect("node b");
+    a.create_tenant(hookline::NewTenant {
+        id: TENANT.into(),
+        name: "Acme".into(),
+        rate_limit: None,
+    })
+    .await
+    .expect("tenant");
+    a.upload_transform(&TENANT.into(), "pii", wasm("mask-pii"))
+        .await
+        .expect("upload");
+    assert_eq!(a.transform_stats().compiled, 1, "compiled once, on upload");
+    let rx = Receiver::start().await;
+    let mut n = NewSubscription::new(TENANT, rx.url("/pii"));
+    n.transform = bound("pii", 1);
+    a.create_subscription(n).await.expect("subscribe");
+    // Only node b is left to deliver.
+    a.shutdown().await;
+    b.publish(event("on-b")).await.expect("publish");
+    rx.wait_delivered_at("/pii", &["on-b".to_owned()], WITHIN)
+        .await;
+    let got = rx.requests_at("/pii");
+    assert_eq!(got[0].header("x-pii-masked"), Some("0"), "transformed");
+    let stats = b.transform_stats();
+    assert_eq!(
+        (stats.compiled, stats.loaded_precompiled),
+        (0, 1),
+        "node b loaded the stored artifact: {stats:?}"
+    );
+    b.shutdown().await;
+}

@@ -1310,6 +1310,28 @@ async fn the_ui_settings_turn_the_dashboard_off_and_set_link_and_session_lives()
     );
     assert_eq!(link(r#"{"ttlSeconds": 301}"#).await.unwrap().status(), 422);
     assert_eq!(link(r#"{"ttlSeconds": 300}"#).await.unwrap().status(), 201);
+    // The body follows its JSON Schema exactly (found by the OpenAPI conformance run): an
+    // integral float is an integer there, and null is not one.
+    assert_eq!(
+        link(r#"{"ttlSeconds": 134.0}"#).await.unwrap().status(),
+        201
+    );
+    for refused in [
+        r#"{"ttlSeconds": null}"#,
+        r#"{"ttlSeconds": 0}"#,
+        r#"{"ttlSeconds": 14864066418437427958906880}"#,
+        r#"{"ttl": 5}"#,
+        "[1]",
+    ] {
+        let r = link(refused).await.unwrap();
+        assert_eq!(r.status(), 400, "{refused}");
+        let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(
+            body["error"]["code"], "schema_violation",
+            "{refused}: {body}"
+        );
+    }
+    assert_eq!(link("{").await.unwrap().status(), 400);
 
     let mut b = Browser::new(&on);
     let p = b.sign_in(ADMIN).await;
@@ -1323,4 +1345,82 @@ async fn the_ui_settings_turn_the_dashboard_off_and_set_link_and_session_lives()
         "a 10 min session cookie: {:?}",
         p.set_cookies
     );
+}
+
+/// The subscription page lists the operational notifications about it (docs/notifications.md):
+/// blocked on a 404, then recovered after the resubmit, each with how many receivers got it;
+/// a tenant sees them on its own subscription, with no receiver's secret in the page.
+#[tokio::test]
+async fn the_subscription_page_lists_its_notifications() {
+    let mut w = World::start().await;
+    let ops = Receiver::start().await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    w.h.configure_notifications(&[hookline::notify::NotificationEndpoint {
+        url: ops.url("/ops"),
+        secret: Some(secret.into()),
+    }])
+    .await
+    .unwrap();
+    w.secrets.push(secret.to_owned());
+    w.receiver.set_behaviour(|_| Reply::status(404));
+    let sub = w.subscribe("acme-ui", "/noticed").await;
+    w.h.publish(crate::support::event_for("acme-ui", "n-1"))
+        .await
+        .unwrap();
+    let blocked = w.h.wait_state(&sub.id, SubscriptionState::Blocked).await;
+    let head = blocked.blocked_on.unwrap();
+    ops.wait_for("the blocked notification", Duration::from_secs(10), |r| {
+        r.iter().any(|r| r.answered_2xx())
+    })
+    .await;
+    let mut b = w.browser();
+    b.sign_in(&w.acme_key.clone()).await;
+    let path = format!("/ui/subscriptions/{}", sub.id);
+    let page = poll_page(&mut b, &path, "the notification delivered", |h| {
+        h.contains("1 of 1 receivers delivered")
+    })
+    .await;
+    w.check_page("subscription with notifications", &page);
+    assert_eq!(
+        page.html
+            .matches(r#"data-testid="notification-row""#)
+            .count(),
+        1
+    );
+    assert!(page.html.contains(">blocked</span>"));
+    assert!(
+        page.html
+            .contains(&format!(r#"href="/ui/deliveries/{head}""#))
+    );
+    assert!(
+        !page.html.contains(&ops.url("/ops")),
+        "no receiver URL shown"
+    );
+
+    w.receiver.set_behaviour(|_| Reply::ok());
+    w.h.resubmit(head).await.unwrap();
+    let page = poll_page(&mut b, &path, "the recovered notification", |h| {
+        h.matches(r#"data-testid="notification-row""#).count() == 2
+    })
+    .await;
+    let recovered = page.html.find(">recovered</span>").expect("recovered row");
+    let blocked_at = page.html.find(">blocked</span>").expect("blocked row");
+    assert!(recovered < blocked_at, "newest first");
+}
+
+/// Fetches `path` every 20 ms until its HTML satisfies `cond`, or panics after 10 s.
+async fn poll_page(b: &mut Browser, path: &str, what: &str, cond: impl Fn(&str) -> bool) -> Page {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = b.get(path).await;
+        if cond(&p.html) {
+            return p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what} on {path}:\n{}",
+            p.html
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -208,6 +208,7 @@ impl SubscriberState {
         let duration = done.result.duration;
         let mut record = self.judge(pos, done, now);
         record.next_in_flight = self.next_in_flight(pos, &record, now);
+        self.attach_notices(pos, &mut record, now);
         if record.new_status == DeliveryStatus::Delivered {
             crate::crashpoint::hit("attempt.after_2xx");
         }

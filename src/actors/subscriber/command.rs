@@ -151,6 +151,7 @@ impl SubscriberState {
         }
         if unblocking {
             self.row.blocked_on = None;
+            self.recovering = Some(id);
         }
         self.own_delivery(id).await
     }
@@ -171,6 +172,7 @@ impl SubscriberState {
             .await?;
         if unblocking {
             self.row.blocked_on = None;
+            self.recovering = Some(id);
         }
         // It goes back in its place in the order: rebuild the queue from the store.
         self.cancel_timer();

@@ -32,6 +32,7 @@ mod holding;
     expect(dead_code, reason = "driven by the actor in the next step of issue 14")
 )]
 mod lanes;
+mod notices;
 mod outcome;
 mod queue;
 mod stall;
@@ -173,7 +174,7 @@ pub(crate) struct SubscriberState {
     /// How the lease is taken at start (consumed by `post_start`).
     start: Option<Start>,
     supervisor: ActorRef<SupervisorMsg>,
-    /// Claimed leases received (the start's included), echoed in `Idle`.
+    /// Claimed leases and commands received (the start's claim included), echoed in `Idle`.
     grants: u64,
     wake: Arc<AtomicBool>,
     start_delay: Duration,
@@ -187,6 +188,9 @@ pub(crate) struct SubscriberState {
     pacer: SubscriptionPacer,
     /// Writes waiting for the journal to take them again.
     stall: stall::Stall,
+    /// The delivery a block was on, cleared by the operator since: the next delivery delivered
+    /// is notified as `recovered` (see `notices`).
+    recovering: Option<DeliveryId>,
 }
 
 impl Actor for SubscriberActor {
@@ -222,6 +226,7 @@ impl Actor for SubscriberActor {
             rng: StdRng::from_os_rng(),
             pacer: SubscriptionPacer::new(row_limit),
             stall: stall::Stall::default(),
+            recovering: None,
         })
     }
 
@@ -316,6 +321,8 @@ impl Actor for SubscriberActor {
                 state.step(&myself).await?;
             }
             SubscriberMsg::Command(cmd) => {
+                // Counted as the supervisor counted it when it handed this actor out.
+                state.grants += 1;
                 if state.command(cmd).await {
                     myself.stop(Some("subscription deleted".into()));
                     return Ok(());

@@ -83,6 +83,7 @@ pub(super) fn record<R: Rng + ?Sized>(
         flags,
         next_in_flight: None,
         holds_key: false,
+        notices: Vec::new(),
     }
 }
 

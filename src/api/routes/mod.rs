@@ -12,6 +12,7 @@ use super::router::AppState;
 pub(super) mod cluster;
 pub(super) mod deliveries;
 pub(super) mod events;
+pub(super) mod notifications;
 pub mod ops;
 pub(super) mod subscriptions;
 pub(super) mod tenants;
@@ -26,6 +27,7 @@ pub(super) fn all() -> Router<AppState> {
         .route("/v1/openapi.json", axum::routing::get(openapi_json))
         .merge(ops::routes())
         .merge(tenants::routes())
+        .merge(notifications::routes())
         .merge(subscriptions::routes())
         .merge(events::routes())
         .merge(deliveries::routes())

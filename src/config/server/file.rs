@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Limits, ServerConfig, UiSettings};
+use super::{Limits, NotificationSettings, ServerConfig, UiSettings};
 use crate::config::{Durability, EngineConfig, MetricsSettings, Retention};
 use crate::domain::RetryPolicy;
 use crate::security::secretbox::Redacted;
@@ -61,6 +61,8 @@ pub(super) struct ServerFile {
     pub limits: Limits,
     /// `[ui]`: the dashboard.
     pub ui: UiSettings,
+    /// `[notifications]`: the operator's receivers of operational notifications.
+    pub notifications: NotificationSettings,
     /// `[retry]`: retry policy of subscriptions that set none (a subscription's `retry` shape).
     pub retry: RetryPolicy,
     /// `[delivery]`.
@@ -102,6 +104,7 @@ impl Default for ServerFile {
             log: LogConfig::default(),
             limits: Limits::default(),
             ui: UiSettings::default(),
+            notifications: NotificationSettings::default(),
             retry: engine.default_retry.clone(),
             delivery: DeliveryConfig::from(&engine),
             journal: JournalConfig::from(&engine),
@@ -438,7 +441,7 @@ impl<'de> Deserialize<'de> for Dur {
 }
 
 /// A list given as a TOML array or as one comma-separated string (the environment's form).
-fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(super) fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Form {
@@ -486,8 +489,10 @@ mod tests {
         let mut expected = key_types();
         for k in OPTIONAL_KEYS {
             expected.remove(k);
+            // A key of a table (`notifications.secret`) is documented inside its table.
+            let own = k.rsplit('.').next().unwrap_or(k);
             assert!(
-                text.contains(&format!("# {k} = ")),
+                text.contains(&format!("# {own} = ")),
                 "optional key {k} is not documented (commented out) in the example"
             );
         }

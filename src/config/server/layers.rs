@@ -13,8 +13,14 @@ use super::file::ServerFile;
 use super::{ConfigError, ConfigSources};
 
 /// The keys that have no default value and so are absent from the serialized defaults.
-pub(super) const OPTIONAL_KEYS: [&str; 5] =
-    ["adminKey", "secretKey", "secretKeyFile", "proxy", "nodeId"];
+pub(super) const OPTIONAL_KEYS: [&str; 6] = [
+    "adminKey",
+    "secretKey",
+    "secretKeyFile",
+    "proxy",
+    "nodeId",
+    "notifications.secret",
+];
 
 /// Where each key's value came from.
 #[derive(Debug)]

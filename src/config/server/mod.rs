@@ -25,6 +25,7 @@
 mod file;
 mod layers;
 mod limits;
+mod notifications;
 mod ui;
 mod validate;
 
@@ -40,6 +41,7 @@ use crate::security::secretbox::Redacted;
 pub use file::{Dur, LogFormat};
 pub use layers::{env_name, flatten};
 pub use limits::Limits;
+pub use notifications::NotificationSettings;
 pub use ui::UiSettings;
 pub use validate::log_filter;
 
@@ -61,6 +63,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// The dashboard's settings (`[ui]`).
     pub ui: UiSettings,
+    /// The operator's receivers of operational notifications (`[notifications]`), checked.
+    pub notifications: Vec<crate::notify::NotificationEndpoint>,
     /// The engine's settings (every other key), checked by the engine's own rules.
     pub engine: EngineConfig,
 }

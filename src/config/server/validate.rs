@@ -62,6 +62,7 @@ impl ServerFile {
         // The API's limits: the engine does not read them, so its rules do not cover them.
         self.limits.validate()?;
         self.ui.validate()?;
+        let notifications = self.notifications.validate()?;
         let engine = self.engine_config()?;
         Ok(ServerConfig {
             listen,
@@ -73,6 +74,7 @@ impl ServerFile {
             },
             limits: self.limits,
             ui: self.ui,
+            notifications,
             engine,
         })
     }

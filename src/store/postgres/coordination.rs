@@ -115,14 +115,18 @@ impl Coordination for PgStore {
         self.open_for_writes()?;
         let sent = Instant::now();
         let mut tx = self.pool().begin().await.map_err(sql_err(C))?;
-        // How long the fenced lease still had to run, measured on the database's clock.
+        // How long the fenced lease still had to run, measured on the database's clock. A lease
+        // this node held is not waited out: node ids are unique among live processes, and
+        // within one the supervisor takes a subscription over only once its previous actor
+        // is gone (a restart after a panic), its attempt aborted with it.
         let row = sqlx::query(
             "WITH old AS (SELECT subscription_id, owner, lease_until FROM sub_cursor \
                           WHERE subscription_id = $1 FOR UPDATE) \
              UPDATE sub_cursor c SET owner = $2, epoch = c.epoch + 1, next_due_at = NULL, \
                lease_until = now() + make_interval(secs => $3::float8 / 1000) \
              FROM old WHERE c.subscription_id = old.subscription_id \
-             RETURNING c.epoch, CASE WHEN old.owner IS NOT NULL AND old.lease_until > now() \
+             RETURNING c.epoch, CASE WHEN old.owner IS NOT NULL AND old.owner <> $2 \
+               AND old.lease_until > now() \
                THEN (EXTRACT(EPOCH FROM (old.lease_until - now())) * 1000)::int8 END",
         )
         .bind(sub.as_str())

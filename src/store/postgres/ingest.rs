@@ -1,11 +1,13 @@
 //! Publishing on PostgreSQL: events and their fan-out in one transaction, numbered per
 //! subscription in commit order.
 //!
-//! One publish is one transaction: the tenants' subscriptions are read (a subscription whose
-//! creation committed before this publish began is routed to), each event is inserted
-//! (idempotent on `(tenant, id)`: a duplicate creates nothing and gets the first receipt), then
-//! the `sub_tail` rows of every subscription receiving a delivery are locked **in subscription
-//! id order** (so concurrent publishes never deadlock) and the deliveries numbered from them.
+//! One group of publishes (see [`group`](super::group): concurrent publishes on a node share a
+//! commit) is one transaction: the tenants' subscriptions are read (a subscription whose
+//! creation committed before this publish began is routed to), the events are inserted in one
+//! statement (idempotent on `(tenant, id)`: a duplicate creates nothing and gets the first
+//! receipt), then the `sub_tail` rows of every subscription receiving a delivery are locked
+//! **in subscription id order** (so concurrent publishes never deadlock) and the deliveries
+//! numbered from them.
 //! The lock is held until the commit, so a subscription's `seq` order is its events' commit
 //! order. A delivery to a subscription with ordering keys gets its key computed here, once,
 //! from the spec's pointer, with the spec's ordering epoch (docs/ordering.md). The wake
@@ -70,6 +72,9 @@ struct Fanned {
 }
 
 impl PgStore {
+    /// Publishes `events` in a group commit with the other publishes waiting (see [`group`]).
+    ///
+    /// [`group`]: super::group
     pub(super) async fn pg_publish(
         &self,
         events: Vec<Event>,
@@ -81,72 +86,133 @@ impl PgStore {
             Ok(Err(_)) => return Err(Error::ShuttingDown),
             Err(_) => return Err(Error::Overloaded),
         };
+        self.grouped(events).await
+    }
+
+    /// One transaction publishing `events` (the publishes of one group, concatenated).
+    pub(super) async fn publish_tx(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<Vec<Result<PublishReceipt>>> {
         let at = now_ms();
         let mut tx = self.pool().begin().await.map_err(sql_err(W))?;
+        let (receipts, woken) = self.publish_in(&mut tx, &events, at).await?;
+        tx.commit().await.map_err(sql_err("commit"))?;
+        if !woken.is_empty() {
+            self.inner.wakes.wake(woken);
+        }
+        Ok(receipts)
+    }
+
+    /// Publishes `events` in the transaction `tx` (a publish's own, or an attempt outcome's
+    /// carrying its operational notifications): inserts, fan-out, numbering and the wake
+    /// notification (sent on commit). Returns the receipts and the subscriptions to wake in
+    /// this process once `tx` committed.
+    pub(super) async fn publish_in(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Event],
+        at: i64,
+    ) -> Result<(Vec<Result<PublishReceipt>>, HashSet<SubscriptionId>)> {
         let mut routes: HashMap<TenantId, Option<Vec<Route>>> = HashMap::new();
-        for e in &events {
+        for e in events {
             if !routes.contains_key(&e.tenant_id) {
-                let r = load_routes(&mut tx, &e.tenant_id).await?;
+                let r = load_routes(&mut *tx, &e.tenant_id).await?;
                 routes.insert(e.tenant_id.clone(), r);
             }
         }
 
         let mut receipts: Vec<Option<Result<PublishReceipt>>> = Vec::with_capacity(events.len());
+        // (tenant, id) → (index of its first occurrence, body): the events to insert.
+        let mut fresh: BTreeMap<(&str, &str), (usize, String)> = BTreeMap::new();
+        for (index, event) in events.iter().enumerate() {
+            if !matches!(routes.get(&event.tenant_id), Some(Some(_))) {
+                receipts.push(Some(Err(Error::not_found("tenant", &event.tenant_id))));
+                continue;
+            }
+            match serde_json::to_string(event) {
+                Ok(body) => {
+                    fresh
+                        .entry((event.tenant_id.as_str(), event.id.as_str()))
+                        .or_insert((index, body));
+                    receipts.push(None);
+                }
+                Err(e) => receipts.push(Some(Err(Error::Internal(format!(
+                    "event not serialisable: {e}"
+                ))))),
+            }
+        }
+        // One insert for every event, in (tenant, id) order: concurrent publishes of the same
+        // ids wait for each other in one order, never in a cycle.
+        let mut cols: [Vec<&str>; 3] = Default::default();
+        let mut bodies = Vec::with_capacity(fresh.len());
+        for ((tenant, id), (index, body)) in &fresh {
+            cols[0].push(tenant);
+            cols[1].push(id);
+            cols[2].push(events[*index].notification_type.as_str());
+            bodies.push(body.as_str());
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO events (tenant_id, id, notification_type, body, created_at) \
+             SELECT t, i, n, b, $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
+               WITH ORDINALITY AS v(t, i, n, b, o) ORDER BY o \
+             ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id, seq",
+        )
+        .bind(&cols[0])
+        .bind(&cols[1])
+        .bind(&cols[2])
+        .bind(&bodies)
+        .bind(at)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(sql_err(W))?;
+        let mut seqs: HashMap<(String, String), i64> = HashMap::with_capacity(inserted.len());
+        for r in &inserted {
+            seqs.insert(
+                (
+                    r.try_get(0).map_err(sql_err(W))?,
+                    r.try_get(1).map_err(sql_err(W))?,
+                ),
+                r.try_get(2).map_err(sql_err(W))?,
+            );
+        }
+        // In publish order; an id inserted before (by another publish, or earlier in this one)
+        // is a duplicate, settled below once this batch's own deliveries are counted.
         let mut accepted: Vec<Accepted> = Vec::new();
         for (index, event) in events.iter().enumerate() {
             let Some(Some(routes)) = routes.get(&event.tenant_id) else {
-                receipts.push(Some(Err(Error::not_found("tenant", &event.tenant_id))));
                 continue;
             };
-            let body = match serde_json::to_string(event) {
-                Ok(b) => b,
-                Err(e) => {
-                    receipts.push(Some(Err(Error::Internal(format!(
-                        "event not serialisable: {e}"
-                    )))));
-                    continue;
-                }
+            let first = fresh
+                .get(&(event.tenant_id.as_str(), event.id.as_str()))
+                .is_some_and(|(i, _)| *i == index);
+            let key = (
+                event.tenant_id.as_str().to_owned(),
+                event.id.as_str().to_owned(),
+            );
+            let Some(seq) = seqs.get(&key).copied().filter(|_| first) else {
+                continue;
             };
-            let seq: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO events (tenant_id, id, notification_type, body, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING seq",
-            )
-            .bind(event.tenant_id.as_str())
-            .bind(event.id.as_str())
-            .bind(event.notification_type.as_str())
-            .bind(body)
-            .bind(at)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(sql_err(W))?;
-            match seq {
-                Some(seq) => {
-                    let mut envelope = None;
-                    let subs = routes
-                        .iter()
-                        .filter(|r| r.matches(event))
-                        .map(|r| Fanned {
-                            sub: r.id.clone(),
-                            // It serialised into `body` above; a failure here cannot happen,
-                            // and would only put the event in the no-key sequence.
-                            key: r.order_pointer.as_deref().map(|p| {
-                                ordering::key_at(
-                                    envelope.get_or_insert_with(|| {
-                                        serde_json::to_value(event).unwrap_or_default()
-                                    }),
-                                    p,
-                                )
+            let mut envelope = None;
+            let subs = routes
+                .iter()
+                .filter(|r| r.matches(event))
+                .map(|r| Fanned {
+                    sub: r.id.clone(),
+                    // It serialised into its body above; a failure here cannot happen, and
+                    // would only put the event in the no-key sequence.
+                    key: r.order_pointer.as_deref().map(|p| {
+                        ordering::key_at(
+                            envelope.get_or_insert_with(|| {
+                                serde_json::to_value(event).unwrap_or_default()
                             }),
-                            epoch: r.order_epoch,
-                        })
-                        .collect();
-                    accepted.push(Accepted { index, seq, subs });
-                    receipts.push(None);
-                }
-                // Idempotent publish: the first event stands. Settled below once this batch's
-                // own deliveries are counted (the same id twice in one publish).
-                None => receipts.push(None),
-            }
+                            p,
+                        )
+                    }),
+                    epoch: r.order_epoch,
+                })
+                .collect();
+            accepted.push(Accepted { index, seq, subs });
         }
 
         // Lock the order counters in id order and number the deliveries.
@@ -230,7 +296,7 @@ impl PgStore {
         }
         for (i, slot) in receipts.iter_mut().enumerate() {
             if slot.is_none() {
-                *slot = Some(duplicate(&mut tx, &events[i], &counts).await);
+                *slot = Some(duplicate(&mut *tx, &events[i], &counts).await);
             }
         }
         for payload in listen::payloads(&self.inner.node, &woken) {
@@ -241,14 +307,11 @@ impl PgStore {
                 .await
                 .map_err(sql_err(W))?;
         }
-        tx.commit().await.map_err(sql_err("commit"))?;
-        if !woken.is_empty() {
-            self.inner.wakes.wake(woken);
-        }
-        Ok(receipts
+        let receipts = receipts
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::Internal("publish lost a receipt".into()))))
-            .collect())
+            .collect();
+        Ok((receipts, woken))
     }
 }
 

@@ -30,6 +30,7 @@ mod rows;
 
 mod catalog;
 mod coordination;
+mod group;
 mod ingest;
 mod keycheck;
 mod listen;
@@ -81,6 +82,11 @@ impl std::fmt::Debug for PgStore {
 
 struct Inner {
     pool: PgPool,
+    /// Connections whose commits do not wait for the WAL flush (`synchronous_commit = off`),
+    /// for delivery progress only (see [`queue`]).
+    progress: PgPool,
+    /// Publishes waiting for their group commit (see [`group`]).
+    publishes: group::Publishes,
     sealer: Arc<SecretBox>,
     node: String,
     lease_ttl_ms: i64,
@@ -122,16 +128,23 @@ impl PgStore {
             .map_err(|e| Error::invalid("db", format!("not a PostgreSQL URL: {e}")))?;
         // Durability `os` is PostgreSQL's asynchronous commit: a commit survives hookline's
         // crash but the last few hundred milliseconds may be lost if PostgreSQL's host fails.
+        let progress_connect = connect.clone().options([("synchronous_commit", "off")]);
         let connect = match cfg.durability {
             Durability::Fsync => connect,
-            Durability::Os => connect.options([("synchronous_commit", "off")]),
+            Durability::Os => progress_connect.clone(),
         };
+        let size = cfg.reader_connections.max(2) + 8;
         let pool = PgPoolOptions::new()
-            .max_connections(cfg.reader_connections.max(2) + 8)
+            .max_connections(size)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(connect)
             .await
             .map_err(sql_err("connect"))?;
+        // Opened lazily: a node that delivers nothing holds none of these connections.
+        let progress = PgPoolOptions::new()
+            .max_connections(size)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(progress_connect);
         sqlx::migrate!("./schemas/postgres")
             .run(&pool)
             .await
@@ -139,8 +152,11 @@ impl PgStore {
         keycheck::check(&pool, &sealer).await?;
         let recovery = queue::recover(&pool, &pg.node_id).await?;
         let (wakes, wake_rx) = wake_channel();
+        let (publishes, committers) = group::start();
         let inner = Arc::new(Inner {
             pool,
+            progress,
+            publishes,
             sealer: Arc::new(sealer),
             node: pg.node_id,
             lease_ttl_ms: i64::try_from(pg.lease_ttl.as_millis()).unwrap_or(i64::MAX),
@@ -150,6 +166,7 @@ impl PgStore {
             listener: Mutex::new(None),
             metrics,
         });
+        committers(&inner);
         let task = listen::start(&inner).await?;
         *inner.listener.lock().await = Some(task);
         Ok(Opened {
@@ -184,5 +201,6 @@ impl PgStore {
             tracing::warn!(error = %e, "could not release this node's leases at close");
         }
         self.inner.pool.close().await;
+        self.inner.progress.close().await;
     }
 }

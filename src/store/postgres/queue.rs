@@ -14,7 +14,10 @@
 //! Delivery progress (in-flight marks, outcomes) commits with `synchronous_commit = off`, as
 //! the SQLite journal fsyncs it within 50 ms rather than at once: losing the last few of them
 //! in a crash of PostgreSQL's host means an attempt is retried, never that an accepted event is
-//! lost.
+//! lost. The two writes of every delivery (its in-flight mark, its outcome with the next mark)
+//! are each one statement on the progress pool, whose connections commit that way: the fence
+//! is the statement's first common table expression and every write in it requires the fence's
+//! row, so one round trip does what a fenced transaction does in five.
 
 use std::collections::HashSet;
 
@@ -29,6 +32,35 @@ use crate::policy::ErrorKind;
 use crate::store::{AttemptRecord, FlagChange, HeldKey, Lease, QueuedDelivery, Recovery};
 
 const W: &str = "queue write";
+
+/// The fence as the first common table expression of a one-statement write: `fence` has a row
+/// when the lease (`$1` subscription, `$2` epoch, `$3` node) is still held, locked `FOR SHARE`
+/// as in [`PgStore::fenced`]. Every write of the statement requires that row, so a lost lease
+/// writes nothing; being one statement, it commits as one transaction.
+macro_rules! fence {
+    () => {
+        "fence AS (SELECT 1 FROM sub_cursor WHERE subscription_id = $1 AND epoch = $2 \
+         AND owner = $3 FOR SHARE)"
+    };
+}
+
+/// An attempt logged again under the same number (a retried record) replaces the first.
+macro_rules! attempt_upsert {
+    () => {
+        "ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = EXCLUDED.started_at, \
+         duration_ms = EXCLUDED.duration_ms, status_code = EXCLUDED.status_code, \
+         error_kind = EXCLUDED.error_kind, error = EXCLUDED.error, \
+         response_snippet = EXCLUDED.response_snippet, \
+         transform_log = EXCLUDED.transform_log, node_id = EXCLUDED.node_id, \
+         epoch = EXCLUDED.epoch"
+    };
+}
+
+fn lease_lost(lease: &Lease) -> Error {
+    Error::LeaseLost {
+        subscription: lease.subscription().to_string(),
+    }
+}
 
 /// Logs every attempt in flight on `subs` as interrupted and puts its delivery back to pending;
 /// returns how many attempts were logged.
@@ -146,9 +178,7 @@ impl PgStore {
         .await
         .map_err(sql_err(W))?;
         if held.is_none() {
-            return Err(Error::LeaseLost {
-                subscription: lease.subscription().to_string(),
-            });
+            return Err(lease_lost(lease));
         }
         Ok(tx)
     }
@@ -279,6 +309,7 @@ impl PgStore {
             .collect()
     }
 
+    /// One statement on the progress pool: the fence and the mark commit together (see `fence!`).
     pub(super) async fn pg_mark_in_flight(
         &self,
         lease: &Lease,
@@ -286,26 +317,98 @@ impl PgStore {
         attempt: u32,
         at: i64,
     ) -> Result<()> {
-        let mut tx = self.fenced(lease, true).await?;
-        mark(&mut tx, delivery, attempt, at).await?;
-        tx.commit().await.map_err(sql_err("commit"))
+        self.open_for_writes()?;
+        let held: bool = sqlx::query_scalar(concat!(
+            "WITH ",
+            fence!(),
+            ", marked AS (UPDATE deliveries SET state = 'in_flight', attempts = $5, \
+               started_at = $6, next_at = NULL, updated_at = $6 \
+             WHERE id = $4 AND state IN ('pending', 'in_flight') \
+               AND EXISTS (SELECT 1 FROM fence) RETURNING 1) \
+             SELECT EXISTS (SELECT 1 FROM fence)"
+        ))
+        .bind(lease.subscription().as_str())
+        .bind(lease.token() as i64)
+        .bind(&self.inner.node)
+        .bind(delivery.raw())
+        .bind(i64::from(attempt))
+        .bind(at)
+        .fetch_one(&self.inner.progress)
+        .await
+        .map_err(sql_err(W))?;
+        if held { Ok(()) } else { Err(lease_lost(lease)) }
     }
 
+    /// An attempt's outcome. Without flag changes (every outcome but the one that blocks,
+    /// disables or faults the subscription) it is one statement on the progress pool: the
+    /// fence, the attempt's log row, the delivery's new state and the next delivery's in-flight
+    /// mark commit together in one round trip. With flag changes, a key held (ordering keys)
+    /// or notifications, a transaction.
     pub(super) async fn pg_record_attempt(&self, lease: &Lease, rec: AttemptRecord) -> Result<()> {
+        if rec.flags.is_some() || rec.holds_key || !rec.notices.is_empty() {
+            return self.record_with_flags(lease, rec).await;
+        }
+        self.open_for_writes()?;
+        let (next, next_n, next_at) = match rec.next_in_flight {
+            Some((d, n, at)) => (Some(d.raw()), Some(i64::from(n)), Some(at)),
+            None => (None, None, None),
+        };
+        let row = sqlx::query(concat!(
+            "WITH ",
+            fence!(),
+            ", outcome AS (UPDATE deliveries SET state = $6, attempts = $5, budget_used = $7, \
+               next_at = $8, started_at = NULL, last_status = $9, last_error = $10, \
+               updated_at = $11 \
+             WHERE id = $4 AND EXISTS (SELECT 1 FROM fence) RETURNING id), \
+             logged AS (INSERT INTO attempts (delivery_id, n, started_at, duration_ms, \
+               status_code, error_kind, error, response_snippet, transform_log, node_id, epoch) \
+             SELECT id, $5, $12, $13, $9, $14, $10, $15, $16, $3, $2 FROM outcome ",
+            attempt_upsert!(),
+            " RETURNING 1), \
+             marked AS (UPDATE deliveries SET state = 'in_flight', attempts = $18, \
+               started_at = $19, next_at = NULL, updated_at = $19 \
+             WHERE id = $17 AND state IN ('pending', 'in_flight') \
+               AND EXISTS (SELECT 1 FROM outcome) RETURNING 1) \
+             SELECT EXISTS (SELECT 1 FROM fence), EXISTS (SELECT 1 FROM outcome)"
+        ))
+        .bind(lease.subscription().as_str())
+        .bind(lease.token() as i64)
+        .bind(&self.inner.node)
+        .bind(rec.delivery.raw())
+        .bind(i64::from(rec.n))
+        .bind(rec.new_status.as_str())
+        .bind(i64::from(rec.budget_used))
+        .bind(rec.next_at)
+        .bind(rec.status_code.map(i64::from))
+        .bind(&rec.error)
+        .bind(now_ms())
+        .bind(rec.started_at)
+        .bind(i64::try_from(rec.duration_ms).unwrap_or(i64::MAX))
+        .bind(rec.error_kind.map(ErrorKind::as_str))
+        .bind(&rec.snippet)
+        .bind(&rec.transform_log)
+        .bind(next)
+        .bind(next_n)
+        .bind(next_at)
+        .fetch_one(&self.inner.progress)
+        .await
+        .map_err(sql_err(W))?;
+        let held: bool = row.try_get(0).map_err(sql_err(W))?;
+        // No outcome row: deleted with its subscription while the attempt ran; nothing to record.
+        if held { Ok(()) } else { Err(lease_lost(lease)) }
+    }
+
+    /// An outcome that changes the subscription's flags: a transaction.
+    async fn record_with_flags(&self, lease: &Lease, rec: AttemptRecord) -> Result<()> {
         let mut tx = self.fenced(lease, true).await?;
         let now = now_ms();
-        let recorded = sqlx::query(
+        let recorded = sqlx::query(concat!(
             "INSERT INTO attempts (delivery_id, n, started_at, duration_ms, status_code, \
                error_kind, error, response_snippet, transform_log, node_id, epoch) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
-             WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1) \
-             ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = EXCLUDED.started_at, \
-               duration_ms = EXCLUDED.duration_ms, status_code = EXCLUDED.status_code, \
-               error_kind = EXCLUDED.error_kind, error = EXCLUDED.error, \
-               response_snippet = EXCLUDED.response_snippet, \
-               transform_log = EXCLUDED.transform_log, node_id = EXCLUDED.node_id, \
-               epoch = EXCLUDED.epoch",
-        )
+             WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1) ",
+            attempt_upsert!()
+        ))
         .bind(rec.delivery.raw())
         .bind(i64::from(rec.n))
         .bind(rec.started_at)
@@ -353,7 +456,21 @@ impl PgStore {
             self.apply_flags(&mut tx, &rec.subscription, flags, now)
                 .await?;
         }
-        tx.commit().await.map_err(sql_err("commit"))
+        // The transition's notifications commit with it (a refused one, with no system
+        // tenant, writes nothing for it and does not fail the record).
+        let mut woken = std::collections::HashSet::new();
+        if !rec.notices.is_empty() {
+            let (receipts, w) = self.publish_in(&mut tx, &rec.notices, now).await?;
+            for e in receipts.iter().filter_map(|r| r.as_ref().err()) {
+                tracing::debug!(error = %e, "operational notification not journaled");
+            }
+            woken = w;
+        }
+        tx.commit().await.map_err(sql_err("commit"))?;
+        if !woken.is_empty() {
+            self.inner.wakes.wake(woken);
+        }
+        Ok(())
     }
 
     pub(super) async fn pg_set_queue_flags(

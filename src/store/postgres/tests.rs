@@ -294,6 +294,12 @@ async fn claims_are_disjoint_expire_renew_release_and_take_over() {
         holder.renew(&live, ttl).await,
         Err(Error::LeaseLost { .. })
     ));
+    // Taking back a lease this node holds (an actor restarted after a panic) waits for nobody.
+    let forced = taker
+        .take_over(taker_id, live.subscription(), ttl)
+        .await
+        .expect("take over again");
+    assert!(forced.quiet_until().is_none(), "the fenced lease was ours");
 
     // An expired lease is claimed by the other node with a higher token.
     let quick = taker

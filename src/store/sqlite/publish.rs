@@ -31,6 +31,17 @@ impl Write for Publish {
     }
 }
 
+/// Publishes `events` inside another write's transaction (an attempt's outcome carrying its
+/// operational notifications), with the same fan-out and receipts as [`Publish`].
+pub(super) fn publish_in(
+    cx: &mut Cx<'_>,
+    events: &[Event],
+    at: i64,
+) -> rusqlite::Result<Vec<Result<PublishReceipt>>> {
+    let mut stmts = Statements::prepare(cx.conn)?;
+    stmts.publish(cx.routing, events, at, cx.wakes)
+}
+
 /// Applies a run of consecutive publishes with the statements prepared once.
 pub(super) fn publish_run(cx: &mut Cx<'_>, ops: &mut [Op]) -> rusqlite::Result<()> {
     let mut stmts = Statements::prepare(cx.conn)?;

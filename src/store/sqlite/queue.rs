@@ -74,9 +74,10 @@ pub(super) struct RecordAttempt {
 }
 
 impl RecordAttempt {
-    /// No flag change and no key held: one statement does it all (see [`record_outcome`]).
+    /// No flag change, no key held and no notification: one statement does it all (see
+    /// [`record_outcome`]).
     pub(super) fn is_plain(&self) -> bool {
-        self.record.flags.is_none() && !self.record.holds_key
+        self.record.flags.is_none() && !self.record.holds_key && self.record.notices.is_empty()
     }
 }
 
@@ -90,7 +91,7 @@ impl Write for RecordAttempt {
         }
         let rec = &self.record;
         let now = now_ms();
-        if rec.flags.is_none() && !rec.holds_key {
+        if self.is_plain() {
             record_outcome(cx.conn, rec, now)?;
             return Ok(Ok(()));
         }
@@ -139,6 +140,14 @@ impl Write for RecordAttempt {
         }
         if let Some((next, attempts, at)) = rec.next_in_flight {
             mark_in_flight(cx.conn, next, attempts, at)?;
+        }
+        if !rec.notices.is_empty() {
+            // In this commit: the transition and its notification are durable together. A
+            // refused notice (no system tenant) is dropped; the outcome still records.
+            let receipts = super::publish::publish_in(cx, &rec.notices, now)?;
+            for r in receipts.iter().filter_map(|r| r.as_ref().err()) {
+                tracing::debug!(error = %r, "operational notification not journaled");
+            }
         }
         let Some(flags) = &rec.flags else {
             return Ok(Ok(()));

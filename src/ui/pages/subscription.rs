@@ -2,7 +2,9 @@
 //! waits on: "blocked on dlv_… since …, attempt k, last HTTP 404", with `Resubmit`, `Skip`,
 //! `Resume`, `Pause`), then its settings with secrets masked, then its deliveries filtered by
 //! status and paged by cursor, and the operator's actions: send a test, rotate the secret,
-//! replay from a time, resubmit every failed delivery (after showing how many).
+//! replay from a time, resubmit every failed delivery (after showing how many). Last, the
+//! operational notifications sent about it (`notify`: blocked, disabled, faulted, out of
+//! retries, recovered), the newest 10, each with how its sending went.
 //!
 //! The head panel is also served alone (`…/head`) for htmx to refresh it every few seconds.
 //! Every action is a POST checked for the CSRF token, then a redirect back here.
@@ -127,6 +129,52 @@ struct DeliveryRow {
     updated: String,
 }
 
+/// One operational notification about the subscription (see `notify`).
+struct NoticeRow {
+    /// `blocked`, `disabled`, `faulted`, `exhausted` or `recovered` (from the event id).
+    kind: String,
+    /// The badge class its kind looks like.
+    badge: &'static str,
+    at: String,
+    /// The delivery that caused it, if any.
+    delivery: Option<String>,
+    /// How its sending went, e.g. "2 of 2 receivers delivered".
+    sent: String,
+}
+
+/// Notifications shown on the page (the newest).
+const NOTICES: u32 = 10;
+
+fn notice_row(t: &crate::domain::EventTrace) -> NoticeRow {
+    let kind =
+        t.id.as_str()
+            .split('_')
+            .nth(1)
+            .unwrap_or("notification")
+            .to_string();
+    let badge = match kind.as_str() {
+        "recovered" => "active",
+        "disabled" => "disabled",
+        _ => "failed",
+    };
+    let done = t
+        .deliveries
+        .iter()
+        .filter(|d| d.status == DeliveryStatus::Delivered)
+        .count();
+    let sent = match t.deliveries.len() {
+        0 => "no receiver configured".to_string(),
+        n => format!("{done} of {n} receivers delivered"),
+    };
+    NoticeRow {
+        kind,
+        badge,
+        at: time(t.accepted_at),
+        delivery: t.reference_id.clone().filter(|r| r.starts_with("dlv_")),
+        sent,
+    }
+}
+
 #[derive(Template)]
 #[template(path = "subscription.html")]
 struct SubscriptionPage {
@@ -141,6 +189,7 @@ struct SubscriptionPage {
     next: Option<String>,
     first: Option<String>,
     flash: Option<String>,
+    notices: Vec<NoticeRow>,
 }
 
 #[derive(Template)]
@@ -319,6 +368,13 @@ async fn show(
             .map(|c| format!("{base}&after={}", view::urlencode(&c))),
         first: q.after.is_some().then(|| base.clone()),
         flash: flash(q.done.as_deref(), q.n),
+        notices: state
+            .engine
+            .notifications_about(&sub.id, NOTICES)
+            .await?
+            .iter()
+            .map(notice_row)
+            .collect(),
     };
     render(&view)
 }

@@ -1,0 +1,1120 @@
+//! Multi-node tests: three real `hookline serve` processes share one throwaway PostgreSQL
+//! (`hookline::testing::postgres`) while a producer publishes through their HTTP APIs, and
+//! nodes are killed, frozen, cut from the database, or the database itself restarts.
+//!
+//! A loopback receiver records every request: its subscription, `webhook-id`,
+//! `webhook-sequence`, arrival and answer instants, and which node process sent it (the peer
+//! port of the request looked up in `/proc`, so a request is attributed even to a node killed
+//! later). After each scenario the checks are the cluster's guarantees (docs/cluster.md):
+//! - nothing acknowledged lost: every event answered 202 reaches every subscription;
+//! - first arrivals in publish order per subscription, with increasing `webhook-sequence`;
+//! - never two requests in flight for one subscription;
+//! - duplicates only of the head (the receipt just before), at most one per subscription per
+//!   lost node;
+//! - a delivery sent twice has one 2xx outcome in its attempt log (a fenced node records none);
+//! - every node did some work; a lost node's subscriptions resume within the lease TTL + 1 s.
+//!
+//! Scenarios hold a lock: they run one at a time (each starts three nodes on a 2-core machine).
+//! Each takes 25 to 40 s, mostly waiting out a lease; `campaign` (ignored, `scripts/cluster-campaign.sh`) repeats the kill
+//! scenario for longer. Each prints its counts (`cluster: ...`) for docs/cluster.md.
+
+#![cfg(feature = "test-hooks")] // the throwaway PostgreSQL is `hookline::testing`
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::crash::{ADMIN, free_port, post_json, wait_healthy};
+
+/// The cluster's sealing key (the same on every node).
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// The nodes' lease TTL: no shorter than an attempt's budget plus twice the 2 s margin
+/// (timeout 2 s), so renewals ask for exactly this and it bounds a takeover.
+const TTL: Duration = Duration::from_secs(6);
+/// The nodes' claim poll (jittered ±25 %).
+const POLL: Duration = Duration::from_millis(250);
+/// How long the receiver takes to answer, so that overlapping requests would be seen.
+const ANSWER_AFTER: Duration = Duration::from_millis(10);
+
+/// One scenario at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// ---------------------------------------------------------------------------------------------
+// The receiver.
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Arrival {
+    sub: String,
+    webhook_id: String,
+    seq: Option<i64>,
+    at: Instant,
+    /// The status it answered.
+    status: u16,
+    /// The answer was given; false when the sender gave up first (a timeout, a killed node),
+    /// which cancels the handler: the sender never learnt the outcome, so a re-send of it is
+    /// a retry, not a duplicate.
+    answered: bool,
+    /// The node process that sent it, when found.
+    pid: Option<u32>,
+    /// Another request of the same subscription was in flight when this one arrived.
+    overlapped: bool,
+}
+
+#[derive(Default)]
+struct RxState {
+    arrivals: Vec<Arrival>,
+    in_flight: HashMap<String, usize>,
+    /// Answer 4xx to the first request of these (subscription, webhook-id).
+    fail_once: HashSet<(String, String)>,
+    /// Live node processes, for attribution.
+    pids: Vec<u32>,
+}
+
+#[derive(Clone)]
+struct Rx {
+    state: Arc<Mutex<RxState>>,
+    port: u16,
+}
+
+impl Rx {
+    async fn start() -> Rx {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let port = listener.local_addr().expect("addr").port();
+        let rx = Rx {
+            state: Arc::default(),
+            port,
+        };
+        let app = Router::new()
+            .route("/{sub}", post(hook))
+            .with_state(rx.clone());
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .expect("receiver");
+        });
+        rx
+    }
+
+    fn url(&self, sub: &str) -> String {
+        format!("http://127.0.0.1:{}/{sub}", self.port)
+    }
+
+    fn arrivals(&self) -> Vec<Arrival> {
+        self.state.lock().expect("rx").arrivals.clone()
+    }
+
+    fn set_pids(&self, pids: Vec<u32>) {
+        self.state.lock().expect("rx").pids = pids;
+    }
+}
+
+async fn hook(
+    State(rx): State<Rx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(sub): Path<String>,
+    headers: HeaderMap,
+) -> StatusCode {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let webhook_id = header("webhook-id").unwrap_or_default();
+    let seq = header("webhook-sequence").and_then(|s| s.parse().ok());
+    let pids = rx.state.lock().expect("rx").pids.clone();
+    let pid = sender_pid(peer.port(), rx.port, &pids);
+    let (idx, status) = {
+        let mut st = rx.state.lock().expect("rx");
+        let n = st.in_flight.entry(sub.clone()).or_default();
+        *n += 1;
+        let overlapped = *n > 1;
+        let status = if st.fail_once.remove(&(sub.clone(), webhook_id.clone())) {
+            422
+        } else {
+            200
+        };
+        st.arrivals.push(Arrival {
+            sub: sub.clone(),
+            webhook_id,
+            seq,
+            at: Instant::now(),
+            status,
+            answered: false,
+            pid,
+            overlapped,
+        });
+        (st.arrivals.len() - 1, status)
+    };
+    // The request leaves the in-flight count when answered, or when the sender gave up on it
+    // (a timeout drops this handler): the guard runs either way.
+    let _leaving = Leaving { rx: &rx, sub: &sub };
+    tokio::time::sleep(ANSWER_AFTER).await;
+    if let Some(a) = rx.state.lock().expect("rx").arrivals.get_mut(idx) {
+        a.answered = true;
+    }
+    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+}
+
+struct Leaving<'a> {
+    rx: &'a Rx,
+    sub: &'a str,
+}
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.rx.state.lock()
+            && let Some(n) = st.in_flight.get_mut(self.sub)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// The process among `pids` owning the local end `peer_port` of a connection to `rx_port`
+/// (`/proc/net/tcp` gives the socket's inode, `/proc/<pid>/fd` who holds it).
+fn sender_pid(peer_port: u16, rx_port: u16, pids: &[u32]) -> Option<u32> {
+    let port_of = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (port_of(f.get(1)?)? == peer_port && port_of(f.get(2)?)? == rx_port)
+            .then(|| f.get(9).map(|s| (*s).to_owned()))?
+    })?;
+    let needle = format!("socket:[{inode}]");
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l.to_str().is_some_and(|l| l == needle))
+            })
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small TCP proxy between one node and PostgreSQL, which can cut the node off.
+
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (c, k) = (cut.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(Ordering::Acquire) {
+                    continue; // dropped: the node sees its connection closed at once
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut up) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut up).await;
+                    }
+                });
+                k.lock().expect("conns").push(task);
+            }
+        });
+        Proxy { port, cut, conns }
+    }
+
+    /// Drops every connection and refuses new ones until [`Proxy::restore`].
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        for t in self.conns.lock().expect("conns").drain(..) {
+            t.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::Release);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes.
+
+struct Node {
+    id: String,
+    port: u16,
+    db: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("node log");
+        let child = Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .arg("serve")
+            .env("HOOKLINE_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("HOOKLINE_DB", &self.db)
+            .env("HOOKLINE_SECRET_KEY", KEY)
+            .env("HOOKLINE_NODE_ID", &self.id)
+            .env("HOOKLINE_LEASE_TTL_MS", TTL.as_millis().to_string())
+            .env(
+                "HOOKLINE_CLUSTER__POLL_INTERVAL",
+                format!("{}ms", POLL.as_millis()),
+            )
+            // Small claim rounds, so that nodes racing for due subscriptions share them.
+            .env("HOOKLINE_CLUSTER__CLAIM_BATCH", "4")
+            .env("HOOKLINE_ADMIN_KEY", ADMIN)
+            .env("HOOKLINE_ALLOW_NETWORKS", "127.0.0.0/8")
+            .env("RUST_LOG", "warn,hookline::actors=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hookline");
+        self.child = Some(child);
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("a running node");
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+        self.kill9();
+    }
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    client: reqwest::Client,
+    rx: Rx,
+    tenant_key: String,
+    /// (subscription id, receiver path).
+    subs: Vec<(String, String)>,
+    /// Every pid each node id ran as.
+    ran_as: HashMap<u32, String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `urls[i]` is node i's store URL; `subs` subscriptions of one tenant.
+    async fn start(urls: &[String], subs: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes: Vec<Node> = urls
+            .iter()
+            .enumerate()
+            .map(|(i, db)| Node {
+                id: format!("node-{i}"),
+                port: free_port(),
+                db: db.clone(),
+                log: dir.path().join(format!("node-{i}.log")),
+                child: None,
+            })
+            .collect();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        // The first node migrates the schema alone; the others start once it is ready.
+        nodes[0].spawn();
+        wait_healthy(&client, &nodes[0].base()).await;
+        for n in &mut nodes[1..] {
+            n.spawn();
+        }
+        for n in &nodes[1..] {
+            wait_healthy(&client, &n.base()).await;
+        }
+        let rx = Rx::start().await;
+        let mut c = Cluster {
+            nodes,
+            client,
+            rx,
+            tenant_key: String::new(),
+            subs: Vec::new(),
+            ran_as: HashMap::new(),
+            _dir: dir,
+        };
+        c.note_pids();
+        let base = c.nodes[0].base();
+        let (s, t) = post_json(
+            &c.client,
+            &format!("{base}/v1/tenants"),
+            ADMIN,
+            &json!({"id": "acme", "name": "Acme"}),
+        )
+        .await
+        .expect("create tenant");
+        assert_eq!(s, 201, "{t}");
+        c.tenant_key = t["apiKey"].as_str().expect("api key").to_owned();
+        for i in 0..subs {
+            let path = format!("s{i}");
+            // Created on different nodes: any node serves the whole API.
+            let base = c.nodes[i % c.nodes.len()].base();
+            let body = json!({
+                "url": c.rx.url(&path),
+                "retry": {"maxAttempts": 20, "backoffMs": [20]},
+                "timeoutMs": 2000
+            });
+            let (s, v) = post_json(
+                &c.client,
+                &format!("{base}/v1/subscriptions"),
+                &c.tenant_key,
+                &body,
+            )
+            .await
+            .expect("create subscription");
+            assert_eq!(s, 201, "{v}");
+            c.subs
+                .push((v["id"].as_str().expect("id").to_owned(), path));
+        }
+        c
+    }
+
+    fn note_pids(&mut self) {
+        for n in &self.nodes {
+            if let Some(pid) = n.pid() {
+                self.ran_as.insert(pid, n.id.clone());
+            }
+        }
+        self.rx
+            .set_pids(self.nodes.iter().filter_map(Node::pid).collect());
+    }
+
+    /// The end of every node's log, for a failure message.
+    fn log_tails(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                format!("\n---- {} ----\n{tail}", n.id)
+            })
+            .collect()
+    }
+
+    async fn restart(&mut self, i: usize) {
+        self.nodes[i].spawn();
+        wait_healthy(&self.client, &self.nodes[i].base()).await;
+        self.note_pids();
+    }
+
+    /// A GET on node `i` with the admin key.
+    async fn get(&self, i: usize, path: &str) -> Value {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.nodes[i].base()))
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .send()
+            .await
+            .expect("GET");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        let bytes = r.bytes().await.expect("body");
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    /// A POST on node `i` with the admin key; its status and body.
+    async fn post(&self, i: usize, path: &str, body: &Value) -> (u16, Value) {
+        post_json(
+            &self.client,
+            &format!("{}{path}", self.nodes[i].base()),
+            ADMIN,
+            body,
+        )
+        .await
+        .expect("POST")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load.
+
+/// What the producer saw.
+#[derive(Debug, Default)]
+struct Published {
+    /// Event ids answered 202, in order (the producer waits for each).
+    acked: Vec<String>,
+    /// Answers other than 202 (or no answer), retried on the next node.
+    refused: usize,
+    /// Of those, 503 answers.
+    unavailable: usize,
+}
+
+/// Publishes `n` events named `prefix-00000`…, one at a time, each to the next node in turn;
+/// an event not answered 202 is published again (same id: idempotent) on the next node.
+fn produce(c: &Cluster, prefix: &str, n: usize, pace: Duration) -> JoinHandle<Published> {
+    let client = c.client.clone();
+    let key = c.tenant_key.clone();
+    let bases: Vec<String> = c.nodes.iter().map(Node::base).collect();
+    let prefix = prefix.to_owned();
+    tokio::spawn(async move {
+        let mut out = Published::default();
+        let mut turn = 0usize;
+        for i in 0..n {
+            let id = format!("{prefix}-{i:05}");
+            let ev = json!({
+                "id": id,
+                "transactionId": format!("tx{i}"),
+                "notificationType": "TRANSACTION_EVENT",
+                "payLoad": {"n": i},
+                "timestamp": "2026-11-23T10:00:00Z"
+            });
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                turn += 1;
+                let base = &bases[turn % bases.len()];
+                match post_json(&client, &format!("{base}/v1/events"), &key, &ev).await {
+                    Ok((202, _)) => break,
+                    Ok((s, v)) if s < 500 && s != 429 => panic!("{id} refused with {s}: {v}"),
+                    other => {
+                        out.refused += 1;
+                        if matches!(other, Ok((503, _))) {
+                            out.unavailable += 1;
+                        }
+                        assert!(Instant::now() < deadline, "{id} never accepted");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            out.acked.push(id);
+            tokio::time::sleep(pace).await;
+        }
+        out
+    })
+}
+
+/// Waits until every subscription got a 2xx for every id of `expected[sub path]`.
+async fn wait_delivered(c: &Cluster, expected: &HashMap<String, Vec<String>>, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let arrivals = c.rx.arrivals();
+        let missing: Vec<(String, usize)> = expected
+            .iter()
+            .filter_map(|(path, ids)| {
+                let got: HashSet<&str> = arrivals
+                    .iter()
+                    .filter(|a| a.sub == *path && a.status < 300 && a.answered)
+                    .map(|a| a.webhook_id.as_str())
+                    .collect();
+                let left = ids.iter().filter(|i| !got.contains(i.as_str())).count();
+                (left > 0).then(|| (path.clone(), left))
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acknowledged events never delivered: {missing:?}{}",
+            c.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks.
+
+/// What the checks counted.
+#[derive(Debug, Default)]
+struct Counts {
+    requests: usize,
+    duplicates: usize,
+    /// Requests whose sender gave up before the answer (timeouts, kills): re-sent as retries.
+    unanswered: usize,
+    /// Requests a frozen node sent after it was thawed, of deliveries already delivered
+    /// (the residual window).
+    stale: usize,
+    by_node: HashMap<String, usize>,
+    /// (sub id, webhook id) sent more than once with a 2xx.
+    duplicated: Vec<(String, String)>,
+}
+
+/// The guarantees over everything received. `losses` is how many node losses the scenario
+/// caused (the duplicate bound per subscription); requests of `thawed` (a pid and the instant
+/// it was thawed) arriving after that instant are the residual window: counted, and exempt
+/// from the order and overlap checks, but they must repeat a delivery already received.
+fn check(
+    c: &Cluster,
+    expected: &HashMap<String, Vec<String>>,
+    losses: usize,
+    thawed: Option<(u32, Instant)>,
+) -> Counts {
+    let arrivals = c.rx.arrivals();
+    let mut counts = Counts {
+        requests: arrivals.len(),
+        ..Counts::default()
+    };
+    let thawed_sent = |a: &Arrival| thawed.is_some_and(|(pid, t)| a.pid == Some(pid) && a.at >= t);
+    for (sub_id, path) in &c.subs {
+        let Some(want) = expected.get(path) else {
+            continue;
+        };
+        let mine: Vec<&Arrival> = arrivals.iter().filter(|a| a.sub == *path).collect();
+        let mut firsts: Vec<&str> = Vec::new();
+        let mut delivered: HashSet<&str> = HashSet::new();
+        let mut last_seq = i64::MIN;
+        let mut dups = 0usize;
+        for a in &mine {
+            // A thawed node works again (it may claim subscriptions anew); what it sends of a
+            // delivery already delivered is the residual window: counted, not checked.
+            if thawed_sent(a) && delivered.contains(a.webhook_id.as_str()) {
+                counts.stale += 1;
+                continue;
+            }
+            assert!(
+                !a.overlapped,
+                "{path}: {} arrived while another request of the subscription was in flight: \
+                 {}",
+                a.webhook_id,
+                dump(&mine)
+            );
+            if !a.answered {
+                counts.unanswered += 1;
+                continue;
+            }
+            if a.status >= 300 {
+                continue;
+            }
+            if delivered.insert(a.webhook_id.as_str()) {
+                firsts.push(a.webhook_id.as_str());
+                let seq = a.seq.expect("webhook-sequence header");
+                assert!(
+                    seq > last_seq,
+                    "{path}: sequence went back at {}",
+                    a.webhook_id
+                );
+                last_seq = seq;
+            } else {
+                dups += 1;
+                assert_eq!(
+                    firsts.last().copied(),
+                    Some(a.webhook_id.as_str()),
+                    "{path}: a duplicate that is not of the head"
+                );
+                counts
+                    .duplicated
+                    .push((sub_id.clone(), a.webhook_id.clone()));
+            }
+        }
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
+        assert_eq!(firsts, want, "{path}: first arrivals not in publish order");
+        assert!(
+            dups <= losses,
+            "{path}: {dups} duplicates for {losses} lost nodes: {}",
+            dump(&mine)
+        );
+        counts.duplicates += dups;
+    }
+    for a in &arrivals {
+        let node = a
+            .pid
+            .and_then(|p| c.ran_as.get(&p))
+            .cloned()
+            .unwrap_or_else(|| "unknown".into());
+        *counts.by_node.entry(node).or_default() += 1;
+    }
+    for n in &c.nodes {
+        assert!(
+            counts.by_node.get(&n.id).is_some_and(|k| *k > 0),
+            "{} did no work: {:?}",
+            n.id,
+            counts.by_node
+        );
+    }
+    counts
+}
+
+/// One subscription's arrivals, one a line, for a failure message.
+fn dump(arrivals: &[&Arrival]) -> String {
+    let t0 = arrivals.first().map(|a| a.at);
+    arrivals
+        .iter()
+        .map(|a| {
+            format!(
+                "\n  +{:>6} ms {} seq {:?} status {}{} pid {:?}{}",
+                t0.map_or(0, |t| (a.at - t).as_millis()),
+                a.webhook_id,
+                a.seq,
+                a.status,
+                if a.answered { "" } else { " (unanswered)" },
+                a.pid,
+                if a.overlapped { " OVERLAP" } else { "" }
+            )
+        })
+        .collect()
+}
+
+/// Every delivery sent more than once has exactly one 2xx outcome in its attempt log: the
+/// node that lost it recorded nothing (its write was fenced).
+async fn one_outcome_each(c: &Cluster, duplicated: &[(String, String)]) {
+    for (sub, event) in duplicated {
+        let mut after = String::new();
+        let d = loop {
+            let page = c
+                .get(
+                    0,
+                    &format!("/v1/subscriptions/{sub}/deliveries?limit=1000{after}"),
+                )
+                .await;
+            let found = page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .find(|d| d["eventId"] == event.as_str())
+                .cloned();
+            match (found, page["next"].as_str()) {
+                (Some(d), _) => break d,
+                (None, Some(next)) => after = format!("&after={next}"),
+                (None, None) => panic!("no delivery of {event}"),
+            }
+        };
+        let detail = c
+            .get(
+                0,
+                &format!("/v1/deliveries/{}", d["id"].as_str().expect("id")),
+            )
+            .await;
+        let ok = detail["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .filter(|a| {
+                a["statusCode"]
+                    .as_u64()
+                    .is_some_and(|s| (200..300).contains(&s))
+            })
+            .count();
+        assert_eq!(ok, 1, "{event} on {sub}: {detail}");
+    }
+}
+
+/// The subscriptions whose lease `node` holds now, read from the store.
+async fn held_by(url: &str, node: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let held: Vec<String> = sqlx::query_scalar(
+        "SELECT subscription_id FROM sub_cursor WHERE owner = $1 AND lease_until > now()",
+    )
+    .bind(node)
+    .fetch_all(&mut conn)
+    .await
+    .expect("leases");
+    let _ = conn.close().await;
+    held
+}
+
+/// For a node (`pid`) lost at `t` while holding `held`: the longest time until one of those
+/// subscriptions got a request from another node (those that got none had nothing to send).
+fn takeover(c: &Cluster, held: &[String], pid: u32, t: Instant) -> Option<Duration> {
+    let arrivals = c.rx.arrivals();
+    c.subs
+        .iter()
+        .filter(|(id, _)| held.contains(id))
+        .filter_map(|(_, path)| {
+            arrivals
+                .iter()
+                .find(|a| a.sub == *path && a.at >= t && a.pid.is_some_and(|p| p != pid))
+                .map(|a| a.at - t)
+        })
+        .max()
+}
+
+fn all_subs(c: &Cluster, ids: &[String]) -> HashMap<String, Vec<String>> {
+    c.subs
+        .iter()
+        .map(|(_, p)| (p.clone(), ids.to_vec()))
+        .collect()
+}
+
+/// The test binary's PostgreSQL with a fresh database, or `None` (skipped loudly).
+async fn database(test: &str) -> Option<String> {
+    let server = hookline::testing::postgres::server(test)?;
+    Some(server.fresh_database().await)
+}
+
+fn assert_takeover(what: &str, took: Option<Duration>) -> Duration {
+    let took = took.unwrap_or_else(|| panic!("{what}: no subscription of the lost node resumed"));
+    assert!(
+        took <= TTL + Duration::from_secs(1),
+        "{what}: takeover took {took:?}, over the TTL ({TTL:?}) + 1 s"
+    );
+    took
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios.
+
+/// Random `kill -9` of nodes during publish and delivery; each is restarted (same node id).
+async fn kills(test: &str, events: usize, kills: usize) {
+    let Some(url) = database(test).await else {
+        return;
+    };
+    let mut c = Cluster::start(&[url.clone(), url.clone(), url.clone()], 4).await;
+    // Paced so that publishing spans the kills.
+    let pace = (TTL + Duration::from_secs(3)) * kills as u32 / events as u32;
+    let producer = produce(&c, "k", events, pace);
+    let mut worst = Duration::ZERO;
+    for k in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(300..900))).await;
+        let i = rand::rng().random_range(0..c.nodes.len());
+        let pid = c.nodes[i].pid().expect("running");
+        let held = held_by(&url, &c.nodes[i].id).await;
+        let t = Instant::now();
+        c.nodes[i].kill9();
+        // The others take its subscriptions over once their leases expire; it comes back
+        // after that (a node restarted at once with its id takes its own leases back).
+        tokio::time::sleep(TTL + Duration::from_secs(1)).await;
+        if let Some(took) = takeover(&c, &held, pid, t) {
+            worst = worst.max(assert_takeover(&format!("kill {k}"), Some(took)));
+        }
+        c.restart(i).await;
+    }
+    let published = producer.await.expect("producer");
+    let expected = all_subs(&c, &published.acked);
+    wait_delivered(&c, &expected, Duration::from_secs(60)).await;
+    let counts = check(&c, &expected, kills, None);
+    one_outcome_each(&c, &counts.duplicated).await;
+    eprintln!(
+        "cluster: kill -9: {kills} kills, {} events acked ({} publishes retried), {} requests \
+         ({} unanswered), {} duplicates, worst takeover {worst:?}, by node {:?}",
+        published.acked.len(),
+        published.refused,
+        counts.requests,
+        counts.unanswered,
+        counts.duplicates,
+        counts.by_node
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_nodes_during_publish_and_delivery() {
+    let _one = SERIAL.lock().await;
+    kills("cluster::kill_9", 200, 3).await;
+}
+
+/// The longer campaign: `scripts/cluster-campaign.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a long campaign: scripts/cluster-campaign.sh"]
+async fn campaign() {
+    let _one = SERIAL.lock().await;
+    let kills_n: usize = std::env::var("CLUSTER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    kills("cluster::campaign", kills_n * 60, kills_n).await;
+}
+
+/// A node frozen with SIGSTOP past its lease, then thawed: its subscriptions went on elsewhere
+/// within the TTL, and it records no outcome (fenced); what it sends after thawing is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_is_fenced_when_it_thaws() {
+    let _one = SERIAL.lock().await;
+    let Some(url) = database("cluster::frozen").await else {
+        return;
+    };
+    let c = Cluster::start(&[url.clone(), url.clone(), url.clone()], 4).await;
+    let producer = produce(&c, "f", 150, Duration::from_millis(40));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Freeze the node that sent last: it holds at least that subscription.
+    let last =
+        c.rx.arrivals()
+            .last()
+            .and_then(|a| a.pid)
+            .expect("a request");
+    let i = c
+        .nodes
+        .iter()
+        .position(|n| n.pid() == Some(last))
+        .expect("a node sent it");
+    let held = held_by(&url, &c.nodes[i].id).await;
+    let t = Instant::now();
+    c.nodes[i].signal("-STOP");
+    tokio::time::sleep(TTL + Duration::from_millis(1500)).await;
+    // Subscriptions it held with work waiting went on elsewhere within the TTL + 1 s (one it
+    // held with nothing waiting gets no request to measure).
+    let took = takeover(&c, &held, last, t);
+    if took.is_some() {
+        assert_takeover("freeze", took);
+    }
+    let thawed = Instant::now();
+    c.nodes[i].signal("-CONT");
+    let published = producer.await.expect("producer");
+    let expected = all_subs(&c, &published.acked);
+    wait_delivered(&c, &expected, Duration::from_secs(60)).await;
+    let counts = check(&c, &expected, 1, Some((last, thawed)));
+    one_outcome_each(&c, &counts.duplicated).await;
+    eprintln!(
+        "cluster: SIGSTOP: 1 freeze of {:?}, takeover {took:?}, {} requests, {} duplicates, \
+         {} stale sends after thawing, by node {:?}",
+        TTL + Duration::from_millis(1500),
+        counts.requests,
+        counts.duplicates,
+        counts.stale,
+        counts.by_node
+    );
+}
+
+/// A node cut from PostgreSQL (its connections dropped, new ones refused) past its lease:
+/// its subscriptions go on elsewhere, publishes to it fail (and are retried elsewhere), and
+/// once reconnected it is fenced and works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_from_postgres_is_taken_over_and_rejoins() {
+    let _one = SERIAL.lock().await;
+    let Some(server) = hookline::testing::postgres::server("cluster::cut") else {
+        return;
+    };
+    let url = server.fresh_database().await;
+    let proxy = Proxy::start(server.port()).await;
+    let db = url
+        .rsplit_once('/')
+        .map(|(_, db)| db.to_owned())
+        .expect("db name");
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port);
+    let c = Cluster::start(&[url.clone(), url.clone(), via_proxy], 4).await;
+    let producer = produce(&c, "c", 150, Duration::from_millis(40));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = c.nodes[2].pid().expect("running");
+    let held = held_by(&url, &c.nodes[2].id).await;
+    let t = Instant::now();
+    proxy.cut();
+    tokio::time::sleep(TTL + Duration::from_millis(1500)).await;
+    let took = takeover(&c, &held, pid, t);
+    proxy.restore();
+    let published = producer.await.expect("producer");
+    let expected = all_subs(&c, &published.acked);
+    wait_delivered(&c, &expected, Duration::from_secs(60)).await;
+    let counts = check(&c, &expected, 1, None);
+    one_outcome_each(&c, &counts.duplicated).await;
+    if took.is_some() {
+        assert_takeover("cut", took);
+    }
+    eprintln!(
+        "cluster: cut from PostgreSQL for {:?}: takeover {took:?}, {} publishes retried, {} \
+         requests, {} duplicates, by node {:?}",
+        TTL + Duration::from_millis(1500),
+        published.refused,
+        counts.requests,
+        counts.duplicates,
+        counts.by_node
+    );
+}
+
+/// PostgreSQL restarted under load: publishes answer 503 while it is down, the nodes
+/// reconnect, nothing acknowledged is lost and the order holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarting_under_load_loses_nothing() {
+    let _one = SERIAL.lock().await;
+    let Some(server) = hookline::testing::postgres::dedicated("cluster::pg_restart") else {
+        return;
+    };
+    let url = server.fresh_database().await;
+    let c = Cluster::start(&[url.clone(), url.clone(), url], 4).await;
+    let producer = produce(&c, "r", 150, Duration::from_millis(30));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.stop();
+    // While it is down, a publish is refused with 503 (never a 202), once the node's wait for
+    // a connection (5 s) ran out.
+    let patient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client");
+    let asked = Instant::now();
+    let (s, v) = post_json(
+        &patient,
+        &format!("{}/v1/events", c.nodes[1].base()),
+        &c.tenant_key,
+        &json!({"id": "down", "transactionId": "down", "notificationType": "TRANSACTION_EVENT",
+                "payLoad": {}, "timestamp": "2026-11-23T10:00:00Z"}),
+    )
+    .await
+    .expect("an answer while PostgreSQL is down");
+    assert_eq!(s, 503, "{v}");
+    let refused_after = asked.elapsed();
+    server.start_again();
+    let down = asked.elapsed();
+    let published = producer.await.expect("producer");
+    let expected = all_subs(&c, &published.acked);
+    wait_delivered(&c, &expected, Duration::from_secs(60)).await;
+    let counts = check(&c, &expected, 1, None);
+    one_outcome_each(&c, &counts.duplicated).await;
+    eprintln!(
+        "cluster: PostgreSQL restarted (down {down:?}, a publish refused with 503 after \
+         {refused_after:?}): {} publishes refused ({} with 503), {} requests, {} duplicates, \
+         by node {:?}",
+        published.refused,
+        published.unavailable,
+        counts.requests,
+        counts.duplicates,
+        counts.by_node
+    );
+}
+
+/// Operator actions through other nodes than the one sending: pause, resume, resubmit and
+/// skip go to whichever node receives them, which takes the subscription over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_actions_on_one_node_while_another_sends() {
+    let _one = SERIAL.lock().await;
+    let Some(url) = database("cluster::operator").await else {
+        return;
+    };
+    let c = Cluster::start(&[url.clone(), url.clone(), url], 4).await;
+    let (s0, p0) = c.subs[0].clone();
+    let (s1, p1) = c.subs[1].clone();
+    // s1 refuses two deliveries once (422: blocks the queue): one resubmitted, one skipped.
+    {
+        let mut st = c.rx.state.lock().expect("rx");
+        st.fail_once.insert((p1.clone(), "o-00040".into()));
+        st.fail_once.insert((p1.clone(), "o-00080".into()));
+    }
+    let producer = produce(&c, "o", 200, Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    // Pause s0 on node 1; after the answer at most the attempt in flight ends, no other starts.
+    let (s, v) = c
+        .post(1, &format!("/v1/subscriptions/{s0}/pause"), &json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let paused_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after: Vec<Arrival> =
+        c.rx.arrivals()
+            .into_iter()
+            .filter(|a| a.sub == p0 && a.at > paused_at)
+            .collect();
+    assert!(after.is_empty(), "sent while paused: {after:?}");
+    let (s, v) = c
+        .post(2, &format!("/v1/subscriptions/{s0}/resume"), &json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    // Resubmit the first failed delivery of s1 on node 2, skip the second on node 0.
+    let mut handled = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handled.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "s1 never failed twice: {handled:?}"
+        );
+        let failed = c
+            .get(
+                0,
+                &format!("/v1/subscriptions/{s1}/deliveries?status=failed"),
+            )
+            .await;
+        for d in failed["items"].as_array().expect("items") {
+            let (id, event) = (
+                d["id"].as_str().expect("id").to_owned(),
+                d["eventId"].as_str().expect("eventId").to_owned(),
+            );
+            if handled.contains(&event) {
+                continue;
+            }
+            let (node, action) = if event == "o-00040" {
+                (2, "resubmit")
+            } else {
+                (0, "skip")
+            };
+            let (s, v) = c
+                .post(node, &format!("/v1/deliveries/{id}/{action}"), &json!({}))
+                .await;
+            assert_eq!(s, 200, "{action} {event}: {v}");
+            handled.push(event);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let published = producer.await.expect("producer");
+    let mut expected = all_subs(&c, &published.acked);
+    if let Some(ids) = expected.get_mut(&p1) {
+        ids.retain(|i| i != "o-00080");
+    }
+    wait_delivered(&c, &expected, Duration::from_secs(60)).await;
+    // Each action taken over from the sending node may repeat the attempt it interrupted.
+    let counts = check(&c, &expected, 2, None);
+    eprintln!(
+        "cluster: operator actions on other nodes (pause, resume, resubmit, skip): {} requests, \
+         {} duplicates, by node {:?}",
+        counts.requests, counts.duplicates, counts.by_node
+    );
+}
+
+/// Nodes racing to claim: many subscriptions become due at once on every node's wake; each is
+/// claimed by one node, and the claims spread over the nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_racing_to_claim_take_disjoint_subscriptions() {
+    let _one = SERIAL.lock().await;
+    let Some(url) = database("cluster::race").await else {
+        return;
+    };
+    let c = Cluster::start(&[url.clone(), url.clone(), url], 24).await;
+    let published = produce(&c, "x", 20, Duration::ZERO)
+        .await
+        .expect("producer");
+    let expected = all_subs(&c, &published.acked);
+    wait_delivered(&c, &expected, Duration::from_secs(60)).await;
+    let counts = check(&c, &expected, 0, None);
+    assert_eq!(counts.duplicates, 0);
+    let cluster = c.get(1, "/v1/cluster").await;
+    assert_eq!(
+        cluster["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{cluster}"
+    );
+    eprintln!(
+        "cluster: race to claim: 24 subscriptions x 20 events, {} requests, 0 duplicates, \
+         by node {:?}",
+        counts.requests, counts.by_node
+    );
+}
