@@ -175,11 +175,11 @@ pub mod fuzz_support;
 
 pub use config::{Durability, EngineConfig, Limits, MetricsSettings, Retention, ServerConfig};
 pub use domain::{
-    Attempt, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery, DeliveryStatus,
-    EndpointTest, Event, EventInput, FailurePolicy, NewSubscription, NewTenant, NotificationType,
-    Ordering, Principal, PublishReceipt, ReceiverAuth, ReceiverAuthView, ReplayReceipt,
-    ReplayWindow, RetryPolicy, Subscription, SubscriptionPatch, SubscriptionState, Tenant,
-    TenantPatch, Timestamp, TransformAction, TransformInfo, TransformRef, TransformTest,
+    Attempt, BlockedKey, CreatedTenant, Delivery, DeliveryDetail, DeliveryPage, DeliveryQuery,
+    DeliveryStatus, EndpointTest, Event, EventInput, FailurePolicy, NewSubscription, NewTenant,
+    NotificationType, Ordering, Principal, PublishReceipt, ReceiverAuth, ReceiverAuthView,
+    ReplayReceipt, ReplayWindow, RetryPolicy, Subscription, SubscriptionPatch, SubscriptionState,
+    Tenant, TenantPatch, Timestamp, TransformAction, TransformInfo, TransformRef, TransformTest,
     TransformTestError, TransformVersion,
 };
 pub use domain::{DeliveryId, EventId, SubscriptionId, TenantId};

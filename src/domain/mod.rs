@@ -55,7 +55,7 @@ pub use self::insight::{
     AttemptRollup, AttemptStats, DurationCount, EventKey, EventTrace, MinuteCount, MinuteRollup,
     SubscriptionFailures,
 };
-pub use self::ordering::Ordering;
+pub use self::ordering::{BlockedKey, Ordering};
 pub(crate) use self::state::SubscriptionRow;
 pub use self::subscription::{
     FailurePolicy, NewSubscription, Subscription, SubscriptionPatch, SubscriptionState,

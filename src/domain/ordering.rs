@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{DeliveryId, Timestamp};
 use crate::error::{Error, Result};
 
 /// The key of the shared sequence of events without a value at the pointer. No JSON text is
@@ -89,6 +90,31 @@ pub(crate) fn key_at(envelope: &serde_json::Value, pointer: &str) -> String {
     }
 }
 
+/// A key held by one of its deliveries, failed under `onFailure: block`: the key's later
+/// events wait until that delivery is resubmitted or skipped; other keys go on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockedKey {
+    /// The key's value (the JSON value at the subscription's `ordering.key`); `null` for the
+    /// shared sequence of events without one. A value cut at 256 bytes is shown as its text.
+    #[schema(value_type = Object)]
+    pub key: serde_json::Value,
+    /// The failed delivery holding the key: resubmit or skip it to let the key go on.
+    pub delivery: DeliveryId,
+    /// When it failed, RFC 3339.
+    #[schema(value_type = String)]
+    pub since: Timestamp,
+}
+
+/// The key journaled as `text` (see [`key_at`]) as a JSON value: `null` for [`NO_KEY`], the
+/// text itself as a string when it was cut and no longer parses.
+pub(crate) fn key_value(text: &str) -> serde_json::Value {
+    if text == NO_KEY {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +167,18 @@ mod tests {
         assert_eq!(key_at(&env, "/payLoad/n"), NO_KEY);
         assert_eq!(key_at(&env, "/referenceId"), NO_KEY);
         assert_eq!(key_at(&env, "/payLoad/loanId/deeper"), NO_KEY);
+    }
+
+    #[test]
+    fn journaled_keys_read_back_as_values() {
+        assert_eq!(key_value("\"T1\""), json!("T1"));
+        assert_eq!(key_value("42"), json!(42));
+        assert_eq!(key_value(NO_KEY), serde_json::Value::Null);
+        assert_eq!(
+            key_value("\"cut"),
+            json!("\"cut"),
+            "a cut key shows its text"
+        );
     }
 
     #[test]

@@ -76,6 +76,8 @@ impl SubscriptionRow {
             state,
             state_reason,
             blocked_on: self.blocked_on.map(DeliveryId),
+            blocked_keys: Vec::new(),
+            lanes_busy: None,
             secret: None,
             secret_masked: s.signing.masked(),
             previous_secret_expires_at: s.signing.rotation_ends(now_ms()).map(Timestamp::from_ms),

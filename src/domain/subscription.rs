@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::auth::{ReceiverAuth, ReceiverAuthView};
 use crate::domain::event::NotificationType;
 use crate::domain::headers::validate_headers;
-use crate::domain::ordering::Ordering;
+use crate::domain::ordering::{BlockedKey, Ordering};
 use crate::domain::time::Timestamp;
 use crate::domain::transform::{TransformRef, validate_transform_name};
 use crate::domain::{DeliveryId, SubscriptionId, TenantId};
@@ -419,13 +419,6 @@ impl SubscriptionSpec {
     }
 
     /// How many attempts may be in flight at once (1 without `ordering`).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "used by the subscriber actor in the next step of issue 14"
-        )
-    )]
     pub(crate) fn lanes(&self) -> usize {
         self.ordering.as_ref().map_or(1, |o| usize::from(o.lanes))
     }
@@ -495,6 +488,15 @@ pub struct Subscription {
     /// The delivery holding the queue when `state` is `blocked`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_on: Option<DeliveryId>,
+    /// With `ordering`: the keys held by a failed delivery (`onFailure: block`), oldest first;
+    /// the subscription stays `active` and its other keys go on. Shown by
+    /// `GET /v1/subscriptions/{id}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_keys: Vec<BlockedKey>,
+    /// With `ordering`: how many deliveries are in flight now (at most `ordering.lanes`).
+    /// Shown by `GET /v1/subscriptions/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lanes_busy: Option<u32>,
     /// The signing secret in full: present only in the answers to creation and rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,

@@ -8,10 +8,11 @@ use ractor::{ActorRef, rpc::CallResult};
 
 use crate::actors::subscriber::{Command, Reply, SubscriberMsg};
 use crate::actors::supervisor::SupervisorMsg;
+use crate::domain::validate_external_id;
+use crate::domain::{BlockedKey, SubscriptionId, TenantId, Timestamp, ordering};
 use crate::domain::{
     EndpointTest, EventInput, NewSubscription, Subscription, SubscriptionPatch, SubscriptionSpec,
 };
-use crate::domain::{SubscriptionId, TenantId, validate_external_id};
 use crate::error::{Error, Result};
 
 use super::{EngineHandle, call};
@@ -34,13 +35,28 @@ impl EngineHandle {
         Ok(public)
     }
 
-    /// A subscription by id.
+    /// A subscription by id; with ordering keys, with its held keys and lanes busy.
     pub async fn get_subscription(&self, id: &SubscriptionId) -> Result<Subscription> {
-        self.store()
+        let row = self
+            .store()
             .get_subscription(id)
             .await?
-            .map(|r| r.to_public())
-            .ok_or_else(|| Error::not_found("subscription", id))
+            .ok_or_else(|| Error::not_found("subscription", id))?;
+        let mut public = row.to_public();
+        if row.spec.ordering.is_some() || row.spec.order_epoch > 0 {
+            let keys = self.store().key_state(id).await?;
+            public.blocked_keys = keys
+                .held
+                .into_iter()
+                .map(|(key, delivery, at)| BlockedKey {
+                    key: ordering::key_value(&key),
+                    delivery,
+                    since: Timestamp::from_ms(at),
+                })
+                .collect();
+            public.lanes_busy = Some(keys.in_flight);
+        }
+        Ok(public)
     }
 
     /// All subscriptions, or those of one tenant.

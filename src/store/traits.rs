@@ -29,8 +29,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AttemptRecord, Coordination, FlagChange, HeldKey, Lease, NewTransformRow, QueuedDelivery,
-    Retention, StoredTransform, SubscriptionRow,
+    AttemptRecord, Coordination, FlagChange, HeldKey, KeyState, Lease, NewTransformRow,
+    QueuedDelivery, Retention, StoredTransform, SubscriptionRow,
 };
 use crate::domain::{
     Attempt, AttemptRollup, Delivery, DeliveryId, DeliveryPage, DeliveryQuery, DeliveryStatus,
@@ -190,13 +190,6 @@ pub(crate) trait Queue: Send + Sync {
     /// `(order_epoch, order_key)`. A NULL key has no group: every open NULL-keyed delivery is
     /// returned (each is a barrier the caller applies; see docs/ordering.md). Because the
     /// result is in `seq` order, it holds every head up to the last `seq` it returns. A read.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "used by the subscriber actor in the next step of issue 14"
-        )
-    )]
     async fn next_heads(
         &self,
         sub: &SubscriptionId,
@@ -206,13 +199,6 @@ pub(crate) trait Queue: Send + Sync {
 
     /// The first open delivery of `sub` with this key and epoch and a `seq` above `after_seq`:
     /// the next one of a key whose head just ended. A read.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "used by the subscriber actor in the next step of issue 14"
-        )
-    )]
     async fn next_in_group(
         &self,
         sub: &SubscriptionId,
@@ -222,14 +208,12 @@ pub(crate) trait Queue: Send + Sync {
     ) -> Result<Option<QueuedDelivery>>;
 
     /// The deliveries of `sub` holding their key, in `seq` order. A read.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "used by the subscriber actor in the next step of issue 14"
-        )
-    )]
     async fn held_keys(&self, sub: &SubscriptionId) -> Result<Vec<HeldKey>>;
+
+    /// The highest `seq` of `sub`'s deliveries (0 when it has none): every delivery committed
+    /// so far has a `seq` up to it, so a later [`next_heads`](Queue::next_heads) read that
+    /// returns fewer than it was asked for holds every head up to it. A read.
+    async fn last_seq(&self, sub: &SubscriptionId) -> Result<i64>;
 
     /// Marks `delivery` in flight with attempt number `attempt` started `at`.
     ///
@@ -285,6 +269,10 @@ pub(crate) trait Reads: Send + Sync {
         sub: &SubscriptionId,
         q: &DeliveryQuery,
     ) -> Result<DeliveryPage>;
+
+    /// With ordering keys: `sub`'s held keys and how many of its deliveries are in flight
+    /// (both from small partial indexes).
+    async fn key_state(&self, sub: &SubscriptionId) -> Result<KeyState>;
 
     /// Every subscription's open queue: depth and age of the oldest open delivery's event.
     async fn queue_stats(&self) -> Result<Vec<QueueStat>>;

@@ -87,6 +87,15 @@ pub(crate) struct HeldKey {
     pub order_epoch: u32,
 }
 
+/// A subscription's per-key state with ordering keys, for the API (docs/ordering.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct KeyState {
+    /// The deliveries holding their key, in `seq` order: (key text, delivery, failed at ms).
+    pub held: Vec<(String, DeliveryId, i64)>,
+    /// Its deliveries in flight.
+    pub in_flight: u32,
+}
+
 /// A compiled transform upload to store.
 #[derive(Debug)]
 pub(crate) struct NewTransformRow {

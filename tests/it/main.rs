@@ -16,6 +16,7 @@ mod crash_points;
 mod engine;
 mod full_disk;
 mod ingress;
+mod keys;
 mod model;
 mod mtls;
 mod notify;

@@ -12,6 +12,7 @@ use ractor::ActorRef;
 
 use super::attempt::{self, PendingTransform};
 use super::holding::Cleared;
+use super::keyed;
 use super::outcome::{self, Attempted};
 use super::queue::Settled;
 use super::stall::{self, Unrecorded};
@@ -21,11 +22,11 @@ use crate::domain::{DeliveryId, DeliveryStatus};
 use crate::error::{Error, Result};
 use crate::outbound::AttemptRequest;
 use crate::policy::ErrorKind;
-use crate::store::AttemptRecord;
+use crate::store::{AttemptRecord, QueuedDelivery};
 use crate::transform::TransformInput;
 
 impl SubscriberState {
-    fn runnable(&self) -> bool {
+    pub(super) fn runnable(&self) -> bool {
         let r = &self.row;
         !self.draining
             && !r.paused
@@ -61,6 +62,9 @@ impl SubscriberState {
     /// shared store, gives the subscription up when there is nothing to send or the head must
     /// wait long (see `holding`).
     pub(super) async fn advance(&mut self, myself: &ActorRef<SubscriberMsg>) -> Result<()> {
+        if self.keyed.is_some() || keyed::ordered(&self.row.spec) {
+            return self.advance_keyed(myself).await;
+        }
         if self.in_flight.is_some() || self.timer.is_some() || self.stall.stalled() {
             return Ok(());
         }
@@ -128,13 +132,30 @@ impl SubscriberState {
         Ok(())
     }
 
-    /// Spawns the attempt of the head (already marked in flight in the store) as a tracked
-    /// task whose result comes back as [`SubscriberMsg::AttemptDone`].
+    /// Starts the attempt of the head (already marked in flight in the store).
     fn start_attempt(&mut self, myself: &ActorRef<SubscriberMsg>) {
         let Some(head) = self.queue.head() else {
             return;
         };
         let (delivery, n) = (head.id, head.attempts + 1);
+        let (span, task) = self.spawn_attempt(myself, head, n);
+        self.in_flight = Some(InFlight {
+            delivery,
+            n,
+            span,
+            _task: task,
+        });
+    }
+
+    /// Spawns attempt `n` of `head` (already marked in flight in the store) as a tracked task
+    /// whose result comes back as [`SubscriberMsg::AttemptDone`]; returns its span and task.
+    pub(super) fn spawn_attempt(
+        &self,
+        myself: &ActorRef<SubscriberMsg>,
+        head: &QueuedDelivery,
+        n: u32,
+    ) -> (tracing::Span, AbortOnDrop) {
+        let delivery = head.id;
         let spec = &self.row.spec;
         let req = AttemptRequest::for_delivery(
             spec,
@@ -180,12 +201,7 @@ impl SubscriberState {
             },
             span.clone(),
         ));
-        self.in_flight = Some(InFlight {
-            delivery,
-            n,
-            span,
-            _task: AbortOnDrop(task.abort_handle()),
-        });
+        (span, AbortOnDrop(task.abort_handle()))
     }
 
     /// Records an attempt's outcome. Returns true if the subscription no longer exists.
@@ -267,6 +283,16 @@ impl SubscriberState {
     /// The journal record of `done`, the attempt of the delivery at `pos` in the queue.
     fn judge(&mut self, pos: usize, done: AttemptDone, now: i64) -> AttemptRecord {
         let budget_used = self.queue.get(pos).map_or(0, |d| d.budget_used);
+        self.judge_with(budget_used, done, now)
+    }
+
+    /// The journal record of `done`, the attempt of a delivery that had used `budget_used`.
+    pub(super) fn judge_with(
+        &mut self,
+        budget_used: u32,
+        done: AttemptDone,
+        now: i64,
+    ) -> AttemptRecord {
         let spec = &self.row.spec;
         let at = Attempted {
             delivery: done.delivery,
@@ -314,7 +340,7 @@ impl SubscriberState {
 
 /// The attempt's outcome, in its span: routine successes at debug, retries at info, failures
 /// at warn.
-fn log_outcome(
+pub(super) fn log_outcome(
     span: &tracing::Span,
     status: DeliveryStatus,
     code: Option<u16>,

@@ -1,9 +1,11 @@
 //! The operator's commands on a subscription and its deliveries, carried out by the actor that
 //! is the only writer of its state, and answered once their store write committed.
 //!
-//! A command never touches an attempt in flight: a skip of the delivery being attempted is
-//! refused, and a resubmit or replay (which put deliveries back behind the head) make the queue
-//! rebuild from the store before the next attempt.
+//! A command never touches an attempt in flight: a skip of the delivery being attempted (on
+//! any lane) is refused, and a skip, resubmit or replay make the queue (or the key heads, with
+//! ordering keys) rebuild from the store before the next attempt. With ordering keys, a skip
+//! or resubmit of a delivery that holds its key frees that key only (the store clears the hold
+//! in the same commit).
 
 use std::time::Duration;
 
@@ -93,6 +95,12 @@ impl SubscriberState {
             .update_spec(self.row.id.clone(), spec)
             .await?;
         self.pacer.reconfigure(self.row.spec.rate_limit.clone());
+        if let Some(l) = self.keyed.as_mut() {
+            l.set_cap(super::keyed::read_limit(
+                self.row.spec.lanes(),
+                self.ctx.config.actor_prefetch,
+            ));
+        }
         Ok(self.row.to_public())
     }
 
@@ -127,7 +135,9 @@ impl SubscriberState {
 
     async fn skip(&mut self, id: DeliveryId) -> Result<Delivery> {
         let d = self.own_delivery(id).await?;
-        if self.in_flight.as_ref().is_some_and(|f| f.delivery == id) {
+        if self.in_flight.as_ref().is_some_and(|f| f.delivery == id)
+            || self.attempts.contains_key(&id)
+        {
             return Err(Error::Conflict(format!(
                 "delivery {id} is being attempted right now; try again when the attempt ends"
             )));
@@ -146,6 +156,9 @@ impl SubscriberState {
             .await?;
         self.ctx.metrics.deliveries(Outcome::Skipped, 1);
         self.queue.remove(id);
+        if let Some(l) = self.keyed.as_mut() {
+            l.rebuild();
+        }
         if self.timer.as_ref().is_some_and(|t| t.delivery == id) {
             self.cancel_timer();
         }
@@ -177,6 +190,9 @@ impl SubscriberState {
         // It goes back in its place in the order: rebuild the queue from the store.
         self.cancel_timer();
         self.queue.rebuild();
+        if let Some(l) = self.keyed.as_mut() {
+            l.rebuild();
+        }
         self.own_delivery(id).await
     }
 
@@ -193,6 +209,9 @@ impl SubscriberState {
             }
             self.cancel_timer();
             self.queue.rebuild();
+            if let Some(l) = self.keyed.as_mut() {
+                l.rebuild();
+            }
         }
         Ok(n)
     }

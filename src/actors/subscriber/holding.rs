@@ -56,6 +56,9 @@ impl SubscriberState {
             self.row = row;
         }
         self.queue = Prefetch::default();
+        // Read again under the new lease; attempts still in flight from the old one keep
+        // their keys busy until they end, and are not recorded (see `keyed`).
+        self.keyed = None;
         self.cancel_timer();
         Ok(())
     }
@@ -162,15 +165,16 @@ impl SubscriberState {
     }
 
     /// The lease is gone (given up, fenced or expired): nothing more is written or sent under
-    /// it. Once no attempt is in flight the actor reports itself idle; the supervisor stops it
-    /// unless a new lease is on its way.
+    /// it. Once no attempt is in flight (on any lane) the actor reports itself idle; the
+    /// supervisor stops it unless a new lease is on its way.
     pub(super) fn lost(&mut self, myself: &ActorRef<SubscriberMsg>) {
         if let Some(lease) = self.lease.take() {
             tracing::info!(subscription = %self.row.id, token = lease.token(), "lease lost; stopping work on this subscription");
         }
         self.cancel_timer();
         self.queue = Prefetch::default();
-        if self.in_flight.is_none() {
+        self.keyed = None;
+        if !self.busy() {
             let _ = self.supervisor.cast(SupervisorMsg::Idle {
                 sub: self.row.id.clone(),
                 actor: myself.get_id(),

@@ -13,7 +13,9 @@
 //!   a key is in flight;
 //! - like the prefetch, it is never the truth and changes only after the store committed: an
 //!   operator's change makes it start over from the store ([`Lanes::rebuild`]);
-//! - memory is bounded: no read of more heads once [`Lanes::cap`] are known.
+//! - memory is bounded: no read of more heads while `cap` heads up to the horizon are known,
+//!   and a followed head beyond the horizon is kept only while fewer than twice `cap` heads
+//!   are (else a later read finds it again), so at most about `2 * cap + limit` heads are held.
 //!
 //! Plain data, no I/O: the actor does the reads and writes it is told to.
 
@@ -56,7 +58,7 @@ pub(super) struct Lanes {
     stale: bool,
     /// The receiver asked the whole subscription to slow down (`Retry-After`, 429) until then.
     hold_until: Option<i64>,
-    /// The most heads kept (no read of more beyond it).
+    /// The most heads up to the horizon before a read of more (see the module's invariants).
     cap: usize,
 }
 
@@ -79,6 +81,11 @@ impl Lanes {
     /// kept: it is the receiver's, not the queue's).
     pub(super) fn rebuild(&mut self) {
         self.stale = true;
+    }
+
+    /// Takes a new bound on the heads kept (the subscription's `lanes` changed).
+    pub(super) fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.max(1);
     }
 
     pub(super) fn is_stale(&self) -> bool {
@@ -139,6 +146,9 @@ impl Lanes {
         }
         if next.seq > self.horizon {
             self.more = true;
+            if self.heads.len() >= self.cap.saturating_mul(2) {
+                return; // a read after the horizon finds it: it is a head in the store
+            }
         }
         self.heads.entry(next.seq).or_insert(next);
     }
@@ -152,6 +162,15 @@ impl Lanes {
         self.heads.values().find(|d| d.id == id)
     }
 
+    /// Flags head `id` as marked in flight by the commit of another delivery's outcome: its
+    /// attempt starts without another write (and its rate-limit slot is already taken).
+    pub(super) fn mark(&mut self, id: DeliveryId) {
+        if let Some(d) = self.heads.values_mut().find(|d| d.id == id) {
+            d.marked = true;
+        }
+    }
+
+    #[cfg(test)]
     pub(super) fn held(&self) -> &[HeldKey] {
         &self.held
     }
@@ -166,10 +185,12 @@ impl Lanes {
         // What the earlier heads were: their epochs (min, max) and whether one had no key.
         let mut epochs: Option<(u32, u32)> = None;
         let mut null_before = false;
+        let mut known = 0;
         for (&seq, h) in &self.heads {
             if seq > self.horizon {
                 break;
             }
+            known += 1;
             let conflicts_earlier = null_before
                 || epochs.is_some_and(|(lo, hi)| {
                     h.order_key.is_none() || lo != h.order_epoch || hi != h.order_epoch
@@ -198,7 +219,7 @@ impl Lanes {
         match earliest {
             Some((delivery, at)) => Pick::Wait { delivery, at },
             None => Pick::Nothing {
-                read: self.more && self.heads.len() < self.cap,
+                read: self.more && known < self.cap,
             },
         }
     }

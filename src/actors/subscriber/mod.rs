@@ -1,10 +1,14 @@
-//! The subscriber actor: delivers one subscription's queue, strictly in order.
+//! The subscriber actor: delivers one subscription's queue, strictly in order (per key, for a
+//! subscription with ordering keys).
 //!
 //! State machine of the head of the queue:
 //! `idle → (rate/retry wait) → in flight → AttemptDone → record in store → next head`.
 //! Invariants kept here:
-//! - at most one attempt in flight, and the next one starts only after the store has committed
-//!   the previous delivery's outcome (guarantee 3);
+//! - without ordering keys, at most one attempt in flight, and the next one starts only after
+//!   the store has committed the previous delivery's outcome (guarantee 3);
+//! - with ordering keys (`keyed`, guarantee 11), at most `lanes` attempts in flight, at most one
+//!   per key, and a key's next delivery starts only after the store committed the outcome of
+//!   the one before it; a subscription that never had `ordering` never runs that path;
 //! - the queue in memory is a bounded prefetch of the store's open deliveries (`actor_prefetch`),
 //!   never the source of truth: after a restart the actor rebuilds it from the store;
 //! - the rate limiter paces the head and never reorders: while the head waits nothing else starts;
@@ -17,7 +21,9 @@
 //!   decisions are the pure functions of `tenure`.
 //!
 //! Layout: this file is the actor and its messages; `advance` moves the head (starts attempts,
-//! records their outcomes); `attempt` is the attempt task (transform, then send); `outcome` is
+//! records their outcomes); `keyed` does the same for a subscription with ordering keys, over
+//! `lanes` (which heads may start, as plain data); `attempt` is the attempt task (transform,
+//! then send); `outcome` is
 //! the pure rule that turns an attempt's result into its journal record; `queue` is the prefetch
 //! as plain data; `command` carries out the operator's requests; `tenure` decides when the
 //! lease is kept, renewed or given up; `stall` waits out a journal that cannot write (the actor
@@ -27,10 +33,7 @@ mod advance;
 mod attempt;
 mod command;
 mod holding;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "driven by the actor in the next step of issue 14")
-)]
+mod keyed;
 mod lanes;
 mod notices;
 mod outcome;
@@ -38,6 +41,7 @@ mod queue;
 mod stall;
 mod tenure;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -54,6 +58,8 @@ use crate::error::{Error, Result};
 use crate::outbound::AttemptResult;
 use crate::policy::ratelimit::SubscriptionPacer;
 use crate::store::{Lease, SubscriptionRow, Tenure};
+use keyed::KeyedFlight;
+use lanes::Lanes;
 use queue::Prefetch;
 
 /// Messages of a subscriber actor.
@@ -178,9 +184,13 @@ pub(crate) struct SubscriberState {
     grants: u64,
     wake: Arc<AtomicBool>,
     start_delay: Duration,
-    /// The open deliveries fetched from the store, head first.
+    /// The open deliveries fetched from the store, head first (without ordering keys).
     queue: Prefetch,
     in_flight: Option<InFlight>,
+    /// The key heads known, with ordering keys (`None`: the one-at-a-time path runs).
+    keyed: Option<Lanes>,
+    /// The attempts in flight with ordering keys, by delivery (at most `lanes`, one per key).
+    attempts: HashMap<DeliveryId, KeyedFlight>,
     timer: Option<Timer>,
     draining: bool,
     rng: StdRng,
@@ -221,6 +231,8 @@ impl Actor for SubscriberActor {
             start_delay: args.start_delay,
             queue: Prefetch::default(),
             in_flight: None,
+            keyed: None,
+            attempts: HashMap::new(),
             timer: None,
             draining: false,
             rng: StdRng::from_os_rng(),
@@ -275,6 +287,7 @@ impl Actor for SubscriberActor {
         // An attempt still running is abandoned: its delivery stays in flight in the store and
         // is retried (counted as interrupted) when the subscription next runs.
         state.in_flight = None;
+        state.attempts.clear();
         state.cancel_timer();
         Ok(())
     }
@@ -288,10 +301,19 @@ impl Actor for SubscriberActor {
         match msg {
             SubscriberMsg::Wake => {
                 state.wake.store(false, Ordering::Release);
+                if let Some(l) = state.keyed.as_mut() {
+                    l.woken();
+                }
                 state.step(&myself).await?;
             }
             SubscriberMsg::AttemptDone(done) => {
-                match state.on_attempt_done(&myself, *done).await {
+                // To the path that started it: an attempt of the other path is never mixed in.
+                let result = if state.attempts.contains_key(&done.delivery) {
+                    state.on_keyed_attempt_done(&myself, *done).await
+                } else {
+                    state.on_attempt_done(&myself, *done).await
+                };
+                match result {
                     Ok(true) => {
                         myself.stop(Some("subscription deleted".into()));
                         return Ok(());
@@ -303,7 +325,7 @@ impl Actor for SubscriberActor {
                     }
                     Err(e) => return Err(e.into()),
                 }
-                if state.draining && state.in_flight.is_none() && !state.stall.stalled() {
+                if state.draining && !state.busy() && !state.stall.stalled() {
                     myself.stop(Some("drained".into()));
                     return Ok(());
                 }
@@ -331,21 +353,26 @@ impl Actor for SubscriberActor {
             }
             SubscriberMsg::RetryStore => {
                 state.stall.fired();
-                if let Some(u) = state.stall.unrecorded.take() {
-                    match state.record_outcome(&myself, u).await {
-                        Ok(true) => {
-                            myself.stop(Some("subscription deleted".into()));
-                            return Ok(());
-                        }
-                        Ok(false) => {}
-                        Err(Error::LeaseLost { .. }) => {
-                            state.lost(&myself);
-                            return Ok(());
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
+                let mut recorded = match state.stall.unrecorded.take() {
+                    Some(u) => state.record_outcome(&myself, u).await,
+                    None => Ok(false),
+                };
+                if let Ok(false) = recorded {
+                    recorded = state.record_unrecorded_keyed(&myself).await;
                 }
-                if state.draining && state.in_flight.is_none() && !state.stall.stalled() {
+                match recorded {
+                    Ok(true) => {
+                        myself.stop(Some("subscription deleted".into()));
+                        return Ok(());
+                    }
+                    Ok(false) => {}
+                    Err(Error::LeaseLost { .. }) => {
+                        state.lost(&myself);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                if state.draining && !state.busy() && !state.stall.stalled() {
                     myself.stop(Some("drained".into()));
                     return Ok(());
                 }
@@ -354,7 +381,7 @@ impl Actor for SubscriberActor {
             SubscriberMsg::Drain => {
                 state.draining = true;
                 state.cancel_timer();
-                if state.in_flight.is_none() && !state.stall.stalled() {
+                if !state.busy() && !state.stall.stalled() {
                     myself.stop(Some("drained".into()));
                 }
             }
@@ -362,6 +389,13 @@ impl Actor for SubscriberActor {
             SubscriberMsg::Panic => panic!("injected fault in subscriber {}", state.row.id),
         }
         Ok(())
+    }
+}
+
+impl SubscriberState {
+    /// Whether an attempt is in flight, on either path.
+    fn busy(&self) -> bool {
+        self.in_flight.is_some() || !self.attempts.is_empty()
     }
 }
 

@@ -7,7 +7,9 @@
 //! [`FIRST_WAIT`] up to [`MAX_WAIT`]), starting nothing meanwhile:
 //! - an attempt's outcome that could not be recorded is kept as it is ([`Unrecorded`]) and
 //!   recorded first, so the queue's order and the attempt log are those of an uneventful run
-//!   (a receiver's 2xx is never sent again for it, unless the process dies meanwhile);
+//!   (a receiver's 2xx is never sent again for it, unless the process dies meanwhile); with
+//!   ordering keys there may be one per key that was in flight, each recorded before its key
+//!   moves on;
 //! - an in-flight mark or a queue refill that failed is simply done again by `advance`.
 
 use std::time::Duration;
@@ -37,6 +39,8 @@ pub(super) struct Stall {
     wait: Duration,
     /// The outcome to record before anything else happens.
     pub unrecorded: Option<Unrecorded>,
+    /// The same with ordering keys: at most one per key (see `keyed`).
+    pub unrecorded_keyed: Vec<Unrecorded>,
 }
 
 impl Default for Stall {
@@ -45,6 +49,7 @@ impl Default for Stall {
             retry: None,
             wait: FIRST_WAIT,
             unrecorded: None,
+            unrecorded_keyed: Vec::new(),
         }
     }
 }
@@ -52,7 +57,12 @@ impl Default for Stall {
 impl Stall {
     /// Whether the actor waits for the journal (and so starts nothing).
     pub(super) fn stalled(&self) -> bool {
-        self.retry.is_some() || self.unrecorded.is_some()
+        self.retry.is_some() || self.unrecorded.is_some() || !self.unrecorded_keyed.is_empty()
+    }
+
+    /// Whether the timer of the next try is set (no write should be tried before it fires).
+    pub(super) fn retry_set(&self) -> bool {
+        self.retry.is_some()
     }
 
     /// A write went through: the next failure starts from the first wait again.

@@ -19,7 +19,7 @@
 //! it). Every insert happens before any `sub_tail` lock is taken, so a publish waiting on
 //! another's event insert (the same id at once) holds no lock the other needs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::Row;
@@ -243,6 +243,7 @@ impl PgStore {
         let (mut d_key, mut d_epoch) = (Vec::new(), Vec::new());
         let mut counts: HashMap<i64, u32> = HashMap::new();
         let mut woken: HashSet<SubscriptionId> = HashSet::new();
+        let mut keyed: BTreeSet<&str> = BTreeSet::new();
         for a in &accepted {
             let mut n = 0;
             for f in &a.subs {
@@ -255,6 +256,9 @@ impl PgStore {
                 d_seq.push(*tail);
                 d_event.push(a.seq);
                 d_key.push(f.key.clone());
+                if f.key.is_some() {
+                    keyed.insert(f.sub.as_str());
+                }
                 d_epoch.push(f.epoch);
                 woken.insert(f.sub.clone());
                 n += 1;
@@ -290,6 +294,19 @@ impl PgStore {
             )
             .bind(&t_sub)
             .bind(&t_seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err(W))?;
+        }
+        if !keyed.is_empty() {
+            // A keyed subscription given up while one key waits (a long retry) is due again
+            // now: the new event's key may go at once (other keys never wait for one key's
+            // retry). Its `sub_tail` lock, held above, orders this with other publishes.
+            let keyed: Vec<&str> = keyed.into_iter().collect();
+            sqlx::query(
+                "UPDATE sub_cursor SET next_due_at = NULL                  WHERE subscription_id = ANY($1) AND next_due_at IS NOT NULL",
+            )
+            .bind(&keyed)
             .execute(&mut *tx)
             .await
             .map_err(sql_err(W))?;

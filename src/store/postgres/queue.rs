@@ -283,6 +283,17 @@ impl PgStore {
         found.as_ref().map(rows::queued).transpose()
     }
 
+    /// The subscription's order counter: the `seq` of its last committed delivery.
+    pub(super) async fn pg_last_seq(&self, sub: &SubscriptionId) -> Result<i64> {
+        let tail: Option<i64> =
+            sqlx::query_scalar("SELECT tail_seq FROM sub_tail WHERE subscription_id = $1")
+                .bind(sub.as_str())
+                .fetch_optional(self.pool())
+                .await
+                .map_err(sql_err("read"))?;
+        Ok(tail.unwrap_or(0))
+    }
+
     pub(super) async fn pg_held_keys(&self, sub: &SubscriptionId) -> Result<Vec<HeldKey>> {
         let found = sqlx::query(
             "SELECT id, seq, order_key, order_epoch FROM deliveries \

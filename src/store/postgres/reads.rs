@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::metrics::QueueStat;
-use crate::store::DeliveryPageBounds;
+use crate::store::{DeliveryPageBounds, KeyState};
 
 const R: &str = "read";
 
@@ -107,6 +107,33 @@ impl PgStore {
             None
         };
         Ok(DeliveryPage { items, next })
+    }
+
+    /// See [`Reads::key_state`](crate::store::Reads::key_state) (`deliveries_holding`,
+    /// `deliveries_in_flight`).
+    pub(super) async fn pg_key_state(&self, sub: &SubscriptionId) -> Result<KeyState> {
+        let held: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT order_key, id, updated_at FROM deliveries \
+             WHERE subscription_id = $1 AND holds_key AND order_key IS NOT NULL ORDER BY seq",
+        )
+        .bind(sub.as_str())
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        let in_flight: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE subscription_id = $1 AND state = 'in_flight'",
+        )
+        .bind(sub.as_str())
+        .fetch_one(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        Ok(KeyState {
+            held: held
+                .into_iter()
+                .map(|(k, id, at)| (k, DeliveryId(id), at))
+                .collect(),
+            in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),
+        })
     }
 
     pub(super) async fn pg_queue_stats(&self) -> Result<Vec<QueueStat>> {

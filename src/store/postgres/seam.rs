@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::metrics::QueueStat;
 use crate::policy::ratelimit::RateLimit;
 use crate::store::{
-    AttemptRecord, Catalog, FlagChange, HeldKey, Ingest, Lease, NewTransformRow, Queue,
+    AttemptRecord, Catalog, FlagChange, HeldKey, Ingest, KeyState, Lease, NewTransformRow, Queue,
     QueuedDelivery, Reads, Retention, StoredTransform, Upkeep,
 };
 
@@ -194,6 +194,10 @@ impl Queue for PgStore {
         self.pg_held_keys(sub).await
     }
 
+    async fn last_seq(&self, sub: &SubscriptionId) -> Result<i64> {
+        self.pg_last_seq(sub).await
+    }
+
     /// Waits for its commit (unlike SQLite's): a refusal is reported to this caller.
     async fn mark_in_flight(
         &self,
@@ -246,6 +250,10 @@ impl Reads for PgStore {
         q: &DeliveryQuery,
     ) -> Result<DeliveryPage> {
         self.pg_list_deliveries(sub, q).await
+    }
+
+    async fn key_state(&self, sub: &SubscriptionId) -> Result<KeyState> {
+        self.pg_key_state(sub).await
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStat>> {

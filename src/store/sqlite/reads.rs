@@ -17,7 +17,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::metrics::QueueStat;
 use crate::policy::ratelimit::RateLimit;
-use crate::store::{DeliveryPageBounds, HeldKey, QueuedDelivery, StoredTransform};
+use crate::store::{DeliveryPageBounds, HeldKey, KeyState, QueuedDelivery, StoredTransform};
 
 impl Journal {
     fn pool(&self) -> &SqlitePool {
@@ -202,6 +202,16 @@ impl Journal {
         raw.map(rows::queued).transpose()
     }
 
+    /// One probe of the `(subscription_id, event_seq)` unique index.
+    pub(super) fn read_last_seq(&self, sub: &SubscriptionId) -> Result<i64> {
+        self.inner.queue_readers.with(|conn| {
+            conn.prepare_cached(
+                "SELECT COALESCE(MAX(event_seq), 0) FROM deliveries WHERE subscription_id = ?1",
+            )?
+            .query_row(rusqlite::params![sub.as_str()], |r| r.get(0))
+        })
+    }
+
     pub(super) fn read_held_keys(&self, sub: &SubscriptionId) -> Result<Vec<HeldKey>> {
         self.inner.queue_readers.with(|conn| {
             let mut stmt = conn.prepare_cached(
@@ -276,6 +286,36 @@ impl Journal {
             None
         };
         Ok(DeliveryPage { items, next })
+    }
+
+    /// See [`Reads::key_state`](crate::store::Reads::key_state): the held keys from
+    /// `deliveries_holding`, the count from `deliveries_in_flight` (every in-flight delivery
+    /// of the journal: at most the sum of all subscriptions' lanes).
+    pub(super) async fn read_key_state(&self, sub: &SubscriptionId) -> Result<KeyState> {
+        let held: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT order_key, id, updated_at FROM deliveries \
+             WHERE subscription_id = ?1 AND holds_key = 1 AND order_key IS NOT NULL \
+             ORDER BY event_seq",
+        )
+        .bind(sub.as_str())
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        let in_flight: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_in_flight \
+             WHERE state = 'in_flight' AND subscription_id = ?1",
+        )
+        .bind(sub.as_str())
+        .fetch_one(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        Ok(KeyState {
+            held: held
+                .into_iter()
+                .map(|(k, id, at)| (k, DeliveryId(id), at))
+                .collect(),
+            in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),
+        })
     }
 
     /// Every subscription's open queue: depth and age of the oldest open delivery's event.

@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::metrics::QueueStat;
 use crate::policy::ratelimit::RateLimit;
 use crate::store::{
-    AttemptRecord, Catalog, FlagChange, HeldKey, Ingest, Lease, NewTransformRow, Queue,
+    AttemptRecord, Catalog, FlagChange, HeldKey, Ingest, KeyState, Lease, NewTransformRow, Queue,
     QueuedDelivery, Reads, Retention, StoredTransform, Upkeep,
 };
 
@@ -246,6 +246,10 @@ impl Queue for Journal {
         self.read_held_keys(sub)
     }
 
+    async fn last_seq(&self, sub: &SubscriptionId) -> Result<i64> {
+        self.read_last_seq(sub)
+    }
+
     /// Does not wait for the commit (see the trait).
     async fn mark_in_flight(
         &self,
@@ -329,6 +333,10 @@ impl Reads for Journal {
         q: &DeliveryQuery,
     ) -> Result<DeliveryPage> {
         self.read_deliveries(sub, q).await
+    }
+
+    async fn key_state(&self, sub: &SubscriptionId) -> Result<KeyState> {
+        self.read_key_state(sub).await
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStat>> {

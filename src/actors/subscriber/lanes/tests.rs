@@ -336,9 +336,9 @@ fn fill(
     Ok(())
 }
 
-fn run(ops: Vec<Op>, lanes: usize, limit: usize) -> Result<(), String> {
+fn run(ops: Vec<Op>, lanes: usize, limit: usize, cap: usize) -> Result<(), String> {
     let mut sim = Sim::default();
-    let mut l = Lanes::new(64);
+    let mut l = Lanes::new(cap);
     let mut busy: Vec<DeliveryId> = Vec::new();
     let mut epoch = 0;
     for op in ops {
@@ -420,8 +420,9 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..80),
         lanes in 1usize..6,
         limit in 1usize..6,
+        cap in prop_oneof![1usize..4, Just(64)],
     ) {
-        if let Err(e) = run(ops, lanes, limit) {
+        if let Err(e) = run(ops, lanes, limit, cap) {
             return Err(TestCaseError::fail(e));
         }
     }
