@@ -137,6 +137,13 @@ pub(crate) trait Coordination: Send + Sync {
     /// if it was fenced (nothing written). An exclusive store keeps the lease (no-op).
     async fn release(&self, lease: &Lease, due_in: Duration) -> Result<()>;
 
+    /// Like [`release`](Coordination::release), for a holder that read its queue up to `seq`
+    /// `seen` (ordering keys: the work it leaves may not be the only work): if a delivery above
+    /// `seen` is committed (a publish committing meanwhile is waited for), the subscription is
+    /// due at once and the nodes are woken, else after `due_in`. So a publish that raced the
+    /// release is never left waiting for `due_in`.
+    async fn release_after(&self, lease: &Lease, due_in: Duration, seen: i64) -> Result<()>;
+
     /// Releases every lease `node` holds, due at once (a clean shutdown hands its work over
     /// without waiting for expiry), and removes `node` from [`nodes`](Coordination::nodes).
     /// Returns how many leases it released.

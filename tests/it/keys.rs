@@ -366,3 +366,155 @@ async fn lanes_busy_counts_the_attempts_in_flight() {
     let s = h.get_subscription(&sub.id).await.expect("subscription");
     assert_eq!(s.lanes_busy, Some(0));
 }
+
+/// `kill -9` of the real binary while a keyed subscription delivers: after the last restart,
+/// per key, first arrivals in publish order and nothing lost; a key repeats at most one
+/// receipt per kill (the delivery of it in flight), so a kill repeats at most `lanes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_the_order_of_each_key() {
+    use rand::Rng;
+
+    use crate::crash::{
+        ADMIN, Log, free_port, integrity_ok, post_json, spawn_server_with, start_receiver,
+        wait_healthy,
+    };
+    const EVENTS: u64 = 300;
+    const KEYS: u64 = 12;
+    const LANES: usize = 6;
+    const KILLS: usize = 8;
+
+    let log: Log = std::sync::Arc::default();
+    let receiver = start_receiver(log.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("keys-crash.db");
+    let port = free_port();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let spawn = || spawn_server_with(&db, port, &[], std::process::Stdio::null());
+    let mut server = spawn();
+    let base = server.base.clone();
+    wait_healthy(&client, &base).await;
+    let (s, t) = post_json(
+        &client,
+        &format!("{base}/v1/tenants"),
+        ADMIN,
+        &json!({"id": "acme", "name": "Acme"}),
+    )
+    .await
+    .expect("create tenant");
+    assert_eq!(s, 201, "{t}");
+    let key = t["apiKey"].as_str().expect("api key").to_owned();
+    let body = json!({
+        "url": format!("http://{receiver}/loans"),
+        "retry": {"maxAttempts": 20, "backoffMs": [5, 20]},
+        "timeoutMs": 2000,
+        "ordering": {"key": "/payLoad/loanId", "lanes": LANES}
+    });
+    let (s, v) = post_json(&client, &format!("{base}/v1/subscriptions"), &key, &body)
+        .await
+        .expect("create subscription");
+    assert_eq!(s, 201, "{v}");
+
+    // Published one at a time, each again until accepted (the same id: idempotent).
+    let producer = {
+        let (client, key, base) = (client.clone(), key.clone(), base.clone());
+        tokio::spawn(async move {
+            for n in 0..EVENTS {
+                let ev = json!({
+                    "id": format!("e{n:05}"),
+                    "transactionId": format!("tx{n}"),
+                    "notificationType": "TRANSACTION_EVENT",
+                    "payLoad": {"n": n, "loanId": format!("L{}", n % KEYS)},
+                    "timestamp": "2026-11-23T10:00:00Z"
+                });
+                loop {
+                    match post_json(&client, &format!("{base}/v1/events"), &key, &ev).await {
+                        Ok((202, _)) => break,
+                        Ok((s, v)) if s < 500 => panic!("event {n} refused with {s}: {v}"),
+                        _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    for k in 0..KILLS {
+        let wait = rand::rng().random_range(60..300);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        server.child.kill().expect("SIGKILL");
+        let _ = server.child.wait();
+        assert_eq!(
+            integrity_ok(&db).await,
+            "ok",
+            "journal corrupt after kill {k}"
+        );
+        server = spawn();
+        wait_healthy(&client, &server.base).await;
+    }
+    producer.await.expect("producer");
+
+    let per_key = |log: &[(String, u64)]| -> Vec<Vec<u64>> {
+        (0..KEYS)
+            .map(|k| {
+                log.iter()
+                    .map(|(_, n)| *n)
+                    .filter(|n| n % KEYS == k)
+                    .collect()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: usize = {
+            let log = log.lock().expect("log");
+            per_key(&log)
+                .iter()
+                .map(|ns| ns.iter().collect::<std::collections::BTreeSet<_>>().len())
+                .sum()
+        };
+        if got as u64 == EVENTS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {EVENTS} delivered after the last restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+
+    let log = log.lock().expect("log").clone();
+    let mut total = 0;
+    for (k, seq) in per_key(&log).iter().enumerate() {
+        assert_eq!(
+            seq.first(),
+            Some(&(k as u64)),
+            "key L{k} starts with its first event"
+        );
+        let mut dups = 0;
+        for w in seq.windows(2) {
+            assert!(
+                w[1] == w[0] || w[1] == w[0] + KEYS,
+                "key L{k}: event {} came after {} (reordered or skipped)",
+                w[1],
+                w[0]
+            );
+            dups += usize::from(w[1] == w[0]);
+        }
+        assert!(
+            dups <= KILLS,
+            "key L{k}: {dups} duplicates for {KILLS} kills"
+        );
+        total += dups;
+    }
+    assert!(
+        total <= KILLS * LANES,
+        "{total} duplicates for {KILLS} kills of {LANES} lanes"
+    );
+    eprintln!(
+        "keys crash test: {KILLS} kills, {EVENTS} events over {KEYS} keys, {total} duplicate receipts"
+    );
+}

@@ -17,6 +17,7 @@ mod engine;
 mod full_disk;
 mod ingress;
 mod keys;
+mod keys_model;
 mod model;
 mod mtls;
 mod notify;

@@ -18,6 +18,10 @@ use crate::domain::DeliveryId;
 use crate::error::{Error, Result};
 use crate::store::Lease;
 
+/// How long a subscription whose open deliveries all wait behind held keys stays unclaimed,
+/// unless a publish or an operator's command wakes it first (see [`SubscriberState::idle_held`]).
+pub(super) const HELD_RECHECK: Duration = Duration::from_secs(3600);
+
 /// Whether an attempt may start now, after whatever the lease needed.
 pub(super) enum Cleared {
     Go,
@@ -50,6 +54,13 @@ impl SubscriberState {
     /// Starts working under a new lease: the subscription may have changed while another node
     /// held it, so its settings and queue are read again.
     pub(super) async fn adopt(&mut self, lease: Lease) -> Result<()> {
+        if let Some(held) = &self.lease
+            && held.token() > lease.token()
+        {
+            // A claim that lost to this actor's own takeover (for a command) on its way here:
+            // already fenced, and the lease held is the newer one.
+            return Ok(());
+        }
         self.lease = Some(lease);
         if let Some(row) = self.ctx.store.get_subscription(&self.row.id).await? {
             self.pacer.reconfigure(row.spec.rate_limit.clone());
@@ -149,10 +160,31 @@ impl SubscriberState {
         self.give_up(myself, Duration::ZERO).await
     }
 
+    /// Nothing may start until an operator frees a held key or new events arrive (ordering
+    /// keys: every open delivery waits behind a held key). A shared store's lease is given up
+    /// due only after [`HELD_RECHECK`]: due at once, the open deliveries would have it claimed
+    /// and given up again in a loop; a publish to a keyed subscription makes it due again, and
+    /// an operator's command takes it over.
+    pub(super) async fn idle_held(&mut self, myself: &ActorRef<SubscriberMsg>) -> Result<()> {
+        if self.draining || self.lease.is_none() || !tenure::release_when_idle(self.ctx.tenure) {
+            return Ok(());
+        }
+        self.give_up(myself, HELD_RECHECK).await
+    }
+
     /// Releases the lease, due again after `due_in`, and reports the actor idle.
     async fn give_up(&mut self, myself: &ActorRef<SubscriberMsg>, due_in: Duration) -> Result<()> {
         if let Some(lease) = self.lease.take() {
-            match self.ctx.store.release(&lease, due_in).await {
+            // With ordering keys, work may remain that new events of other keys need not wait
+            // for: a publish racing this release makes the subscription due at once.
+            let seen = self.keyed.as_ref().map(super::lanes::Lanes::read_after);
+            let released = match seen {
+                Some(seen) if !due_in.is_zero() => {
+                    self.ctx.store.release_after(&lease, due_in, seen).await
+                }
+                _ => self.ctx.store.release(&lease, due_in).await,
+            };
+            match released {
                 Ok(()) | Err(Error::LeaseLost { .. }) => {}
                 // It expires on its own; a claim after that takes the subscription up.
                 Err(e) => {

@@ -149,11 +149,14 @@ impl SubscriberState {
                     }
                 }
                 Pick::Nothing { .. } => {
-                    if self.attempts.is_empty() {
-                        self.cancel_timer();
-                        return self.idle(myself).await;
+                    if !self.attempts.is_empty() {
+                        return Ok(());
                     }
-                    return Ok(());
+                    self.cancel_timer();
+                    if self.keyed.as_ref().is_some_and(Lanes::any_held) {
+                        return self.idle_held(myself).await;
+                    }
+                    return self.idle(myself).await;
                 }
             }
         }
@@ -193,6 +196,9 @@ impl SubscriberState {
             }
         }
         let token = held(&self.lease, &self.row.id)?.token();
+        if let Some(l) = self.keyed.as_mut() {
+            l.started(id);
+        }
         let (span, task) = self.spawn_attempt(myself, &head, n);
         self.attempts.insert(
             id,

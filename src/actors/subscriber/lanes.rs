@@ -60,6 +60,10 @@ pub(super) struct Lanes {
     hold_until: Option<i64>,
     /// The most heads up to the horizon before a read of more (see the module's invariants).
     cap: usize,
+    /// The head marked in flight by the commit of another outcome, not started yet: it starts
+    /// before any other (the store shows it in flight; a head followed in the same commit
+    /// must not take its lane).
+    marked: Option<DeliveryId>,
 }
 
 impl Lanes {
@@ -74,6 +78,7 @@ impl Lanes {
             stale: true,
             hold_until: None,
             cap: cap.max(1),
+            marked: None,
         }
     }
 
@@ -95,6 +100,7 @@ impl Lanes {
     /// Forgets everything and takes `held` as the keys held now: the store is read again.
     pub(super) fn restart(&mut self, held: Vec<HeldKey>) {
         self.heads.clear();
+        self.marked = None;
         self.held = held;
         self.horizon = 0;
         self.more = true;
@@ -153,6 +159,11 @@ impl Lanes {
         self.heads.entry(next.seq).or_insert(next);
     }
 
+    /// Whether some key is held (its later deliveries wait for an operator).
+    pub(super) fn any_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// Holds every key until `at`: the receiver asked the subscription to slow down.
     pub(super) fn hold_until(&mut self, at: i64) {
         self.hold_until = Some(self.hold_until.map_or(at, |h| h.max(at)));
@@ -167,6 +178,17 @@ impl Lanes {
     pub(super) fn mark(&mut self, id: DeliveryId) {
         if let Some(d) = self.heads.values_mut().find(|d| d.id == id) {
             d.marked = true;
+            self.marked = Some(id);
+        }
+    }
+
+    /// Head `id`'s attempt started: its mark is used up (a retry of it is marked again).
+    pub(super) fn started(&mut self, id: DeliveryId) {
+        if self.marked == Some(id) {
+            self.marked = None;
+        }
+        if let Some(d) = self.heads.values_mut().find(|d| d.id == id) {
+            d.marked = false;
         }
     }
 
@@ -182,6 +204,8 @@ impl Lanes {
             return Pick::Nothing { read: true };
         }
         let mut earliest: Option<(DeliveryId, i64)> = None;
+        // The first head that may start, while looking on for the marked one.
+        let mut first: Option<DeliveryId> = None;
         // What the earlier heads were: their epochs (min, max) and whether one had no key.
         let mut epochs: Option<(u32, u32)> = None;
         let mut null_before = false;
@@ -214,7 +238,13 @@ impl Lanes {
                 }
                 continue;
             }
-            return Pick::Start(h.id);
+            if self.marked.is_none_or(|m| m == h.id) {
+                return Pick::Start(h.id);
+            }
+            first.get_or_insert(h.id);
+        }
+        if let Some(id) = first {
+            return Pick::Start(id);
         }
         match earliest {
             Some((delivery, at)) => Pick::Wait { delivery, at },

@@ -130,6 +130,9 @@ impl Prefetch {
                 entry.attempts = s.attempts;
                 entry.budget_used = s.budget_used;
                 entry.next_at = s.next_at;
+                // Its mark was used by the attempt that just ended: the retry is paced and
+                // marked in flight again.
+                entry.marked = false;
             }
         } else {
             self.items.remove(pos);
@@ -203,7 +206,9 @@ mod tests {
     #[test]
     fn a_retried_delivery_keeps_its_place_with_its_new_counters() {
         let mut q = Prefetch::default();
-        q.extend(vec![queued(1, 1), queued(2, 2)]);
+        let mut marked = queued(1, 1);
+        marked.marked = true;
+        q.extend(vec![marked, queued(2, 2)]);
         q.settle(
             0,
             Settled {
@@ -220,6 +225,7 @@ mod tests {
             (head.attempts, head.budget_used, head.next_at),
             (3, 2, Some(5_000))
         );
+        assert!(!head.marked, "a retry is paced and marked in flight again");
     }
 
     #[test]

@@ -176,37 +176,11 @@ impl Coordination for PgStore {
     }
 
     async fn release(&self, lease: &Lease, due_in: Duration) -> Result<()> {
-        self.open_for_writes()?;
-        let mut tx = self.pool().begin().await.map_err(sql_err(C))?;
-        let sub = lease.subscription().as_str();
-        let n = sqlx::query(
-            "UPDATE sub_cursor SET owner = NULL, lease_until = NULL, \
-               next_due_at = now() + make_interval(secs => $4::float8 / 1000) \
-             WHERE subscription_id = $1 AND epoch = $2 AND owner = $3",
-        )
-        .bind(sub)
-        .bind(lease.token() as i64)
-        .bind(&self.inner.node)
-        .bind(ms(due_in))
-        .execute(&mut *tx)
-        .await
-        .map_err(sql_err(C))?
-        .rows_affected();
-        if n == 0 {
-            return Err(Error::LeaseLost {
-                subscription: sub.to_owned(),
-            });
-        }
-        // Work committed after the holder last read its queue: announce it, since the
-        // publish's own wake found the lease still held.
-        let woke = due_in.is_zero() && self.notify_if_open(&mut tx, &[sub.to_owned()]).await?;
-        tx.commit().await.map_err(sql_err("commit"))?;
-        if woke {
-            self.inner
-                .wakes
-                .wake(std::iter::once(lease.subscription().clone()).collect());
-        }
-        Ok(())
+        self.pg_release(lease, due_in, None).await
+    }
+
+    async fn release_after(&self, lease: &Lease, due_in: Duration, seen: i64) -> Result<()> {
+        self.pg_release(lease, due_in, Some(seen)).await
     }
 
     async fn release_all(&self, node: &NodeId) -> Result<u64> {
@@ -264,6 +238,57 @@ impl Coordination for PgStore {
 impl PgStore {
     /// Notifies every node (this one too: the payload names no node) of those of `subs` that
     /// have open deliveries, in `conn`'s transaction; whether there were any.
+    /// Gives `lease` up, due after `due_in`; with `seen`, due at once when a delivery above
+    /// that `seq` is committed: the `sub_tail` row is read `FOR SHARE`, which waits for a
+    /// publish to this subscription in progress (it holds the row until its commit), and a
+    /// publish after this release finds the due time set and clears it (`ingest`).
+    async fn pg_release(&self, lease: &Lease, due_in: Duration, seen: Option<i64>) -> Result<()> {
+        self.open_for_writes()?;
+        let mut tx = self.pool().begin().await.map_err(sql_err(C))?;
+        let sub = lease.subscription().as_str();
+        let mut due_in = due_in;
+        if let Some(seen) = seen {
+            let tail: Option<i64> = sqlx::query_scalar(
+                "SELECT tail_seq FROM sub_tail WHERE subscription_id = $1 FOR SHARE",
+            )
+            .bind(sub)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql_err(C))?;
+            if tail.is_some_and(|t| t > seen) {
+                due_in = Duration::ZERO;
+            }
+        }
+        let n = sqlx::query(
+            "UPDATE sub_cursor SET owner = NULL, lease_until = NULL, \
+               next_due_at = now() + make_interval(secs => $4::float8 / 1000) \
+             WHERE subscription_id = $1 AND epoch = $2 AND owner = $3",
+        )
+        .bind(sub)
+        .bind(lease.token() as i64)
+        .bind(&self.inner.node)
+        .bind(ms(due_in))
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err(C))?
+        .rows_affected();
+        if n == 0 {
+            return Err(Error::LeaseLost {
+                subscription: sub.to_owned(),
+            });
+        }
+        // Work committed after the holder last read its queue: announce it, since the
+        // publish's own wake found the lease still held.
+        let woke = due_in.is_zero() && self.notify_if_open(&mut tx, &[sub.to_owned()]).await?;
+        tx.commit().await.map_err(sql_err("commit"))?;
+        if woke {
+            self.inner
+                .wakes
+                .wake(std::iter::once(lease.subscription().clone()).collect());
+        }
+        Ok(())
+    }
+
     async fn notify_if_open(&self, conn: &mut sqlx::PgConnection, subs: &[String]) -> Result<bool> {
         let open: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT subscription_id FROM deliveries WHERE subscription_id = ANY($1) \

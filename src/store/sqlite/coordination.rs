@@ -64,6 +64,10 @@ impl Coordination for Journal {
         Ok(())
     }
 
+    async fn release_after(&self, _lease: &Lease, _due_in: Duration, _seen: i64) -> Result<()> {
+        Ok(())
+    }
+
     async fn release_all(&self, node: &NodeId) -> Result<u64> {
         let mut row = self.node_row()?;
         if row.as_ref().is_some_and(|r| &r.id == node) {

@@ -128,6 +128,18 @@ fn retry_times_and_the_receivers_hold_are_waited_for() {
 }
 
 #[test]
+fn a_marked_head_starts_first_and_its_retry_is_marked_again() {
+    let mut l = lanes_with(vec![queued(1, Some("a"), 0), queued(3, Some("c"), 0)], 3);
+    l.mark(DeliveryId(3));
+    // A head followed in the same commit, earlier in seq, does not take the marked one's lane.
+    l.follow(queued(2, Some("b"), 0));
+    assert_eq!(started(&l, 0, &HashSet::new()), Some(3));
+    l.started(DeliveryId(3));
+    assert!(l.get(DeliveryId(3)).is_some_and(|d| !d.marked));
+    assert_eq!(started(&l, 0, &[DeliveryId(3)].into()), Some(1));
+}
+
+#[test]
 fn heads_beyond_the_horizon_wait_for_a_read() {
     let mut l = Lanes::new(100);
     l.restart(Vec::new());
