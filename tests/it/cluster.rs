@@ -12,7 +12,9 @@
 //! - duplicates only of the head (the receipt just before), at most one per subscription per
 //!   lost node;
 //! - a delivery sent twice has one 2xx outcome in its attempt log (a fenced node records none);
-//! - every node did some work; a lost node's subscriptions resume within the lease TTL + 1 s.
+//! - every node did some work; a lost node's subscriptions resume within the lease TTL + 1 s;
+//! - with ordering keys (`ordering_keys_one_node_owns_the_lanes`): the same per key, and never
+//!   requests of one subscription from two nodes in flight at once.
 //!
 //! Scenarios hold a lock: they run one at a time (each starts three nodes on a 2-core machine).
 //! Each takes 25 to 40 s, mostly waiting out a lease; `campaign` (ignored, `scripts/cluster-campaign.sh`) repeats the kill
@@ -70,14 +72,24 @@ struct Arrival {
     answered: bool,
     /// The node process that sent it, when found.
     pid: Option<u32>,
-    /// Another request of the same subscription was in flight when this one arrived.
+    /// Another request of the same subscription (of the same ordering key, `payLoad.key`,
+    /// when the event has one) was in flight when this one arrived.
     overlapped: bool,
+    /// The event's `payLoad.key` (ordering keys), if any.
+    key: Option<String>,
+    /// A request of the same subscription from another node process was in flight when this
+    /// one arrived.
+    other_node: bool,
+    /// How many requests of the same subscription were in flight, this one included.
+    busy: usize,
 }
 
 #[derive(Default)]
 struct RxState {
     arrivals: Vec<Arrival>,
     in_flight: HashMap<String, usize>,
+    /// The senders (pids) of the requests in flight, by subscription.
+    senders: HashMap<String, Vec<Option<u32>>>,
     /// Answer 4xx to the first request of these (subscription, webhook-id).
     fail_once: HashSet<(String, String)>,
     /// Live node processes, for attribution.
@@ -132,6 +144,7 @@ async fn hook(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(sub): Path<String>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> StatusCode {
     let header = |n: &str| {
         headers
@@ -143,11 +156,22 @@ async fn hook(
     let seq = header("webhook-sequence").and_then(|s| s.parse().ok());
     let pids = rx.state.lock().expect("rx").pids.clone();
     let pid = sender_pid(peer.port(), rx.port, &pids);
+    let key = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["payLoad"]["key"].as_str().map(str::to_owned));
+    let lane = match &key {
+        Some(k) => format!("{sub}/{k}"),
+        None => sub.clone(),
+    };
     let (idx, status) = {
         let mut st = rx.state.lock().expect("rx");
-        let n = st.in_flight.entry(sub.clone()).or_default();
+        let n = st.in_flight.entry(lane.clone()).or_default();
         *n += 1;
         let overlapped = *n > 1;
+        let senders = st.senders.entry(sub.clone()).or_default();
+        let other_node = senders.iter().any(|p| *p != pid);
+        senders.push(pid);
+        let busy = senders.len();
         let status = if st.fail_once.remove(&(sub.clone(), webhook_id.clone())) {
             422
         } else {
@@ -162,12 +186,20 @@ async fn hook(
             answered: false,
             pid,
             overlapped,
+            key,
+            other_node,
+            busy,
         });
         (st.arrivals.len() - 1, status)
     };
     // The request leaves the in-flight count when answered, or when the sender gave up on it
     // (a timeout drops this handler): the guard runs either way.
-    let _leaving = Leaving { rx: &rx, sub: &sub };
+    let _leaving = Leaving {
+        rx: &rx,
+        sub: &sub,
+        lane: &lane,
+        pid,
+    };
     tokio::time::sleep(ANSWER_AFTER).await;
     if let Some(a) = rx.state.lock().expect("rx").arrivals.get_mut(idx) {
         a.answered = true;
@@ -178,14 +210,21 @@ async fn hook(
 struct Leaving<'a> {
     rx: &'a Rx,
     sub: &'a str,
+    lane: &'a str,
+    pid: Option<u32>,
 }
 
 impl Drop for Leaving<'_> {
     fn drop(&mut self) {
-        if let Ok(mut st) = self.rx.state.lock()
-            && let Some(n) = st.in_flight.get_mut(self.sub)
-        {
-            *n = n.saturating_sub(1);
+        if let Ok(mut st) = self.rx.state.lock() {
+            if let Some(n) = st.in_flight.get_mut(self.lane) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(s) = st.senders.get_mut(self.sub)
+                && let Some(i) = s.iter().position(|p| *p == self.pid)
+            {
+                s.swap_remove(i);
+            }
         }
     }
 }
@@ -351,6 +390,11 @@ struct Cluster {
 impl Cluster {
     /// `urls[i]` is node i's store URL; `subs` subscriptions of one tenant.
     async fn start(urls: &[String], subs: usize) -> Cluster {
+        Cluster::start_with(urls, subs, json!({})).await
+    }
+
+    /// As [`Cluster::start`], each subscription created with `extra`'s fields added.
+    async fn start_with(urls: &[String], subs: usize, extra: Value) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes: Vec<Node> = urls
             .iter()
@@ -402,11 +446,14 @@ impl Cluster {
             let path = format!("s{i}");
             // Created on different nodes: any node serves the whole API.
             let base = c.nodes[i % c.nodes.len()].base();
-            let body = json!({
+            let mut body = json!({
                 "url": c.rx.url(&path),
                 "retry": {"maxAttempts": 20, "backoffMs": [20]},
                 "timeoutMs": 2000
             });
+            if let (Some(b), Some(x)) = (body.as_object_mut(), extra.as_object()) {
+                b.extend(x.clone());
+            }
             let (s, v) = post_json(
                 &c.client,
                 &format!("{base}/v1/subscriptions"),
@@ -495,6 +542,17 @@ struct Published {
 /// Publishes `n` events named `prefix-00000`…, one at a time, each to the next node in turn;
 /// an event not answered 202 is published again (same id: idempotent) on the next node.
 fn produce(c: &Cluster, prefix: &str, n: usize, pace: Duration) -> JoinHandle<Published> {
+    produce_keyed(c, prefix, n, pace, None)
+}
+
+/// As [`produce`], event `i` with `payLoad.key` `K{i % keys}` when `keys` is given.
+fn produce_keyed(
+    c: &Cluster,
+    prefix: &str,
+    n: usize,
+    pace: Duration,
+    keys: Option<usize>,
+) -> JoinHandle<Published> {
     let client = c.client.clone();
     let key = c.tenant_key.clone();
     let bases: Vec<String> = c.nodes.iter().map(Node::base).collect();
@@ -508,7 +566,10 @@ fn produce(c: &Cluster, prefix: &str, n: usize, pace: Duration) -> JoinHandle<Pu
                 "id": id,
                 "transactionId": format!("tx{i}"),
                 "notificationType": "TRANSACTION_EVENT",
-                "payLoad": {"n": i},
+                "payLoad": match keys {
+                    Some(k) => json!({"n": i, "key": format!("K{}", i % k)}),
+                    None => json!({"n": i}),
+                },
                 "timestamp": "2026-11-23T10:00:00Z"
             });
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -1116,5 +1177,110 @@ async fn nodes_racing_to_claim_take_disjoint_subscriptions() {
         "cluster: race to claim: 24 subscriptions x 20 events, {} requests, 0 duplicates, \
          by node {:?}",
         counts.requests, counts.by_node
+    );
+}
+
+/// Ordering keys on a cluster (guarantee 11 with 8): keyed subscriptions with four lanes over
+/// six keys, and a `kill -9` of the node holding the first one. One node sends a
+/// subscription's lanes at a time (never a request from two nodes in flight for one
+/// subscription), several keys go side by side, and per key: first arrivals in publish order,
+/// never two requests in flight, at most one duplicate per lost node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordering_keys_one_node_owns_the_lanes() {
+    const KEYS: usize = 6;
+    let _one = SERIAL.lock().await;
+    let Some(url) = database("cluster::ordering_keys").await else {
+        return;
+    };
+    let ordering = json!({"ordering": {"key": "/payLoad/key", "lanes": 4}});
+    let mut c = Cluster::start_with(&[url.clone(), url.clone(), url.clone()], 2, ordering).await;
+    let producer = produce_keyed(&c, "q", 240, Duration::from_millis(25), Some(KEYS));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill the node holding the first subscription (any, if none holds it right now).
+    let s0 = c.subs[0].0.clone();
+    let mut victim = 0;
+    for (i, n) in c.nodes.iter().enumerate() {
+        if held_by(&url, &n.id).await.contains(&s0) {
+            victim = i;
+        }
+    }
+    c.nodes[victim].kill9();
+    tokio::time::sleep(TTL + Duration::from_secs(1)).await;
+    c.restart(victim).await;
+    let published = producer.await.expect("producer");
+    let expected = all_subs(&c, &published.acked);
+    wait_delivered(&c, &expected, Duration::from_secs(60)).await;
+
+    let arrivals = c.rx.arrivals();
+    let key_of = |id: &str| {
+        let n: usize = id
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        format!("K{}", n % KEYS)
+    };
+    let (mut dups, mut side_by_side) = (0, 0);
+    for (_, path) in &c.subs {
+        let mine: Vec<&Arrival> = arrivals.iter().filter(|a| a.sub == *path).collect();
+        for a in &mine {
+            assert!(
+                !a.other_node,
+                "{path}: {} arrived while another node had a request in flight: {}",
+                a.webhook_id,
+                dump(&mine)
+            );
+            assert!(
+                !a.overlapped,
+                "{path}: two requests of one key: {}",
+                dump(&mine)
+            );
+            side_by_side += usize::from(a.busy > 1);
+        }
+        for k in 0..KEYS {
+            let key = format!("K{k}");
+            let want: Vec<&str> = published
+                .acked
+                .iter()
+                .filter(|id| key_of(id) == key)
+                .map(String::as_str)
+                .collect();
+            let mut firsts: Vec<&str> = Vec::new();
+            let mut key_dups = 0;
+            for a in mine
+                .iter()
+                .filter(|a| a.key.as_deref() == Some(key.as_str()))
+            {
+                if !a.answered || a.status >= 300 {
+                    continue;
+                }
+                if firsts.contains(&a.webhook_id.as_str()) {
+                    assert_eq!(
+                        firsts.last().copied(),
+                        Some(a.webhook_id.as_str()),
+                        "{path} {key}: a duplicate that is not of the key's head"
+                    );
+                    key_dups += 1;
+                } else {
+                    firsts.push(a.webhook_id.as_str());
+                }
+            }
+            assert_eq!(
+                firsts, want,
+                "{path} {key}: first arrivals not in publish order"
+            );
+            assert!(
+                key_dups <= 1,
+                "{path} {key}: {key_dups} duplicates for one lost node"
+            );
+            dups += key_dups;
+        }
+    }
+    assert!(side_by_side > 0, "the lanes never ran side by side");
+    eprintln!(
+        "cluster: ordering keys: {} events acked, {} requests, {side_by_side} sent beside \
+         another key's, {dups} duplicates, one kill -9",
+        published.acked.len(),
+        arrivals.len()
     );
 }
