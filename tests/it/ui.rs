@@ -1424,3 +1424,52 @@ async fn poll_page(b: &mut Browser, path: &str, what: &str, cond: impl Fn(&str) 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// With ordering keys, the subscription page shows the lanes busy and the blocked keys, each
+/// linking to the delivery that holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscription_page_shows_ordering_keys() {
+    let mut w = World::start().await;
+    w.receiver.set_behaviour(|r| {
+        if r.webhook_id() == "k-1" {
+            Reply::status(404)
+        } else {
+            Reply::ok()
+        }
+    });
+    let mut n = NewSubscription::new("acme-ui", w.receiver.url("/keyed"));
+    n.access_key = Some(ACCESS_KEY.into());
+    n.ordering = Some(hookline::Ordering {
+        key: "/payLoad/loanId".into(),
+        lanes: 8,
+    });
+    let sub = w.h.subscribe(n).await;
+    w.secrets.push(sub.secret.clone().expect("secret"));
+    for (id, loan) in [("k-1", "L-1"), ("k-2", "L-2")] {
+        let e = hookline::EventInput::new(
+            "acme-ui",
+            format!("tx-{id}"),
+            hookline::NotificationType::NodeEvent,
+        )
+        .id(id)
+        .payload(serde_json::json!({"loanId": loan}));
+        w.h.publish(e).await.unwrap();
+    }
+    let held =
+        w.h.wait_status(&sub.id, "k-1", DeliveryStatus::Failed)
+            .await;
+    let mut b = w.browser();
+    b.sign_in(&w.acme_key.clone()).await;
+    let path = format!("/ui/subscriptions/{}", sub.id);
+    let page = poll_page(&mut b, &path, "the blocked key", |h| {
+        h.contains(r#"data-testid="blocked-key""#)
+    })
+    .await;
+    w.check_page("subscription with ordering keys", &page);
+    assert!(page.html.contains("of 8 lanes busy"), "{}", page.html);
+    assert!(page.html.contains("&#34;L-1&#34;") || page.html.contains("\"L-1\""));
+    assert!(
+        page.html
+            .contains(&format!(r#"href="/ui/deliveries/{}""#, held.delivery.id))
+    );
+}

@@ -6,6 +6,9 @@
 //! operational notifications sent about it (`notify`: blocked, disabled, faulted, out of
 //! retries, recovered), the newest 10, each with how its sending went.
 //!
+//! With ordering keys, a panel shows the lanes busy and the keys held by a failed delivery
+//! (each linking to it, where it is resubmitted or skipped: only that key moves).
+//!
 //! The head panel is also served alone (`…/head`) for htmx to refresh it every few seconds.
 //! Every action is a POST checked for the CSRF token, then a redirect back here.
 
@@ -190,6 +193,31 @@ struct SubscriptionPage {
     first: Option<String>,
     flash: Option<String>,
     notices: Vec<NoticeRow>,
+    /// With ordering keys: its lanes and held keys.
+    keys: Option<KeysPanel>,
+}
+
+/// A subscription's ordering keys at a glance.
+struct KeysPanel {
+    pointer: String,
+    lanes: u16,
+    busy: u32,
+    /// (key as JSON, delivery id, since).
+    blocked: Vec<(String, String, String)>,
+}
+
+fn keys_panel(s: &Subscription) -> Option<KeysPanel> {
+    let o = s.ordering.as_ref()?;
+    Some(KeysPanel {
+        pointer: o.key.clone(),
+        lanes: o.lanes,
+        busy: s.lanes_busy.unwrap_or(0),
+        blocked: s
+            .blocked_keys
+            .iter()
+            .map(|b| (b.key.to_string(), b.delivery.to_string(), time(b.since)))
+            .collect(),
+    })
 }
 
 #[derive(Template)]
@@ -360,6 +388,7 @@ async fn show(
         url: sub.url.clone(),
         head: head_panel(&state, &viewer, &sub).await?,
         settings: settings(&sub),
+        keys: keys_panel(&sub),
         rows,
         statuses: view::STATUSES.iter().map(|s| status_name(*s)).collect(),
         status: status_text,
