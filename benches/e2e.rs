@@ -24,6 +24,7 @@
 //! | `latency_100_*` | the sweep point at the highest load the engine kept up with |
 //! | `p50_ms_at_1k`, `p99_ms_at_1k` | a fixed offered load of 1,000 events/s for `--fixed-secs` (5 s; 1.5 s with `--quick`), open loop, spread over 100 active subscriptions (subscription `k` filters `workflowIds: ["wf-k"]`, events go round-robin over `wf-0`…`wf-99`, so each event is one delivery): scheduled publish instant → receipt |
 //! | `peak_rss_mb`, `rss_mb` | VmHWM of the process at the end; VmRSS at the start of each phase (from /proc/self/status) |
+//! | `keys_lanes_{1,16,100}_per_s` | ordering keys: `--events` events over 1,000 keys (`payLoad.k = i % 1000`) pre-published to ONE paused subscription with `ordering: {key: "/payLoad/k", lanes}`, then resumed: time until the receiver has them all; `keys_lanes_*_vs_100_subs` divides by `deliveries_100_per_s` (100 separate subscriptions, same run, same receiver, same number of deliveries), `keys_lanes_*_vs_ceiling` by `ceiling_conc_rps`; `keys_order_violations` counts arrivals not after an earlier event of their key (expected 0) |
 //! | `postgres.*` | the ingest and drain figures again on a durable PostgreSQL server this run starts, with 1 and 3 nodes, and the takeover of a killed node (see `e2e/postgres.rs`); `null` when PostgreSQL is not installed |
 //!
 //! The receiver records, per subscription path, the arrival of each event id, which gives the
@@ -698,6 +699,92 @@ async fn drain(
     }
 }
 
+/// Keys of the ordering-keys phase.
+const KEYS: u32 = 1_000;
+
+/// Lanes of the ordering-keys phase, each a run of its own.
+const KEY_LANES: [u16; 3] = [1, 16, 100];
+
+/// What one ordering-keys drain measured.
+struct KeyedDrain {
+    lanes: u16,
+    per_s: f64,
+    cpu_us: f64,
+    order_violations: u64,
+}
+
+/// `events` events over [`KEYS`] keys pre-published to one paused subscription with
+/// `ordering: {key: "/payLoad/k", lanes}` (SQLite, fsync), then resumed: time until the
+/// receiver has every delivery, and the order violations per key.
+async fn drain_keyed(
+    rx: &Receiver,
+    addr: SocketAddr,
+    lanes: u16,
+    events: u32,
+    pad: &str,
+) -> KeyedDrain {
+    let j = Journaled::start(Durability::Fsync).await;
+    j.engine
+        .create_tenant(NewTenant {
+            id: "keys".into(),
+            name: "keys".into(),
+            rate_limit: None,
+        })
+        .await
+        .expect("create tenant");
+    let mut sub = NewSubscription::new("keys", format!("http://{addr}/s/0"));
+    sub.ordering = Some(hookline::Ordering {
+        key: "/payLoad/k".into(),
+        lanes,
+    });
+    let sub = j
+        .engine
+        .create_subscription(sub)
+        .await
+        .expect("create subscription");
+    j.engine
+        .pause_subscription(&sub.id)
+        .await
+        .expect("pause subscription");
+    let ids: Vec<u32> = (0..events).collect();
+    for chunk in ids.chunks(BATCH) {
+        let batch = chunk
+            .iter()
+            .map(|i| {
+                EventInput::new("keys", format!("tx-{i}"), NotificationType::NodeEvent)
+                    .id(format!("ev-{i}"))
+                    .payload(serde_json::json!({ "i": i, "k": i % KEYS, "pad": pad }))
+            })
+            .collect();
+        for r in j.engine.publish_batch(batch).await.expect("publish batch") {
+            r.expect("event accepted");
+        }
+    }
+    rx.take_arrivals();
+    let target = rx.count() + u64::from(events);
+    let (start, cpu) = (Instant::now(), support::cpu_secs());
+    j.engine.resume_subscription(&sub.id).await.expect("resume");
+    rx.wait_for(target, DRAIN_LIMIT).await;
+    let per_s = f64::from(events) / start.elapsed().as_secs_f64();
+    let cpu_us = (support::cpu_secs() - cpu) * 1e6 / f64::from(events);
+    // Order per key: the key plays the part of the path.
+    let by_key: Vec<Arrival> = rx
+        .take_arrivals()
+        .into_iter()
+        .map(|a| Arrival {
+            path: a.event % KEYS,
+            ..a
+        })
+        .collect();
+    j.shutdown().await;
+    KeyedDrain {
+        lanes,
+        per_s,
+        cpu_us,
+        order_violations: order_violations(&by_key),
+    }
+}
+
 /// Publish-call-start → receipt (ms) with one active subscription, one event at a time.
 async fn idle_latency(
     rx: &Receiver,
@@ -948,6 +1035,11 @@ async fn run(sz: Sizes) {
         sweep.push(l);
     }
     fan.shutdown().await;
+    let mut keyed = Vec::new();
+    for lanes in KEY_LANES {
+        step(&format!("deliveries: ordering keys, {lanes} lanes"));
+        keyed.push(drain_keyed(&rx, addr, lanes, fan_events * sz.subs, &pad).await);
+    }
     step("latency: fixed 1,000 events/s over 100 subscriptions");
     let (fixed, fixed_publish, fixed_violations) =
         fixed_load(&rx, addr, 100, 1_000.0, sz.fixed_for, &pad).await;
@@ -968,9 +1060,11 @@ async fn run(sz: Sizes) {
 
     let seq_ratio = one.per_s / ceiling_seq;
     let conc_ratio = fan.per_s / ceiling_conc;
+    let keys_violations: u64 = keyed.iter().map(|k| k.order_violations).sum();
     let violations = one.order_violations
         + one_os.order_violations
         + fan.order_violations
+        + keys_violations
         + fixed_violations
         + pg.as_ref().map_or(0, |p| p.order_violations);
     let s = sz.subs;
@@ -1035,6 +1129,18 @@ async fn run(sz: Sizes) {
             fan.per_s, fan.cpu_us
         ),
     );
+    for k in &keyed {
+        row(
+            format!("deliveries, 1 subscription, {} lanes, {KEYS} keys", k.lanes),
+            format!(
+                "{:>8.0} /s       vs {s} subs {:.3}   vs ceiling {:.3}   cpu {:.0} µs/delivery",
+                k.per_s,
+                k.per_s / fan.per_s,
+                k.per_s / ceiling_conc,
+                k.cpu_us
+            ),
+        );
+    }
     row("latency, 1 subscription, idle".into(), ms(&idle));
     for l in &sweep {
         row(
@@ -1128,6 +1234,17 @@ async fn run(sz: Sizes) {
         "peak_rss_mb": r2(peak_rss),
         "rss_mb": serde_json::Value::Object(rss.into_inner().expect("rss lock")),
         "order_violations": violations,
+        "keys": KEYS,
+        "keys_events": fan_events * s,
+        "keys_lanes_1_per_s": keyed.first().map(|k| r2(k.per_s)),
+        "keys_lanes_16_per_s": keyed.get(1).map(|k| r2(k.per_s)),
+        "keys_lanes_100_per_s": keyed.get(2).map(|k| r2(k.per_s)),
+        "keys_lanes_1_vs_100_subs": keyed.first().map(|k| round(k.per_s / fan.per_s, 4)),
+        "keys_lanes_16_vs_100_subs": keyed.get(1).map(|k| round(k.per_s / fan.per_s, 4)),
+        "keys_lanes_100_vs_100_subs": keyed.get(2).map(|k| round(k.per_s / fan.per_s, 4)),
+        "keys_lanes_100_vs_ceiling": keyed.get(2).map(|k| round(k.per_s / ceiling_conc, 4)),
+        "keys_cpu_us": keyed.iter().map(|k| r2(k.cpu_us)).collect::<Vec<_>>(),
+        "keys_order_violations": keys_violations,
         "postgres": pg.as_ref().map(postgres::Figures::json),
         "elapsed_s": r2(begun.elapsed().as_secs_f64()),
     });
