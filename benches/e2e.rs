@@ -1,7 +1,10 @@
 //! End-to-end benchmark: hookline embedded on a SQLite file, and on PostgreSQL, delivering to
 //! loopback receivers.
 //!
-//! `cargo bench --bench e2e -- [--quick] [--events N] [--single N] [--subs N] [--fixed-secs N]`
+//! `cargo bench --bench e2e -- [--quick] [--events N] [--single N] [--subs N] [--fixed-secs N] [--keys-only]`
+//!
+//! `--keys-only` runs the concurrent ceiling, the fan-out drain and the ordering-keys drains
+//! only (what the `keys_*` ratios need), and prints their rows and JSON.
 //!
 //! Everything runs in one process on one tokio runtime: a bare hyper receiver that answers 200
 //! at once, the ceilings (a bare `reqwest::Client` posting the same ~1 KiB envelopes to it), and
@@ -77,6 +80,8 @@ const SLOW_DELAY: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone)]
 struct Sizes {
     quick: bool,
+    /// Only the phases of the ordering-keys figures.
+    keys_only: bool,
     /// Ingest events (each way) and total deliveries of the fan-out case.
     events: u32,
     /// Deliveries of the one-subscription case.
@@ -100,6 +105,7 @@ struct Sizes {
 impl Sizes {
     fn from_args() -> Sizes {
         let mut quick = false;
+        let mut keys_only = false;
         let (mut events, mut single, mut subs, mut fixed) = (None, None, None, None);
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -111,6 +117,7 @@ impl Sizes {
             };
             match a.as_str() {
                 "--quick" => quick = true,
+                "--keys-only" => keys_only = true,
                 "--events" => events = Some(number("--events")),
                 "--single" => single = Some(number("--single")),
                 "--subs" => subs = Some(number("--subs")),
@@ -123,6 +130,7 @@ impl Sizes {
         let events = events.unwrap_or(if quick { 2_000 } else { 20_000 });
         Sizes {
             quick,
+            keys_only,
             events,
             single: single.unwrap_or(if quick { 500 } else { 5_000 }),
             subs: subs.unwrap_or(100),
@@ -978,7 +986,73 @@ fn main() {
     runtime.block_on(run(sizes));
 }
 
+/// The `--keys-only` run: the concurrent ceiling, 100 subscriptions, and one subscription with
+/// each of [`KEY_LANES`], the same number of deliveries each.
+async fn run_keys(sz: Sizes) {
+    let begun = Instant::now();
+    let (rx, addr) = Receiver::start(begun).await;
+    let pad = pad();
+    let body = ceiling_body(&pad);
+    let (ceiling_conc, _) = ceiling(addr, sz.subs, sz.ceiling_for, &body).await;
+    let fan_events = (sz.events / sz.subs).max(1);
+    let fan = drain(
+        &rx,
+        addr,
+        Store::Sqlite,
+        Durability::Fsync,
+        1,
+        sz.subs,
+        fan_events,
+        &pad,
+    )
+    .await;
+    fan.shutdown().await;
+    let mut keyed = Vec::new();
+    for lanes in KEY_LANES {
+        keyed.push(drain_keyed(&rx, addr, lanes, fan_events * sz.subs, &pad).await);
+    }
+    let s = sz.subs;
+    println!(
+        "hookline e2e --keys-only ({} deliveries each, {:.0} s)",
+        fan_events * s,
+        begun.elapsed().as_secs_f64()
+    );
+    println!("  reqwest, {s} sequential streams {ceiling_conc:>8.0} req/s");
+    println!(
+        "  deliveries, {s} subscriptions   {:>8.0} /s   cpu {:.0} µs/delivery",
+        fan.per_s, fan.cpu_us
+    );
+    for k in &keyed {
+        println!(
+            "  deliveries, 1 subscription, {:>3} lanes, {KEYS} keys {:>8.0} /s   vs {s} subs {:.3}   vs ceiling {:.3}   cpu {:.0} µs/delivery   order violations {}",
+            k.lanes,
+            k.per_s,
+            k.per_s / fan.per_s,
+            k.per_s / ceiling_conc,
+            k.cpu_us,
+            k.order_violations
+        );
+    }
+    let json = serde_json::json!({
+        "keys_only": true,
+        "ceiling_conc_rps": r2(ceiling_conc),
+        "deliveries_100_per_s": r2(fan.per_s),
+        "keys": keyed.iter().map(|k| serde_json::json!({
+            "lanes": k.lanes,
+            "per_s": r2(k.per_s),
+            "vs_100_subs": round(k.per_s / fan.per_s, 4),
+            "vs_ceiling": round(k.per_s / ceiling_conc, 4),
+            "cpu_us": r2(k.cpu_us),
+            "order_violations": k.order_violations,
+        })).collect::<Vec<_>>(),
+    });
+    println!("{json}");
+}
+
 async fn run(sz: Sizes) {
+    if sz.keys_only {
+        return run_keys(sz).await;
+    }
     let begun = Instant::now();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (rx, addr) = Receiver::start(begun).await;

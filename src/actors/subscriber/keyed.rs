@@ -6,6 +6,11 @@
 //! - every attempt is marked in flight (fenced, guarantee 9) before it starts, and its key
 //!   moves on only after its outcome committed: the next delivery of the key is read from the
 //!   store after that commit ([`Queue::next_in_group`](crate::store::Queue::next_in_group));
+//! - outcomes are recorded by tasks of their own, whose answers come back as
+//!   [`SubscriberMsg::Recorded`]: the actor goes on with other keys meanwhile, and the records
+//!   of several lanes share the store's commits (one round trip per record would bound a
+//!   subscription to one delivery per commit latency); until its record is answered, an
+//!   attempt keeps its lane and its key;
 //! - the pacer gives one slot per start, for the whole subscription; a receiver's `Retry-After`
 //!   or 429 holds every key until the retry is due ([`Lanes::hold_until`]): the receiver is
 //!   one endpoint;
@@ -47,7 +52,16 @@ pub(super) struct KeyedFlight {
     token: u64,
     /// The attempt's span, so its outcome is logged with the same fields.
     span: tracing::Span,
+    /// Its outcome's record is on its way to the store.
+    recording: bool,
     _task: AbortOnDrop,
+}
+
+/// The store's answer to the record of a keyed outcome.
+pub(crate) struct Recorded {
+    /// The record, kept to be written again if the journal could not take it.
+    u: Unrecorded,
+    result: crate::error::Result<()>,
 }
 
 /// Whether `spec`'s deliveries are ordered by keys (docs/ordering.md): it has `ordering`, or
@@ -111,8 +125,10 @@ impl SubscriberState {
                     Err(e) => return Err(e),
                 }
             }
-            let attempts = &self.attempts;
-            match l.pick(now_ms(), |d| attempts.contains_key(&d)) {
+            let (attempts, successors) = (&self.attempts, &self.successors);
+            match l.pick(now_ms(), |d| {
+                attempts.contains_key(&d) || successors.contains(&d)
+            }) {
                 Pick::Start(id) => {
                     let Some(head) = l.get(id).cloned() else {
                         return Ok(());
@@ -207,6 +223,7 @@ impl SubscriberState {
                 n,
                 token,
                 span,
+                recording: false,
                 _task: task,
             },
         );
@@ -230,28 +247,37 @@ impl SubscriberState {
         }
     }
 
-    /// Records the outcome of a keyed attempt. Returns true if the subscription no longer
-    /// exists.
+    /// Judges a keyed attempt's outcome and sends its record to the store (answered by
+    /// [`SubscriberMsg::Recorded`]). Returns true if the subscription no longer exists.
     pub(super) async fn on_keyed_attempt_done(
         &mut self,
         myself: &ActorRef<SubscriberMsg>,
         done: AttemptDone,
     ) -> Result<bool> {
-        let flight = match self.attempts.remove(&done.delivery) {
-            Some(f) if f.n == done.n => f,
-            Some(other) => {
-                self.attempts.insert(done.delivery, other);
-                return Ok(false); // stale: from an attempt abandoned earlier
-            }
-            None => return Ok(false),
+        match self.attempts.get(&done.delivery) {
+            Some(f) if f.n == done.n && !f.recording => {}
+            // Stale: from an attempt abandoned earlier.
+            _ => return Ok(false),
+        }
+        let Some(lease) = self.lease.clone() else {
+            // Lost meanwhile: nothing is recorded under it; the caller stops the work.
+            self.attempts.remove(&done.delivery);
+            return Err(Error::LeaseLost {
+                subscription: self.row.id.to_string(),
+            });
         };
-        let lease = held(&self.lease, &self.row.id)?;
+        let Some(flight) = self.attempts.get_mut(&done.delivery) else {
+            return Ok(false);
+        };
         if lease.token() != flight.token {
             // Started under a lease given up or lost since: taking the queue again put this
             // delivery back to pending (logged interrupted); it is attempted again in order.
+            self.attempts.remove(&done.delivery);
             return Ok(false);
         }
-        let head = flight.head;
+        flight.recording = true;
+        let head = flight.head.clone();
+        let span = flight.span.clone();
         let keyed = head.order_key.is_some();
         // The receiver is one endpoint: its request to slow down holds every key.
         let slows = matches!(
@@ -280,19 +306,54 @@ impl SubscriberState {
             l.hold_until(t);
         }
         record.next_in_flight = self.keyed_next_in_flight(&record, now);
+        if let Some((next, _, _)) = record.next_in_flight {
+            self.successors.insert(next);
+        }
         self.attach_keyed_notices(&head, &mut record, now);
         if record.new_status == DeliveryStatus::Delivered {
             crate::crashpoint::hit("attempt.after_2xx");
         }
-        self.record_keyed_outcome(
-            myself,
-            Unrecorded {
+        let (store, me) = (self.ctx.store.clone(), myself.clone());
+        self.ctx.tasks.spawn(async move {
+            let result = store.record_attempt(&lease, record.clone()).await;
+            let u = Unrecorded {
                 record,
-                span: flight.span,
+                span,
                 duration,
-            },
-        )
-        .await
+            };
+            let _ = me.cast(SubscriberMsg::Recorded(Box::new(Recorded { u, result })));
+        });
+        Ok(false)
+    }
+
+    /// The store answered a keyed record: on success its key moves on; a journal that could not
+    /// take it is waited out (see `stall`). Returns true if the subscription no longer exists.
+    pub(super) async fn on_keyed_recorded(
+        &mut self,
+        myself: &ActorRef<SubscriberMsg>,
+        rec: Recorded,
+    ) -> Result<bool> {
+        let Recorded { u, result } = rec;
+        let id = u.record.delivery;
+        self.attempts.remove(&id);
+        if let Some((next, _, _)) = u.record.next_in_flight {
+            self.successors.remove(&next);
+        }
+        match result {
+            Ok(()) => {
+                self.stall.cleared();
+                self.after_keyed_record(&u).await;
+                Ok(false)
+            }
+            Err(Error::NotFound { .. }) => Ok(true),
+            Err(e) if stall::waits_for_journal(&e) => {
+                // Nothing starts before it is recorded (the actor is stalled meanwhile).
+                self.retry_store_later(myself, &e);
+                self.stall.unrecorded_keyed.push(u);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Another head to mark in flight in the same commit as `record` (saving a write per
@@ -307,17 +368,20 @@ impl SubscriberState {
         now: i64,
     ) -> Option<(DeliveryId, u32, i64)> {
         let lanes = self.row.spec.lanes();
+        // The attempt ending holds its lane until its record commits, then hands it over.
         let stays_runnable = record.flags.is_none()
             && !self.draining
             && self.runnable()
-            && self.attempts.len() < lanes
+            && self.attempts.len() <= lanes
             && self.lease_allows_next();
         if !stays_runnable {
             return None;
         }
         let l = self.keyed.as_ref().filter(|l| !l.is_stale())?;
-        let attempts = &self.attempts;
-        let busy = |d: DeliveryId| d == record.delivery || attempts.contains_key(&d);
+        let (attempts, successors) = (&self.attempts, &self.successors);
+        let busy = |d: DeliveryId| {
+            d == record.delivery || attempts.contains_key(&d) || successors.contains(&d)
+        };
         let Pick::Start(id) = l.pick(now, busy) else {
             return None;
         };
@@ -329,35 +393,44 @@ impl SubscriberState {
         Some((id, n, now))
     }
 
-    /// Commits a keyed outcome, then moves its key on; keeps it for later if the journal
-    /// cannot write now (see `stall`). Returns true if the subscription no longer exists.
+    /// Commits a keyed outcome the journal could not take before (inline: the actor is
+    /// stalled until it is), then moves its key on. Returns true if the subscription no longer
+    /// exists.
     pub(super) async fn record_keyed_outcome(
         &mut self,
         myself: &ActorRef<SubscriberMsg>,
         u: Unrecorded,
     ) -> Result<bool> {
-        let r = &u.record;
         let lease = held(&self.lease, &self.row.id)?;
-        match self.ctx.store.record_attempt(lease, r.clone()).await {
+        match self.ctx.store.record_attempt(lease, u.record.clone()).await {
             Ok(()) => {
                 self.stall.cleared();
-                self.ctx.metrics.attempt(r.new_status, u.duration);
-                log_outcome(
-                    &u.span,
-                    r.new_status,
-                    r.status_code,
-                    r.error_kind,
-                    r.duration_ms,
-                );
+                self.after_keyed_record(&u).await;
+                Ok(false)
             }
-            Err(Error::NotFound { .. }) => return Ok(true),
+            Err(Error::NotFound { .. }) => Ok(true),
             Err(e) if stall::waits_for_journal(&e) => {
                 self.retry_store_later(myself, &e);
                 self.stall.unrecorded_keyed.push(u);
-                return Ok(false);
+                Ok(false)
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
+    }
+
+    /// What follows a committed keyed record: metrics and log, the subscription's flags, the
+    /// head settled in the lanes, the head its commit marked in flight, and the next delivery
+    /// of its key read.
+    async fn after_keyed_record(&mut self, u: &Unrecorded) {
+        let r = &u.record;
+        self.ctx.metrics.attempt(r.new_status, u.duration);
+        log_outcome(
+            &u.span,
+            r.new_status,
+            r.status_code,
+            r.error_kind,
+            r.duration_ms,
+        );
         if let Some(f) = &r.flags {
             if let Some(b) = f.blocked_on {
                 self.row.blocked_on = b;
@@ -367,7 +440,7 @@ impl SubscriberState {
             }
         }
         let Some(l) = self.keyed.as_mut() else {
-            return Ok(false);
+            return;
         };
         if let Some((next, _, _)) = r.next_in_flight {
             l.mark(next);
@@ -396,7 +469,6 @@ impl SubscriberState {
                 }
             }
         }
-        Ok(false)
     }
 
     /// Records the keyed outcomes the journal could not take, until one is refused again.

@@ -19,7 +19,7 @@
 //!
 //! Plain data, no I/O: the actor does the reads and writes it is told to.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::{DeliveryId, DeliveryStatus};
 use crate::store::{HeldKey, QueuedDelivery};
@@ -48,6 +48,8 @@ pub(super) enum After {
 pub(super) struct Lanes {
     /// The known heads by `seq`, those in flight included.
     heads: BTreeMap<i64, QueuedDelivery>,
+    /// The `seq` of each known head, by delivery (every lookup by id is one probe).
+    seq_of: HashMap<DeliveryId, i64>,
     /// Keyed deliveries failed under `onFailure: block`, by `seq`.
     held: Vec<HeldKey>,
     /// Every head with a `seq` up to here is known.
@@ -72,6 +74,7 @@ impl Lanes {
     pub(super) fn new(cap: usize) -> Lanes {
         Lanes {
             heads: BTreeMap::new(),
+            seq_of: HashMap::new(),
             held: Vec::new(),
             horizon: 0,
             more: true,
@@ -100,6 +103,7 @@ impl Lanes {
     /// Forgets everything and takes `held` as the keys held now: the store is read again.
     pub(super) fn restart(&mut self, held: Vec<HeldKey>) {
         self.heads.clear();
+        self.seq_of.clear();
         self.marked = None;
         self.held = held;
         self.horizon = 0;
@@ -118,7 +122,7 @@ impl Lanes {
         let complete = found.len() < limit;
         let last = found.last().map(|d| d.seq);
         for d in found {
-            self.heads.entry(d.seq).or_insert(d);
+            self.insert(d);
         }
         if complete {
             self.horizon = self.horizon.max(tail);
@@ -156,7 +160,7 @@ impl Lanes {
                 return; // a read after the horizon finds it: it is a head in the store
             }
         }
-        self.heads.entry(next.seq).or_insert(next);
+        self.insert(next);
     }
 
     /// Whether some key is held (its later deliveries wait for an operator).
@@ -170,13 +174,25 @@ impl Lanes {
     }
 
     pub(super) fn get(&self, id: DeliveryId) -> Option<&QueuedDelivery> {
-        self.heads.values().find(|d| d.id == id)
+        self.heads.get(self.seq_of.get(&id)?)
+    }
+
+    fn get_mut(&mut self, id: DeliveryId) -> Option<&mut QueuedDelivery> {
+        self.heads.get_mut(self.seq_of.get(&id)?)
+    }
+
+    /// Keeps `d` as a head (a head already known stays as it is).
+    fn insert(&mut self, d: QueuedDelivery) {
+        if let std::collections::btree_map::Entry::Vacant(e) = self.heads.entry(d.seq) {
+            self.seq_of.insert(d.id, d.seq);
+            e.insert(d);
+        }
     }
 
     /// Flags head `id` as marked in flight by the commit of another delivery's outcome: its
     /// attempt starts without another write (and its rate-limit slot is already taken).
     pub(super) fn mark(&mut self, id: DeliveryId) {
-        if let Some(d) = self.heads.values_mut().find(|d| d.id == id) {
+        if let Some(d) = self.get_mut(id) {
             d.marked = true;
             self.marked = Some(id);
         }
@@ -187,7 +203,7 @@ impl Lanes {
         if self.marked == Some(id) {
             self.marked = None;
         }
-        if let Some(d) = self.heads.values_mut().find(|d| d.id == id) {
+        if let Some(d) = self.get_mut(id) {
             d.marked = false;
         }
     }
@@ -266,7 +282,7 @@ impl Lanes {
         next_at: Option<i64>,
         holds_key: bool,
     ) -> After {
-        let Some(seq) = self.heads.iter().find(|(_, d)| d.id == id).map(|(s, _)| *s) else {
+        let Some(&seq) = self.seq_of.get(&id) else {
             return After::Done;
         };
         if status == DeliveryStatus::Pending {
@@ -277,6 +293,7 @@ impl Lanes {
             }
             return After::Done;
         }
+        self.seq_of.remove(&id);
         let Some(d) = self.heads.remove(&seq) else {
             return After::Done;
         };

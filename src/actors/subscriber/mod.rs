@@ -78,6 +78,8 @@ pub(crate) enum SubscriberMsg {
     Drain,
     /// Try again the writes the journal could not take (see `stall`).
     RetryStore,
+    /// The store answered the record of a keyed attempt's outcome (see `keyed`).
+    Recorded(Box<keyed::Recorded>),
     /// Test-only fault injection: panic inside the handler.
     #[cfg(feature = "test-hooks")]
     Panic,
@@ -189,8 +191,12 @@ pub(crate) struct SubscriberState {
     in_flight: Option<InFlight>,
     /// The key heads known, with ordering keys (`None`: the one-at-a-time path runs).
     keyed: Option<Lanes>,
-    /// The attempts in flight with ordering keys, by delivery (at most `lanes`, one per key).
+    /// The attempts in flight with ordering keys, by delivery (at most `lanes`, one per key);
+    /// an attempt stays here until its outcome's record committed.
     attempts: HashMap<DeliveryId, KeyedFlight>,
+    /// Heads to be marked in flight by the commit of a record on its way (`keyed`): no other
+    /// lane starts them meanwhile.
+    successors: std::collections::HashSet<DeliveryId>,
     timer: Option<Timer>,
     draining: bool,
     rng: StdRng,
@@ -233,6 +239,7 @@ impl Actor for SubscriberActor {
             in_flight: None,
             keyed: None,
             attempts: HashMap::new(),
+            successors: std::collections::HashSet::new(),
             timer: None,
             draining: false,
             rng: StdRng::from_os_rng(),
@@ -288,6 +295,7 @@ impl Actor for SubscriberActor {
         // is retried (counted as interrupted) when the subscription next runs.
         state.in_flight = None;
         state.attempts.clear();
+        state.successors.clear();
         state.cancel_timer();
         Ok(())
     }
@@ -347,6 +355,25 @@ impl Actor for SubscriberActor {
                 state.grants += 1;
                 if state.command(cmd).await {
                     myself.stop(Some("subscription deleted".into()));
+                    return Ok(());
+                }
+                state.step(&myself).await?;
+            }
+            SubscriberMsg::Recorded(rec) => {
+                match state.on_keyed_recorded(&myself, *rec).await {
+                    Ok(true) => {
+                        myself.stop(Some("subscription deleted".into()));
+                        return Ok(());
+                    }
+                    Ok(false) => {}
+                    Err(Error::LeaseLost { .. }) => {
+                        state.lost(&myself);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                if state.draining && !state.busy() && !state.stall.stalled() {
+                    myself.stop(Some("drained".into()));
                     return Ok(());
                 }
                 state.step(&myself).await?;
