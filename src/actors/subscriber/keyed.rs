@@ -313,6 +313,20 @@ impl SubscriberState {
         if record.new_status == DeliveryStatus::Delivered {
             crate::crashpoint::hit("attempt.after_2xx");
         }
+        if self.row.spec.lanes() == 1 {
+            // One lane: nothing else could go on meanwhile; a task and a message would only
+            // add to the time between two deliveries.
+            self.attempts.remove(&head.id);
+            if let Some((next, _, _)) = record.next_in_flight {
+                self.successors.remove(&next);
+            }
+            let u = Unrecorded {
+                record,
+                span,
+                duration,
+            };
+            return self.record_keyed_outcome(myself, u).await;
+        }
         let (store, me) = (self.ctx.store.clone(), myself.clone());
         self.ctx.tasks.spawn(async move {
             let result = store.record_attempt(&lease, record.clone()).await;
