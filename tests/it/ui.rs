@@ -1515,6 +1515,9 @@ async fn the_system_tenant_is_marked_for_the_admin_and_hidden_from_tenants() {
             .html
             .contains("about the subscriptions of tenant acme-ui")
     );
+    // The operator's receiver comes from the configuration, which wins at the next start.
+    assert!(rx.html.contains("set back at the next start"));
+    assert!(!acme_rx.html.contains("set back at the next start"));
     let plain = b.get(&format!("/ui/subscriptions/{}", sub.id)).await;
     assert!(!plain.html.contains(r#"data-testid="receiver-of""#));
     let n = poll_page(&mut b, "/ui/notifications", "both sendings", |h| {
@@ -1534,7 +1537,9 @@ async fn the_system_tenant_is_marked_for_the_admin_and_hidden_from_tenants() {
     assert_eq!(n.html.matches(r#"data-testid="notice-row""#).count(), 1);
     assert!(n.html.contains(">blocked</span>") && n.html.contains(&sub.url));
     let home = b.get("/ui/").await;
-    assert_eq!(home.html.matches(r#"data-testid="notice-row""#).count(), 1);
+    let body = &home.html[home.html.find("<main>").expect("main")..];
+    assert_eq!(body.matches(r#"data-testid="notice-row""#).count(), 1);
+    assert!(home.html.contains("<title>Overview · hookline</title>"));
     w.check_page("overview with notifications", &home);
 
     // A tenant: its own receiver, its own notifications, no system tenant anywhere.

@@ -6,7 +6,8 @@
 //! use the expression indexes of migration 0007 (the query's expression is the index's, word
 //! for word), events by id the `(tenant_id, id)` key; statistics read the per-minute rollup of
 //! migration 0008 (a row per subscription, minute and duration), kept by a trigger on
-//! `attempts`, never the attempts themselves.
+//! `attempts`, never the attempts themselves; the newest operational notifications use the
+//! partial indexes of migration 0009 over the system tenant's events.
 
 use sqlx::Row;
 

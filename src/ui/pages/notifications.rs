@@ -1,6 +1,7 @@
 //! `/ui/notifications`: hookline's operational notifications (see `notify`) as the viewer may
 //! see them: the receivers they go to, and the newest notifications, each with the subscription
-//! it is about, the delivery that caused it and how its sending went. The admin sees every
+//! it is about, the delivery that caused it and how its sending went (a receiver's row: its
+//! state, what waits for it, its attempts of the last 24 hours from the rollup). The admin sees every
 //! receiver (the operator's and every tenant's) and every notification; a tenant sees its own
 //! receivers and the notifications about its own subscriptions, and counts only the sendings
 //! to its own receivers (the operator's receivers are not its business).
@@ -20,7 +21,7 @@ use axum::routing::get;
 use super::super::UiState;
 use super::super::error::UiResult;
 use super::super::session::Viewer;
-use super::super::view::{Chrome, code, render, state_name, time};
+use super::super::view::{Chrome, render, state_name, time};
 use crate::domain::{DeliveryStatus, EventTrace, Subscription, SubscriptionId};
 
 /// Notifications on the page.
@@ -57,7 +58,8 @@ pub(super) struct ReceiverRow {
     pub state: &'static str,
     pub reason: String,
     pub backlog: u64,
-    pub last_code: String,
+    /// Its attempts of the last 24 hours: "12 delivered, 1 failed".
+    pub last_day: String,
     /// The viewer may open its page (the admin).
     pub link: bool,
 }
@@ -98,9 +100,16 @@ impl Notices {
     pub(super) async fn load(state: &UiState, viewer: &Viewer) -> UiResult<Notices> {
         let receivers = visible_receivers(state, viewer).await?;
         let depths = state.engine.queue_depths().await?;
+        let ids: Vec<_> = receivers.iter().map(|r| r.id.clone()).collect();
+        let hours = state.engine.attempt_hours(&ids).await?;
         let mut rows = Vec::with_capacity(receivers.len());
         for r in &receivers {
-            let head = state.engine.head_of_line(r).await?;
+            let (ok, failed) = hours
+                .get(&r.id)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .fold((0, 0), |(a, b), (_, ok, f)| (a + ok, b + f));
             rows.push(ReceiverRow {
                 id: r.id.to_string(),
                 url: r.url.clone(),
@@ -108,7 +117,7 @@ impl Notices {
                 state: state_name(r.state),
                 reason: r.state_reason.clone().unwrap_or_default(),
                 backlog: depths.get(&r.id).map_or(0, |d| d.depth),
-                last_code: code(head.and_then(|d| d.last_status_code)),
+                last_day: format!("{ok} delivered, {failed} failed"),
                 link: viewer.is_admin(),
             });
         }

@@ -150,8 +150,9 @@ struct SubscriptionPage {
     first: Option<String>,
     flash: Option<String>,
     notices: Vec<NoticeRow>,
-    /// Whose notifications it receives, when it is one of the system tenant's receivers.
-    receiver_of: Option<String>,
+    /// Whose notifications it receives, and whether it is the operator's (from the server's
+    /// configuration), when it is one of the system tenant's receivers.
+    receiver_of: Option<(String, bool)>,
 }
 
 #[derive(Template)]
@@ -334,7 +335,8 @@ async fn show(
             &state.engine.notifications_about(&sub.id, NOTICES).await?,
             &std::iter::once((&sub.id, &sub)).collect(),
         ),
-        receiver_of: is_system(sub.tenant_id.as_str()).then(|| receiver_scope(&sub)),
+        receiver_of: is_system(sub.tenant_id.as_str())
+            .then(|| (receiver_scope(&sub), sub.workflow_ids.is_empty())),
     };
     render(&view)
 }
