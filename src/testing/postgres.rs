@@ -286,7 +286,10 @@ fn start(settings: Settings) -> Result<PgServer, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("free port: {e}"))?
         .port();
-    run(pg_ctl_start(root, &bin, &dir, port, settings), "pg_ctl start")?;
+    run(
+        pg_ctl_start(root, &bin, &dir, port, settings),
+        "pg_ctl start",
+    )?;
     watch(root, &bin, &dir);
     Ok(PgServer {
         port,

@@ -17,7 +17,12 @@
 //!   node owned (or nobody owns) are logged as interrupted; a takeover does the same for the
 //!   previous holder's ([`queue`]).
 //! - **Wakes cross nodes**: a publish notifies `hookline_wake` in its transaction (delivered on
-//!   commit only); every node's [`listen`] task feeds its own wake channel from it.
+//!   commit only); every node's [`listen`] task feeds its own wake channel from it. A tenant's
+//!   rate limit set or changed notifies `hookline_tenant_limits` the same way, and every node
+//!   reads the limits again.
+//! - **A tenant's rate limit holds cluster-wide**: slots are reserved from one schedule per
+//!   tenant, the `tenant_pace` row, by `hookline_reserve_slots` (see
+//!   [`Coordination::reserve_tenant_slots`](crate::store::Coordination::reserve_tenant_slots)).
 //! - **One key for the cluster**: a key check value is stored at first open; opening with
 //!   another key is refused ([`keycheck`]).
 //!
@@ -56,6 +61,10 @@ use crate::security::secretbox::SecretBox;
 /// The channel every node listens on for wakes.
 const WAKE_CHANNEL: &str = "hookline_wake";
 
+/// The channel every node listens on for changes of tenants' rate limits (no payload needed:
+/// a node reads all limits again).
+const TENANT_CHANNEL: &str = "hookline_tenant_limits";
+
 /// What a PostgreSQL store needs besides [`StoreOptions`].
 #[derive(Debug, Clone)]
 pub(crate) struct PgOptions {
@@ -92,6 +101,8 @@ struct Inner {
     lease_ttl_ms: i64,
     /// Subscriptions with new deliveries (this node's publishes, and other nodes' via LISTEN).
     wakes: WakeSender,
+    /// Bumped when a tenant's rate limit may have changed on any node (via LISTEN).
+    tenant_limits: tokio::sync::watch::Sender<u64>,
     /// Publishes in progress: at most `intake_queue`, so a stalled database refuses publishes
     /// with `Overloaded` after `wait` instead of piling them up.
     intake: Semaphore,
@@ -152,6 +163,7 @@ impl PgStore {
         keycheck::check(&pool, &sealer).await?;
         let recovery = queue::recover(&pool, &pg.node_id).await?;
         let (wakes, wake_rx) = wake_channel();
+        let (tenant_limits, limits_rx) = tokio::sync::watch::channel(0u64);
         let (publishes, committers) = group::start();
         let inner = Arc::new(Inner {
             pool,
@@ -159,6 +171,7 @@ impl PgStore {
             publishes,
             sealer: Arc::new(sealer),
             node: pg.node_id,
+            tenant_limits,
             lease_ttl_ms: i64::try_from(pg.lease_ttl.as_millis()).unwrap_or(i64::MAX),
             wakes,
             intake: Semaphore::new(cfg.intake_queue.max(1)),
@@ -173,6 +186,7 @@ impl PgStore {
             store: Arc::new(PgStore { inner }),
             recovery,
             wakes: wake_rx,
+            tenant_limits: Some(limits_rx),
         })
     }
 
