@@ -1130,19 +1130,6 @@ async fn nodes_racing_to_claim_take_disjoint_subscriptions() {
     );
 }
 
-/// The most requests of `arrivals` (sorted) in any window of `window` starting at one of them.
-fn most_in_window(arrivals: &[Instant], window: Duration) -> usize {
-    (0..arrivals.len())
-        .map(|i| {
-            arrivals[i..]
-                .iter()
-                .take_while(|a| **a < arrivals[i] + window)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 /// Rate limits across three nodes. A tenant's limit, set with a PATCH on one node after every
 /// node started (the others learn it from the store), holds for the tenant's twelve
 /// subscriptions together, whichever nodes send for them: the rate delivered over 10 s is within
