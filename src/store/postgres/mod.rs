@@ -58,6 +58,19 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::security::secretbox::SecretBox;
 
+/// The longest a store operation waits for a connection: for a pooled one to come free, or
+/// for PostgreSQL to accept a new one. Past it the operation fails with `Unavailable` (a publish
+/// answers 503 with `Retry-After`): while PostgreSQL is down or refusing connections a publish
+/// is answered within twice this (a group commit in its own wait may hold it back once, see
+/// [`group`]), rather than hanging. Short, because an operation that waits for a database that
+/// is down only holds its caller; long enough that a pool busy with a burst is waited for.
+pub(crate) const CONNECTION_WAIT: Duration = Duration::from_secs(2);
+
+/// The longest a publish's statements may take before its commit is sent: a connection whose
+/// peer went silent (a network partition: no reset, no answer) fails the publish with
+/// `Unavailable` after this, having committed nothing, instead of waiting for TCP to give up.
+pub(crate) const PUBLISH_STATEMENTS_WAIT: Duration = Duration::from_secs(10);
+
 /// The channel every node listens on for wakes.
 const WAKE_CHANNEL: &str = "hookline_wake";
 
@@ -147,14 +160,14 @@ impl PgStore {
         let size = cfg.reader_connections.max(2) + 8;
         let pool = PgPoolOptions::new()
             .max_connections(size)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(CONNECTION_WAIT)
             .connect_with(connect)
             .await
             .map_err(sql_err("connect"))?;
         // Opened lazily: a node that delivers nothing holds none of these connections.
         let progress = PgPoolOptions::new()
             .max_connections(size)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(CONNECTION_WAIT)
             .connect_lazy_with(progress_connect);
         sqlx::migrate!("./schemas/postgres")
             .run(&pool)
