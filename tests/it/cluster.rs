@@ -1321,3 +1321,87 @@ async fn rate_limits_hold_across_the_cluster() {
         "the limited subscription never moved between nodes"
     );
 }
+
+/// `hookline serve` on a node's store URL, with `env` on top of the cluster's settings; its
+/// exit status and what it wrote on stderr, or a panic if it keeps running.
+async fn start_refused(db: &str, env: &[(&str, &str)], no_key: bool) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = dir.path().join("stderr");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookline"));
+    cmd.arg("serve")
+        .env("HOOKLINE_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("HOOKLINE_DB", db)
+        .env("HOOKLINE_ADMIN_KEY", ADMIN)
+        .env_remove("HOOKLINE_SECRET_KEY")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"));
+    if !no_key {
+        cmd.env("HOOKLINE_SECRET_KEY", KEY);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn hookline");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a node that must refuse to start is still running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = std::fs::read_to_string(&err).unwrap_or_default();
+    (status.code().unwrap_or(-1), text)
+}
+
+/// The sealing key is the cluster's: a node started on the cluster's database without
+/// `HOOKLINE_SECRET_KEY`, with another key than the one the database was first opened with, or
+/// with a key file, refuses to start and says why, naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_clusters_key_refuses_to_start() {
+    let _one = SERIAL.lock().await;
+    let Some(url) = database("cluster::key").await else {
+        return;
+    };
+    // The first node opens the database with the cluster's key.
+    let c = Cluster::start(std::slice::from_ref(&url), 0).await;
+    let other = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("hookline.key");
+    std::fs::write(&key_file, KEY).expect("key file");
+    let key_file = key_file.to_string_lossy().into_owned();
+    let cases: [(&str, Vec<(&str, &str)>, bool, &str); 3] = [
+        ("no key", vec![], true, "HOOKLINE_SECRET_KEY"),
+        (
+            "another key",
+            vec![("HOOKLINE_SECRET_KEY", other)],
+            false,
+            "is not the cluster's",
+        ),
+        (
+            "a key file",
+            vec![("HOOKLINE_SECRET_KEY_FILE", &key_file)],
+            true,
+            "secretKeyFile",
+        ),
+    ];
+    for (what, env, no_key, says) in cases {
+        let (code, stderr) = start_refused(&url, &env, no_key).await;
+        assert_ne!(code, 0, "{what}: started");
+        assert!(stderr.contains(says), "{what}: {stderr}");
+        eprintln!(
+            "cluster: {what}: refused, exit {code}: {}",
+            stderr
+                .lines()
+                .find(|l| l.contains(says))
+                .unwrap_or("")
+                .trim()
+        );
+    }
+    // The cluster's own node is unaffected.
+    let view = c.get(0, "/v1/cluster").await;
+    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(1), "{view}");
+}
