@@ -1373,7 +1373,9 @@ async fn a_node_without_the_clusters_key_refuses_to_start() {
     let key_file = dir.path().join("hookline.key");
     std::fs::write(&key_file, KEY).expect("key file");
     let key_file = key_file.to_string_lossy().into_owned();
-    let cases: [(&str, Vec<(&str, &str)>, bool, &str); 3] = [
+    // (what, environment on top, without HOOKLINE_SECRET_KEY, what stderr must say)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, bool, &'a str);
+    let cases: [Case; 3] = [
         ("no key", vec![], true, "HOOKLINE_SECRET_KEY"),
         (
             "another key",
