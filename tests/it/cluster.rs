@@ -82,6 +82,8 @@ struct RxState {
     fail_once: HashSet<(String, String)>,
     /// Live node processes, for attribution.
     pids: Vec<u32>,
+    /// How long to take before answering, when not [`ANSWER_AFTER`].
+    answer_after: Option<Duration>,
 }
 
 #[derive(Clone)]
@@ -143,7 +145,7 @@ async fn hook(
     let seq = header("webhook-sequence").and_then(|s| s.parse().ok());
     let pids = rx.state.lock().expect("rx").pids.clone();
     let pid = sender_pid(peer.port(), rx.port, &pids);
-    let (idx, status) = {
+    let (idx, status, answer_after) = {
         let mut st = rx.state.lock().expect("rx");
         let n = st.in_flight.entry(sub.clone()).or_default();
         *n += 1;
@@ -163,12 +165,16 @@ async fn hook(
             pid,
             overlapped,
         });
-        (st.arrivals.len() - 1, status)
+        (
+            st.arrivals.len() - 1,
+            status,
+            st.answer_after.unwrap_or(ANSWER_AFTER),
+        )
     };
     // The request leaves the in-flight count when answered, or when the sender gave up on it
     // (a timeout drops this handler): the guard runs either way.
     let _leaving = Leaving { rx: &rx, sub: &sub };
-    tokio::time::sleep(ANSWER_AFTER).await;
+    tokio::time::sleep(answer_after).await;
     if let Some(a) = rx.state.lock().expect("rx").arrivals.get_mut(idx) {
         a.answered = true;
     }
@@ -767,6 +773,31 @@ async fn held_by(url: &str, node: &str) -> Vec<String> {
     held
 }
 
+/// Slows the receiver down so that queues build up (subscriptions then stay leased, since a
+/// node releases a subscription whose queue is empty), and returns the node holding the most
+/// subscriptions once it holds some, with what it holds: the node to lose.
+async fn busiest_node(c: &Cluster, url: &str) -> (usize, Vec<String>) {
+    c.rx.state.lock().expect("rx").answer_after = Some(Duration::from_millis(60));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut best = (0, Vec::new());
+        for (i, n) in c.nodes.iter().enumerate() {
+            let held = held_by(url, &n.id).await;
+            if held.len() > best.1.len() {
+                best = (i, held);
+            }
+        }
+        if !best.1.is_empty() {
+            return best;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node ever held a subscription"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// For a node (`pid`) lost at `t` while holding `held`: the longest time until one of those
 /// subscriptions got a request from another node (those that got none had nothing to send).
 fn takeover(c: &Cluster, held: &[String], pid: u32, t: Instant) -> Option<Duration> {
@@ -879,27 +910,16 @@ async fn a_frozen_node_is_fenced_when_it_thaws() {
     let c = Cluster::start(&[url.clone(), url.clone(), url.clone()], 4).await;
     let producer = produce(&c, "f", 150, Duration::from_millis(40));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // Freeze the node that sent last: it holds at least that subscription.
-    let last =
-        c.rx.arrivals()
-            .last()
-            .and_then(|a| a.pid)
-            .expect("a request");
-    let i = c
-        .nodes
-        .iter()
-        .position(|n| n.pid() == Some(last))
-        .expect("a node sent it");
-    let held = held_by(&url, &c.nodes[i].id).await;
+    // Freeze the node holding the most subscriptions with work waiting.
+    let (i, held) = busiest_node(&c, &url).await;
+    let last = c.nodes[i].pid().expect("running");
     let t = Instant::now();
     c.nodes[i].signal("-STOP");
     tokio::time::sleep(TTL + Duration::from_millis(1500)).await;
+    c.rx.state.lock().expect("rx").answer_after = None;
     // Subscriptions it held with work waiting went on elsewhere within the TTL + 1 s (one it
     // held with nothing waiting gets no request to measure).
-    let took = takeover(&c, &held, last, t);
-    if took.is_some() {
-        assert_takeover("freeze", took);
-    }
+    let took = assert_takeover("freeze", takeover(&c, &held, last, t));
     let thawed = Instant::now();
     c.nodes[i].signal("-CONT");
     let published = producer.await.expect("producer");
@@ -908,9 +928,10 @@ async fn a_frozen_node_is_fenced_when_it_thaws() {
     let counts = check(&c, &expected, 1, Some((last, thawed)));
     one_outcome_each(&c, &counts.duplicated).await;
     eprintln!(
-        "cluster: SIGSTOP: 1 freeze of {:?}, takeover {took:?}, {} requests, {} duplicates, \
-         {} stale sends after thawing, by node {:?}",
+        "cluster: SIGSTOP: 1 freeze of {:?} of a node holding {} subscriptions, takeover \
+         {took:?}, {} requests, {} duplicates, {} stale sends after thawing, by node {:?}",
         TTL + Duration::from_millis(1500),
+        held.len(),
         counts.requests,
         counts.duplicates,
         counts.stale,
@@ -937,11 +958,25 @@ async fn a_node_cut_from_postgres_is_taken_over_and_rejoins() {
     let c = Cluster::start(&[url.clone(), url.clone(), via_proxy], 4).await;
     let producer = produce(&c, "c", 150, Duration::from_millis(40));
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Node 2 (the one behind the proxy) must hold subscriptions with work waiting when cut.
+    c.rx.state.lock().expect("rx").answer_after = Some(Duration::from_millis(60));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let held = loop {
+        let held = held_by(&url, &c.nodes[2].id).await;
+        if !held.is_empty() {
+            break held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never held a subscription"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let pid = c.nodes[2].pid().expect("running");
-    let held = held_by(&url, &c.nodes[2].id).await;
     let t = Instant::now();
     proxy.cut();
     tokio::time::sleep(TTL + Duration::from_millis(1500)).await;
+    c.rx.state.lock().expect("rx").answer_after = None;
     let took = takeover(&c, &held, pid, t);
     proxy.restore();
     let published = producer.await.expect("producer");
@@ -949,13 +984,12 @@ async fn a_node_cut_from_postgres_is_taken_over_and_rejoins() {
     wait_delivered(&c, &expected, Duration::from_secs(60)).await;
     let counts = check(&c, &expected, 1, None);
     one_outcome_each(&c, &counts.duplicated).await;
-    if took.is_some() {
-        assert_takeover("cut", took);
-    }
+    let took = assert_takeover("cut", took);
     eprintln!(
-        "cluster: cut from PostgreSQL for {:?}: takeover {took:?}, {} publishes retried, {} \
-         requests, {} duplicates, by node {:?}",
+        "cluster: cut from PostgreSQL for {:?} while holding {} subscriptions: takeover \
+         {took:?}, {} publishes retried, {} requests, {} duplicates, by node {:?}",
         TTL + Duration::from_millis(1500),
+        held.len(),
         published.refused,
         counts.requests,
         counts.duplicates,
