@@ -15,8 +15,9 @@
 //! - every node did some work; a lost node's subscriptions resume within the lease TTL + 1 s.
 //!
 //! Scenarios hold a lock: they run one at a time (each starts three nodes on a 2-core machine).
-//! Each takes 25 to 40 s, mostly waiting out a lease; `campaign` (ignored, `scripts/cluster-campaign.sh`) repeats the kill
-//! scenario for longer. Each prints its counts (`cluster: ...`) for docs/cluster.md.
+//! Together they take about two and a half minutes, mostly waiting out leases; `campaign`
+//! (ignored, `scripts/cluster-campaign.sh`) repeats the kill scenario for longer. Each prints
+//! its counts (`cluster: ...`) for docs/cluster.md.
 
 #![cfg(feature = "test-hooks")] // the throwaway PostgreSQL is `hookline::testing`
 
