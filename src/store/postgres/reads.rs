@@ -18,6 +18,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::metrics::QueueStat;
+use crate::notify::SYSTEM_TENANT;
 use crate::store::DeliveryPageBounds;
 
 const R: &str = "read";
@@ -169,8 +170,43 @@ impl PgStore {
             .fetch_all(self.pool())
             .await
             .map_err(sql_err(R))?;
+        self.pg_traces(tenant, &found).await
+    }
+
+    pub(super) async fn pg_recent_notifications(
+        &self,
+        about: Option<&TenantId>,
+        limit: u32,
+    ) -> Result<Vec<EventTrace>> {
+        // The tenant is written literally, as the partial indexes' condition is (migration
+        // 0002), so the planner can use them.
+        let query = match about {
+            None => sqlx::query(
+                "SELECT seq, id, notification_type, body, created_at FROM events \
+                 WHERE tenant_id = '_hookline' ORDER BY seq DESC LIMIT $1",
+            )
+            .bind(i64::from(limit)),
+            Some(t) => sqlx::query(
+                "SELECT seq, id, notification_type, body, created_at FROM events \
+                 WHERE tenant_id = '_hookline' AND ((body::jsonb) ->> 'workflowId') = $1 \
+                 ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(t.as_str())
+            .bind(i64::from(limit)),
+        };
+        let found = query.fetch_all(self.pool()).await.map_err(sql_err(R))?;
+        self.pg_traces(&TenantId::from(SYSTEM_TENANT), &found).await
+    }
+
+    /// Each found event row (`seq, id, notification_type, body, created_at`) of `tenant` with
+    /// its deliveries (one indexed read per event).
+    async fn pg_traces(
+        &self,
+        tenant: &TenantId,
+        found: &[sqlx::postgres::PgRow],
+    ) -> Result<Vec<EventTrace>> {
         let mut out = Vec::with_capacity(found.len());
-        for r in &found {
+        for r in found {
             let seq: i64 = r.try_get(0).map_err(sql_err(R))?;
             let id: String = r.try_get(1).map_err(sql_err(R))?;
             let ty: String = r.try_get(2).map_err(sql_err(R))?;

@@ -6,7 +6,8 @@
 //! use the expression indexes of migration 0007 (the query's expression is the index's, word
 //! for word), events by id the `(tenant_id, id)` key; statistics read the per-minute rollup of
 //! migration 0008 (a row per subscription, minute and duration), kept by a trigger on
-//! `attempts`, never the attempts themselves.
+//! `attempts`, never the attempts themselves; the newest operational notifications use the
+//! partial indexes of migration 0009 over the system tenant's events.
 
 use sqlx::Row;
 
@@ -17,6 +18,7 @@ use crate::domain::{
     SubscriptionId, TenantId, Timestamp,
 };
 use crate::error::{Error, Result};
+use crate::notify::SYSTEM_TENANT;
 
 // SQL is literal for sqlx (no runtime strings): the shared fragments are macros.
 
@@ -40,6 +42,19 @@ macro_rules! events_where {
         )
     };
 }
+
+/// The newest notifications, through migration 0009's `events_of_system`. The tenant is
+/// written literally, as the partial index's condition is, and the index is named: without
+/// statistics the planner would rather take a `(tenant_id, …)` index and sort the system
+/// tenant's events, whose number only retention bounds.
+pub(super) const RECENT_NOTIFICATIONS: &str = "SELECT seq, id, notification_type, body, created_at \
+     FROM events INDEXED BY events_of_system WHERE tenant_id = '_hookline' \
+     ORDER BY seq DESC LIMIT ?1";
+
+/// The newest notifications about one tenant's subscriptions (`events_of_system_by_about`).
+pub(super) const RECENT_NOTIFICATIONS_ABOUT: &str = "SELECT seq, id, notification_type, body, \
+     created_at FROM events INDEXED BY events_of_system_by_about WHERE tenant_id = '_hookline' \
+     AND json_extract(body, '$.workflowId') = ?1 ORDER BY seq DESC LIMIT ?2";
 
 impl Journal {
     pub(super) async fn read_event_body(
@@ -78,8 +93,36 @@ impl Journal {
             .fetch_all(&self.inner.readers)
             .await
             .map_err(sql_err("read"))?;
+        self.traces(tenant, &found).await
+    }
+
+    pub(super) async fn read_recent_notifications(
+        &self,
+        about: Option<&TenantId>,
+        limit: u32,
+    ) -> Result<Vec<EventTrace>> {
+        let query = match about {
+            None => sqlx::query(RECENT_NOTIFICATIONS).bind(i64::from(limit)),
+            Some(t) => sqlx::query(RECENT_NOTIFICATIONS_ABOUT)
+                .bind(t.as_str())
+                .bind(i64::from(limit)),
+        };
+        let found = query
+            .fetch_all(&self.inner.readers)
+            .await
+            .map_err(sql_err("read"))?;
+        self.traces(&TenantId::from(SYSTEM_TENANT), &found).await
+    }
+
+    /// Each found event row (`seq, id, notification_type, body, created_at`) of `tenant` with
+    /// its deliveries (one indexed read per event).
+    async fn traces(
+        &self,
+        tenant: &TenantId,
+        found: &[sqlx::sqlite::SqliteRow],
+    ) -> Result<Vec<EventTrace>> {
         let mut out = Vec::with_capacity(found.len());
-        for r in &found {
+        for r in found {
             let seq: i64 = r.get(0);
             let ty: String = r.get(2);
             let body: String = r.get(3);
