@@ -23,9 +23,10 @@
 //! events published (ingest, events/s: the trigger is not on this path), then the
 //! subscriptions resumed and timed until the receiver has every delivery (deliveries/s: every
 //! attempt's record fires the trigger). The order of the two alternates between rounds. Then
-//! the statement alone: the writer's outcome statement (an insert into `attempt_outcomes`, one
-//! autocommit statement each, WAL, `synchronous=NORMAL`) on copies of the two journals, in
-//! alternating blocks, µs per outcome.
+//! the statement alone: the writer's outcome statement (an insert into `attempt_outcomes`, WAL,
+//! `synchronous=NORMAL`) on the last round's two journals, in alternating blocks, µs per
+//! outcome, one per commit (a lone busy subscription) and ten per commit (the writer's group
+//! commit with several subscriptions delivering).
 //!
 //! `--quick`: 1,000 events, 5 rounds, 1,000 trigger events, 1 trigger round. The table goes to
 //! stdout; the last stdout line is one JSON object with every figure.
@@ -500,16 +501,14 @@ async fn trigger_round(a: &Args, rx: &Counter, with_trigger: bool, db: &Path) ->
         engine.pause_subscription(&id).await.expect("pause");
         subs.push(id);
     }
-    let engine = if with_trigger {
-        engine
-    } else {
-        engine.shutdown().await;
+    // Both journals are closed and reopened, so they differ only by the trigger.
+    engine.shutdown().await;
+    if !with_trigger {
         let conn = rusqlite::Connection::open(db).expect("side connection");
         conn.execute_batch("DROP TRIGGER attempt_minutes_count")
             .expect("drop the rollup trigger");
-        drop(conn);
-        open().await
-    };
+    }
+    let engine = open().await;
     let t = Instant::now();
     for chunk in (0..a.trigger_events).collect::<Vec<_>>().chunks(100) {
         let batch = chunk
@@ -550,8 +549,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// µs per outcome statement on `db`, over `n` deliveries of the journal, attempt number `round`.
-fn outcome_statement_us(conn: &rusqlite::Connection, ids: &[i64], round: i64) -> f64 {
+/// µs per outcome statement (the journal writer's, for a delivered attempt) over `ids`, attempt
+/// number `round`, committed `per_commit` at a time (1: autocommit, as one busy subscription
+/// alone gets; more: the writer's group commit when several subscriptions deliver at once).
+fn outcome_statement_us(
+    conn: &rusqlite::Connection,
+    ids: &[i64],
+    round: i64,
+    per_commit: usize,
+) -> f64 {
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO attempt_outcomes (delivery_id, n, started_at, duration_ms, status_code, \
@@ -565,9 +571,17 @@ fn outcome_statement_us(conn: &rusqlite::Connection, ids: &[i64], round: i64) ->
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let t = Instant::now();
-    for id in ids {
-        stmt.execute(rusqlite::params![id, round, now])
-            .expect("outcome");
+    for chunk in ids.chunks(per_commit) {
+        if per_commit > 1 {
+            conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        }
+        for id in chunk {
+            stmt.execute(rusqlite::params![id, round, now])
+                .expect("outcome");
+        }
+        if per_commit > 1 {
+            conn.execute_batch("COMMIT").expect("commit");
+        }
     }
     t.elapsed().as_secs_f64() * 1e6 / ids.len() as f64
 }
@@ -629,32 +643,43 @@ async fn trigger_cost(a: &Args) -> Value {
         .expect("ids")
         .collect::<Result<_, _>>()
         .expect("rows");
-    let (mut us_with, mut us_without) = (Vec::new(), Vec::new());
-    for block in 0..10 {
-        let round = 100 + block;
-        for k in 0..2 {
-            let with = (block + k) % 2 == 0;
-            let us = outcome_statement_us(&conns[usize::from(!with)], &ids, round);
-            if with {
-                us_with.push(us);
-            } else {
-                us_without.push(us);
+    let mut statement = serde_json::Map::new();
+    for (per_commit, first_round) in [(1, 100), (10, 200)] {
+        let (mut us_with, mut us_without) = (Vec::new(), Vec::new());
+        for block in 0..10 {
+            for k in 0..2 {
+                let with = (block + k) % 2 == 0;
+                let us = outcome_statement_us(
+                    &conns[usize::from(!with)],
+                    &ids,
+                    first_round + block as i64,
+                    per_commit,
+                );
+                if with {
+                    us_with.push(us);
+                } else {
+                    us_without.push(us);
+                }
             }
         }
+        let (sw, sn) = (median(us_with), median(us_without));
+        println!(
+            "  the outcome statement alone, {per_commit} per commit ({} per block, 10 blocks each): with {sw:.1} µs, without {sn:.1} µs, +{:.1} µs ({:+.0} %)",
+            ids.len(),
+            sw - sn,
+            (sw / sn - 1.0) * 100.0
+        );
+        statement.insert(
+            format!("per_commit_{per_commit}"),
+            json!({"with_us": sw, "without_us": sn}),
+        );
     }
-    let (sw, sn) = (median(us_with), median(us_without));
-    println!(
-        "  the outcome statement alone ({} per block, 10 blocks each): with {sw:.1} µs, without {sn:.1} µs, +{:.1} µs ({:+.0} %)",
-        ids.len(),
-        sw - sn,
-        (sw / sn - 1.0) * 100.0
-    );
     json!({
         "events": a.trigger_events,
         "subs": a.subs,
         "rounds": a.trigger_rounds,
         "ingest_events_per_s": {"with": iw, "without": io, "ratio": iw / io},
         "drain_deliveries_per_s": {"with": dw, "without": dn, "ratio": dw / dn},
-        "outcome_statement_us": {"with": sw, "without": sn},
+        "outcome_statement": statement,
     })
 }

@@ -9,13 +9,15 @@
 //! `attempts`, never the attempts themselves; the newest operational notifications use the
 //! partial indexes of migration 0009 over the system tenant's events.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use super::open::sql_err;
 use super::{Journal, rows};
 use crate::domain::{
-    AttemptRollup, DurationCount, EventId, EventKey, EventTrace, MinuteRollup, NotificationType,
-    SubscriptionId, TenantId, Timestamp,
+    AttemptRollup, Delivery, DurationCount, EventId, EventKey, EventTrace, MinuteRollup,
+    NotificationType, SubscriptionId, TenantId, Timestamp,
 };
 use crate::error::{Error, Result};
 use crate::notify::SYSTEM_TENANT;
@@ -115,40 +117,51 @@ impl Journal {
     }
 
     /// Each found event row (`seq, id, notification_type, body, created_at`) of `tenant` with
-    /// its deliveries (one indexed read per event).
+    /// its deliveries: one read of all of them (the events' seqs through `deliveries_by_event`),
+    /// not one per event.
     async fn traces(
         &self,
         tenant: &TenantId,
         found: &[sqlx::sqlite::SqliteRow],
     ) -> Result<Vec<EventTrace>> {
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs: Vec<i64> = found.iter().map(|r| r.get(0)).collect();
+        let seqs = serde_json::to_string(&seqs)
+            .map_err(|e| Error::Internal(format!("event seqs: {e}")))?;
+        let mut by_event: HashMap<EventId, Vec<Delivery>> = HashMap::new();
+        for d in sqlx::query(concat!(
+            delivery_select!(),
+            " WHERE d.event_seq IN (SELECT value FROM json_each(?1)) ORDER BY d.subscription_id"
+        ))
+        .bind(seqs)
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(sql_err("read"))?
+        .iter()
+        {
+            let d = rows::delivery(d, sql_err("read"))?;
+            by_event.entry(d.event_id.clone()).or_default().push(d);
+        }
         let mut out = Vec::with_capacity(found.len());
         for r in found {
             let seq: i64 = r.get(0);
+            let id = EventId::from(r.get::<String, _>(1));
             let ty: String = r.get(2);
             let body: String = r.get(3);
             let envelope: serde_json::Value = serde_json::from_str(&body)
                 .map_err(|e| Error::Internal(format!("event {seq}: journaled body: {e}")))?;
             let text = |k: &str| envelope.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-            let deliveries = sqlx::query(concat!(
-                delivery_select!(),
-                " WHERE d.event_seq = ?1 ORDER BY d.subscription_id"
-            ))
-            .bind(seq)
-            .fetch_all(&self.inner.readers)
-            .await
-            .map_err(sql_err("read"))?
-            .iter()
-            .map(|d| rows::delivery(d, sql_err("read")))
-            .collect::<Result<Vec<_>>>()?;
             out.push(EventTrace {
-                id: EventId::from(r.get::<String, _>(1)),
+                deliveries: by_event.remove(&id).unwrap_or_default(),
+                id,
                 tenant_id: tenant.clone(),
                 transaction_id: text("transactionId").unwrap_or_default(),
                 reference_id: text("referenceId"),
                 notification_type: NotificationType::parse(&ty)
                     .ok_or_else(|| Error::Internal(format!("bad notification type {ty}")))?,
                 accepted_at: Timestamp::from_ms(r.get(4)),
-                deliveries,
             });
         }
         Ok(out)
