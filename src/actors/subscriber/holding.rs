@@ -50,11 +50,14 @@ impl SubscriberState {
     /// Starts working under a new lease: the subscription may have changed while another node
     /// held it, so its settings and queue are read again.
     pub(super) async fn adopt(&mut self, lease: Lease) -> Result<()> {
+        let pace = lease.pace_ahead();
         self.lease = Some(lease);
         if let Some(row) = self.ctx.store.get_subscription(&self.row.id).await? {
             self.pacer.reconfigure(row.spec.rate_limit.clone());
             self.row = row;
         }
+        // Another node may have sent for it since this actor last did.
+        self.pacer.resume(pace);
         self.queue = Prefetch::default();
         self.cancel_timer();
         Ok(())
@@ -149,7 +152,8 @@ impl SubscriberState {
     /// Releases the lease, due again after `due_in`, and reports the actor idle.
     async fn give_up(&mut self, myself: &ActorRef<SubscriberMsg>, due_in: Duration) -> Result<()> {
         if let Some(lease) = self.lease.take() {
-            match self.ctx.store.release(&lease, due_in).await {
+            let pace = self.pacer.ahead(std::time::Instant::now());
+            match self.ctx.store.release(&lease, due_in, pace).await {
                 Ok(()) | Err(Error::LeaseLost { .. }) => {}
                 // It expires on its own; a claim after that takes the subscription up.
                 Err(e) => {
@@ -169,6 +173,8 @@ impl SubscriberState {
             tracing::info!(subscription = %self.row.id, token = lease.token(), "lease lost; stopping work on this subscription");
         }
         self.cancel_timer();
+        self.pacer
+            .forfeit(&self.ctx.limiters, self.row.tenant_id.as_str());
         self.queue = Prefetch::default();
         if self.in_flight.is_none() {
             let _ = self.supervisor.cast(SupervisorMsg::Idle {

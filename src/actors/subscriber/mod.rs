@@ -256,6 +256,10 @@ impl Actor for SubscriberActor {
                 }
             }
         });
+        if let Some(lease) = &state.lease {
+            // The pace the subscription's previous holder left (shared store).
+            state.pacer.resume(lease.pace_ahead());
+        }
         if !(for_command && state.ctx.tenure == Tenure::Shared) {
             state.step(&myself).await?;
         }
