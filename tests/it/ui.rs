@@ -637,6 +637,67 @@ async fn state_changes_need_the_session_token_and_the_same_origin() {
     );
 }
 
+/// Every state-changing route refuses a POST without the session's token, or with another
+/// session's, before doing anything: the subscription stays blocked on the same failed
+/// delivery with the same secret, the session stays signed in.
+#[tokio::test]
+async fn every_state_change_refuses_a_missing_or_foreign_token_and_changes_nothing() {
+    let mut w = World::start().await;
+    w.receiver.set_behaviour(|_| Reply::status(404));
+    let sub = w.subscribe("acme-ui", "/every-post").await;
+    w.h.publish(event_for("acme-ui", "p-1")).await.unwrap();
+    w.h.publish(event_for("acme-ui", "p-2")).await.unwrap();
+    let blocked = w.h.wait_state(&sub.id, SubscriptionState::Blocked).await;
+    let head = blocked.blocked_on.unwrap();
+    let mut b = w.browser();
+    b.sign_in(ADMIN).await;
+    let mut other = w.browser();
+    other.sign_in(ADMIN).await;
+    let foreign = other.csrf().await;
+    let id = sub.id.to_string();
+    let posts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (format!("/ui/subscriptions/{id}/pause"), vec![]),
+        (format!("/ui/subscriptions/{id}/resume"), vec![]),
+        (format!("/ui/subscriptions/{id}/test"), vec![]),
+        (
+            format!("/ui/subscriptions/{id}/rotate-secret"),
+            vec![("secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+        ),
+        (
+            format!("/ui/subscriptions/{id}/replay"),
+            vec![("since", "2020-01-01T00:00")],
+        ),
+        (format!("/ui/subscriptions/{id}/resubmit-failed"), vec![]),
+        (format!("/ui/deliveries/{head}/resubmit"), vec![]),
+        (format!("/ui/deliveries/{head}/skip"), vec![]),
+        (
+            "/ui/transforms/acme-ui/mask/test".to_owned(),
+            vec![("version", "1"), ("envelope", "{}")],
+        ),
+        ("/ui/logout".to_owned(), vec![]),
+    ];
+    for (path, fields) in &posts {
+        for token in [None, Some(foreign.as_str())] {
+            let mut f = fields.clone();
+            if let Some(t) = token {
+                f.push(("csrf", t));
+            }
+            let p = b.post(path, &f).await;
+            assert_eq!(p.status, 403, "{path} with {token:?}: {}", p.html);
+            w.check_page(path, &p);
+        }
+    }
+    let after = w.h.get_subscription(&sub.id).await.unwrap();
+    assert_eq!(after.state, SubscriptionState::Blocked);
+    assert_eq!(after.blocked_on, Some(head));
+    assert_eq!(after.secret_masked, sub.secret_masked, "secret unchanged");
+    assert_eq!(
+        w.h.get_delivery(head).await.unwrap().delivery.status,
+        DeliveryStatus::Failed
+    );
+    assert_eq!(b.get("/ui/").await.status, 200, "still signed in");
+}
+
 #[tokio::test]
 async fn resubmit_from_the_head_panel_unblocks_and_the_rest_follows_in_order() {
     let mut w = World::start().await;
