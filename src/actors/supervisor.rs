@@ -227,7 +227,9 @@ impl SupervisorState {
                 }
             }
         }
-        if let Err(e) = self.ctx.store.release(&lease, Duration::ZERO).await {
+        // The pace it carries goes back as it came (a little stricter than needed).
+        let pace = lease.pace_ahead();
+        if let Err(e) = self.ctx.store.release(&lease, Duration::ZERO, pace).await {
             tracing::debug!(subscription = %sub, error = %e, "could not release a claimed lease");
         }
     }

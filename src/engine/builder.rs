@@ -201,6 +201,7 @@ impl EngineBuilder {
             store,
             recovery,
             wakes,
+            tenant_limits,
         } = opened;
         metrics.deliveries(crate::metrics::Outcome::Interrupted, recovery.interrupted);
         if recovery.interrupted > 0 {
@@ -215,8 +216,16 @@ impl EngineBuilder {
             runtime,
             store.clone(),
         ));
-        let limiters =
-            crate::policy::ratelimit::Limiters::new(self.config.tenant_rate_limit.clone());
+        // With a shared store a tenant's limit is kept by the store for the whole cluster
+        // (`policy::cluster_pace`); the limits themselves are followed from the store.
+        let limiters = match store.tenure() {
+            Tenure::Shared => crate::policy::ratelimit::Limiters::across_cluster(
+                self.config.tenant_rate_limit.clone(),
+            ),
+            Tenure::Exclusive => {
+                crate::policy::ratelimit::Limiters::new(self.config.tenant_rate_limit.clone())
+            }
+        };
         // Tenants' own limits are journaled; the limiters live in memory and start from them.
         for (tenant, limit) in store.tenant_rate_limits().await? {
             limiters.set_tenant_limit(tenant.as_str(), Some(limit));
@@ -255,6 +264,13 @@ impl EngineBuilder {
             ctx.claims.notify_one();
         } else if !recovery.open_subscriptions.is_empty() {
             let _ = supervisor.cast(SupervisorMsg::Wake(recovery.open_subscriptions));
+        }
+        if let Some(changes) = tenant_limits {
+            background.push(super::cluster::follow_tenant_limits(
+                store.clone(),
+                ctx.limiters.clone(),
+                changes,
+            ));
         }
         background.extend(super::retention::spawn_pruner(
             store,

@@ -1,5 +1,6 @@
 //! This node in the cluster: its heartbeat task, the cluster view operators read
-//! (`GET /v1/cluster`), and the hand-over of its leases at shutdown.
+//! (`GET /v1/cluster`), following the tenants' rate limits other nodes change, and the
+//! hand-over of its leases at shutdown.
 //!
 //! The heartbeat is for operators only: no lease depends on it (a node that stops renewing
 //! loses its subscriptions when their leases expire, heartbeat or not), so a missed beat is
@@ -13,7 +14,8 @@ use super::EngineHandle;
 use crate::actors::SharedCtx;
 use crate::domain::{ClusterNode, ClusterView, Timestamp};
 use crate::error::Result;
-use crate::store::Tenure;
+use crate::policy::ratelimit::Limiters;
+use crate::store::{SharedStore, Tenure};
 
 /// How often a node beats: a third of the lease TTL, between 1 s and 10 s.
 pub(crate) fn heartbeat_every(lease_ttl: Duration) -> Duration {
@@ -23,6 +25,38 @@ pub(crate) fn heartbeat_every(lease_ttl: Duration) -> Duration {
 /// A node is shown silent after three missed beats.
 pub(crate) fn silent_after(lease_ttl: Duration) -> Duration {
     heartbeat_every(lease_ttl) * 3
+}
+
+/// Reads the tenants' rate limits again whenever the store says one may have changed (a
+/// `PATCH /v1/tenants/{id}` or a tenant created with a limit, on any node), until the engine's
+/// shutdown aborts it. A read that fails is tried again after a second: a node keeps the
+/// limits it knew meanwhile.
+pub(super) fn follow_tenant_limits(
+    store: SharedStore,
+    limiters: Limiters,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            loop {
+                match store.tenant_rate_limits().await {
+                    Ok(limits) => {
+                        limiters.set_tenant_limits(
+                            limits
+                                .into_iter()
+                                .map(|(t, l)| (t.as_str().to_owned(), l))
+                                .collect(),
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read tenants' rate limits; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Beats until the engine's shutdown aborts it.

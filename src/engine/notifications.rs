@@ -165,4 +165,30 @@ impl EngineHandle {
         let key = EventKey::TransactionId(sub.to_string());
         self.find_events(&system(), &key, limit).await
     }
+
+    /// The newest notifications (at most `limit`, 1 to 100), each with its delivery to every
+    /// receiver: about every tenant's subscriptions (`about` None, the operator's view) or one
+    /// tenant's. Indexed (the system tenant's events only), whatever the journal holds.
+    pub async fn recent_notifications(
+        &self,
+        about: Option<&TenantId>,
+        limit: u32,
+    ) -> Result<Vec<EventTrace>> {
+        if !(1..=100).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 100"));
+        }
+        self.store().recent_notifications(about, limit).await
+    }
+
+    /// Every receiver of notifications (the system tenant's subscriptions): the operator's
+    /// (no `workflowIds`) and each tenant's (`workflowIds` = that tenant).
+    pub async fn notification_receivers(&self) -> Result<Vec<Subscription>> {
+        Ok(self
+            .store()
+            .list_subscriptions(Some(&system()))
+            .await?
+            .iter()
+            .map(|r| r.to_public())
+            .collect())
+    }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 
+pub(crate) mod cluster_pace;
 pub(crate) mod ratelimit;
 mod retry;
 mod status;

@@ -54,6 +54,14 @@
 //! half of one). The waits returned are not shortened, and a caller that asks without having
 //! been told to wait sees the plain GCRA.
 //!
+//! ## Several nodes
+//! With a shared store ([`Limiters::across_cluster`]) a tenant's limit is kept by the store, not
+//! here: a subscription asks [`SubscriptionPacer::pace`], which hands it a slot this node
+//! reserved from the tenant's schedule in the store ([`cluster_pace`](super::cluster_pace)),
+//! or tells it to reserve ([`Pace::Reserve`]) or to wait. The subscription's own bucket stays
+//! here (one node sends for a subscription at a time), checked when its tenant slot has come;
+//! if it refuses, the slot goes back to the node's pool for another subscription of the tenant.
+//!
 //! ## Clock
 //! Buckets read time through [`CallerClock`], `governor`'s `Clock` over `std::time::Instant`
 //! (the clock tokio's timers run on, so a wait computed here is the wait tokio sleeps) that lets
@@ -71,6 +79,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
+use super::cluster_pace::{NoSlot, SlotGrant, TenantSlots};
 use crate::error::{Error, Result};
 
 /// Upper bound of the lateness forgiven to a caller (see the module docs): a loaded runtime's
@@ -256,6 +265,11 @@ struct Tenants {
     /// Live buckets, created on first use, only for tenants with a limit. A bucket's limit is
     /// always the tenant's current effective limit (changing the limit drops the bucket).
     buckets: HashMap<String, TenantBucket>,
+    /// The tenants' limits are kept by a shared store: `slots` instead of `buckets`.
+    shared: bool,
+    /// With a shared store: the slots this node reserved, per tenant with a limit. Like a
+    /// bucket, dropped when the tenant's limit changes.
+    slots: HashMap<String, TenantSlots>,
 }
 
 impl Tenants {
@@ -282,6 +296,14 @@ impl Limiters {
         }
     }
 
+    /// Limiters for a store shared by several nodes: tenants' limits hold cluster-wide, from
+    /// slots reserved in the store (see the module docs), and subscriptions' limits here.
+    pub(crate) fn across_cluster(default_per_tenant: Option<RateLimit>) -> Self {
+        let l = Limiters::new(default_per_tenant);
+        l.lock().shared = true;
+        l
+    }
+
     fn lock(&self) -> MutexGuard<'_, Tenants> {
         // Every critical section leaves the table consistent (single map operations and
         // `governor` checks, which do not panic on validated or clamped quotas), so the data
@@ -301,7 +323,47 @@ impl Limiters {
         };
         if t.effective(tenant) != before.as_ref() {
             t.buckets.remove(tenant);
+            t.slots.remove(tenant);
         }
+    }
+
+    /// Replaces every tenant's own limit with `limits` (tenants not in it get the default), as
+    /// [`set_tenant_limit`](Self::set_tenant_limit) would one by one: what another node changed.
+    pub(crate) fn set_tenant_limits(&self, limits: HashMap<String, RateLimit>) {
+        let mut t = self.lock();
+        let mut tenants: Vec<String> = t.overrides.keys().cloned().collect();
+        tenants.extend(limits.keys().cloned());
+        let before: HashMap<String, Option<RateLimit>> = tenants
+            .into_iter()
+            .map(|id| {
+                let l = t.effective(&id).cloned();
+                (id, l)
+            })
+            .collect();
+        t.overrides = limits;
+        for (id, was) in before {
+            if t.effective(&id) != was.as_ref() {
+                t.buckets.remove(&id);
+                t.slots.remove(&id);
+            }
+        }
+    }
+
+    /// Queues for a reservation of `tenant`'s slots (shared store, tenant with a limit only).
+    pub(crate) fn queue_for_slots(&self, tenant: &str) -> Option<SlotQueue> {
+        let mut t = self.lock();
+        if !t.shared {
+            return None;
+        }
+        let limit = t.effective(tenant).cloned()?;
+        let gate = t.slots.entry(tenant.to_owned()).or_default().queue();
+        Some(SlotQueue {
+            limiters: self.clone(),
+            tenant: tenant.to_owned(),
+            limit,
+            gate,
+            queued: true,
+        })
     }
 
     #[cfg_attr(not(test), allow(dead_code))] // per-tenant overrides and pruning: no API yet
@@ -368,12 +430,89 @@ impl Limiters {
     }
 }
 
+/// A subscription's place in the queue for a reservation of its tenant's slots (see
+/// [`Pace::Reserve`]): wait at [`gate`](Self::gate), then ask [`request`](Self::request) what to
+/// reserve, reserve it from the store, and [`deposit`](Self::deposit) the answer. Leaving
+/// without reserving (an error, a cancelled handler) takes the subscription out of the count.
+#[derive(Debug)]
+pub(crate) struct SlotQueue {
+    limiters: Limiters,
+    tenant: String,
+    limit: RateLimit,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    queued: bool,
+}
+
+impl SlotQueue {
+    /// The gate: one reservation of the tenant at a time on this node.
+    pub(crate) fn gate(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.gate.clone()
+    }
+
+    /// Once through the gate: what to reserve (the tenant's limit, and how many slots: for the
+    /// caller and everyone still queued), or `None` when a reservation made meanwhile left
+    /// slots (or a wait) to take.
+    pub(crate) fn request(&mut self, now: Instant) -> Option<(RateLimit, u32)> {
+        let mut t = self.limiters.lock();
+        let slots = t.slots.entry(self.tenant.clone()).or_default();
+        if self.queued {
+            slots.leave();
+            self.queued = false;
+        }
+        if slots.stocked(now) {
+            return None;
+        }
+        Some((self.limit.clone(), slots.want()))
+    }
+
+    /// Adds the store's answer to this node's slots of the tenant, unless its limit changed
+    /// meanwhile (slots of the old schedule are dropped with it).
+    pub(crate) fn deposit(&self, grant: &SlotGrant, answered: Instant) {
+        let mut t = self.limiters.lock();
+        if t.effective(&self.tenant) != Some(&self.limit) {
+            return;
+        }
+        t.slots
+            .entry(self.tenant.clone())
+            .or_default()
+            .deposit(grant, answered);
+    }
+}
+
+impl Drop for SlotQueue {
+    fn drop(&mut self) {
+        if self.queued
+            && let Some(slots) = self.limiters.lock().slots.get_mut(&self.tenant)
+        {
+            slots.leave();
+        }
+    }
+}
+
+/// What a subscription may do about its next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// Start it now (a slot was taken from each limit).
+    Go,
+    /// Ask again after this wait.
+    Wait(Duration),
+    /// This node holds no slot of the tenant (shared store): reserve some through
+    /// [`Limiters::queue_for_slots`], then ask again.
+    Reserve,
+}
+
 /// The rate limit of one subscription, owned by its actor.
 #[derive(Debug)]
 pub(crate) struct SubscriptionPacer {
     bucket: Option<Bucket>,
     /// When the last refusal told the actor to come back; cleared by a grant.
     due: Option<Instant>,
+    /// Shared store: the tenant slot handed to this subscription, not yet used.
+    reserved: Option<Instant>,
+    /// Until when the subscription's own bucket has no cell left, as far as its grants tell
+    /// (GCRA's theoretical arrival time, never earlier than `governor`'s): what a release hands
+    /// to the subscription's next holder ([`ahead`](Self::ahead), [`resume`](Self::resume)).
+    spent_until: Option<Instant>,
 }
 
 impl SubscriptionPacer {
@@ -382,7 +521,58 @@ impl SubscriptionPacer {
         SubscriptionPacer {
             bucket: limit.map(Bucket::new),
             due: None,
+            reserved: None,
+            spent_until: None,
         }
+    }
+
+    /// A cell of the subscription's own bucket was taken at `now`.
+    fn spent(&mut self, now: Instant) {
+        if let Some(b) = &self.bucket {
+            self.spent_until =
+                Some(self.spent_until.map_or(now, |t| t.max(now)) + b.limit.interval());
+        }
+    }
+
+    /// How long from `now` the subscription's own bucket is spent: zero when full (or no
+    /// limit). What a shared store carries to the subscription's next holder.
+    pub(crate) fn ahead(&self, now: Instant) -> Duration {
+        match (&self.bucket, self.spent_until) {
+            (Some(b), Some(t)) => {
+                // A GCRA is full again once its arrival time is `burst` intervals behind it.
+                let left = t.saturating_duration_since(now);
+                let full_after = b.limit.interval() * b.limit.burst.max(1);
+                left.min(full_after)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Takes over the pace another holder of the subscription left (`ahead` from now, see
+    /// [`ahead`](Self::ahead)): the bucket is spent by as many cells as that covers, rounded up
+    /// (so at most one interval stricter than the previous holder was). A pace this pacer
+    /// already knows to be at least as strict is kept.
+    pub(crate) fn resume(&mut self, ahead: Duration) {
+        let now = Instant::now();
+        let Some(limit) = self.limit().cloned() else {
+            return;
+        };
+        if ahead.is_zero() || ahead <= self.ahead(now) {
+            return;
+        }
+        let interval = limit.interval();
+        let cells = ahead
+            .as_nanos()
+            .div_ceil(interval.as_nanos().max(1))
+            .min(u128::from(limit.burst.max(1))) as u32;
+        let bucket = Bucket::new(limit);
+        for _ in 0..cells {
+            // A fresh bucket grants `burst` cells at once; `cells` is at most that.
+            let _ = bucket.check_at(now);
+        }
+        self.bucket = Some(bucket);
+        self.due = None;
+        self.spent_until = Some(now + interval * cells);
     }
 
     /// The limit in force.
@@ -395,7 +585,59 @@ impl SubscriptionPacer {
     /// updating some other field of the subscription does not reset its pace.
     pub(crate) fn reconfigure(&mut self, limit: Option<RateLimit>) {
         if self.limit() != limit.as_ref() {
+            let reserved = self.reserved.take();
             *self = SubscriptionPacer::new(limit);
+            self.reserved = reserved;
+        }
+    }
+
+    /// Whether the next attempt may start now, under either kind of [`Limiters`]: the actor's
+    /// entry point. With node-local limiters this is [`next_slot`](Self::next_slot).
+    pub(crate) fn pace(&mut self, tenants: &Limiters, tenant_id: &str) -> Pace {
+        let now = Instant::now();
+        let mut t = tenants.lock();
+        if !t.shared || t.effective(tenant_id).is_none() {
+            drop(t);
+            self.reserved = None;
+            return match self.next_slot(tenants, tenant_id) {
+                Ok(()) => Pace::Go,
+                Err(wait) => Pace::Wait(wait),
+            };
+        }
+        let slots = t.slots.entry(tenant_id.to_owned()).or_default();
+        let slot = match self.reserved.take() {
+            Some(s) if s + super::cluster_pace::LATE_MAX >= now => s,
+            // Too late to use (see `cluster_pace`): dropped, the tenant sends less.
+            _ => match slots.take(now) {
+                Ok(s) => s,
+                Err(NoSlot::Until(at)) => return Pace::Wait(at.saturating_duration_since(now)),
+                Err(NoSlot::Reserve) => return Pace::Reserve,
+            },
+        };
+        if slot > now {
+            self.reserved = Some(slot);
+            return Pace::Wait(slot - now);
+        }
+        if let Some(bucket) = &self.bucket
+            && let Err(earliest) = bucket.take(self.due, now)
+        {
+            // The subscription's own limit says wait: another subscription may use the slot.
+            slots.give_back(slot);
+            self.due = Some(earliest);
+            return Pace::Wait(earliest.saturating_duration_since(now));
+        }
+        self.due = None;
+        self.spent(now);
+        Pace::Go
+    }
+
+    /// The subscription stops working (its lease is gone): a tenant slot it was handed goes
+    /// back to this node's pool.
+    pub(crate) fn forfeit(&mut self, tenants: &Limiters, tenant_id: &str) {
+        if let Some(slot) = self.reserved.take()
+            && let Some(slots) = tenants.lock().slots.get_mut(tenant_id)
+        {
+            slots.give_back(slot);
         }
     }
 
@@ -411,6 +653,7 @@ impl SubscriptionPacer {
         match tenants.admit(tenant_id, self.bucket.as_ref(), self.due, now) {
             Ok(()) => {
                 self.due = None;
+                self.spent(now);
                 Ok(())
             }
             Err(earliest) => {
@@ -793,5 +1036,129 @@ mod tests {
         );
         assert!(serde_json::from_str::<RateLimit>(r#"{"perSecond": 1, "burst": -1}"#).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn a_pace_handed_to_the_next_holder_keeps_the_subscription_limit() {
+        let tenants = Limiters::new(None);
+        // 2/s: a grant spends the bucket for 500 ms.
+        let mut first = SubscriptionPacer::new(Some(limit(2.0, 1)));
+        assert_eq!(first.next_slot(&tenants, "acme"), Ok(()));
+        let ahead = first.ahead(Instant::now());
+        assert!(
+            ahead > Duration::from_millis(400) && ahead <= Duration::from_millis(500),
+            "{ahead:?}"
+        );
+        let mut next = SubscriptionPacer::new(Some(limit(2.0, 1)));
+        next.resume(ahead);
+        let wait = next.next_slot(&tenants, "acme").expect_err("spent");
+        assert!(wait > Duration::from_millis(350), "{wait:?}");
+        // A laxer pace than the one known is ignored.
+        next.resume(Duration::from_millis(1));
+        assert!(next.next_slot(&tenants, "acme").is_err());
+        // A full bucket, or no limit, hands over nothing.
+        let now = Instant::now();
+        assert_eq!(
+            SubscriptionPacer::new(Some(limit(2.0, 3))).ahead(now),
+            Duration::ZERO
+        );
+        assert_eq!(SubscriptionPacer::new(None).ahead(now), Duration::ZERO);
+        // A burst of 3 partly used hands over the part used.
+        let mut burst = SubscriptionPacer::new(Some(limit(2.0, 3)));
+        assert_eq!(burst.next_slot(&tenants, "acme"), Ok(()));
+        let mut after = SubscriptionPacer::new(Some(limit(2.0, 3)));
+        after.resume(burst.ahead(Instant::now()));
+        assert_eq!(after.next_slot(&tenants, "acme"), Ok(()));
+        assert_eq!(after.next_slot(&tenants, "acme"), Ok(()));
+        assert!(
+            after.next_slot(&tenants, "acme").is_err(),
+            "two of three left"
+        );
+    }
+
+    #[test]
+    fn across_a_cluster_tenant_slots_come_from_reservations() {
+        use super::super::cluster_pace::SlotGrant;
+        let tenants = Limiters::across_cluster(None);
+        tenants.set_tenant_limit("acme", Some(limit(10.0, 1)));
+        let mut a = SubscriptionPacer::new(None);
+        let mut b = SubscriptionPacer::new(Some(limit(1.0, 1)));
+        assert_eq!(a.pace(&tenants, "acme"), Pace::Reserve);
+        let mut queue = tenants.queue_for_slots("acme").expect("a limited tenant");
+        let mut second = tenants.queue_for_slots("acme").expect("queued too");
+        let t0 = Instant::now();
+        assert_eq!(
+            queue.request(t0),
+            Some((limit(10.0, 1), 2)),
+            "one slot each"
+        );
+        queue.deposit(
+            &SlotGrant {
+                offsets: vec![Duration::ZERO, Duration::from_millis(100)],
+                retry_in: Some(Duration::from_millis(150)),
+            },
+            t0,
+        );
+        assert_eq!(second.request(t0), None, "slots were left");
+        assert_eq!(a.pace(&tenants, "acme"), Pace::Go);
+        // b gets the next slot, 100 ms ahead, and keeps it while it waits.
+        match b.pace(&tenants, "acme") {
+            Pace::Wait(w) => assert!(w <= Duration::from_millis(100), "{w:?}"),
+            other => panic!("{other:?}"),
+        }
+        match a.pace(&tenants, "acme") {
+            Pace::Wait(w) => assert!(w > Duration::from_millis(100), "the store's retry: {w:?}"),
+            other => panic!("{other:?}"),
+        }
+        // An unlimited tenant never reserves; a local store never reserves.
+        assert_eq!(
+            SubscriptionPacer::new(None).pace(&tenants, "other"),
+            Pace::Go
+        );
+        assert!(tenants.queue_for_slots("other").is_none());
+        assert!(
+            Limiters::new(Some(limit(1.0, 1)))
+                .queue_for_slots("acme")
+                .is_none()
+        );
+        // A changed limit drops the slots of the old schedule.
+        tenants.set_tenant_limits(HashMap::from([("acme".to_owned(), limit(20.0, 1))]));
+        assert_eq!(
+            SubscriptionPacer::new(None).pace(&tenants, "acme"),
+            Pace::Reserve
+        );
+    }
+
+    #[tokio::test]
+    async fn across_a_cluster_a_slot_refused_by_the_subscription_goes_back() {
+        use super::super::cluster_pace::SlotGrant;
+        let tenants = Limiters::across_cluster(Some(limit(100.0, 5)));
+        let mut own = SubscriptionPacer::new(Some(limit(1.0, 1)));
+        let mut other = SubscriptionPacer::new(None);
+        let t0 = Instant::now();
+        let mut queue = tenants.queue_for_slots("acme").expect("limited");
+        assert!(queue.request(t0).is_some());
+        queue.deposit(
+            &SlotGrant {
+                offsets: vec![Duration::ZERO],
+                retry_in: Some(Duration::from_millis(900)),
+            },
+            t0,
+        );
+        drop(queue);
+        // `own` spends its own bucket first (the slot), then its limit refuses: ...
+        assert_eq!(own.pace(&tenants, "acme"), Pace::Go);
+        let queue = tenants.queue_for_slots("acme").expect("limited");
+        queue.deposit(
+            &SlotGrant {
+                offsets: vec![Duration::ZERO],
+                retry_in: None,
+            },
+            Instant::now(),
+        );
+        drop(queue);
+        assert!(matches!(own.pace(&tenants, "acme"), Pace::Wait(_)));
+        // ... and the tenant slot it was handed is another subscription's to use.
+        assert_eq!(other.pace(&tenants, "acme"), Pace::Go);
     }
 }

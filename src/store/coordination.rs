@@ -35,6 +35,11 @@
 //!   operators (`GET /v1/cluster`) and for a clean hand-over at shutdown. Correctness never
 //!   depends on heartbeats: a dead node's subscriptions come back when their leases expire.
 //!
+//! - **A tenant's rate limit** holds across the nodes through
+//!   [`Coordination::reserve_tenant_slots`]: the store keeps one schedule per tenant and grants
+//!   each slot to one node (see `policy::cluster_pace`). An exclusive store keeps tenants'
+//!   limits in the engine's memory and is never asked.
+//!
 //! Every write here is fenced like the queue's: a renew or release with a stale token answers
 //! [`Error::LeaseLost`](crate::error::Error::LeaseLost) and writes nothing.
 
@@ -43,8 +48,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::Lease;
-use crate::domain::SubscriptionId;
+use crate::domain::{SubscriptionId, TenantId};
 use crate::error::Result;
+use crate::policy::cluster_pace::SlotGrant;
+use crate::policy::ratelimit::RateLimit;
 
 /// How a store is shared between processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,18 +138,26 @@ pub(crate) trait Coordination: Send + Sync {
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease>;
 
     /// Gives a held lease up; the subscription is due again `due_in` from now (store clock), or
-    /// at once with `Duration::ZERO`. If the queue has due work at the release's commit (a
+    /// at once with `Duration::ZERO`. `pace_ahead` is how long the subscription's own rate
+    /// limit has no cell from now: the next lease of the subscription, on any node, carries it
+    /// ([`Lease::pace_ahead`], less the time that passed), so the limit holds across nodes. If the queue has due work at the release's commit (a
     /// delivery committed after the holder last read it), the store wakes the nodes as after a
     /// publish, so no wake is lost between the holder's last read and its release. `LeaseLost`
     /// if it was fenced (nothing written). An exclusive store keeps the lease (no-op).
-    async fn release(&self, lease: &Lease, due_in: Duration) -> Result<()>;
+    async fn release(&self, lease: &Lease, due_in: Duration, pace_ahead: Duration) -> Result<()>;
 
     /// Like [`release`](Coordination::release), for a holder that read its queue up to `seq`
     /// `seen` (ordering keys: the work it leaves may not be the only work): if a delivery above
     /// `seen` is committed (a publish committing meanwhile is waited for), the subscription is
     /// due at once and the nodes are woken, else after `due_in`. So a publish that raced the
     /// release is never left waiting for `due_in`.
-    async fn release_after(&self, lease: &Lease, due_in: Duration, seen: i64) -> Result<()>;
+    async fn release_after(
+        &self,
+        lease: &Lease,
+        due_in: Duration,
+        pace_ahead: Duration,
+        seen: i64,
+    ) -> Result<()>;
 
     /// Releases every lease `node` holds, due at once (a clean shutdown hands its work over
     /// without waiting for expiry), and removes `node` from [`nodes`](Coordination::nodes).
@@ -151,4 +166,19 @@ pub(crate) trait Coordination: Send + Sync {
 
     /// The registered nodes, by id, with their heartbeats and the leases they hold.
     async fn nodes(&self) -> Result<Vec<NodeRow>>;
+
+    /// Reserves for this node up to `want` slots of `tenant`'s rate limit `limit` from the one
+    /// schedule the store keeps for the tenant, none further than `horizon` ahead; each slot is
+    /// granted to one caller only, cluster-wide (see `policy::cluster_pace`). A `limit` other
+    /// than the one the schedule was kept for starts a fresh (full) schedule. Not a promise:
+    /// a reservation lost in a crash of the store may grant its slots again. An exclusive
+    /// store grants everything at once (it is never asked: its engine keeps tenants' limits in
+    /// memory).
+    async fn reserve_tenant_slots(
+        &self,
+        tenant: &TenantId,
+        limit: &RateLimit,
+        want: u32,
+        horizon: Duration,
+    ) -> Result<SlotGrant>;
 }

@@ -14,6 +14,10 @@
 //! [`Lease::quiet_until`] the instant before which a holder fenced by a takeover may still be
 //! sending (see [`coordination`](super::coordination)). An exclusive store's leases have
 //! neither: they never expire.
+//!
+//! A shared store's lease also carries what the subscription's previous holder left of its own
+//! rate limit ([`Lease::pace_ahead`]), so that a subscription moving between nodes keeps its
+//! pace instead of starting from a full bucket on each node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +37,9 @@ struct Held {
     /// `None`: never expires (exclusive store).
     deadline: Option<Instant>,
     quiet_until: Option<Instant>,
+    /// How far ahead of the lease's start the subscription's own rate limit had no cell left, as
+    /// its previous holder released it (zero: a full bucket, or no limit).
+    pace_ahead: Duration,
 }
 
 impl Lease {
@@ -43,6 +50,7 @@ impl Lease {
             token,
             deadline: None,
             quiet_until: None,
+            pace_ahead: Duration::ZERO,
         }))
     }
 
@@ -61,6 +69,17 @@ impl Lease {
             token,
             deadline: Some(deadline),
             quiet_until,
+            pace_ahead: Duration::ZERO,
+        }))
+    }
+
+    /// The same lease, carrying the pace its previous holder left (see [`Lease::pace_ahead`]).
+    #[allow(dead_code, reason = "made by the shared (PostgreSQL) store")]
+    pub(super) fn with_pace_ahead(&self, pace_ahead: Duration) -> Lease {
+        Lease(Arc::new(Held {
+            subscription: self.0.subscription.clone(),
+            pace_ahead,
+            ..*self.0
         }))
     }
 
@@ -72,6 +91,7 @@ impl Lease {
             token: self.0.token,
             deadline: Some(deadline),
             quiet_until: self.0.quiet_until,
+            pace_ahead: self.0.pace_ahead,
         }))
     }
 
@@ -88,6 +108,7 @@ impl Lease {
             token,
             deadline,
             quiet_until,
+            pace_ahead: Duration::ZERO,
         }))
     }
 
@@ -115,6 +136,13 @@ impl Lease {
     /// Before this instant the holder this lease fenced may still be sending: start no attempt.
     pub(crate) fn quiet_until(&self) -> Option<Instant> {
         self.0.quiet_until
+    }
+
+    /// How long after the lease was taken the subscription's own rate limit still had no cell,
+    /// as its previous holder left it at its release (zero when it left a full bucket, had no
+    /// limit, or was lost without releasing: a crash, a takeover).
+    pub(crate) fn pace_ahead(&self) -> Duration {
+        self.0.pace_ahead
     }
 }
 

@@ -50,6 +50,10 @@ pub(crate) struct Opened {
     pub recovery: Recovery,
     /// Subscriptions with new deliveries, after each commit that created some.
     pub wakes: WakeReceiver,
+    /// A shared store only: changes when another node (or this one) may have changed a
+    /// tenant's rate limit, so the engine reads the limits again
+    /// ([`Catalog::tenant_rate_limits`]). The value means nothing; a change is the news.
+    pub tenant_limits: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// How hard the journal pushes commits to stable storage.

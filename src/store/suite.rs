@@ -1028,5 +1028,32 @@ async fn an_outcomes_notifications_commit_with_it_and_fan_out(f: Backend) {
         woken.extend(w);
     }
     assert!(woken.contains(&ops), "the receiver is woken: {woken:?}");
+
+    // The dashboard's newest notifications: newest first, each with its delivery to the
+    // receivers; about one tenant's subscriptions only when asked.
+    let newest = store.recent_notifications(None, 10).await.expect("recent");
+    let got: Vec<&str> = newest.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(got, [want[1].as_str(), want[0].as_str()]);
+    assert_eq!(newest[0].tenant_id.as_str(), SYSTEM_TENANT);
+    assert_eq!(newest[0].transaction_id, sub.as_str());
+    let to: Vec<&SubscriptionId> = newest[0]
+        .deliveries
+        .iter()
+        .map(|d| &d.subscription_id)
+        .collect();
+    assert_eq!(to, [&ops]);
+    let one = store.recent_notifications(None, 1).await.expect("recent");
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].id.as_str(), want[1]);
+    let about_t1 = store
+        .recent_notifications(Some(&t), 10)
+        .await
+        .expect("about t1");
+    assert_eq!(about_t1.len(), 2);
+    let about_t2 = store
+        .recent_notifications(Some(&TenantId::from("t2")), 10)
+        .await
+        .expect("about t2");
+    assert!(about_t2.is_empty(), "none is about t2: {about_t2:?}");
     store.close().await;
 }

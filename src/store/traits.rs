@@ -289,6 +289,17 @@ pub(crate) trait Reads: Send + Sync {
         limit: u32,
     ) -> Result<Vec<EventTrace>>;
 
+    /// The newest operational notifications (events of the system tenant, see `notify`), at
+    /// most `limit`, each with its deliveries to the receivers; only those about `about`'s
+    /// subscriptions (their `workflowId`) when given. Indexed by partial indexes on the system
+    /// tenant's events only, so ordinary events pay nothing for them and the read costs `limit`
+    /// rows whatever the journal's size.
+    async fn recent_notifications(
+        &self,
+        about: Option<&TenantId>,
+        limit: u32,
+    ) -> Result<Vec<EventTrace>>;
+
     /// The attempts started at or after `since_ms` (of one tenant's subscriptions, or all),
     /// grouped by minute and subscription, with their durations split at `recent_since_ms`:
     /// two grouped scans of the window (see [`AttemptRollup`]).

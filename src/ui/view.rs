@@ -99,6 +99,35 @@ pub(super) fn age(d: Duration) -> String {
     }
 }
 
+/// Whether `tenant` is hookline's own system tenant, whose subscriptions are the receivers of
+/// operational notifications (pages mark it so no one takes it for a customer).
+pub(super) fn is_system(tenant: &str) -> bool {
+    tenant == crate::notify::SYSTEM_TENANT
+}
+
+/// One tenant of a tenant picker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TenantOption {
+    pub id: String,
+    /// The id, and for the system tenant what it is.
+    pub label: String,
+}
+
+/// The tenant picker's options: each tenant once, sorted, the system tenant said to be it.
+pub(super) fn tenant_options(ids: impl IntoIterator<Item = String>) -> Vec<TenantOption> {
+    let ids: std::collections::BTreeSet<String> = ids.into_iter().collect();
+    ids.into_iter()
+        .map(|id| TenantOption {
+            label: if is_system(&id) {
+                format!("{id} (system: notification receivers)")
+            } else {
+                id.clone()
+            },
+            id,
+        })
+        .collect()
+}
+
 /// A subscription state's name, as the badge and the filter show it.
 pub(super) fn state_name(s: SubscriptionState) -> &'static str {
     match s {

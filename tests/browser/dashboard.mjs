@@ -5,12 +5,15 @@
 // subscriptions, and waits until the first tenant's subscription is blocked. This script is a
 // person at the browser: anonymous pages show nothing; sign in with the admin key; find the
 // subscription by its URL; see `blocked` and the 404; open the delivery; press Resubmit; see
-// the rest delivered; a tenant key cannot see the other tenant. No page may hold a secret, and
+// the rest delivered; the operational notifications (blocked, then recovered) on the overview
+// and /ui/notifications, the system tenant `_hookline` marked as such for the admin; a tenant key
+// cannot see the other tenant, nor the system tenant. No page may hold a secret, and
 // the browser must report no error (a Content-Security-Policy violation would be one).
 // Screenshots of each page go to $SHOTS. Exits non-zero at the first failed expectation.
 //
 // Environment: BASE, ADMIN_KEY, TENANT_KEY, SUB_URL, SUB_ID, OTHER_SUB_ID, EVENTS (count),
-// SECRETS (JSON array), SHOTS, CHROMIUM (default /usr/bin/chromium), USER_DATA_DIR.
+// OPS_URL (the operator's notification receiver), SECRETS (JSON array), SHOTS, CHROMIUM
+// (default /usr/bin/chromium), USER_DATA_DIR.
 
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
@@ -24,6 +27,8 @@ const BASE = env('BASE');
 const SHOTS = env('SHOTS');
 const SECRETS = JSON.parse(env('SECRETS'));
 const EVENTS = Number(env('EVENTS'));
+const OPS_URL = env('OPS_URL');
+const SYSTEM = '_hookline';
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
   "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -101,8 +106,32 @@ try {
   expect(overview.headers()['content-security-policy'] === CSP, 'the overview carries the strict CSP');
   expect(await page.getByTestId('tile-blocked').locator('.n').innerText() === '1', 'the overview counts one blocked subscription');
   expect(await page.evaluate(() => typeof window.htmx) === 'object', 'htmx runs under the policy');
+  const latest = page.getByTestId('notice-row');
+  expect(await latest.count() === 1 && (await latest.innerText()).includes('blocked'),
+    'the overview lists the blocked notification');
   await noSecrets(page, 'overview');
   await shot(page, 'overview');
+
+  // The notifications: the operator's receiver (a subscription of the system tenant) and the
+  // blocked notification about the subscription.
+  await page.getByRole('link', { name: 'Notifications' }).click();
+  const receiver = page.getByTestId('receiver-row');
+  expect(await receiver.count() === 1 && (await receiver.innerText()).includes(OPS_URL),
+    "the operator's receiver is listed");
+  expect((await page.getByTestId('notice-row').innerText()).includes(env('SUB_URL')),
+    'the notification names the subscription it is about');
+  await noSecrets(page, 'notifications');
+  await shot(page, 'notifications');
+  // Among the subscriptions, the system tenant's is marked as what it is.
+  await page.goto(`${BASE}/ui/subscriptions?tenant=${SYSTEM}`);
+  const sys = page.getByTestId('subscription-row');
+  expect(await sys.count() === 1 && await sys.getByTestId('system-badge').count() === 1,
+    'the receiver is marked as the system tenant\'s');
+  await sys.getByRole('link', { name: OPS_URL }).click();
+  expect((await page.getByTestId('receiver-of').innerText()).includes('every tenant'),
+    "the receiver's page says whose notifications it gets");
+  await noSecrets(page, 'a receiver');
+  await shot(page, 'system-receiver');
 
   // Find the subscription by its URL.
   await page.getByRole('link', { name: 'Subscriptions' }).click();
@@ -143,6 +172,12 @@ try {
   await page.getByRole('button', { name: 'Filter' }).click();
   expect(await page.getByTestId('delivery-row').count() === EVENTS, `all ${EVENTS} deliveries are delivered`);
   await shot(page, 'subscription-recovered');
+  await page.goto(`${BASE}/ui/notifications`);
+  await eventually('the recovered notification follows the blocked one', async () => {
+    await page.reload();
+    const rows = await page.getByTestId('notice-row').allInnerTexts();
+    return rows.length === 2 && rows[0].includes('recovered') && rows[1].includes('blocked');
+  });
 
   // Sign out; a tenant key sees only its own tenant.
   await page.getByRole('button', { name: 'Sign out' }).click();
@@ -154,8 +189,17 @@ try {
   await page.goto(`${BASE}/ui/subscriptions`);
   const list = await page.content();
   expect(list.includes(env('SUB_ID')) && !list.includes(env('OTHER_SUB_ID')), 'the tenant lists only its own subscriptions');
+  expect(!list.includes(SYSTEM) && !list.includes(OPS_URL), 'the tenant does not see the system tenant');
   await noSecrets(page, 'tenant list');
   await shot(page, 'tenant-subscriptions');
+  await page.getByRole('link', { name: 'Notifications' }).click();
+  const theirs = await page.content();
+  expect(await page.getByTestId('notice-row').count() === 2, 'the tenant sees the notifications about its subscription');
+  expect(!theirs.includes(SYSTEM) && !theirs.includes(OPS_URL), "but not the operator's receiver");
+  await shot(page, 'tenant-notifications');
+  await page.getByRole('link', { name: 'Transforms' }).click();
+  expect((await page.locator('h1').innerText()).startsWith('Transforms'), 'the transforms page opens');
+  await shot(page, 'transforms');
 
   // What happened to transaction tx-2: found, delivered.
   await page.getByRole('link', { name: 'Find' }).click();

@@ -36,7 +36,9 @@ const DELIVERY_CONTENT_TYPE: &str = "application/json;charset=UTF-8";
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(10))
+        // A transform upload compiles its component before answering: over 10 s in a debug
+        // build on a 2-core machine at load 13.
+        .timeout(Duration::from_secs(60))
         .build()
         .expect("reqwest client")
 }

@@ -247,13 +247,17 @@ fn side_load(
                 }
             }
             if uploads && round.is_multiple_of(upload_every) {
-                let _ = client
+                let answer = client
                     .put(format!("{base}/v1/tenants/acme/transforms/t{}", round % 3))
                     .header("authorization", format!("Bearer {key}"))
                     .header("content-type", "application/wasm")
                     .body(fresh_component(&component, round))
                     .send()
-                    .await;
+                    .await
+                    .map(|r| r.status().as_u16());
+                if let Ok(mut last) = LAST_SIDE_ANSWER.lock() {
+                    *last = format!("upload: {answer:?}");
+                }
             }
             round += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -329,7 +333,14 @@ async fn crash_rounds(
             rand::rng().random_range(1..=3)
         };
         let mut armed = rig.spawn(Some(format!("{point}:{nth}")));
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // An upload compiles its component first: about 7 s each in a debug build at load 10,
+        // and the point may want the third.
+        let within = if point == "transform.journal" {
+            Duration::from_secs(180)
+        } else {
+            Duration::from_secs(60)
+        };
+        let deadline = Instant::now() + within;
         let status = loop {
             if let Some(s) = armed.child.try_wait().expect("try_wait") {
                 break s;
@@ -346,7 +357,7 @@ async fn crash_rounds(
                     .rev()
                     .collect();
                 panic!(
-                    "{label}: crash point {point} not reached within 60 s (round {round}); last \
+                    "{label}: crash point {point} not reached within {within:?} (round {round}); last \
                      side-load answer: {}; stderr tail:\n{tail}",
                     LAST_SIDE_ANSWER
                         .lock()

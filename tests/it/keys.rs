@@ -1,4 +1,4 @@
-//! Ordering keys at work (guarantee 11, docs/ordering.md): a subscription with
+//! Ordering keys at work (guarantee 12, docs/ordering.md): a subscription with
 //! `ordering: {key: "/payLoad/loanId", lanes}` delivering to a real loopback receiver.
 //!
 //! What is checked, on what the receiver saw: per key, no request for event n+1 before event

@@ -1,4 +1,4 @@
-//! Model-based test of ordering keys at the engine level (guarantee 11): proptest generates
+//! Model-based test of ordering keys at the engine level (guarantee 12): proptest generates
 //! sequences of operations (publish an event of one of four keys, or of no key; answer one of
 //! the requests in flight with a 2xx, a 503, a 400 or a 429 with `Retry-After`; skip or
 //! resubmit a delivery that holds its key) and runs each against an engine on a real SQLite
@@ -9,7 +9,7 @@
 //! any moment the test knows every request in flight. What is checked:
 //! - on every arrival, read from the store before the request is parked: every earlier
 //!   delivery of the same key (events without a key share one sequence) is terminal
-//!   (delivered or skipped): guarantee 11, n+1 never before n is terminal, committed;
+//!   (delivered or skipped): guarantee 12, n+1 never before n is terminal, committed;
 //! - after every operation, once the engine settled: each delivery's status and attempt count
 //!   equal the model's, and the requests in flight are exactly as many as the model's
 //!   startable key heads allow (`min(lanes, heads)`), each one of those heads (at most one per

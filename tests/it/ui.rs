@@ -456,6 +456,8 @@ async fn every_page_renders_with_the_policy_and_without_secrets() {
         "/ui/transforms".to_owned(),
         "/ui/transforms?tenant=acme-ui".to_owned(),
         "/ui/find".to_owned(),
+        "/ui/find?q=tx-blk-1&by=transactionId&tenant=acme-ui".to_owned(),
+        "/ui/notifications".to_owned(),
     ];
     for path in &pages {
         let p = b.get(path).await;
@@ -633,6 +635,67 @@ async fn state_changes_need_the_session_token_and_the_same_origin() {
         w.h.get_subscription(&sub.id).await.unwrap().state,
         SubscriptionState::Active
     );
+}
+
+/// Every state-changing route refuses a POST without the session's token, or with another
+/// session's, before doing anything: the subscription stays blocked on the same failed
+/// delivery with the same secret, the session stays signed in.
+#[tokio::test]
+async fn every_state_change_refuses_a_missing_or_foreign_token_and_changes_nothing() {
+    let mut w = World::start().await;
+    w.receiver.set_behaviour(|_| Reply::status(404));
+    let sub = w.subscribe("acme-ui", "/every-post").await;
+    w.h.publish(event_for("acme-ui", "p-1")).await.unwrap();
+    w.h.publish(event_for("acme-ui", "p-2")).await.unwrap();
+    let blocked = w.h.wait_state(&sub.id, SubscriptionState::Blocked).await;
+    let head = blocked.blocked_on.unwrap();
+    let mut b = w.browser();
+    b.sign_in(ADMIN).await;
+    let mut other = w.browser();
+    other.sign_in(ADMIN).await;
+    let foreign = other.csrf().await;
+    let id = sub.id.to_string();
+    let posts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (format!("/ui/subscriptions/{id}/pause"), vec![]),
+        (format!("/ui/subscriptions/{id}/resume"), vec![]),
+        (format!("/ui/subscriptions/{id}/test"), vec![]),
+        (
+            format!("/ui/subscriptions/{id}/rotate-secret"),
+            vec![("secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+        ),
+        (
+            format!("/ui/subscriptions/{id}/replay"),
+            vec![("since", "2020-01-01T00:00")],
+        ),
+        (format!("/ui/subscriptions/{id}/resubmit-failed"), vec![]),
+        (format!("/ui/deliveries/{head}/resubmit"), vec![]),
+        (format!("/ui/deliveries/{head}/skip"), vec![]),
+        (
+            "/ui/transforms/acme-ui/mask/test".to_owned(),
+            vec![("version", "1"), ("envelope", "{}")],
+        ),
+        ("/ui/logout".to_owned(), vec![]),
+    ];
+    for (path, fields) in &posts {
+        for token in [None, Some(foreign.as_str())] {
+            let mut f = fields.clone();
+            if let Some(t) = token {
+                f.push(("csrf", t));
+            }
+            let p = b.post(path, &f).await;
+            assert_eq!(p.status, 403, "{path} with {token:?}: {}", p.html);
+            w.check_page(path, &p);
+        }
+    }
+    let after = w.h.get_subscription(&sub.id).await.unwrap();
+    assert_eq!(after.state, SubscriptionState::Blocked);
+    assert_eq!(after.blocked_on, Some(head));
+    assert_eq!(after.secret_masked, sub.secret_masked, "secret unchanged");
+    assert_eq!(
+        w.h.get_delivery(head).await.unwrap().delivery.status,
+        DeliveryStatus::Failed
+    );
+    assert_eq!(b.get("/ui/").await.status, 200, "still signed in");
 }
 
 #[tokio::test]
@@ -1349,7 +1412,8 @@ async fn the_ui_settings_turn_the_dashboard_off_and_set_link_and_session_lives()
 
 /// The subscription page lists the operational notifications about it (docs/notifications.md):
 /// blocked on a 404, then recovered after the resubmit, each with how many receivers got it;
-/// a tenant sees them on its own subscription, with no receiver's secret in the page.
+/// a tenant sees them on its own subscription, with no receiver's secret in the page, and
+/// does not count the operator's receiver as one of its own.
 #[tokio::test]
 async fn the_subscription_page_lists_its_notifications() {
     let mut w = World::start().await;
@@ -1373,13 +1437,22 @@ async fn the_subscription_page_lists_its_notifications() {
         r.iter().any(|r| r.answered_2xx())
     })
     .await;
-    let mut b = w.browser();
-    b.sign_in(&w.acme_key.clone()).await;
     let path = format!("/ui/subscriptions/{}", sub.id);
-    let page = poll_page(&mut b, &path, "the notification delivered", |h| {
+    let mut admin = w.browser();
+    admin.sign_in(ADMIN).await;
+    let page = poll_page(&mut admin, &path, "the notification delivered", |h| {
         h.contains("1 of 1 receivers delivered")
     })
     .await;
+    w.check_page("subscription with notifications (admin)", &page);
+    let mut b = w.browser();
+    b.sign_in(&w.acme_key.clone()).await;
+    let page = b.get(&path).await;
+    assert!(
+        page.html.contains("none of your receivers"),
+        "{}",
+        page.html
+    );
     w.check_page("subscription with notifications", &page);
     assert_eq!(
         page.html
@@ -1406,6 +1479,177 @@ async fn the_subscription_page_lists_its_notifications() {
     let recovered = page.html.find(">recovered</span>").expect("recovered row");
     let blocked_at = page.html.find(">blocked</span>").expect("blocked row");
     assert!(recovered < blocked_at, "newest first");
+}
+
+/// With notifications configured (as `hookline serve` always has the system tenant), the admin
+/// sees the system tenant's receivers marked as what they are, and every notification with its
+/// receivers on `/ui/notifications` and the overview; a tenant sees neither the system tenant
+/// nor the operator's or another tenant's receivers, only its own receiver and the
+/// notifications about its own subscriptions, counted on its own receiver only. No receiver's
+/// secret is in any page.
+#[tokio::test]
+async fn the_system_tenant_is_marked_for_the_admin_and_hidden_from_tenants() {
+    use hookline::TenantId;
+    use hookline::notify::NotificationEndpoint;
+    let mut w = World::start().await;
+    let ops = Receiver::start().await;
+    let ops_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    w.h.configure_notifications(&[NotificationEndpoint {
+        url: ops.url("/ops"),
+        secret: Some(ops_secret.into()),
+    }])
+    .await
+    .unwrap();
+    w.secrets.push(ops_secret.to_owned());
+    let mine =
+        w.h.add_notification_endpoint(
+            &TenantId::from("acme-ui"),
+            NotificationEndpoint {
+                url: ops.url("/acme-ops"),
+                secret: None,
+            },
+        )
+        .await
+        .unwrap();
+    w.secrets.push(mine.secret.clone().unwrap());
+    let theirs =
+        w.h.add_notification_endpoint(
+            &TenantId::from(OTHER),
+            NotificationEndpoint {
+                url: ops.url("/globex-ops"),
+                secret: None,
+            },
+        )
+        .await
+        .unwrap();
+    w.secrets.push(theirs.secret.clone().unwrap());
+    let operator =
+        w.h.list_subscriptions(Some(&TenantId::from(hookline::notify::SYSTEM_TENANT)))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.workflow_ids.is_empty())
+            .expect("the operator's receiver");
+
+    w.receiver.set_behaviour(|_| Reply::status(404));
+    let sub = w.subscribe("acme-ui", "/watched").await;
+    w.h.publish(event_for("acme-ui", "w-1")).await.unwrap();
+    w.h.wait_state(&sub.id, SubscriptionState::Blocked).await;
+    ops.wait_for("both receivers get it", Duration::from_secs(10), |r| {
+        r.iter().filter(|r| r.answered_2xx()).count() >= 2
+    })
+    .await;
+
+    // The admin.
+    let mut b = w.browser();
+    b.sign_in(ADMIN).await;
+    let list = b.get("/ui/subscriptions?tenant=_hookline").await;
+    w.check_page("system receivers", &list);
+    assert_eq!(
+        list.html
+            .matches(r#"data-testid="subscription-row""#)
+            .count(),
+        3,
+        "the three receivers"
+    );
+    assert_eq!(
+        list.html.matches(r#"data-testid="system-badge""#).count(),
+        3
+    );
+    assert!(
+        list.html
+            .contains("_hookline (system: notification receivers)</option>")
+    );
+    let all = b.get("/ui/subscriptions").await;
+    assert!(
+        all.html.contains(sub.id.as_str()) && all.html.contains(operator.id.as_str()),
+        "the admin sees every tenant's"
+    );
+    let rx = b.get(&format!("/ui/subscriptions/{}", operator.id)).await;
+    assert_eq!(rx.status, 200);
+    w.check_page("a receiver's page", &rx);
+    assert!(rx.html.contains(r#"data-testid="receiver-of""#));
+    assert!(rx.html.contains("about the subscriptions of every tenant"));
+    let acme_rx = b.get(&format!("/ui/subscriptions/{}", mine.id)).await;
+    assert!(
+        acme_rx
+            .html
+            .contains("about the subscriptions of tenant acme-ui")
+    );
+    // The operator's receiver comes from the configuration, which wins at the next start.
+    assert!(rx.html.contains("set back at the next start"));
+    assert!(!acme_rx.html.contains("set back at the next start"));
+    let plain = b.get(&format!("/ui/subscriptions/{}", sub.id)).await;
+    assert!(!plain.html.contains(r#"data-testid="receiver-of""#));
+    let n = poll_page(&mut b, "/ui/notifications", "both sendings", |h| {
+        h.contains("2 of 2 receivers delivered")
+    })
+    .await;
+    w.check_page("notifications (admin)", &n);
+    assert_eq!(n.html.matches(r#"data-testid="receiver-row""#).count(), 3);
+    for url in [
+        ops.url("/ops"),
+        ops.url("/acme-ops"),
+        ops.url("/globex-ops"),
+    ] {
+        assert!(n.html.contains(&url), "{url}");
+    }
+    assert!(n.html.contains("every tenant (server configuration)"));
+    assert_eq!(n.html.matches(r#"data-testid="notice-row""#).count(), 1);
+    assert!(n.html.contains(">blocked</span>") && n.html.contains(&sub.url));
+    let home = b.get("/ui/").await;
+    let body = &home.html[home.html.find("<main>").expect("main")..];
+    assert_eq!(body.matches(r#"data-testid="notice-row""#).count(), 1);
+    assert!(home.html.contains("<title>Overview · hookline</title>"));
+    w.check_page("overview with notifications", &home);
+
+    // A tenant: its own receiver, its own notifications, no system tenant anywhere.
+    let mut t = w.browser();
+    t.sign_in(&w.acme_key.clone()).await;
+    for path in [
+        "/ui/".to_owned(),
+        "/ui/subscriptions".to_owned(),
+        "/ui/subscriptions?tenant=_hookline".to_owned(),
+        "/ui/notifications".to_owned(),
+        "/ui/find".to_owned(),
+        "/ui/transforms".to_owned(),
+        format!("/ui/subscriptions/{}", sub.id),
+    ] {
+        let p = t.get(&path).await;
+        assert_eq!(p.status, 200, "{path}");
+        w.check_page(&path, &p);
+        for hidden in [
+            hookline::notify::SYSTEM_TENANT.to_owned(),
+            ops.url("/ops"),
+            ops.url("/globex-ops"),
+            operator.id.to_string(),
+            theirs.id.to_string(),
+        ] {
+            assert!(!p.html.contains(&hidden), "{path} shows {hidden}");
+        }
+    }
+    let n = t.get("/ui/notifications").await;
+    assert!(n.html.contains(&ops.url("/acme-ops")), "its own receiver");
+    assert_eq!(n.html.matches(r#"data-testid="receiver-row""#).count(), 1);
+    assert!(
+        n.html.contains("1 of 1 receivers delivered"),
+        "only its own receiver counts: {}",
+        n.html
+    );
+    for path in [
+        format!("/ui/subscriptions/{}", operator.id),
+        format!("/ui/subscriptions/{}", mine.id),
+        "/ui/find?q=x&tenant=_hookline".to_owned(),
+        "/ui/transforms?tenant=_hookline".to_owned(),
+    ] {
+        assert_eq!(t.get(&path).await.status, 404, "{path}");
+    }
+    // Globex has a receiver but nothing happened to its subscriptions.
+    let mut g = w.browser();
+    g.sign_in(&w.globex_key.clone()).await;
+    let n = g.get("/ui/notifications").await;
+    assert_eq!(n.html.matches(r#"data-testid="notice-row""#).count(), 0);
+    assert!(!n.html.contains(&sub.url));
 }
 
 /// Fetches `path` every 20 ms until its HTML satisfies `cond`, or panics after 10 s.

@@ -20,6 +20,8 @@ const ADMIN: &str = "admin-key-for-the-browser-test-0123456789";
 const ACCESS_KEY: &str = "browser-test-access-key-4e1d";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const EVENTS: usize = 5;
+/// The operator's notification receiver's signing secret (`[notifications]`).
+const OPS_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -103,6 +105,7 @@ async fn the_dashboard_in_a_real_browser() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
+    let ops_url = receiver.url("/ops");
     let base = format!("http://127.0.0.1:{port}");
     let _server = Server(
         Command::new(env!("CARGO_BIN_EXE_hookline"))
@@ -111,6 +114,10 @@ async fn the_dashboard_in_a_real_browser() {
             .env("HOOKLINE_DB", dir.path().join("journal.db"))
             .env("HOOKLINE_ADMIN_KEY", ADMIN)
             .env("HOOKLINE_ALLOW_NETWORKS", "127.0.0.0/8")
+            // Operational notifications to the same receiver: the system tenant `_hookline`
+            // has a subscription, as in production.
+            .env("HOOKLINE_NOTIFICATIONS__URLS", &ops_url)
+            .env("HOOKLINE_NOTIFICATIONS__SECRET", OPS_SECRET)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -197,6 +204,8 @@ async fn the_dashboard_in_a_real_browser() {
         acme_key,
         globex["apiKey"],
         ACCESS_KEY,
+        OPS_SECRET,
+        OPS_SECRET.trim_start_matches("whsec_"),
         sub["secret"],
         other["secret"]
     ]);
@@ -211,6 +220,7 @@ async fn the_dashboard_in_a_real_browser() {
                 .env("ADMIN_KEY", ADMIN)
                 .env("TENANT_KEY", acme_key)
                 .env("SUB_URL", sub_url)
+                .env("OPS_URL", ops_url)
                 .env("SUB_ID", sub_id)
                 .env("OTHER_SUB_ID", other["id"].as_str().unwrap())
                 .env("EVENTS", EVENTS.to_string())
@@ -244,6 +254,10 @@ async fn the_dashboard_in_a_real_browser() {
         "subscriptions",
         "subscription-blocked",
         "delivery",
+        "notifications",
+        "system-receiver",
+        "tenant-notifications",
+        "transforms",
     ] {
         assert!(
             shots.join(format!("{name}.png")).exists(),

@@ -22,8 +22,14 @@ use crate::domain::{DeliveryId, DeliveryStatus};
 use crate::error::{Error, Result};
 use crate::outbound::AttemptRequest;
 use crate::policy::ErrorKind;
+use crate::policy::cluster_pace;
+use crate::policy::ratelimit::Pace;
 use crate::store::{AttemptRecord, QueuedDelivery};
 use crate::transform::TransformInput;
+
+/// How long a subscription waits before asking for a tenant slot again when the reservations
+/// it made were taken by the tenant's other subscriptions on this node.
+pub(super) const RESERVE_AGAIN: Duration = Duration::from_millis(5);
 
 impl SubscriberState {
     pub(super) fn runnable(&self) -> bool {
@@ -107,11 +113,31 @@ impl SubscriberState {
         }
         if !marked {
             // Pacing waits for the head and never reorders: nothing else may start meanwhile.
-            if let Err(wait) = self
-                .pacer
-                .next_slot(&self.ctx.limiters, self.row.tenant_id.as_str())
-            {
-                return self.wait_for(myself, delivery, wait).await;
+            let mut reserved = 0;
+            loop {
+                match self
+                    .pacer
+                    .pace(&self.ctx.limiters, self.row.tenant_id.as_str())
+                {
+                    Pace::Go => break,
+                    Pace::Wait(wait) => return self.wait_for(myself, delivery, wait).await,
+                    // Other subscriptions of the tenant on this node took what the last
+                    // reservations brought: ask again shortly rather than spin on the store.
+                    Pace::Reserve if reserved >= 2 => {
+                        return self.wait_for(myself, delivery, RESERVE_AGAIN).await;
+                    }
+                    Pace::Reserve => {
+                        reserved += 1;
+                        match self.reserve_tenant_slots().await {
+                            Ok(()) => {}
+                            Err(e) if stall::waits_for_journal(&e) => {
+                                self.retry_store_later(myself, &e);
+                                return Ok(());
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
             }
             let lease = held(&self.lease, &self.row.id)?;
             let marked = self
@@ -331,10 +357,39 @@ impl SubscriberState {
             .queue
             .next_ready(pos, record.new_status.is_terminal(), now)?;
         let (id, n) = (next.id, next.attempts + 1);
-        self.pacer
-            .next_slot(&self.ctx.limiters, self.row.tenant_id.as_str())
-            .ok()?;
-        Some((id, n, now))
+        match self
+            .pacer
+            .pace(&self.ctx.limiters, self.row.tenant_id.as_str())
+        {
+            Pace::Go => Some((id, n, now)),
+            // `advance` waits or reserves once the record committed.
+            Pace::Wait(_) | Pace::Reserve => None,
+        }
+    }
+
+    /// Reserves slots of the tenant's cluster-wide rate limit for this node (shared store; see
+    /// `policy::cluster_pace`): one reservation per tenant at a time on this node, for every
+    /// subscription queued behind it, so a node pays one store round trip for all of them.
+    pub(super) async fn reserve_tenant_slots(&self) -> Result<()> {
+        let Some(mut queue) = self
+            .ctx
+            .limiters
+            .queue_for_slots(self.row.tenant_id.as_str())
+        else {
+            return Ok(());
+        };
+        let gate = queue.gate();
+        let _turn = gate.lock().await;
+        let Some((limit, want)) = queue.request(std::time::Instant::now()) else {
+            return Ok(());
+        };
+        let grant = self
+            .ctx
+            .store
+            .reserve_tenant_slots(&self.row.tenant_id, &limit, want, cluster_pace::HORIZON)
+            .await?;
+        queue.deposit(&grant, std::time::Instant::now());
+        Ok(())
     }
 }
 

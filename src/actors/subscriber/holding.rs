@@ -61,11 +61,14 @@ impl SubscriberState {
             // already fenced, and the lease held is the newer one.
             return Ok(());
         }
+        let pace = lease.pace_ahead();
         self.lease = Some(lease);
         if let Some(row) = self.ctx.store.get_subscription(&self.row.id).await? {
             self.pacer.reconfigure(row.spec.rate_limit.clone());
             self.row = row;
         }
+        // Another node may have sent for it since this actor last did.
+        self.pacer.resume(pace);
         self.queue = Prefetch::default();
         // Read again under the new lease; attempts still in flight from the old one keep
         // their keys busy until they end, and are not recorded (see `keyed`).
@@ -175,14 +178,16 @@ impl SubscriberState {
     /// Releases the lease, due again after `due_in`, and reports the actor idle.
     async fn give_up(&mut self, myself: &ActorRef<SubscriberMsg>, due_in: Duration) -> Result<()> {
         if let Some(lease) = self.lease.take() {
+            let pace = self.pacer.ahead(std::time::Instant::now());
             // With ordering keys, work may remain that new events of other keys need not wait
             // for: a publish racing this release makes the subscription due at once.
             let seen = self.keyed.as_ref().map(super::lanes::Lanes::read_after);
             let released = match seen {
                 Some(seen) if !due_in.is_zero() => {
-                    self.ctx.store.release_after(&lease, due_in, seen).await
+                    let store = &self.ctx.store;
+                    store.release_after(&lease, due_in, pace, seen).await
                 }
-                _ => self.ctx.store.release(&lease, due_in).await,
+                _ => self.ctx.store.release(&lease, due_in, pace).await,
             };
             match released {
                 Ok(()) | Err(Error::LeaseLost { .. }) => {}
@@ -204,6 +209,8 @@ impl SubscriberState {
             tracing::info!(subscription = %self.row.id, token = lease.token(), "lease lost; stopping work on this subscription");
         }
         self.cancel_timer();
+        self.pacer
+            .forfeit(&self.ctx.limiters, self.row.tenant_id.as_str());
         self.queue = Prefetch::default();
         self.keyed = None;
         if !self.busy() {

@@ -1,5 +1,5 @@
 //! Moving the queue of a subscription with ordering keys: up to `lanes` attempts at once, at
-//! most one per key (guarantee 11, docs/ordering.md).
+//! most one per key (guarantee 12, docs/ordering.md).
 //!
 //! Which head may start is [`Lanes::pick`]; this file carries it out against the store with
 //! the same lease checks, pacing and journal stalls as the one-at-a-time path in `advance`:
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 
-use super::advance::log_outcome;
+use super::advance::{RESERVE_AGAIN, log_outcome};
 use super::holding::Cleared;
 use super::lanes::{After, Lanes, Pick};
 use super::stall::{self, Unrecorded};
@@ -40,6 +40,7 @@ use crate::domain::clock::{now_ms, until_ms};
 use crate::domain::{DeliveryId, DeliveryStatus, SubscriptionSpec};
 use crate::error::{Error, Result};
 use crate::outbound::AttemptOutcome;
+use crate::policy::ratelimit::Pace;
 use crate::store::{AttemptRecord, QueuedDelivery};
 
 /// An attempt in flight on an ordered subscription.
@@ -194,12 +195,34 @@ impl SubscriberState {
         let n = head.attempts + 1;
         if !head.marked {
             // Pacing takes a slot for the whole subscription: while it says wait, no key starts.
-            if let Err(wait) = self
-                .pacer
-                .next_slot(&self.ctx.limiters, self.row.tenant_id.as_str())
-            {
-                self.keyed_wait(myself, id, wait).await?;
-                return Ok(false);
+            let mut reserved = 0;
+            loop {
+                match self
+                    .pacer
+                    .pace(&self.ctx.limiters, self.row.tenant_id.as_str())
+                {
+                    Pace::Go => break,
+                    Pace::Wait(wait) => {
+                        self.keyed_wait(myself, id, wait).await?;
+                        return Ok(false);
+                    }
+                    // As in `advance`: the tenant's slots on this node went to others.
+                    Pace::Reserve if reserved >= 2 => {
+                        self.keyed_wait(myself, id, RESERVE_AGAIN).await?;
+                        return Ok(false);
+                    }
+                    Pace::Reserve => {
+                        reserved += 1;
+                        match self.reserve_tenant_slots().await {
+                            Ok(()) => {}
+                            Err(e) if stall::waits_for_journal(&e) => {
+                                self.retry_store_later(myself, &e);
+                                return Ok(false);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
             }
             let lease = held(&self.lease, &self.row.id)?;
             match self.ctx.store.mark_in_flight(lease, id, n, now_ms()).await {
@@ -401,10 +424,14 @@ impl SubscriberState {
         };
         let next = l.get(id).filter(|d| !d.marked)?;
         let n = next.attempts + 1;
-        self.pacer
-            .next_slot(&self.ctx.limiters, self.row.tenant_id.as_str())
-            .ok()?;
-        Some((id, n, now))
+        match self
+            .pacer
+            .pace(&self.ctx.limiters, self.row.tenant_id.as_str())
+        {
+            Pace::Go => Some((id, n, now)),
+            // `advance_keyed` waits or reserves once the record committed.
+            Pace::Wait(_) | Pace::Reserve => None,
+        }
     }
 
     /// Commits a keyed outcome the journal could not take before (inline: the actor is

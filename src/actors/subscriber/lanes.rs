@@ -1,6 +1,6 @@
 //! The queue of a subscription with ordering keys, in memory: the key heads it knows, the keys
 //! held by a failed delivery, and the one rule that says which head may start (see
-//! docs/ordering.md, guarantee 11).
+//! docs/ordering.md, guarantee 12).
 //!
 //! Invariants:
 //! - every head with a `seq` up to `horizon` is known (a store read of heads is complete up to

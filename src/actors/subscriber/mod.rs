@@ -6,7 +6,7 @@
 //! Invariants kept here:
 //! - without ordering keys, at most one attempt in flight, and the next one starts only after
 //!   the store has committed the previous delivery's outcome (guarantee 3);
-//! - with ordering keys (`keyed`, guarantee 11), at most `lanes` attempts in flight, at most one
+//! - with ordering keys (`keyed`, guarantee 12), at most `lanes` attempts in flight, at most one
 //!   per key, and a key's next delivery starts only after the store committed the outcome of
 //!   the one before it; a subscription that never had `ordering` never runs that path;
 //! - the queue in memory is a bounded prefetch of the store's open deliveries (`actor_prefetch`),
@@ -280,6 +280,10 @@ impl Actor for SubscriberActor {
                 }
             }
         });
+        if let Some(lease) = &state.lease {
+            // The pace the subscription's previous holder left (shared store).
+            state.pacer.resume(lease.pace_ahead());
+        }
         if !(for_command && state.ctx.tenure == Tenure::Shared) {
             state.step(&myself).await?;
         }

@@ -52,6 +52,9 @@ impl PgStore {
         if created == 0 {
             return Err(Error::Conflict(format!("tenant {id} already exists")));
         }
+        if rate_limit.is_some() {
+            notify_tenant_limits(&mut tx).await?;
+        }
         sqlx::query("INSERT INTO api_keys (key_hash, tenant_id, created_at) VALUES ($1, $2, $3)")
             .bind(&key_hash)
             .bind(id.as_str())
@@ -75,19 +78,23 @@ impl PgStore {
     ) -> Result<Tenant> {
         self.open_for_writes()?;
         let limit = rate_limit_json(rate_limit.as_ref())?;
+        let mut tx = self.pool().begin().await.map_err(sql_err(W))?;
         let row = sqlx::query(concat!(
             "UPDATE tenants SET rate_limit = $2 WHERE id = $1 ",
             "RETURNING id, name, created_at, rate_limit"
         ))
         .bind(id.as_str())
         .bind(limit)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await
         .map_err(sql_err(W))?;
-        match row {
-            None => Err(Error::not_found("tenant", &id)),
-            Some(r) => rows::tenant(&r),
-        }
+        let Some(row) = row else {
+            return Err(Error::not_found("tenant", &id));
+        };
+        let tenant = rows::tenant(&row)?;
+        notify_tenant_limits(&mut tx).await?;
+        tx.commit().await.map_err(sql_err("commit"))?;
+        Ok(tenant)
     }
 
     pub(super) async fn pg_get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
@@ -595,4 +602,14 @@ async fn check_binding(
             ),
         )),
     }
+}
+
+/// Tells every node (this one too) to read tenants' rate limits again, on the commit of `tx`.
+async fn notify_tenant_limits(tx: &mut sqlx::PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(super::TENANT_CHANNEL)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err(W))?;
+    Ok(())
 }

@@ -10,6 +10,9 @@
 //! owner)` like every queue write. A release that leaves due work notifies `hookline_wake` so
 //! a claimer (on any node) looks at once.
 //!
+//! A release records the subscription's pace (`pace_at`: no cell of its own rate limit before
+//! then) and a claim or takeover hands what is left of it to the next holder.
+//!
 //! Each lease carries its local deadline: the monotonic instant taken *before* the statement
 //! was sent, plus the TTL asked for, so it is never later than `lease_until` on the database's
 //! clock (see [`Lease::deadline`](crate::store::Lease::deadline)).
@@ -21,15 +24,22 @@ use sqlx::Row;
 use tokio::time::Instant;
 
 use super::{PgStore, WAKE_CHANNEL, listen, queue, sql_err};
-use crate::domain::SubscriptionId;
 use crate::domain::clock::now_ms;
+use crate::domain::{SubscriptionId, TenantId};
 use crate::error::{Error, Result};
+use crate::policy::cluster_pace::SlotGrant;
+use crate::policy::ratelimit::RateLimit;
 use crate::store::{Coordination, Lease, NodeId, NodeRow, Tenure};
 
 const C: &str = "cluster write";
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// A non-negative count of microseconds read from the database.
+fn micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
 }
 
 #[async_trait]
@@ -82,7 +92,8 @@ impl Coordination for PgStore {
              UPDATE sub_cursor c SET owner = $1, epoch = c.epoch + 1, next_due_at = NULL, \
                lease_until = now() + make_interval(secs => $3::float8 / 1000) \
              FROM due WHERE c.subscription_id = due.subscription_id \
-             RETURNING c.subscription_id, c.epoch",
+             RETURNING c.subscription_id, c.epoch, \
+               GREATEST(0, COALESCE(EXTRACT(EPOCH FROM (c.pace_at - now())) * 1000000, 0))::int8",
         )
         .bind(node.as_str())
         .bind(i64::from(limit))
@@ -98,12 +109,16 @@ impl Coordination for PgStore {
         for r in &claimed {
             let sub: String = r.try_get(0).map_err(sql_err(C))?;
             let epoch: i64 = r.try_get(1).map_err(sql_err(C))?;
-            leases.push(Lease::expiring(
-                SubscriptionId::from(sub.clone()),
-                epoch.max(0) as u64,
-                sent + ttl,
-                None,
-            ));
+            let pace: i64 = r.try_get(2).map_err(sql_err(C))?;
+            leases.push(
+                Lease::expiring(
+                    SubscriptionId::from(sub.clone()),
+                    epoch.max(0) as u64,
+                    sent + ttl,
+                    None,
+                )
+                .with_pace_ahead(micros(pace)),
+            );
             subs.push(sub);
         }
         queue::interrupt_in_flight(&mut tx, &subs, now_ms()).await?;
@@ -127,7 +142,8 @@ impl Coordination for PgStore {
              FROM old WHERE c.subscription_id = old.subscription_id \
              RETURNING c.epoch, CASE WHEN old.owner IS NOT NULL AND old.owner <> $2 \
                AND old.lease_until > now() \
-               THEN (EXTRACT(EPOCH FROM (old.lease_until - now())) * 1000)::int8 END",
+               THEN (EXTRACT(EPOCH FROM (old.lease_until - now())) * 1000)::int8 END, \
+               GREATEST(0, COALESCE(EXTRACT(EPOCH FROM (c.pace_at - now())) * 1000000, 0))::int8",
         )
         .bind(sub.as_str())
         .bind(node.as_str())
@@ -140,16 +156,15 @@ impl Coordination for PgStore {
         };
         let epoch: i64 = row.try_get(0).map_err(sql_err(C))?;
         let left_ms: Option<i64> = row.try_get(1).map_err(sql_err(C))?;
+        let pace: i64 = row.try_get(2).map_err(sql_err(C))?;
         queue::interrupt_in_flight(&mut tx, &[sub.as_str().to_owned()], now_ms()).await?;
         tx.commit().await.map_err(sql_err("commit"))?;
         // Measured from after the answer: never earlier than the fenced lease's expiry.
         let quiet = left_ms.map(|ms| Instant::now() + Duration::from_millis(ms.max(0) as u64));
-        Ok(Lease::expiring(
-            sub.clone(),
-            epoch.max(0) as u64,
-            sent + ttl,
-            quiet,
-        ))
+        Ok(
+            Lease::expiring(sub.clone(), epoch.max(0) as u64, sent + ttl, quiet)
+                .with_pace_ahead(micros(pace)),
+        )
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
@@ -175,12 +190,18 @@ impl Coordination for PgStore {
         Ok(lease.renewed(sent + ttl))
     }
 
-    async fn release(&self, lease: &Lease, due_in: Duration) -> Result<()> {
-        self.pg_release(lease, due_in, None).await
+    async fn release(&self, lease: &Lease, due_in: Duration, pace_ahead: Duration) -> Result<()> {
+        self.pg_release(lease, due_in, pace_ahead, None).await
     }
 
-    async fn release_after(&self, lease: &Lease, due_in: Duration, seen: i64) -> Result<()> {
-        self.pg_release(lease, due_in, Some(seen)).await
+    async fn release_after(
+        &self,
+        lease: &Lease,
+        due_in: Duration,
+        pace_ahead: Duration,
+        seen: i64,
+    ) -> Result<()> {
+        self.pg_release(lease, due_in, pace_ahead, Some(seen)).await
     }
 
     async fn release_all(&self, node: &NodeId) -> Result<u64> {
@@ -233,6 +254,45 @@ impl Coordination for PgStore {
             })
             .collect()
     }
+
+    async fn reserve_tenant_slots(
+        &self,
+        tenant: &TenantId,
+        limit: &RateLimit,
+        want: u32,
+        horizon: Duration,
+    ) -> Result<SlotGrant> {
+        self.open_for_writes()?;
+        let interval_us = i64::try_from(limit.interval().as_micros())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let horizon_us = i64::try_from(horizon.as_micros()).unwrap_or(i64::MAX);
+        // On the progress pool: a reservation needs no flush to disk (losing one in a crash
+        // of PostgreSQL grants its slots again, a burst at worst).
+        let row = sqlx::query(
+            "SELECT now_us, first_us, granted FROM hookline_reserve_slots($1, $2, $3, $4, $5)",
+        )
+        .bind(tenant.as_str())
+        .bind(interval_us)
+        .bind(i32::try_from(limit.burst).unwrap_or(i32::MAX))
+        .bind(i32::try_from(want).unwrap_or(i32::MAX))
+        .bind(horizon_us)
+        .fetch_one(&self.inner.progress)
+        .await
+        .map_err(sql_err("rate-limit reservation"))?;
+        let get = |e: sqlx::Error| sql_err("rate-limit reservation")(e);
+        let now_us: i64 = row.try_get(0).map_err(get)?;
+        let first_us: i64 = row.try_get(1).map_err(get)?;
+        let granted: i32 = row.try_get(2).map_err(get)?;
+        Ok(SlotGrant::from_schedule(
+            now_us,
+            first_us,
+            interval_us,
+            u32::try_from(granted).unwrap_or(0),
+            want,
+            horizon,
+        ))
+    }
 }
 
 impl PgStore {
@@ -242,7 +302,13 @@ impl PgStore {
     /// that `seq` is committed: the `sub_tail` row is read `FOR SHARE`, which waits for a
     /// publish to this subscription in progress (it holds the row until its commit), and a
     /// publish after this release finds the due time set and clears it (`ingest`).
-    async fn pg_release(&self, lease: &Lease, due_in: Duration, seen: Option<i64>) -> Result<()> {
+    async fn pg_release(
+        &self,
+        lease: &Lease,
+        due_in: Duration,
+        pace_ahead: Duration,
+        seen: Option<i64>,
+    ) -> Result<()> {
         self.open_for_writes()?;
         let mut tx = self.pool().begin().await.map_err(sql_err(C))?;
         let sub = lease.subscription().as_str();
@@ -261,13 +327,16 @@ impl PgStore {
         }
         let n = sqlx::query(
             "UPDATE sub_cursor SET owner = NULL, lease_until = NULL, \
-               next_due_at = now() + make_interval(secs => $4::float8 / 1000) \
+               next_due_at = now() + make_interval(secs => $4::float8 / 1000), \
+               pace_at = CASE WHEN $5::float8 > 0 \
+                 THEN now() + make_interval(secs => $5::float8 / 1000) END \
              WHERE subscription_id = $1 AND epoch = $2 AND owner = $3",
         )
         .bind(sub)
         .bind(lease.token() as i64)
         .bind(&self.inner.node)
         .bind(ms(due_in))
+        .bind(ms(pace_ahead))
         .execute(&mut *tx)
         .await
         .map_err(sql_err(C))?

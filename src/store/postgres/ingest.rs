@@ -96,7 +96,16 @@ impl PgStore {
     ) -> Result<Vec<Result<PublishReceipt>>> {
         let at = now_ms();
         let mut tx = self.pool().begin().await.map_err(sql_err(W))?;
-        let (receipts, woken) = self.publish_in(&mut tx, &events, at).await?;
+        // Bounded up to the commit only: once COMMIT is sent its outcome is the database's, and
+        // answering before it would say "nothing was accepted" without knowing.
+        let (receipts, woken) = tokio::time::timeout(
+            super::PUBLISH_STATEMENTS_WAIT,
+            self.publish_in(&mut tx, &events, at),
+        )
+        .await
+        .map_err(|elapsed| {
+            Error::unavailable("postgres publish got no answer before its commit", elapsed)
+        })??;
         tx.commit().await.map_err(sql_err("commit"))?;
         if !woken.is_empty() {
             self.inner.wakes.wake(woken);

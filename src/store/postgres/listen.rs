@@ -1,18 +1,20 @@
-//! Wakes from other nodes: `LISTEN hookline_wake`, fed into this node's wake channel.
+//! Wakes from other nodes: `LISTEN hookline_wake`, fed into this node's wake channel; and
+//! `LISTEN hookline_tenant_limits`, which tells the engine to read tenants' rate limits again.
 //!
 //! A publish notifies in its own transaction, so the notification is delivered on commit only
 //! (PostgreSQL holds it back until then) and never for a rolled-back publish. The payload is
 //! the publishing node's id and the woken subscription ids; a node skips its own (it woke its
 //! subscriptions itself after the commit). A wake is a hint: a lost one (the listening
 //! connection dropped and sqlx reconnected) costs latency until the next wake or poll, never a
-//! delivery; after a reconnect the listener wakes every subscription with open work.
+//! delivery; after a reconnect the listener wakes every subscription with open work, and has the
+//! tenants' limits read again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use sqlx::postgres::PgListener;
 
-use super::{Inner, WAKE_CHANNEL, sql_err};
+use super::{Inner, TENANT_CHANNEL, WAKE_CHANNEL, sql_err};
 use crate::domain::SubscriptionId;
 use crate::error::Result;
 
@@ -45,7 +47,7 @@ pub(super) async fn start(inner: &Arc<Inner>) -> Result<tokio::task::JoinHandle<
         .await
         .map_err(sql_err("listen"))?;
     listener
-        .listen(WAKE_CHANNEL)
+        .listen_all([WAKE_CHANNEL, TENANT_CHANNEL])
         .await
         .map_err(sql_err("listen"))?;
     // The task holds the store's state weakly: dropping the store ends it.
@@ -55,6 +57,9 @@ pub(super) async fn start(inner: &Arc<Inner>) -> Result<tokio::task::JoinHandle<
             let next = listener.try_recv().await;
             let Some(inner) = weak.upgrade() else { return };
             match next {
+                Ok(Some(n)) if n.channel() == TENANT_CHANNEL => {
+                    inner.tenant_limits.send_modify(|v| *v = v.wrapping_add(1));
+                }
                 Ok(Some(n)) => {
                     let mut words = n.payload().split(' ');
                     if words.next() == Some(inner.node.as_str()) {
@@ -65,10 +70,15 @@ pub(super) async fn start(inner: &Arc<Inner>) -> Result<tokio::task::JoinHandle<
                 }
                 // The connection was lost and is being re-established: notifications sent
                 // meanwhile are gone, so every subscription with open work is woken.
-                Ok(None) => match super::queue::open_subscriptions(&inner.pool).await {
-                    Ok(subs) => inner.wakes.wake(subs.into_iter().collect()),
-                    Err(e) => tracing::warn!(error = %e, "wake listener: reconnect sweep failed"),
-                },
+                Ok(None) => {
+                    inner.tenant_limits.send_modify(|v| *v = v.wrapping_add(1));
+                    match super::queue::open_subscriptions(&inner.pool).await {
+                        Ok(subs) => inner.wakes.wake(subs.into_iter().collect()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "wake listener: reconnect sweep failed")
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "wake listener: PostgreSQL unreachable; retrying");
                     drop(inner);

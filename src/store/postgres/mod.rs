@@ -17,7 +17,12 @@
 //!   node owned (or nobody owns) are logged as interrupted; a takeover does the same for the
 //!   previous holder's ([`queue`]).
 //! - **Wakes cross nodes**: a publish notifies `hookline_wake` in its transaction (delivered on
-//!   commit only); every node's [`listen`] task feeds its own wake channel from it.
+//!   commit only); every node's [`listen`] task feeds its own wake channel from it. A tenant's
+//!   rate limit set or changed notifies `hookline_tenant_limits` the same way, and every node
+//!   reads the limits again.
+//! - **A tenant's rate limit holds cluster-wide**: slots are reserved from one schedule per
+//!   tenant, the `tenant_pace` row, by `hookline_reserve_slots` (see
+//!   [`Coordination::reserve_tenant_slots`](crate::store::Coordination::reserve_tenant_slots)).
 //! - **One key for the cluster**: a key check value is stored at first open; opening with
 //!   another key is refused ([`keycheck`]).
 //!
@@ -53,8 +58,25 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::security::secretbox::SecretBox;
 
+/// The longest a store operation waits for a connection: for a pooled one to come free, or
+/// for PostgreSQL to accept a new one. Past it the operation fails with `Unavailable` (a publish
+/// answers 503 with `Retry-After`): while PostgreSQL is down or refusing connections a publish
+/// is answered within twice this (a group commit in its own wait may hold it back once, see
+/// [`group`]), rather than hanging. Short, because an operation that waits for a database that
+/// is down only holds its caller; long enough that a pool busy with a burst is waited for.
+pub(crate) const CONNECTION_WAIT: Duration = Duration::from_secs(2);
+
+/// The longest a publish's statements may take before its commit is sent: a connection whose
+/// peer went silent (a network partition: no reset, no answer) fails the publish with
+/// `Unavailable` after this, having committed nothing, instead of waiting for TCP to give up.
+pub(crate) const PUBLISH_STATEMENTS_WAIT: Duration = Duration::from_secs(10);
+
 /// The channel every node listens on for wakes.
 const WAKE_CHANNEL: &str = "hookline_wake";
+
+/// The channel every node listens on for changes of tenants' rate limits (no payload needed:
+/// a node reads all limits again).
+const TENANT_CHANNEL: &str = "hookline_tenant_limits";
 
 /// What a PostgreSQL store needs besides [`StoreOptions`].
 #[derive(Debug, Clone)]
@@ -92,6 +114,8 @@ struct Inner {
     lease_ttl_ms: i64,
     /// Subscriptions with new deliveries (this node's publishes, and other nodes' via LISTEN).
     wakes: WakeSender,
+    /// Bumped when a tenant's rate limit may have changed on any node (via LISTEN).
+    tenant_limits: tokio::sync::watch::Sender<u64>,
     /// Publishes in progress: at most `intake_queue`, so a stalled database refuses publishes
     /// with `Overloaded` after `wait` instead of piling them up.
     intake: Semaphore,
@@ -136,14 +160,14 @@ impl PgStore {
         let size = cfg.reader_connections.max(2) + 8;
         let pool = PgPoolOptions::new()
             .max_connections(size)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(CONNECTION_WAIT)
             .connect_with(connect)
             .await
             .map_err(sql_err("connect"))?;
         // Opened lazily: a node that delivers nothing holds none of these connections.
         let progress = PgPoolOptions::new()
             .max_connections(size)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(CONNECTION_WAIT)
             .connect_lazy_with(progress_connect);
         sqlx::migrate!("./schemas/postgres")
             .run(&pool)
@@ -152,6 +176,7 @@ impl PgStore {
         keycheck::check(&pool, &sealer).await?;
         let recovery = queue::recover(&pool, &pg.node_id).await?;
         let (wakes, wake_rx) = wake_channel();
+        let (tenant_limits, limits_rx) = tokio::sync::watch::channel(0u64);
         let (publishes, committers) = group::start();
         let inner = Arc::new(Inner {
             pool,
@@ -159,6 +184,7 @@ impl PgStore {
             publishes,
             sealer: Arc::new(sealer),
             node: pg.node_id,
+            tenant_limits,
             lease_ttl_ms: i64::try_from(pg.lease_ttl.as_millis()).unwrap_or(i64::MAX),
             wakes,
             intake: Semaphore::new(cfg.intake_queue.max(1)),
@@ -173,6 +199,7 @@ impl PgStore {
             store: Arc::new(PgStore { inner }),
             recovery,
             wakes: wake_rx,
+            tenant_limits: Some(limits_rx),
         })
     }
 

@@ -350,11 +350,12 @@ impl PgStore {
         if held { Ok(()) } else { Err(lease_lost(lease)) }
     }
 
-    /// An attempt's outcome. Without flag changes (every outcome but the one that blocks,
-    /// disables or faults the subscription) it is one statement on the progress pool: the
+    /// An attempt's outcome. Without flag changes, a key held (ordering keys) or notifications
+    /// (every outcome but the one that blocks, disables or faults the subscription, holds a
+    /// key, exhausts a delivery or ends a block) it is one statement on the progress pool: the
     /// fence, the attempt's log row, the delivery's new state and the next delivery's in-flight
-    /// mark commit together in one round trip. With flag changes, a key held (ordering keys)
-    /// or notifications, a transaction.
+    /// mark commit together in one round trip. With any, a transaction (the notifications
+    /// commit with the outcome).
     pub(super) async fn pg_record_attempt(&self, lease: &Lease, rec: AttemptRecord) -> Result<()> {
         if rec.flags.is_some() || rec.holds_key || !rec.notices.is_empty() {
             return self.record_with_flags(lease, rec).await;
@@ -409,7 +410,8 @@ impl PgStore {
         if held { Ok(()) } else { Err(lease_lost(lease)) }
     }
 
-    /// An outcome that changes the subscription's flags: a transaction.
+    /// An outcome that changes the subscription's flags or carries notifications: a
+    /// transaction.
     async fn record_with_flags(&self, lease: &Lease, rec: AttemptRecord) -> Result<()> {
         let mut tx = self.fenced(lease, true).await?;
         let now = now_ms();

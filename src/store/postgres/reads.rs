@@ -5,6 +5,7 @@
 //! query's expression is the index's, word for word); statistics are two grouped scans of the
 //! window's attempts, run side by side on two pool connections.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -18,6 +19,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::metrics::QueueStat;
+use crate::notify::SYSTEM_TENANT;
 use crate::store::{DeliveryPageBounds, KeyState};
 
 const R: &str = "read";
@@ -196,36 +198,81 @@ impl PgStore {
             .fetch_all(self.pool())
             .await
             .map_err(sql_err(R))?;
+        self.pg_traces(tenant, &found).await
+    }
+
+    pub(super) async fn pg_recent_notifications(
+        &self,
+        about: Option<&TenantId>,
+        limit: u32,
+    ) -> Result<Vec<EventTrace>> {
+        // The tenant is written literally, as the partial indexes' condition is (migration
+        // 0002), so the planner can use them.
+        let query = match about {
+            None => sqlx::query(
+                "SELECT seq, id, notification_type, body, created_at FROM events \
+                 WHERE tenant_id = '_hookline' ORDER BY seq DESC LIMIT $1",
+            )
+            .bind(i64::from(limit)),
+            Some(t) => sqlx::query(
+                "SELECT seq, id, notification_type, body, created_at FROM events \
+                 WHERE tenant_id = '_hookline' AND ((body::jsonb) ->> 'workflowId') = $1 \
+                 ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(t.as_str())
+            .bind(i64::from(limit)),
+        };
+        let found = query.fetch_all(self.pool()).await.map_err(sql_err(R))?;
+        self.pg_traces(&TenantId::from(SYSTEM_TENANT), &found).await
+    }
+
+    /// Each found event row (`seq, id, notification_type, body, created_at`) of `tenant` with
+    /// its deliveries: one read of all of them (`deliveries_by_event`), not one per event.
+    async fn pg_traces(
+        &self,
+        tenant: &TenantId,
+        found: &[sqlx::postgres::PgRow],
+    ) -> Result<Vec<EventTrace>> {
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs = found
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0).map_err(sql_err(R)))
+            .collect::<Result<Vec<i64>>>()?;
+        let mut by_event: HashMap<EventId, Vec<Delivery>> = HashMap::new();
+        for d in sqlx::query(concat!(
+            pg_delivery_select!(),
+            " WHERE d.event_seq = ANY($1) ORDER BY d.subscription_id"
+        ))
+        .bind(&seqs)
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err(R))?
+        .iter()
+        {
+            let d = rows::delivery(d)?;
+            by_event.entry(d.event_id.clone()).or_default().push(d);
+        }
         let mut out = Vec::with_capacity(found.len());
-        for r in &found {
+        for r in found {
             let seq: i64 = r.try_get(0).map_err(sql_err(R))?;
-            let id: String = r.try_get(1).map_err(sql_err(R))?;
+            let id = EventId::from(r.try_get::<String, _>(1).map_err(sql_err(R))?);
             let ty: String = r.try_get(2).map_err(sql_err(R))?;
             let body: String = r.try_get(3).map_err(sql_err(R))?;
             let created_at: i64 = r.try_get(4).map_err(sql_err(R))?;
             let envelope: serde_json::Value = serde_json::from_str(&body)
                 .map_err(|e| Error::Internal(format!("event {seq}: journaled body: {e}")))?;
             let text = |k: &str| envelope.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-            let deliveries = sqlx::query(concat!(
-                pg_delivery_select!(),
-                " WHERE d.event_seq = $1 ORDER BY d.subscription_id"
-            ))
-            .bind(seq)
-            .fetch_all(self.pool())
-            .await
-            .map_err(sql_err(R))?
-            .iter()
-            .map(rows::delivery)
-            .collect::<Result<Vec<_>>>()?;
             out.push(EventTrace {
-                id: EventId::from(id),
+                deliveries: by_event.remove(&id).unwrap_or_default(),
+                id,
                 tenant_id: tenant.clone(),
                 transaction_id: text("transactionId").unwrap_or_default(),
                 reference_id: text("referenceId"),
                 notification_type: NotificationType::parse(&ty)
                     .ok_or_else(|| Error::Internal(format!("bad notification type {ty}")))?,
                 accepted_at: Timestamp::from_ms(created_at),
-                deliveries,
             });
         }
         Ok(out)

@@ -273,6 +273,14 @@ impl Reads for PgStore {
         self.pg_events_by_key(tenant, key, limit).await
     }
 
+    async fn recent_notifications(
+        &self,
+        about: Option<&TenantId>,
+        limit: u32,
+    ) -> Result<Vec<EventTrace>> {
+        self.pg_recent_notifications(about, limit).await
+    }
+
     async fn attempt_rollup(
         &self,
         tenant: Option<&TenantId>,

@@ -256,7 +256,7 @@ async fn claims_are_disjoint_expire_renew_release_and_take_over() {
     let (mine, theirs, me, them) = owner;
     let renewed = mine.renew(&lease, ttl).await.expect("renew");
     assert_eq!(renewed.token(), lease.token());
-    mine.release(&renewed, Duration::from_secs(3600))
+    mine.release(&renewed, Duration::from_secs(3600), Duration::ZERO)
         .await
         .expect("release");
     assert!(
@@ -320,6 +320,125 @@ async fn claims_are_disjoint_expire_renew_release_and_take_over() {
     let released = a.release_all(&na).await.expect("release all");
     assert!(released > 0);
     assert_eq!(other.nodes().await.expect("nodes").len(), 1);
+    a.close().await;
+    other.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_slots_are_granted_once_cluster_wide_and_limit_changes_reach_every_node() {
+    use crate::policy::ratelimit::RateLimit;
+    let Some(url) = url("tenant_slots_are_granted_once_cluster_wide").await else {
+        return;
+    };
+    let b = Backend::Postgres { url };
+    let a = b.open_as("node-a").await.store;
+    let crate::store::Opened {
+        store: other,
+        tenant_limits,
+        ..
+    } = b.open_as("node-b").await;
+    let mut changes = tenant_limits.expect("a shared store announces limit changes");
+    let t = tenant(&a, "t1").await;
+    let limit = RateLimit {
+        per_second: 10.0,
+        burst: 2,
+    };
+    let horizon = Duration::from_secs(1);
+
+    // Both nodes ask for far more than the horizon holds at once: together they get the burst
+    // plus one second of the rate (2 + 10 + the slot at the horizon itself), once.
+    let (ga, gb) = tokio::join!(
+        a.reserve_tenant_slots(&t, &limit, 50, horizon),
+        other.reserve_tenant_slots(&t, &limit, 50, horizon)
+    );
+    let (ga, gb) = (ga.expect("reserve a"), gb.expect("reserve b"));
+    let granted = ga.offsets.len() + gb.offsets.len();
+    assert!(
+        (12..=13).contains(&granted),
+        "{} + {} slots",
+        ga.offsets.len(),
+        gb.offsets.len()
+    );
+    assert!(ga.retry_in.is_some() || gb.retry_in.is_some());
+    // The first grant starts with the burst, then one slot per 100 ms.
+    let first = if ga.offsets.len() >= gb.offsets.len() {
+        &ga
+    } else {
+        &gb
+    };
+    assert_eq!(first.offsets[0], first.offsets[1], "the burst: {first:?}");
+    for w in first.offsets[1..].windows(2) {
+        let gap = w[1] - w[0];
+        assert_eq!(gap, Duration::from_millis(100), "{first:?}");
+    }
+    // Another tenant has its own schedule.
+    let t2 = tenant(&a, "t2").await;
+    let g = other
+        .reserve_tenant_slots(&t2, &limit, 2, horizon)
+        .await
+        .expect("reserve t2");
+    assert_eq!(g.offsets, vec![Duration::ZERO; 2]);
+    // A changed limit starts a fresh schedule.
+    let faster = RateLimit {
+        per_second: 1000.0,
+        burst: 5,
+    };
+    let g = a
+        .reserve_tenant_slots(&t, &faster, 5, horizon)
+        .await
+        .expect("reserve at the new limit");
+    assert_eq!(g.offsets, vec![Duration::ZERO; 5]);
+
+    // A limit set on node a is announced to node b.
+    changes.borrow_and_update();
+    a.set_tenant_rate_limit(t.clone(), Some(limit.clone()))
+        .await
+        .expect("set limit");
+    tokio::time::timeout(Duration::from_secs(10), changes.changed())
+        .await
+        .expect("announced within 10 s")
+        .expect("listener alive");
+    let limits = other.tenant_rate_limits().await.expect("limits");
+    assert_eq!(limits, vec![(t.clone(), limit)]);
+    a.close().await;
+    other.close().await;
+}
+
+#[tokio::test]
+async fn a_released_subscription_carries_its_pace_to_the_next_holder() {
+    use crate::store::NodeId;
+    let Some(url) = url("a_released_subscription_carries_its_pace").await else {
+        return;
+    };
+    let b = Backend::Postgres { url };
+    let a = b.open_as("node-a").await.store;
+    let other = b.open_as("node-b").await.store;
+    let (na, nb) = (NodeId::new("node-a"), NodeId::new("node-b"));
+    let t = tenant(&a, "t1").await;
+    let sub = subscription(&a, &t, &[]).await;
+    publish(&a, &["e1"]).await;
+    let ttl = Duration::from_secs(30);
+    let first = a.claim_due(&na, 10, ttl).await.expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].pace_ahead(), Duration::ZERO, "never paced");
+    a.release(&first[0], Duration::ZERO, Duration::from_secs(5))
+        .await
+        .expect("release");
+    let next = other.claim_due(&nb, 10, ttl).await.expect("claim on b");
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].subscription(), &sub);
+    let pace = next[0].pace_ahead();
+    assert!(
+        pace > Duration::from_secs(4) && pace <= Duration::from_secs(5),
+        "{pace:?}"
+    );
+    // A release with a full bucket clears it; a takeover reads it too.
+    other
+        .release(&next[0], Duration::ZERO, Duration::ZERO)
+        .await
+        .expect("release b");
+    let taken = a.take_over(&na, &sub, ttl).await.expect("take over");
+    assert_eq!(taken.pace_ahead(), Duration::ZERO);
     a.close().await;
     other.close().await;
 }

@@ -12,9 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::Journal;
-use crate::domain::SubscriptionId;
 use crate::domain::clock::now_ms;
+use crate::domain::{SubscriptionId, TenantId};
 use crate::error::{Error, Result};
+use crate::policy::cluster_pace::SlotGrant;
+use crate::policy::ratelimit::RateLimit;
 use crate::store::{Coordination, Lease, NodeId, NodeRow, Queue, Tenure};
 
 #[async_trait]
@@ -60,11 +62,17 @@ impl Coordination for Journal {
         Ok(lease.clone())
     }
 
-    async fn release(&self, _lease: &Lease, _due_in: Duration) -> Result<()> {
+    async fn release(&self, _lease: &Lease, _due_in: Duration, _pace: Duration) -> Result<()> {
         Ok(())
     }
 
-    async fn release_after(&self, _lease: &Lease, _due_in: Duration, _seen: i64) -> Result<()> {
+    async fn release_after(
+        &self,
+        _lease: &Lease,
+        _due_in: Duration,
+        _pace_ahead: Duration,
+        _seen: i64,
+    ) -> Result<()> {
         Ok(())
     }
 
@@ -89,6 +97,16 @@ impl Coordination for Journal {
                 ..r.clone()
             })
             .collect())
+    }
+
+    async fn reserve_tenant_slots(
+        &self,
+        _tenant: &TenantId,
+        _limit: &RateLimit,
+        want: u32,
+        _horizon: Duration,
+    ) -> Result<SlotGrant> {
+        Ok(SlotGrant::unlimited(want))
     }
 }
 
@@ -165,7 +183,10 @@ mod tests {
         );
         let renewed = store.renew(&lease, ttl).await.unwrap();
         assert_eq!(renewed.token(), lease.token());
-        store.release(&lease, Duration::ZERO).await.unwrap();
+        store
+            .release(&lease, Duration::ZERO, Duration::ZERO)
+            .await
+            .unwrap();
         store.heartbeat(&me).await.unwrap();
         let nodes = store.nodes().await.unwrap();
         assert_eq!(nodes.len(), 1);

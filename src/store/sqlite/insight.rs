@@ -6,17 +6,21 @@
 //! use the expression indexes of migration 0007 (the query's expression is the index's, word
 //! for word), events by id the `(tenant_id, id)` key; statistics read the per-minute rollup of
 //! migration 0008 (a row per subscription, minute and duration), kept by a trigger on
-//! `attempts`, never the attempts themselves.
+//! `attempts`, never the attempts themselves; the newest operational notifications use the
+//! partial indexes of migration 0009 over the system tenant's events.
+
+use std::collections::HashMap;
 
 use sqlx::Row;
 
 use super::open::sql_err;
 use super::{Journal, rows};
 use crate::domain::{
-    AttemptRollup, DurationCount, EventId, EventKey, EventTrace, MinuteRollup, NotificationType,
-    SubscriptionId, TenantId, Timestamp,
+    AttemptRollup, Delivery, DurationCount, EventId, EventKey, EventTrace, MinuteRollup,
+    NotificationType, SubscriptionId, TenantId, Timestamp,
 };
 use crate::error::{Error, Result};
+use crate::notify::SYSTEM_TENANT;
 
 // SQL is literal for sqlx (no runtime strings): the shared fragments are macros.
 
@@ -40,6 +44,19 @@ macro_rules! events_where {
         )
     };
 }
+
+/// The newest notifications, through migration 0009's `events_of_system`. The tenant is
+/// written literally, as the partial index's condition is, and the index is named: without
+/// statistics the planner would rather take a `(tenant_id, …)` index and sort the system
+/// tenant's events, whose number only retention bounds.
+pub(super) const RECENT_NOTIFICATIONS: &str = "SELECT seq, id, notification_type, body, created_at \
+     FROM events INDEXED BY events_of_system WHERE tenant_id = '_hookline' \
+     ORDER BY seq DESC LIMIT ?1";
+
+/// The newest notifications about one tenant's subscriptions (`events_of_system_by_about`).
+pub(super) const RECENT_NOTIFICATIONS_ABOUT: &str = "SELECT seq, id, notification_type, body, \
+     created_at FROM events INDEXED BY events_of_system_by_about WHERE tenant_id = '_hookline' \
+     AND json_extract(body, '$.workflowId') = ?1 ORDER BY seq DESC LIMIT ?2";
 
 impl Journal {
     pub(super) async fn read_event_body(
@@ -78,34 +95,73 @@ impl Journal {
             .fetch_all(&self.inner.readers)
             .await
             .map_err(sql_err("read"))?;
+        self.traces(tenant, &found).await
+    }
+
+    pub(super) async fn read_recent_notifications(
+        &self,
+        about: Option<&TenantId>,
+        limit: u32,
+    ) -> Result<Vec<EventTrace>> {
+        let query = match about {
+            None => sqlx::query(RECENT_NOTIFICATIONS).bind(i64::from(limit)),
+            Some(t) => sqlx::query(RECENT_NOTIFICATIONS_ABOUT)
+                .bind(t.as_str())
+                .bind(i64::from(limit)),
+        };
+        let found = query
+            .fetch_all(&self.inner.readers)
+            .await
+            .map_err(sql_err("read"))?;
+        self.traces(&TenantId::from(SYSTEM_TENANT), &found).await
+    }
+
+    /// Each found event row (`seq, id, notification_type, body, created_at`) of `tenant` with
+    /// its deliveries: one read of all of them (the events' seqs through `deliveries_by_event`),
+    /// not one per event.
+    async fn traces(
+        &self,
+        tenant: &TenantId,
+        found: &[sqlx::sqlite::SqliteRow],
+    ) -> Result<Vec<EventTrace>> {
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs: Vec<i64> = found.iter().map(|r| r.get(0)).collect();
+        let seqs = serde_json::to_string(&seqs)
+            .map_err(|e| Error::Internal(format!("event seqs: {e}")))?;
+        let mut by_event: HashMap<EventId, Vec<Delivery>> = HashMap::new();
+        for d in sqlx::query(concat!(
+            delivery_select!(),
+            " WHERE d.event_seq IN (SELECT value FROM json_each(?1)) ORDER BY d.subscription_id"
+        ))
+        .bind(seqs)
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(sql_err("read"))?
+        .iter()
+        {
+            let d = rows::delivery(d, sql_err("read"))?;
+            by_event.entry(d.event_id.clone()).or_default().push(d);
+        }
         let mut out = Vec::with_capacity(found.len());
-        for r in &found {
+        for r in found {
             let seq: i64 = r.get(0);
+            let id = EventId::from(r.get::<String, _>(1));
             let ty: String = r.get(2);
             let body: String = r.get(3);
             let envelope: serde_json::Value = serde_json::from_str(&body)
                 .map_err(|e| Error::Internal(format!("event {seq}: journaled body: {e}")))?;
             let text = |k: &str| envelope.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-            let deliveries = sqlx::query(concat!(
-                delivery_select!(),
-                " WHERE d.event_seq = ?1 ORDER BY d.subscription_id"
-            ))
-            .bind(seq)
-            .fetch_all(&self.inner.readers)
-            .await
-            .map_err(sql_err("read"))?
-            .iter()
-            .map(|d| rows::delivery(d, sql_err("read")))
-            .collect::<Result<Vec<_>>>()?;
             out.push(EventTrace {
-                id: EventId::from(r.get::<String, _>(1)),
+                deliveries: by_event.remove(&id).unwrap_or_default(),
+                id,
                 tenant_id: tenant.clone(),
                 transaction_id: text("transactionId").unwrap_or_default(),
                 reference_id: text("referenceId"),
                 notification_type: NotificationType::parse(&ty)
                     .ok_or_else(|| Error::Internal(format!("bad notification type {ty}")))?,
                 accepted_at: Timestamp::from_ms(r.get(4)),
-                deliveries,
             });
         }
         Ok(out)

@@ -165,6 +165,7 @@ impl Journal {
             store: Arc::new(journal),
             recovery,
             wakes: wake_rx,
+            tenant_limits: None,
         })
     }
 

@@ -356,6 +356,14 @@ impl Reads for Journal {
         self.read_events_by_key(tenant, key, limit).await
     }
 
+    async fn recent_notifications(
+        &self,
+        about: Option<&TenantId>,
+        limit: u32,
+    ) -> Result<Vec<EventTrace>> {
+        self.read_recent_notifications(about, limit).await
+    }
+
     async fn attempt_rollup(
         &self,
         tenant: Option<&TenantId>,

@@ -48,3 +48,45 @@ fn a_write_stays_small_in_the_intake_channel() {
     let size = std::mem::size_of::<super::writer::Command>();
     assert!(size <= 256, "a writer command takes {size} bytes");
 }
+
+/// The dashboard's newest notifications read the partial indexes of migration 0009, so they
+/// cost `limit` rows whatever the journal holds: the plans name the indexes and sort nothing,
+/// and the SQL names the system tenant exactly as `notify` and the indexes do.
+#[tokio::test]
+async fn the_newest_notifications_are_read_through_their_partial_indexes() {
+    use super::insight::{RECENT_NOTIFICATIONS, RECENT_NOTIFICATIONS_ABOUT};
+    let f = Backend::sqlite();
+    let store = f.open().await.store;
+    let Backend::Sqlite { path, .. } = &f else {
+        unreachable!("a SQLite backend")
+    };
+    let system = format!("'{}'", crate::notify::SYSTEM_TENANT);
+    let migration = include_str!("../../../schemas/migrations/0009_notification_lookup.sql");
+    for sql in [RECENT_NOTIFICATIONS, RECENT_NOTIFICATIONS_ABOUT, migration] {
+        assert!(sql.contains(&system), "{sql}");
+    }
+    let conn = rusqlite::Connection::open(path).expect("side connection");
+    let plan = |sql: &str, bind: &[&dyn rusqlite::ToSql]| -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("prepare");
+        let rows = stmt
+            .query_map(bind, |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rows");
+        rows.join(" | ")
+    };
+    let all = plan(RECENT_NOTIFICATIONS, &[&10]);
+    assert!(all.contains("USING INDEX events_of_system"), "{all}");
+    let about = plan(RECENT_NOTIFICATIONS_ABOUT, &[&"acme", &10]);
+    assert!(
+        about.contains("USING INDEX events_of_system_by_about"),
+        "{about}"
+    );
+    for p in [&all, &about] {
+        assert!(!p.contains("TEMP B-TREE"), "no sort: {p}");
+    }
+    drop(conn);
+    store.close().await;
+}

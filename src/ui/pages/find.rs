@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::super::UiState;
 use super::super::error::{UiError, UiResult};
 use super::super::session::Viewer;
-use super::super::view::{Chrome, code, render, status_name, time};
+use super::super::view::{Chrome, TenantOption, code, render, status_name, tenant_options, time};
 use super::{visible_delivery, visible_subscription};
 use crate::domain::{EventKey, TenantId};
 
@@ -58,7 +58,7 @@ struct FindPage {
     q: String,
     by: String,
     tenant: String,
-    tenants: Vec<String>,
+    tenants: Vec<TenantOption>,
     events: Vec<EventRow>,
     message: String,
 }
@@ -148,16 +148,14 @@ async fn page(
         }
     }
     let tenants = if viewer.is_admin() {
-        let mut t: Vec<String> = state
-            .engine
-            .list_subscriptions(None)
-            .await?
-            .into_iter()
-            .map(|s| s.tenant_id.to_string())
-            .collect();
-        t.sort();
-        t.dedup();
-        t
+        tenant_options(
+            state
+                .engine
+                .list_subscriptions(None)
+                .await?
+                .into_iter()
+                .map(|s| s.tenant_id.to_string()),
+        )
     } else {
         Vec::new()
     };

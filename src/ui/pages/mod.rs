@@ -13,7 +13,8 @@
 //! | `subscription` | `/ui/subscriptions/{id}`: head of line, settings, deliveries; its actions |
 //! | `delivery` | `/ui/deliveries/{id}`: status, code, attempts; resubmit, skip |
 //! | `transforms` | `/ui/transforms`: a tenant's transforms, and trying one on an envelope |
-//! | `find` | `/ui/find`: go to a delivery or subscription by id |
+//! | `find` | `/ui/find`: a tenant's events by transactionId, referenceId or id; a delivery or subscription by id |
+//! | `notifications` | `/ui/notifications`: operational notifications and their receivers |
 
 use askama::Template;
 use axum::Router;
@@ -28,6 +29,7 @@ use crate::domain::{Delivery, DeliveryId, Subscription, SubscriptionId};
 
 mod delivery;
 mod find;
+mod notifications;
 mod overview;
 mod subscription;
 mod subscriptions;
@@ -42,6 +44,7 @@ pub(super) fn routes() -> Router<UiState> {
         .merge(delivery::routes())
         .merge(transforms::routes())
         .merge(find::routes())
+        .merge(notifications::routes())
         .route("/ui/{*rest}", get(not_found))
 }
 

@@ -2,10 +2,13 @@
 //! the total backlog and the oldest waiting event, attempts per minute, success rate and p50/p95
 //! latency over the last hour and day, attempts per minute over the last hour as a chart, the
 //! subscriptions failing most, the ones that need an operator (blocked, disabled, faulted,
-//! paused, with why) and the largest backlogs, as inline SVG.
+//! paused, with why) and the largest backlogs, as inline SVG; last, the newest operational
+//! notifications (`notifications`).
 //!
 //! What is counted is the store's [`AttemptStats`](crate::domain::AttemptStats): attempts
 //! (manual resubmits and replays included) by the time they started; succeeded means 2xx.
+
+use std::collections::HashMap;
 
 use askama::Template;
 use axum::Router;
@@ -16,11 +19,16 @@ use axum::routing::get;
 use super::super::UiState;
 use super::super::error::UiResult;
 use super::super::session::Viewer;
-use super::super::view::{self, BarChart, Chrome, ColumnChart, age, percent, render, state_name};
+use super::super::view::{
+    self, BarChart, Chrome, ColumnChart, age, is_system, percent, render, state_name,
+};
+use super::notifications::{NoticeRow, Notices};
 use crate::domain::{AttemptStats, SubscriptionState, Timestamp};
 
 /// Rows of the "needs attention" table and bars of the backlog chart.
 const TOP: usize = 10;
+/// The newest operational notifications shown (the rest on `/ui/notifications`).
+const NOTICES: u32 = 5;
 
 pub(super) fn routes() -> Router<UiState> {
     Router::new().route("/ui/", get(overview))
@@ -35,6 +43,8 @@ struct AttentionRow {
     id: String,
     url: String,
     tenant: String,
+    /// A receiver of operational notifications (the system tenant's).
+    system: bool,
     state: &'static str,
     reason: String,
     backlog: u64,
@@ -85,6 +95,7 @@ struct OverviewPage {
     by_state: BarChart,
     backlogs: BarChart,
     attention: Vec<AttentionRow>,
+    notices: Vec<NoticeRow>,
 }
 
 async fn overview(State(state): State<UiState>, viewer: Viewer) -> UiResult<Html<String>> {
@@ -151,6 +162,7 @@ async fn overview(State(state): State<UiState>, viewer: Viewer) -> UiResult<Html
             id: s.id.to_string(),
             url: s.url.clone(),
             tenant: s.tenant_id.to_string(),
+            system: is_system(s.tenant_id.as_str()),
             state: state_name(s.state),
             reason: s.state_reason.clone().unwrap_or_default(),
             backlog: depths.get(&s.id).map_or(0, |d| d.depth),
@@ -159,6 +171,14 @@ async fn overview(State(state): State<UiState>, viewer: Viewer) -> UiResult<Html
     // The ones holding most work first.
     attention.sort_by(|a, b| b.backlog.cmp(&a.backlog).then_with(|| a.id.cmp(&b.id)));
     attention.truncate(TOP);
+    let by_id: HashMap<_, _> = subs.iter().map(|s| (&s.id, s)).collect();
+    let notices = Notices::audience(&state, &viewer).await?.rows(
+        &state
+            .engine
+            .recent_notifications(viewer.own_tenant(), NOTICES)
+            .await?,
+        &by_id,
+    );
     render(&OverviewPage {
         chrome: viewer.chrome("overview"),
         windows: vec![
@@ -174,6 +194,7 @@ async fn overview(State(state): State<UiState>, viewer: Viewer) -> UiResult<Html
         by_state,
         backlogs,
         attention,
+        notices,
     })
 }
 

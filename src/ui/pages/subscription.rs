@@ -23,7 +23,10 @@ use super::super::UiState;
 use super::super::error::{UiError, UiResult};
 use super::super::form::Form;
 use super::super::session::Viewer;
-use super::super::view::{self, Chrome, ago, code, render, state_name, status_name, time};
+use super::super::view::{
+    self, Chrome, ago, code, is_system, render, state_name, status_name, time,
+};
+use super::notifications::{NoticeRow, Notices, receiver_scope};
 use super::{ConfirmPage, flash, visible_subscription};
 use crate::domain::{
     DeliveryQuery, DeliveryStatus, ReplayWindow, Subscription, SubscriptionState, Timestamp,
@@ -132,51 +135,8 @@ struct DeliveryRow {
     updated: String,
 }
 
-/// One operational notification about the subscription (see `notify`).
-struct NoticeRow {
-    /// `blocked`, `disabled`, `faulted`, `exhausted` or `recovered` (from the event id).
-    kind: String,
-    /// The badge class its kind looks like.
-    badge: &'static str,
-    at: String,
-    /// The delivery that caused it, if any.
-    delivery: Option<String>,
-    /// How its sending went, e.g. "2 of 2 receivers delivered".
-    sent: String,
-}
-
 /// Notifications shown on the page (the newest).
 const NOTICES: u32 = 10;
-
-fn notice_row(t: &crate::domain::EventTrace) -> NoticeRow {
-    let kind =
-        t.id.as_str()
-            .split('_')
-            .nth(1)
-            .unwrap_or("notification")
-            .to_string();
-    let badge = match kind.as_str() {
-        "recovered" => "active",
-        "disabled" => "disabled",
-        _ => "failed",
-    };
-    let done = t
-        .deliveries
-        .iter()
-        .filter(|d| d.status == DeliveryStatus::Delivered)
-        .count();
-    let sent = match t.deliveries.len() {
-        0 => "no receiver configured".to_string(),
-        n => format!("{done} of {n} receivers delivered"),
-    };
-    NoticeRow {
-        kind,
-        badge,
-        at: time(t.accepted_at),
-        delivery: t.reference_id.clone().filter(|r| r.starts_with("dlv_")),
-        sent,
-    }
-}
 
 #[derive(Template)]
 #[template(path = "subscription.html")]
@@ -193,6 +153,9 @@ struct SubscriptionPage {
     first: Option<String>,
     flash: Option<String>,
     notices: Vec<NoticeRow>,
+    /// Whose notifications it receives, and whether it is the operator's (from the server's
+    /// configuration), when it is one of the system tenant's receivers.
+    receiver_of: Option<(String, bool)>,
     /// With ordering keys: its lanes and held keys.
     keys: Option<KeysPanel>,
 }
@@ -397,13 +360,12 @@ async fn show(
             .map(|c| format!("{base}&after={}", view::urlencode(&c))),
         first: q.after.is_some().then(|| base.clone()),
         flash: flash(q.done.as_deref(), q.n),
-        notices: state
-            .engine
-            .notifications_about(&sub.id, NOTICES)
-            .await?
-            .iter()
-            .map(notice_row)
-            .collect(),
+        notices: Notices::audience(&state, &viewer).await?.rows(
+            &state.engine.notifications_about(&sub.id, NOTICES).await?,
+            &std::iter::once((&sub.id, &sub)).collect(),
+        ),
+        receiver_of: is_system(sub.tenant_id.as_str())
+            .then(|| (receiver_scope(&sub), sub.workflow_ids.is_empty())),
     };
     render(&view)
 }

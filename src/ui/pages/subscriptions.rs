@@ -8,8 +8,6 @@
 //! of the page's rows in the per-minute rollup (at most 1,440 minutes per subscription), made
 //! only for the rows on the page, so a page costs the same whatever the number of deliveries.
 
-use std::collections::BTreeSet;
-
 use askama::Template;
 use axum::Router;
 use axum::extract::{Query, State};
@@ -20,7 +18,9 @@ use serde::Deserialize;
 use super::super::UiState;
 use super::super::error::UiResult;
 use super::super::session::Viewer;
-use super::super::view::{self, Chrome, age, code, render, state_name, urlencode};
+use super::super::view::{
+    self, Chrome, TenantOption, age, code, is_system, render, state_name, tenant_options, urlencode,
+};
 
 /// Rows on one page.
 const PAGE: usize = 50;
@@ -42,6 +42,8 @@ struct Row {
     id: String,
     url: String,
     tenant: String,
+    /// The system tenant's: a receiver of operational notifications.
+    system: bool,
     state: &'static str,
     reason: String,
     backlog: u64,
@@ -61,7 +63,7 @@ struct ListPage {
     rows: Vec<Row>,
     total: usize,
     states: Vec<&'static str>,
-    tenants: Vec<String>,
+    tenants: Vec<TenantOption>,
     state: String,
     tenant: String,
     q: String,
@@ -75,7 +77,7 @@ async fn list(
     Query(lq): Query<ListQuery>,
 ) -> UiResult<Html<String>> {
     let all = state.engine.list_subscriptions(viewer.own_tenant()).await?;
-    let tenants: BTreeSet<String> = all.iter().map(|s| s.tenant_id.to_string()).collect();
+    let tenants: Vec<String> = all.iter().map(|s| s.tenant_id.to_string()).collect();
     let want_state = lq
         .state
         .clone()
@@ -121,6 +123,7 @@ async fn list(
             id: s.id.to_string(),
             url: s.url.clone(),
             tenant: s.tenant_id.to_string(),
+            system: is_system(s.tenant_id.as_str()),
             state: state_name(s.state),
             reason: s.state_reason.clone().unwrap_or_default(),
             backlog: depth.depth,
@@ -151,7 +154,7 @@ async fn list(
         total,
         states: view::STATES.iter().map(|s| state_name(*s)).collect(),
         tenants: if viewer.is_admin() {
-            tenants.into_iter().collect()
+            tenant_options(tenants)
         } else {
             Vec::new()
         },

@@ -16,7 +16,7 @@ use super::super::UiState;
 use super::super::error::{UiError, UiResult};
 use super::super::form::Form;
 use super::super::session::Viewer;
-use super::super::view::{Chrome, render, time};
+use super::super::view::{Chrome, TenantOption, render, tenant_options, time};
 use crate::domain::{EventInput, TenantId};
 
 pub(super) fn routes() -> Router<UiState> {
@@ -43,7 +43,7 @@ struct TransformRow {
 struct TransformsPage {
     chrome: Chrome,
     tenant: String,
-    tenants: Vec<String>,
+    tenants: Vec<TenantOption>,
     transforms: Vec<TransformRow>,
     sample: String,
 }
@@ -79,16 +79,14 @@ async fn list(
 ) -> UiResult<Html<String>> {
     let tenant = tenant_of(&viewer, q.tenant.as_deref())?;
     let tenants = if viewer.is_admin() {
-        let mut t: Vec<String> = state
-            .engine
-            .list_subscriptions(None)
-            .await?
-            .into_iter()
-            .map(|s| s.tenant_id.to_string())
-            .collect();
-        t.sort();
-        t.dedup();
-        t
+        tenant_options(
+            state
+                .engine
+                .list_subscriptions(None)
+                .await?
+                .into_iter()
+                .map(|s| s.tenant_id.to_string()),
+        )
     } else {
         Vec::new()
     };

@@ -1,6 +1,6 @@
 //! The ordered queue's rule, case by case and against a model: a simulated journal of keyed
 //! deliveries, read the way the store reads it (heads, next of a key, held keys), worked by
-//! [`Lanes`] with random outcomes, lanes and wakes. The model checks guarantee 11 at every
+//! [`Lanes`] with random outcomes, lanes and wakes. The model checks guarantee 12 at every
 //! start: no earlier delivery that conflicts with the one starting is open or held.
 
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
--- Ordering keys (docs/ordering.md), as in the SQLite journal's 0009_ordering.sql: order_key is
+-- Ordering keys (docs/ordering.md), as in the SQLite journal's 0010_ordering.sql: order_key is
 -- computed at fan-out ('' = the no-key sequence, NULL = the subscription had no ordering),
 -- order_epoch is the subscription's ordering epoch then, holds_key marks a keyed delivery that
 -- failed under onFailure: block (its key's later deliveries wait).
