@@ -33,6 +33,8 @@ use crate::store::Durability;
 const CHECKPOINT_PAGES: i32 = 2_000;
 /// A WAL smaller than the threshold is checkpointed after this long without a nudge.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
+/// A checkpoint or progress fsync at least this long is logged (debug).
+const SLOW_SYNC: Duration = Duration::from_millis(10);
 /// How often, at least, delivery progress reaches the disk under [`Durability::Fsync`].
 pub(super) const PROGRESS_SYNC_EVERY: Duration = Duration::from_millis(50);
 
@@ -143,10 +145,23 @@ fn run(conn: &Connection, state: &State, wal: Option<&Path>) {
             || last_checkpoint.elapsed() >= IDLE_CHECKPOINT
         {
             // A checkpoint fsyncs the WAL before it copies it, so it is a progress sync too.
-            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                Ok(()) => {
+            let started = Instant::now();
+            let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            });
+            match done {
+                Ok((wal_pages, copied)) => {
                     crate::crashpoint::hit("checkpoint");
                     synced_upto = commits;
+                    let took = started.elapsed();
+                    if took >= SLOW_SYNC {
+                        tracing::debug!(
+                            wal_pages,
+                            copied,
+                            took_ms = took.as_secs_f64() * 1e3,
+                            "slow journal checkpoint"
+                        );
+                    }
                 }
                 Err(e) => tracing::warn!(
                     error = %e,
@@ -160,8 +175,18 @@ fn run(conn: &Connection, state: &State, wal: Option<&Path>) {
             if wal_file.is_none() {
                 wal_file = std::fs::File::open(path).ok();
             }
+            let started = Instant::now();
             match wal_file.as_ref().map(std::fs::File::sync_data) {
-                Some(Ok(())) => synced_upto = commits,
+                Some(Ok(())) => {
+                    synced_upto = commits;
+                    let took = started.elapsed();
+                    if took >= SLOW_SYNC {
+                        tracing::debug!(
+                            took_ms = took.as_secs_f64() * 1e3,
+                            "slow journal progress fsync"
+                        );
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "journal WAL fsync failed");
                     wal_file = None;

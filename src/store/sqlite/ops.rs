@@ -12,6 +12,7 @@
 //! until its batch committed, and answers only then.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
@@ -46,6 +47,8 @@ pub(super) struct Call<W: Write> {
     pub(super) req: W,
     reply: Option<oneshot::Sender<Result<W::Out>>>,
     out: Option<Result<W::Out>>,
+    /// When the caller handed it in: the writer reports how long writes waited for it.
+    queued: Instant,
 }
 
 impl<W: Write> Call<W> {
@@ -54,6 +57,7 @@ impl<W: Write> Call<W> {
             req,
             reply: Some(reply),
             out: None,
+            queued: Instant::now(),
         }
     }
 
@@ -63,6 +67,7 @@ impl<W: Write> Call<W> {
             req,
             reply: None,
             out: None,
+            queued: Instant::now(),
         }
     }
 
@@ -196,6 +201,16 @@ impl Op {
         each_op!(self, c => c.fail(e))
     }
 
+    /// When its caller handed it in.
+    pub(super) fn queued(&self) -> Instant {
+        each_op!(self, c => c.queued)
+    }
+
+    /// Whether it is a publish.
+    pub(super) fn is_publish(&self) -> bool {
+        matches!(self, Op::Publish(_))
+    }
+
     /// Delivery progress only (see [`Write::PROGRESS`]).
     pub(super) fn is_progress(&self) -> bool {
         fn progress<W: Write>(_: &Call<W>) -> bool {
@@ -205,14 +220,15 @@ impl Op {
     }
 }
 
-/// Applies `ops` and commits them; each keeps its result for [`Op::answer`].
+/// Applies `ops` and commits them; each keeps its result for [`Op::answer`]. Returns how long
+/// the commit itself took (writing the WAL, and its fsync when the batch fsyncs).
 pub(super) fn apply_batch(
     conn: &mut Connection,
     routing: &mut Routing,
     leases: &mut Leases,
     ops: &mut [Op],
     wakes: &mut HashSet<SubscriptionId>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<std::time::Duration> {
     if let [Op::RecordAttempt(c)] = ops
         && c.req.is_plain()
     {
@@ -224,7 +240,7 @@ pub(super) fn apply_batch(
             leases,
             wakes,
         };
-        return c.run(&mut cx);
+        return c.run(&mut cx).map(|()| std::time::Duration::ZERO);
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut cx = Cx {
@@ -251,5 +267,7 @@ pub(super) fn apply_batch(
             i += 1;
         }
     }
-    tx.commit()
+    let committing = Instant::now();
+    tx.commit()?;
+    Ok(committing.elapsed())
 }
