@@ -30,6 +30,18 @@ pub(super) struct Cx<'a> {
     pub leases: &'a mut Leases,
     /// Subscriptions that received deliveries in this batch (woken after the commit).
     pub wakes: &'a mut HashSet<SubscriptionId>,
+    /// The highest `seq` of the events this batch created (0 if none): its deliveries may be
+    /// sent once that is durable (see `durable`).
+    pub max_seq: i64,
+}
+
+impl Cx<'_> {
+    /// Notes the events `receipts` created.
+    pub(super) fn created(&mut self, receipts: &[Result<crate::domain::PublishReceipt>]) {
+        for r in receipts.iter().flatten().filter(|r| !r.duplicate) {
+            self.max_seq = self.max_seq.max(r.seq);
+        }
+    }
 }
 
 /// A request the writer can apply.
@@ -37,7 +49,7 @@ pub(super) trait Write {
     /// What the caller gets back.
     type Out;
     /// Delivery progress only (in-flight marks, attempt records): nothing a caller was promised
-    /// durability for, so its commit need not fsync (see `writer::SyncState`).
+    /// durability for, so it is answered without waiting for an fsync (see `durable`).
     const PROGRESS: bool = false;
     fn apply(&self, cx: &mut Cx<'_>) -> rusqlite::Result<Result<Self::Out>>;
 }
@@ -220,15 +232,22 @@ impl Op {
     }
 }
 
-/// Applies `ops` and commits them; each keeps its result for [`Op::answer`]. Returns how long
-/// the commit itself took (writing the WAL, and its fsync when the batch fsyncs).
+/// What committing a batch did.
+pub(super) struct Committed {
+    /// How long the commit itself took (writing the WAL).
+    pub took: std::time::Duration,
+    /// The highest `seq` of the events the batch created (0 if none).
+    pub max_seq: i64,
+}
+
+/// Applies `ops` and commits them; each keeps its result for [`Op::answer`].
 pub(super) fn apply_batch(
     conn: &mut Connection,
     routing: &mut Routing,
     leases: &mut Leases,
     ops: &mut [Op],
     wakes: &mut HashSet<SubscriptionId>,
-) -> rusqlite::Result<std::time::Duration> {
+) -> rusqlite::Result<Committed> {
     if let [Op::RecordAttempt(c)] = ops
         && c.req.is_plain()
     {
@@ -239,8 +258,13 @@ pub(super) fn apply_batch(
             routing,
             leases,
             wakes,
+            max_seq: 0,
         };
-        return c.run(&mut cx).map(|()| std::time::Duration::ZERO);
+        c.run(&mut cx)?;
+        return Ok(Committed {
+            took: std::time::Duration::ZERO,
+            max_seq: cx.max_seq,
+        });
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut cx = Cx {
@@ -248,6 +272,7 @@ pub(super) fn apply_batch(
         routing,
         leases,
         wakes,
+        max_seq: 0,
     };
     let mut i = 0;
     while i < ops.len() {
@@ -267,7 +292,11 @@ pub(super) fn apply_batch(
             i += 1;
         }
     }
+    let max_seq = cx.max_seq;
     let committing = Instant::now();
     tx.commit()?;
-    Ok(committing.elapsed())
+    Ok(Committed {
+        took: committing.elapsed(),
+        max_seq,
+    })
 }
