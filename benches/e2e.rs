@@ -1,10 +1,15 @@
 //! End-to-end benchmark: hookline embedded on a SQLite file, and on PostgreSQL, delivering to
 //! loopback receivers.
 //!
-//! `cargo bench --bench e2e -- [--quick] [--events N] [--single N] [--subs N] [--fixed-secs N] [--keys-only]`
+//! `cargo bench --bench e2e -- [--quick] [--events N] [--single N] [--subs N] [--fixed-secs N]
+//! [--big N] [--runs N] [--only PHASE,…] [--keys-only]`
 //!
-//! `--keys-only` runs the concurrent ceiling, the fan-out drain and the ordering-keys drains
-//! only (what the `keys_*` ratios need), and prints their rows and JSON.
+//! `--runs N` (or `HOOKLINE_BENCH_RUNS=N`) repeats the whole run N times in one process; the
+//! last line is then `{"runs", "median", "min", "max", "each"}` over every numeric figure, and
+//! a table of the headline figures' medians and ranges comes before it. `--only` runs some of
+//! the phases `ceilings`, `ingest`, `single`, `fan`, `keys`, `fixed`, `fixed_big`, `postgres` (a
+//! ratio needs its ceiling: `--only ceilings,single`); the figures of the others are `null`.
+//! `--keys-only` is `--only ceilings,fan,keys` (what the `keys_*` ratios need).
 //!
 //! Everything runs in one process on one tokio runtime: a bare hyper receiver that answers 200
 //! at once, the ceilings (a bare `reqwest::Client` posting the same ~1 KiB envelopes to it), and
@@ -26,6 +31,9 @@
 //! | `latency_100_sweep` | `--subs` active subscriptions, events published open-loop at shares of `deliveries_100_per_s` (10 to 80%): scheduled publish instant → receipt, and whether the engine kept up |
 //! | `latency_100_*` | the sweep point at the highest load the engine kept up with |
 //! | `p50_ms_at_1k`, `p99_ms_at_1k` | a fixed offered load of 1,000 events/s for `--fixed-secs` (5 s; 1.5 s with `--quick`), open loop, spread over 100 active subscriptions (subscription `k` filters `workflowIds: ["wf-k"]`, events go round-robin over `wf-0`…`wf-99`, so each event is one delivery): scheduled publish instant → receipt |
+//! | `publishes_over_50ms_at_1k`, `receipts_over_50ms_at_1k` | of the fixed load: how many publishes returned, and how many receipts came, more than 50 ms after their scheduled instant |
+//! | `*_at_1k_big` | the fixed load again on a journal that already holds `--big` (2,000,000; 100,000 with `--quick`) delivered deliveries with their attempts, bulk-inserted with SQL before the engine opens it (built once per process, `big_journal_build_s`) |
+//! | `run_delay_ms_per_s` | time this process's threads spent runnable but waiting for a CPU (schedstat), per second of the run: how much of a latency the machine took, not the engine |
 //! | `peak_rss_mb`, `rss_mb` | VmHWM of the process at the end; VmRSS at the start of each phase (from /proc/self/status) |
 //! | `keys_lanes_{1,16,100}_per_s` | ordering keys: `--events` events over 1,000 keys (`payLoad.k = i % 1000`) pre-published to ONE paused subscription with `ordering: {key: "/payLoad/k", lanes}`, then resumed: time until the receiver has them all; `keys_lanes_*_vs_100_subs` divides by `deliveries_100_per_s` (100 separate subscriptions, same run, same receiver, same number of deliveries), `keys_lanes_*_vs_ceiling` by `ceiling_conc_rps`; `keys_order_violations` counts arrivals not after an earlier event of their key (expected 0) |
 //! | `postgres.*` | the ingest and drain figures again on a durable PostgreSQL server this run starts, with 1 and 3 nodes, and the takeover of a killed node (see `e2e/postgres.rs`); `null` when PostgreSQL is not installed |
@@ -80,8 +88,6 @@ const SLOW_DELAY: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone)]
 struct Sizes {
     quick: bool,
-    /// Only the phases of the ordering-keys figures.
-    keys_only: bool,
     /// Ingest events (each way) and total deliveries of the fan-out case.
     events: u32,
     /// Deliveries of the one-subscription case.
@@ -100,13 +106,36 @@ struct Sizes {
     fsync_samples: u32,
     /// How long the fixed 1,000 events/s load runs.
     fixed_for: Duration,
+    /// Finished deliveries the large journal of the `fixed_big` phase holds before it starts.
+    big_deliveries: u32,
+    /// Full runs in this process (`--runs N`, or `HOOKLINE_BENCH_RUNS`): with more than one,
+    /// the last line reports each figure's median, minimum and maximum.
+    runs: u32,
+    /// The phases to run (`--only a,b`); all when `None`.
+    only: Option<Vec<String>>,
 }
+
+/// The phases `--only` can name, in the order they run.
+const PHASES: &[&str] = &[
+    "ceilings",
+    "ingest",
+    "single",
+    "fan",
+    "keys",
+    "fixed",
+    "fixed_big",
+    "postgres",
+];
 
 impl Sizes {
     fn from_args() -> Sizes {
         let mut quick = false;
-        let mut keys_only = false;
         let (mut events, mut single, mut subs, mut fixed) = (None, None, None, None);
+        let (mut big, mut only) = (None, None);
+        let mut runs = std::env::var("HOOKLINE_BENCH_RUNS")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|n| *n > 0);
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             let mut number = |name: &str| -> u32 {
@@ -117,11 +146,30 @@ impl Sizes {
             };
             match a.as_str() {
                 "--quick" => quick = true,
-                "--keys-only" => keys_only = true,
+                "--keys-only" => {
+                    only = Some(["ceilings", "fan", "keys"].map(str::to_owned).to_vec());
+                }
                 "--events" => events = Some(number("--events")),
                 "--single" => single = Some(number("--single")),
                 "--subs" => subs = Some(number("--subs")),
                 "--fixed-secs" => fixed = Some(number("--fixed-secs")),
+                "--big" => big = Some(number("--big")),
+                "--runs" => runs = Some(number("--runs")),
+                "--only" => {
+                    let list: Vec<String> = args
+                        .next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect();
+                    if let Some(bad) = list.iter().find(|p| !PHASES.contains(&p.as_str())) {
+                        panic!(
+                            "--only: unknown phase {bad:?} (phases: {})",
+                            PHASES.join(",")
+                        );
+                    }
+                    only = Some(list);
+                }
                 // `cargo bench` passes `--bench` to every bench binary.
                 "--bench" => {}
                 other => eprintln!("e2e: ignoring unknown argument {other:?}"),
@@ -130,7 +178,6 @@ impl Sizes {
         let events = events.unwrap_or(if quick { 2_000 } else { 20_000 });
         Sizes {
             quick,
-            keys_only,
             events,
             single: single.unwrap_or(if quick { 500 } else { 5_000 }),
             subs: subs.unwrap_or(100),
@@ -147,7 +194,17 @@ impl Sizes {
                 Duration::from_millis(if quick { 1_500 } else { 5_000 }),
                 |s| Duration::from_secs(u64::from(s)),
             ),
+            big_deliveries: big.unwrap_or(if quick { 100_000 } else { 2_000_000 }),
+            runs: runs.unwrap_or(1),
+            only,
         }
+    }
+
+    /// Whether `phase` runs.
+    fn wants(&self, phase: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|p| p == phase))
     }
 }
 
@@ -485,8 +542,15 @@ impl Journaled {
 
     async fn start(durability: Durability) -> Journaled {
         let dir = tempfile::tempdir().expect("temporary directory");
+        let mut j = Journaled::at(&dir.path().join("hookline.db"), durability).await;
+        j._dir = Some(dir);
+        j
+    }
+
+    /// An engine on the journal at `path` (created if missing), which the caller keeps.
+    async fn at(path: &std::path::Path, durability: Durability) -> Journaled {
         let engine = Engine::builder()
-            .path(dir.path().join("hookline.db"))
+            .path(path)
             .durability(durability)
             .shutdown_grace(Duration::from_secs(5))
             // The receivers are on loopback, which the SSRF guard refuses by default.
@@ -494,10 +558,7 @@ impl Journaled {
             .build()
             .await
             .expect("engine starts");
-        Journaled {
-            engine,
-            _dir: Some(dir),
-        }
+        Journaled { engine, _dir: None }
     }
 
     /// A tenant with `subs` subscriptions to `/s/0`…, paused when `paused`.
@@ -902,19 +963,45 @@ async fn loaded_latency(
     }
 }
 
-/// Publishes open-loop at `rate` events/s for `dur`, event `i` to workflow `wf-{i % subs}`
-/// (so to exactly one of [`Journaled::routed_tenant`]'s subscriptions); latency is scheduled
-/// publish instant → receipt (ms).
+/// What the fixed-load phase measured.
+struct Fixed {
+    loaded: Loaded,
+    /// Scheduled instant → `publish` returned (durable), ms, sorted: the journal's part of the
+    /// latency (the rest is the delivery path's).
+    publish: Vec<f64>,
+    violations: u64,
+}
+
+impl Fixed {
+    /// Publishes that returned more than `ms` after their scheduled instant.
+    fn publishes_over(&self, ms: f64) -> usize {
+        self.publish.iter().filter(|t| **t > ms).count()
+    }
+
+    /// Receipts that came more than `ms` after their event's scheduled instant.
+    fn receipts_over(&self, ms: f64) -> usize {
+        self.loaded.lat.iter().filter(|t| **t > ms).count()
+    }
+}
+
+/// Publishes open-loop at `rate` events/s for `dur` to `tenant` (a
+/// [`Journaled::routed_tenant`] of `subs` subscriptions), events `first`…, event `i` to
+/// workflow `wf-{i % subs}` (so to exactly one subscription); latency is scheduled publish
+/// instant → receipt (ms).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one phase, its knobs spelled out"
+)]
 async fn fixed_load(
     rx: &Receiver,
-    addr: SocketAddr,
+    j: &Journaled,
+    tenant: &str,
     subs: u32,
+    first: u32,
     rate: f64,
     dur: Duration,
     pad: &str,
-) -> (Loaded, Vec<f64>, u64) {
-    let j = Journaled::start(Durability::Fsync).await;
-    j.routed_tenant("fixed", addr, subs).await;
+) -> Fixed {
     rx.take_arrivals();
     let n = ((rate * dur.as_secs_f64()).round() as u32).max(10);
     let target = rx.count() + u64::from(n);
@@ -922,15 +1009,15 @@ async fn fixed_load(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut scheduled = Vec::with_capacity(n as usize);
     let mut set = JoinSet::new();
-    for i in 0..n {
+    for i in first..first + n {
         let at = ticks.tick().await.into_std();
         scheduled.push(at.saturating_duration_since(rx.base).as_nanos() as u64);
-        let ev = event("fixed", i, pad).workflow_id(format!("wf-{}", i % subs));
+        let ev = event(tenant, i, pad).workflow_id(format!("wf-{}", i % subs));
         let (engine, base) = (j.engine.clone(), rx.base);
         set.spawn(async move {
             let r = engine.publish(ev).await.expect("publish");
             assert_eq!(r.deliveries, 1, "event {} is for one subscription", r.id);
-            (i, r.seq, base.elapsed().as_nanos() as u64)
+            (i - first, r.seq, base.elapsed().as_nanos() as u64)
         });
     }
     let published = set.join_all().await;
@@ -939,21 +1026,22 @@ async fn fixed_load(
     for (i, seq, _) in &published {
         seqs[*i as usize] = *seq;
     }
-    // Scheduled instant → `publish` returned (durable), ms: splits the latency into the
-    // journal's part and the delivery path's part.
     let publish_lat = published
         .iter()
         .map(|(i, _, done)| done.saturating_sub(scheduled[*i as usize]) as f64 / 1e6)
         .collect();
     rx.wait_for(target, DRAIN_LIMIT).await;
-    j.shutdown().await;
     let arrivals = rx.take_arrivals();
     let first_ns = scheduled.first().copied().unwrap_or(0);
     let last_sched = scheduled.last().copied().unwrap_or(0);
     let last_ns = arrivals.iter().map(|a| a.at_ns).max().unwrap_or(first_ns);
     let lat = arrivals
         .iter()
-        .map(|a| a.at_ns.saturating_sub(scheduled[a.event as usize]) as f64 / 1e6)
+        .map(|a| {
+            a.at_ns
+                .saturating_sub(scheduled[(a.event - first) as usize]) as f64
+                / 1e6
+        })
         .collect();
     let loaded = Loaded {
         load: 1.0,
@@ -963,8 +1051,112 @@ async fn fixed_load(
         kept_up: last_ns.saturating_sub(last_sched) as f64 <= dur.as_nanos() as f64 / 5.0,
         lat: sorted(lat),
     };
-    let violations = order_violations_by(&arrivals, |event| seqs[event as usize]);
-    (loaded, sorted(publish_lat), violations)
+    let violations = order_violations_by(&arrivals, |event| seqs[(event - first) as usize]);
+    Fixed {
+        loaded,
+        publish: sorted(publish_lat),
+        violations,
+    }
+}
+
+/// A journal that already holds many finished deliveries, for the fixed load on a large
+/// journal. Built once per bench process and reused by every run (each run adds its own
+/// events, numbered from `next_event`).
+struct BigJournal {
+    dir: tempfile::TempDir,
+    /// Delivered deliveries (with their attempts) written by the bulk insert.
+    deliveries: u64,
+    /// The journal file's size after the build, MiB.
+    size_mb: f64,
+    build_s: f64,
+    next_event: u32,
+}
+
+/// Tenant of the fixed-load phases.
+const FIXED_TENANT: &str = "fixed";
+/// Subscriptions of the fixed-load phases.
+const FIXED_SUBS: u32 = 100;
+
+impl BigJournal {
+    /// A journal with the routed tenant's [`FIXED_SUBS`] subscriptions, then `deliveries`
+    /// events written straight into the file with SQL, each with one delivered delivery (to
+    /// subscription `seq % subs`) and its one attempt, accepted over the last six hours (inside
+    /// retention: nothing is pruned during the run). Much faster than publishing and
+    /// delivering them (a bulk insert runs a few hundred thousand rows a second); the rows are
+    /// the ones the engine would have written, except for a shorter payload (about 200 bytes,
+    /// to keep the file near a gigabyte).
+    async fn build(addr: SocketAddr, deliveries: u32) -> BigJournal {
+        let started = Instant::now();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("hookline.db");
+        let j = Journaled::at(&path, Durability::Fsync).await;
+        j.routed_tenant(FIXED_TENANT, addr, FIXED_SUBS).await;
+        j.shutdown().await;
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || bulk_insert(&p, deliveries))
+            .await
+            .expect("bulk insert task")
+            .expect("bulk insert");
+        let size_mb = std::fs::metadata(&path).map_or(f64::NAN, |m| m.len() as f64 / 1048576.0);
+        BigJournal {
+            dir,
+            deliveries: u64::from(deliveries),
+            size_mb,
+            build_s: started.elapsed().as_secs_f64(),
+            next_event: 0,
+        }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("hookline.db")
+    }
+}
+
+/// The bulk insert of [`BigJournal::build`], on the closed journal file.
+fn bulk_insert(path: &std::path::Path, n: u32) -> rusqlite::Result<()> {
+    let conn = rusqlite::Connection::open(path)?;
+    // Nothing here must survive a crash of the bench: no fsync, a large page cache.
+    conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let six_hours = 6 * 3_600_000i64;
+    let t0 = now - six_hours;
+    let step = (six_hours / i64::from(n.max(1))).max(1);
+    let pad = "p".repeat(120);
+    conn.execute(
+        "CREATE TEMP TABLE subs_k AS SELECT id, ROW_NUMBER() OVER (ORDER BY id) - 1 AS k \
+         FROM subscriptions WHERE tenant_id = ?1",
+        [FIXED_TENANT],
+    )?;
+    conn.execute_batch("CREATE UNIQUE INDEX temp.subs_k_by_k ON subs_k(k); BEGIN;")?;
+    conn.execute(
+        "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < ?1 - 1) \
+         INSERT INTO events (tenant_id, id, notification_type, body, created_at) \
+         SELECT ?2, 'old-' || i, 'NODE_EVENT', \
+           json_object('id', 'old-' || i, 'tenantId', ?2, 'transactionId', 'tx-old-' || i, \
+             'notificationType', 'NODE_EVENT', 'workflowId', 'wf-' || (i % ?3), \
+             'payLoad', json_object('i', i, 'pad', ?4), \
+             'timestamp', '2026-01-01T00:00:00.000Z'), \
+           ?5 + i * ?6 \
+         FROM c",
+        rusqlite::params![n, FIXED_TENANT, FIXED_SUBS, pad, t0, step],
+    )?;
+    conn.execute(
+        "INSERT INTO deliveries (subscription_id, event_seq, state, attempts, last_status, \
+           updated_at) \
+         SELECT s.id, e.seq, 'delivered', 1, 200, e.created_at + 2 \
+         FROM events e JOIN subs_k s ON s.k = e.seq % ?2 WHERE e.tenant_id = ?1",
+        rusqlite::params![FIXED_TENANT, FIXED_SUBS],
+    )?;
+    conn.execute(
+        "INSERT INTO attempts (delivery_id, n, started_at, duration_ms, status_code) \
+         SELECT id, 1, updated_at - 1, 1, 200 FROM deliveries WHERE state = 'delivered'",
+        [],
+    )?;
+    conn.execute_batch("COMMIT;")?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
 }
 
 // ---- main ------------------------------------------------------------------------------------
@@ -983,79 +1175,160 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(run(sizes));
+    runtime.block_on(run_all(sizes));
 }
 
-/// The `--keys-only` run: the concurrent ceiling, 100 subscriptions, and one subscription with
-/// each of [`KEY_LANES`], the same number of deliveries each.
-async fn run_keys(sz: Sizes) {
+/// `--runs` runs, each printing its table; the last stdout line is the one run's JSON object,
+/// or with several runs the summary's.
+async fn run_all(sz: Sizes) {
     let begun = Instant::now();
     let (rx, addr) = Receiver::start(begun).await;
-    let pad = pad();
-    let body = ceiling_body(&pad);
-    let (ceiling_conc, _) = ceiling(addr, sz.subs, sz.ceiling_for, &body).await;
-    let fan_events = (sz.events / sz.subs).max(1);
-    let fan = drain(
-        &rx,
-        addr,
-        Store::Sqlite,
-        Durability::Fsync,
-        1,
-        sz.subs,
-        fan_events,
-        &pad,
-    )
-    .await;
-    fan.shutdown().await;
-    let mut keyed = Vec::new();
-    for lanes in KEY_LANES {
-        keyed.push(drain_keyed(&rx, addr, lanes, fan_events * sz.subs, &pad).await);
+    let mut big = None;
+    let mut each = Vec::new();
+    for r in 0..sz.runs {
+        if sz.runs > 1 {
+            eprintln!("e2e: run {} of {}", r + 1, sz.runs);
+        }
+        each.push(run(&sz, &rx, addr, begun, &mut big).await);
     }
-    let s = sz.subs;
+    let last = if each.len() == 1 {
+        each.pop().unwrap_or_default()
+    } else {
+        summary(&each)
+    };
+    println!("{last}");
+}
+
+/// Figures shown in the summary of several runs (median, then the range), in this order.
+const HEADLINE: &[&str] = &[
+    "seq_ratio",
+    "conc_ratio",
+    "conc_cpu_ratio",
+    "keys_lanes_100_vs_100_subs",
+    "keys_lanes_100_vs_ceiling",
+    "deliveries_1_cpu_us",
+    "deliveries_100_cpu_us",
+    "ingest_per_s",
+    "ingest_batch_per_s",
+    "latency_idle_p99_ms",
+    "sweep_p99_ms_at_10",
+    "sweep_p99_ms_at_25",
+    "sweep_p99_ms_at_50",
+    "sweep_p99_ms_at_80",
+    "p99_ms_at_1k",
+    "publish_p99_ms_at_1k",
+    "publishes_over_50ms_at_1k",
+    "p99_ms_at_1k_big",
+    "publish_p99_ms_at_1k_big",
+    "publishes_over_50ms_at_1k_big",
+    "run_delay_ms_per_s",
+];
+
+/// Median, minimum and maximum of every numeric figure over `runs`, with the runs themselves.
+fn summary(runs: &[serde_json::Value]) -> serde_json::Value {
+    let mut keys: Vec<&str> = Vec::new();
+    for r in runs {
+        for (k, v) in r.as_object().into_iter().flatten() {
+            if v.is_number() && !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+    }
+    let (mut median, mut min, mut max) = Default::default();
+    let spread = |map: &mut serde_json::Map<String, serde_json::Value>, k: &str, x: f64| {
+        map.insert(k.to_owned(), round(x, 4));
+    };
+    let mut table = Vec::new();
+    for k in keys {
+        let v = sorted(runs.iter().filter_map(|r| r.get(k)?.as_f64()).collect());
+        if v.is_empty() {
+            continue;
+        }
+        let mid = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        spread(&mut median, k, mid);
+        spread(&mut min, k, v[0]);
+        spread(&mut max, k, v[v.len() - 1]);
+        if HEADLINE.contains(&k) {
+            table.push((k, mid, v));
+        }
+    }
+    table.sort_by_key(|(k, ..)| HEADLINE.iter().position(|h| h == k));
+    println!();
     println!(
-        "hookline e2e --keys-only ({} deliveries each, {:.0} s)",
-        fan_events * s,
-        begun.elapsed().as_secs_f64()
+        "hookline e2e: {} runs, median (min – max) and each run",
+        runs.len()
     );
-    println!("  reqwest, {s} sequential streams {ceiling_conc:>8.0} req/s");
-    println!(
-        "  deliveries, {s} subscriptions   {:>8.0} /s   cpu {:.0} µs/delivery",
-        fan.per_s, fan.cpu_us
-    );
-    for k in &keyed {
+    for (k, mid, v) in table {
+        let each: Vec<String> = v.iter().map(|x| format!("{x:.3}")).collect();
         println!(
-            "  deliveries, 1 subscription, {:>3} lanes, {KEYS} keys {:>8.0} /s   vs {s} subs {:.3}   vs ceiling {:.3}   cpu {:.0} µs/delivery   order violations {}",
-            k.lanes,
-            k.per_s,
-            k.per_s / fan.per_s,
-            k.per_s / ceiling_conc,
-            k.cpu_us,
-            k.order_violations
+            "  {k:<32} {mid:>10.3}  ({:.3} – {:.3})   [{}]",
+            v[0],
+            v[v.len() - 1],
+            each.join(", ")
         );
     }
-    let json = serde_json::json!({
-        "keys_only": true,
-        "ceiling_conc_rps": r2(ceiling_conc),
-        "deliveries_100_per_s": r2(fan.per_s),
-        "keys": keyed.iter().map(|k| serde_json::json!({
-            "lanes": k.lanes,
-            "per_s": r2(k.per_s),
-            "vs_100_subs": round(k.per_s / fan.per_s, 4),
-            "vs_ceiling": round(k.per_s / ceiling_conc, 4),
-            "cpu_us": r2(k.cpu_us),
-            "order_violations": k.order_violations,
-        })).collect::<Vec<_>>(),
-    });
-    println!("{json}");
+    serde_json::json!({
+        "runs": runs.len(),
+        "median": median,
+        "min": min,
+        "max": max,
+        "each": runs,
+    })
 }
 
-async fn run(sz: Sizes) {
-    if sz.keys_only {
-        return run_keys(sz).await;
+/// The figures of a drain, once its engines are shut down (NaN when the phase did not run).
+struct DrainFigures {
+    per_s: f64,
+    cpu_us: f64,
+    order_violations: u64,
+}
+
+impl DrainFigures {
+    const NONE: DrainFigures = DrainFigures {
+        per_s: f64::NAN,
+        cpu_us: f64::NAN,
+        order_violations: 0,
+    };
+
+    async fn of(d: Drained) -> DrainFigures {
+        d.shutdown().await;
+        DrainFigures {
+            per_s: d.per_s,
+            cpu_us: d.cpu_us,
+            order_violations: d.order_violations,
+        }
     }
-    let begun = Instant::now();
+}
+
+/// Milliseconds this process's threads spent runnable but waiting for a CPU (the kernel's
+/// schedstat run delay, summed over its threads), so far. On a shared machine, the part of a
+/// latency that was the machine's rather than the engine's.
+fn run_delay_ms() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e6
+}
+
+/// One full run (or the phases `--only` names); prints its table and returns its JSON object.
+async fn run(
+    sz: &Sizes,
+    rx: &Receiver,
+    addr: SocketAddr,
+    begun: Instant,
+    big: &mut Option<BigJournal>,
+) -> serde_json::Value {
+    let started = Instant::now();
+    let delay_at_start = run_delay_ms();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (rx, addr) = Receiver::start(begun).await;
     let pad = pad();
     let body = ceiling_body(&pad);
     // VmRSS at the start of each phase: cheap, and shows which phase holds memory.
@@ -1070,67 +1343,113 @@ async fn run(sz: Sizes) {
             .expect("rss lock")
             .insert(what.to_owned(), r2(mb));
     };
+    let nan2 = (f64::NAN, f64::NAN);
 
-    step("fsync probe");
-    let (fsync_p50, fsync_p99) = fsync_probe(sz.fsync_samples).await;
-    step("ceiling: sequential");
-    let (ceiling_seq, ceiling_seq_cpu) = ceiling(addr, 1, sz.ceiling_for, &body).await;
-    step("ceiling: concurrent");
-    let (ceiling_conc, ceiling_conc_cpu) = ceiling(addr, sz.subs, sz.ceiling_for, &body).await;
+    let (mut fsync_p50, mut fsync_p99) = nan2;
+    let (mut ceiling_seq, mut ceiling_seq_cpu) = nan2;
+    let (mut ceiling_conc, mut ceiling_conc_cpu) = nan2;
+    if sz.wants("ceilings") {
+        step("fsync probe");
+        (fsync_p50, fsync_p99) = fsync_probe(sz.fsync_samples).await;
+        step("ceiling: sequential");
+        (ceiling_seq, ceiling_seq_cpu) = ceiling(addr, 1, sz.ceiling_for, &body).await;
+        step("ceiling: concurrent");
+        (ceiling_conc, ceiling_conc_cpu) = ceiling(addr, sz.subs, sz.ceiling_for, &body).await;
+    }
 
-    step("ingest: publish");
     let sq = Store::Sqlite;
-    let (ingest_rate, ingest_lat) = ingest(sq, addr, sz.events, None, &pad).await;
-    step("ingest: publish_batch");
-    let (batch_rate, batch_lat) = ingest(sq, addr, sz.events, Some(BATCH), &pad).await;
+    let (mut ingest_rate, mut ingest_lat) = (f64::NAN, Vec::new());
+    let (mut batch_rate, mut batch_lat) = (f64::NAN, Vec::new());
+    if sz.wants("ingest") {
+        step("ingest: publish");
+        (ingest_rate, ingest_lat) = ingest(sq, addr, sz.events, None, &pad).await;
+        step("ingest: publish_batch");
+        (batch_rate, batch_lat) = ingest(sq, addr, sz.events, Some(BATCH), &pad).await;
+    }
 
-    step("deliveries: 1 subscription");
     let fsync = Durability::Fsync;
-    let one = drain(&rx, addr, sq, fsync, 1, 1, sz.single, &pad).await;
-    step("latency: idle");
-    let idle = idle_latency(&rx, &one.j, sz.single, sz.idle_samples, &pad).await;
-    one.shutdown().await;
-    step("deliveries: 1 subscription, durability os");
-    let one_os = drain(&rx, addr, sq, Durability::Os, 1, 1, sz.single, &pad).await;
-    one_os.shutdown().await;
+    let (mut one, mut one_os, mut idle) = (DrainFigures::NONE, DrainFigures::NONE, Vec::new());
+    if sz.wants("single") {
+        step("deliveries: 1 subscription");
+        let drained = drain(rx, addr, sq, fsync, 1, 1, sz.single, &pad).await;
+        step("latency: idle");
+        idle = idle_latency(rx, &drained.j, sz.single, sz.idle_samples, &pad).await;
+        one = DrainFigures::of(drained).await;
+        step("deliveries: 1 subscription, durability os");
+        let drained = drain(rx, addr, sq, Durability::Os, 1, 1, sz.single, &pad).await;
+        one_os = DrainFigures::of(drained).await;
+    }
 
-    let fan_events = (sz.events / sz.subs).max(1);
-    step("deliveries: fan-out");
-    let fan = drain(&rx, addr, sq, fsync, 1, sz.subs, fan_events, &pad).await;
-    let mut sweep = Vec::new();
-    let mut next = fan_events;
-    for &load in &sz.latency_loads {
-        step(&format!("latency: fan-out at {:.0}% load", load * 100.0));
-        let point = (load, fan.per_s);
-        let l = loaded_latency(&rx, &fan.j, sz.subs, next, point, sz.latency_for, &pad).await;
-        next += (l.events_per_s * sz.latency_for.as_secs_f64())
-            .round()
-            .max(10.0) as u32;
-        sweep.push(l);
+    let (mut fan, mut sweep) = (DrainFigures::NONE, Vec::new());
+    if sz.wants("fan") {
+        let fan_events = (sz.events / sz.subs).max(1);
+        step("deliveries: fan-out");
+        let drained = drain(rx, addr, sq, fsync, 1, sz.subs, fan_events, &pad).await;
+        let mut next = fan_events;
+        for &load in &sz.latency_loads {
+            step(&format!("latency: fan-out at {:.0}% load", load * 100.0));
+            let point = (load, drained.per_s);
+            let l =
+                loaded_latency(rx, &drained.j, sz.subs, next, point, sz.latency_for, &pad).await;
+            next += (l.events_per_s * sz.latency_for.as_secs_f64())
+                .round()
+                .max(10.0) as u32;
+            sweep.push(l);
+        }
+        fan = DrainFigures::of(drained).await;
     }
-    fan.shutdown().await;
+
     let mut keyed = Vec::new();
-    for lanes in KEY_LANES {
-        step(&format!("deliveries: ordering keys, {lanes} lanes"));
-        keyed.push(drain_keyed(&rx, addr, lanes, fan_events * sz.subs, &pad).await);
+    if sz.wants("keys") {
+        let deliveries = (sz.events / sz.subs).max(1) * sz.subs;
+        for lanes in KEY_LANES {
+            step(&format!("deliveries: ordering keys, {lanes} lanes"));
+            keyed.push(drain_keyed(rx, addr, lanes, deliveries, &pad).await);
+        }
     }
-    step("latency: fixed 1,000 events/s over 100 subscriptions");
-    let (fixed, fixed_publish, fixed_violations) =
-        fixed_load(&rx, addr, 100, 1_000.0, sz.fixed_for, &pad).await;
-    step("postgres: starting a durable server");
-    let pg = match postgres::PgBench::start().await {
-        Some(server) => Some(postgres::run(&rx, addr, &server, &sz, &pad, &step).await),
-        None => None,
-    };
+
+    let mut fixed = None;
+    if sz.wants("fixed") {
+        step("latency: fixed 1,000 events/s over 100 subscriptions");
+        let j = Journaled::start(fsync).await;
+        j.routed_tenant(FIXED_TENANT, addr, FIXED_SUBS).await;
+        let (subs, rate) = (FIXED_SUBS, 1_000.0);
+        fixed = Some(fixed_load(rx, &j, FIXED_TENANT, subs, 0, rate, sz.fixed_for, &pad).await);
+        j.shutdown().await;
+    }
+    let mut fixed_big = None;
+    if sz.wants("fixed_big") {
+        if big.is_none() {
+            step(&format!(
+                "latency: building a journal of {} deliveries",
+                sz.big_deliveries
+            ));
+            *big = Some(BigJournal::build(addr, sz.big_deliveries).await);
+        }
+        if let Some(b) = big.as_mut() {
+            step("latency: fixed 1,000 events/s over 100 subscriptions, large journal");
+            let j = Journaled::at(&b.path(), fsync).await;
+            let (subs, rate, first) = (FIXED_SUBS, 1_000.0, b.next_event);
+            let f = fixed_load(rx, &j, FIXED_TENANT, subs, first, rate, sz.fixed_for, &pad).await;
+            j.shutdown().await;
+            b.next_event += f.publish.len() as u32;
+            fixed_big = Some(f);
+        }
+    }
+
+    let mut pg = None;
+    if sz.wants("postgres") {
+        step("postgres: starting a durable server");
+        if let Some(server) = postgres::PgBench::start().await {
+            pg = Some(postgres::run(rx, addr, &server, sz, &pad, &step).await);
+        }
+    }
     step("done");
+    let elapsed = started.elapsed().as_secs_f64();
+    let run_delay = (run_delay_ms() - delay_at_start) / elapsed;
     let peak_rss = support::status_mb("VmHWM");
     // The headline latency: the highest load the engine kept up with (else the lowest tried).
-    let headline = sweep
-        .iter()
-        .rev()
-        .find(|l| l.kept_up)
-        .or(sweep.first())
-        .expect("at least one latency load");
+    let headline = sweep.iter().rev().find(|l| l.kept_up).or(sweep.first());
 
     let seq_ratio = one.per_s / ceiling_seq;
     let conc_ratio = fan.per_s / ceiling_conc;
@@ -1139,7 +1458,8 @@ async fn run(sz: Sizes) {
         + one_os.order_violations
         + fan.order_violations
         + keys_violations
-        + fixed_violations
+        + fixed.as_ref().map_or(0, |f| f.violations)
+        + fixed_big.as_ref().map_or(0, |f| f.violations)
         + pg.as_ref().map_or(0, |p| p.order_violations);
     let s = sz.subs;
     let ms = |v: &[f64]| format!("p50 {:.2} ms, p99 {:.2} ms", pct(v, 50.0), pct(v, 99.0));
@@ -1147,62 +1467,78 @@ async fn run(sz: Sizes) {
 
     println!();
     println!(
-        "hookline e2e ({} run: events {}, single {}, subs {s}, {cores} cores, {:.0} s)",
+        "hookline e2e ({} run: events {}, single {}, subs {s}, {cores} cores, {elapsed:.0} s{})",
         if sz.quick { "quick" } else { "full" },
         sz.events,
         sz.single,
-        begun.elapsed().as_secs_f64()
-    );
-    println!("floor and ceilings (same process, loopback, bare hyper receiver answering 200)");
-    row(
-        "fsync: 1 KiB append + fsync".into(),
-        format!("p50 {fsync_p50:.3} ms, p99 {fsync_p99:.3} ms"),
+        match &sz.only {
+            Some(o) => format!(", only {}", o.join(",")),
+            None => String::new(),
+        }
     );
     row(
-        "reqwest, 1 request at a time".into(),
-        format!(
-            "{ceiling_seq:>8.0} req/s   {:.0} µs/request, cpu {ceiling_seq_cpu:.0} µs",
-            1e6 / ceiling_seq
-        ),
+        "run queue wait of this process".into(),
+        format!("{run_delay:.1} ms per second (a CPU was not free for its runnable threads)"),
     );
-    row(
-        format!("reqwest, {s} sequential streams"),
-        format!("{ceiling_conc:>8.0} req/s   cpu {ceiling_conc_cpu:.0} µs/request"),
-    );
+    if sz.wants("ceilings") {
+        println!("floor and ceilings (same process, loopback, bare hyper receiver answering 200)");
+        row(
+            "fsync: 1 KiB append + fsync".into(),
+            format!("p50 {fsync_p50:.3} ms, p99 {fsync_p99:.3} ms"),
+        );
+        row(
+            "reqwest, 1 request at a time".into(),
+            format!(
+                "{ceiling_seq:>8.0} req/s   {:.0} µs/request, cpu {ceiling_seq_cpu:.0} µs",
+                1e6 / ceiling_seq
+            ),
+        );
+        row(
+            format!("reqwest, {s} sequential streams"),
+            format!("{ceiling_conc:>8.0} req/s   cpu {ceiling_conc_cpu:.0} µs/request"),
+        );
+    }
     println!("hookline (SQLite file in a temp dir, durability fsync unless noted)");
-    row(
-        format!("ingest: publish, {PUBLISHERS} publishers"),
-        format!("{ingest_rate:>8.0} ev/s    per call {}", ms(&ingest_lat)),
-    );
-    row(
-        format!("ingest: publish_batch({BATCH}), {PUBLISHERS} publishers"),
-        format!("{batch_rate:>8.0} ev/s    per call {}", ms(&batch_lat)),
-    );
-    row(
-        "deliveries, 1 subscription".into(),
-        format!(
-            "{:>8.0} /s       seq_ratio  {seq_ratio:.3}   {:.0} µs/delivery, cpu {:.0} µs",
-            one.per_s,
-            1e6 / one.per_s,
-            one.cpu_us
-        ),
-    );
-    row(
-        "deliveries, 1 subscription, durability os".into(),
-        format!(
-            "{:>8.0} /s       seq_ratio  {:.3}   {:.0} µs/delivery",
-            one_os.per_s,
-            one_os.per_s / ceiling_seq,
-            1e6 / one_os.per_s
-        ),
-    );
-    row(
-        format!("deliveries, {s} subscriptions"),
-        format!(
-            "{:>8.0} /s       conc_ratio {conc_ratio:.3}   cpu {:.0} µs/delivery",
-            fan.per_s, fan.cpu_us
-        ),
-    );
+    if sz.wants("ingest") {
+        row(
+            format!("ingest: publish, {PUBLISHERS} publishers"),
+            format!("{ingest_rate:>8.0} ev/s    per call {}", ms(&ingest_lat)),
+        );
+        row(
+            format!("ingest: publish_batch({BATCH}), {PUBLISHERS} publishers"),
+            format!("{batch_rate:>8.0} ev/s    per call {}", ms(&batch_lat)),
+        );
+    }
+    if sz.wants("single") {
+        row(
+            "deliveries, 1 subscription".into(),
+            format!(
+                "{:>8.0} /s       seq_ratio  {seq_ratio:.3}   {:.0} µs/delivery, cpu {:.0} µs",
+                one.per_s,
+                1e6 / one.per_s,
+                one.cpu_us
+            ),
+        );
+        row(
+            "deliveries, 1 subscription, durability os".into(),
+            format!(
+                "{:>8.0} /s       seq_ratio  {:.3}   {:.0} µs/delivery",
+                one_os.per_s,
+                one_os.per_s / ceiling_seq,
+                1e6 / one_os.per_s
+            ),
+        );
+        row("latency, 1 subscription, idle".into(), ms(&idle));
+    }
+    if sz.wants("fan") {
+        row(
+            format!("deliveries, {s} subscriptions"),
+            format!(
+                "{:>8.0} /s       conc_ratio {conc_ratio:.3}   cpu {:.0} µs/delivery",
+                fan.per_s, fan.cpu_us
+            ),
+        );
+    }
     for k in &keyed {
         row(
             format!("deliveries, 1 subscription, {} lanes, {KEYS} keys", k.lanes),
@@ -1215,7 +1551,6 @@ async fn run(sz: Sizes) {
             ),
         );
     }
-    row("latency, 1 subscription, idle".into(), ms(&idle));
     for l in &sweep {
         row(
             format!(
@@ -1233,23 +1568,52 @@ async fn run(sz: Sizes) {
             ),
         );
     }
-    row(
-        format!(
-            "latency, 1,000 ev/s over 100 subs ({:.1} s)",
-            sz.fixed_for.as_secs_f64()
-        ),
-        format!(
-            "{}, max {:.2} ms; delivered {:.0} /s{}",
-            ms(&fixed.lat),
-            fixed.lat.last().copied().unwrap_or(f64::NAN),
-            fixed.delivered_per_s,
-            if fixed.kept_up { "" } else { "  FELL BEHIND" }
-        ),
-    );
-    row(
-        "  of which scheduled → publish returned".into(),
-        ms(&fixed_publish),
-    );
+    let fixed_rows = |label: String, f: &Fixed| {
+        row(
+            label,
+            format!(
+                "{}, max {:.2} ms; delivered {:.0} /s{}",
+                ms(&f.loaded.lat),
+                f.loaded.lat.last().copied().unwrap_or(f64::NAN),
+                f.loaded.delivered_per_s,
+                if f.loaded.kept_up {
+                    ""
+                } else {
+                    "  FELL BEHIND"
+                }
+            ),
+        );
+        row(
+            "  of which scheduled → publish returned".into(),
+            format!(
+                "{}, max {:.2} ms; {} of {} over 50 ms",
+                ms(&f.publish),
+                f.publish.last().copied().unwrap_or(f64::NAN),
+                f.publishes_over(50.0),
+                f.publish.len()
+            ),
+        );
+    };
+    let secs = sz.fixed_for.as_secs_f64();
+    if let Some(f) = &fixed {
+        fixed_rows(
+            format!("latency, 1,000 ev/s over 100 subs ({secs:.1} s)"),
+            f,
+        );
+    }
+    if let (Some(f), Some(b)) = (&fixed_big, big.as_ref()) {
+        fixed_rows(
+            format!(
+                "the same, journal of {:.1} M deliveries",
+                b.deliveries as f64 / 1e6
+            ),
+            f,
+        );
+        row(
+            "  journal built in".into(),
+            format!("{:.1} s, {:.0} MiB", b.build_s, b.size_mb),
+        );
+    }
     if let Some(p) = &pg {
         postgres_rows(p, (ingest_rate, batch_rate, one.per_s, fan.per_s));
     }
@@ -1262,12 +1626,14 @@ async fn run(sz: Sizes) {
         eprintln!("e2e: WARNING: {violations} deliveries arrived duplicated or out of order");
     }
 
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "quick": sz.quick,
         "cores": cores,
         "events": sz.events,
         "single_events": sz.single,
         "subs": s,
+        "only": sz.only,
+        "run_delay_ms_per_s": r2(run_delay),
         "fsync_p50_ms": round(fsync_p50, 3),
         "fsync_p99_ms": round(fsync_p99, 3),
         "ceiling_seq_rps": r2(ceiling_seq),
@@ -1290,26 +1656,21 @@ async fn run(sz: Sizes) {
         "conc_ratio": round(conc_ratio, 4),
         "latency_idle_p50_ms": r2(pct(&idle, 50.0)),
         "latency_idle_p99_ms": r2(pct(&idle, 99.0)),
-        "latency_100_p50_ms": r2(pct(&headline.lat, 50.0)),
-        "latency_100_p99_ms": r2(pct(&headline.lat, 99.0)),
-        "latency_100_max_ms": r2(headline.lat.last().copied().unwrap_or(f64::NAN)),
-        "latency_100_load": headline.load,
-        "latency_100_events_per_s": r2(headline.events_per_s),
-        "latency_100_kept_up": headline.kept_up,
+        "latency_100_p50_ms": r2(headline.map_or(f64::NAN, |h| pct(&h.lat, 50.0))),
+        "latency_100_p99_ms": r2(headline.map_or(f64::NAN, |h| pct(&h.lat, 99.0))),
+        "latency_100_max_ms": r2(headline
+            .and_then(|h| h.lat.last().copied())
+            .unwrap_or(f64::NAN)),
+        "latency_100_load": headline.map(|h| h.load),
+        "latency_100_events_per_s": r2(headline.map_or(f64::NAN, |h| h.events_per_s)),
+        "latency_100_kept_up": headline.map(|h| h.kept_up),
         "latency_100_sweep": sweep.iter().map(Loaded::json).collect::<Vec<_>>(),
-        "p50_ms_at_1k": r2(pct(&fixed.lat, 50.0)),
-        "p99_ms_at_1k": r2(pct(&fixed.lat, 99.0)),
-        "publish_p50_ms_at_1k": r2(pct(&fixed_publish, 50.0)),
-        "publish_p99_ms_at_1k": r2(pct(&fixed_publish, 99.0)),
-        "max_ms_at_1k": r2(fixed.lat.last().copied().unwrap_or(f64::NAN)),
-        "kept_up_at_1k": fixed.kept_up,
-        "order_violations_at_1k": fixed_violations,
         "fixed_secs": r2(sz.fixed_for.as_secs_f64()),
         "peak_rss_mb": r2(peak_rss),
         "rss_mb": serde_json::Value::Object(rss.into_inner().expect("rss lock")),
         "order_violations": violations,
         "keys": KEYS,
-        "keys_events": fan_events * s,
+        "keys_events": (sz.events / s).max(1) * s,
         "keys_lanes_1_per_s": keyed.first().map(|k| r2(k.per_s)),
         "keys_lanes_16_per_s": keyed.get(1).map(|k| r2(k.per_s)),
         "keys_lanes_100_per_s": keyed.get(2).map(|k| r2(k.per_s)),
@@ -1320,9 +1681,45 @@ async fn run(sz: Sizes) {
         "keys_cpu_us": keyed.iter().map(|k| r2(k.cpu_us)).collect::<Vec<_>>(),
         "keys_order_violations": keys_violations,
         "postgres": pg.as_ref().map(postgres::Figures::json),
-        "elapsed_s": r2(begun.elapsed().as_secs_f64()),
+        "elapsed_s": r2(elapsed),
     });
-    println!("{json}");
+    if let Some(obj) = json.as_object_mut() {
+        // Each sweep point's p99 as a figure of its own, so several runs can be summarised.
+        for l in &sweep {
+            let key = format!("sweep_p99_ms_at_{:.0}", l.load * 100.0);
+            obj.insert(key, r2(pct(&l.lat, 99.0)));
+        }
+        for (suffix, f) in [("", &fixed), ("_big", &fixed_big)] {
+            let Some(f) = f else { continue };
+            let figures = [
+                ("p50_ms_at_1k", r2(pct(&f.loaded.lat, 50.0))),
+                ("p99_ms_at_1k", r2(pct(&f.loaded.lat, 99.0))),
+                (
+                    "max_ms_at_1k",
+                    r2(f.loaded.lat.last().copied().unwrap_or(f64::NAN)),
+                ),
+                ("publish_p50_ms_at_1k", r2(pct(&f.publish, 50.0))),
+                ("publish_p99_ms_at_1k", r2(pct(&f.publish, 99.0))),
+                (
+                    "publish_max_ms_at_1k",
+                    r2(f.publish.last().copied().unwrap_or(f64::NAN)),
+                ),
+                ("publishes_over_50ms_at_1k", f.publishes_over(50.0).into()),
+                ("receipts_over_50ms_at_1k", f.receipts_over(50.0).into()),
+                ("kept_up_at_1k", f.loaded.kept_up.into()),
+                ("order_violations_at_1k", f.violations.into()),
+            ];
+            for (k, v) in figures {
+                obj.insert(format!("{k}{suffix}"), v);
+            }
+        }
+        if let Some(b) = big.as_ref().filter(|_| fixed_big.is_some()) {
+            obj.insert("big_journal_deliveries".into(), b.deliveries.into());
+            obj.insert("big_journal_mb".into(), r2(b.size_mb));
+            obj.insert("big_journal_build_s".into(), r2(b.build_s));
+        }
+    }
+    json
 }
 
 /// The PostgreSQL column: each figure beside the SQLite one of the same run (`sqlite`: ingest,

@@ -87,6 +87,8 @@ pub(crate) struct Metrics {
     actors_faulted: Counter,
     commit_seconds: Histogram,
     commit_ops: Histogram,
+    fsync_seconds: Histogram,
+    wal_restarts: Counter,
     pruned_events: Counter,
     queue_depth: Family<SubscriptionLabel, Gauge>,
     queue_oldest: Family<SubscriptionLabel, Gauge<f64, AtomicU64>>,
@@ -114,6 +116,9 @@ impl Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             // 1 to 4096 operations.
             commit_ops: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            // 100 µs to ~3.3 s.
+            fsync_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            wal_restarts: Counter::default(),
             pruned_events: Counter::default(),
             queue_depth: Family::default(),
             queue_oldest: Family::default(),
@@ -156,13 +161,23 @@ impl Metrics {
         );
         registry.register(
             "journal_commit_duration_seconds",
-            "Duration of journal write transactions (group commits), fsync included",
+            "Duration of journal write transactions (group commits); their fsyncs are journal_fsync_duration_seconds",
             m.commit_seconds.clone(),
         );
         registry.register(
             "journal_commit_operations",
             "Operations grouped into one journal commit",
             m.commit_ops.clone(),
+        );
+        registry.register(
+            "journal_fsync_duration_seconds",
+            "Duration of the fsyncs that make journal commits durable (durability fsync)",
+            m.fsync_seconds.clone(),
+        );
+        registry.register(
+            "journal_wal_restarts",
+            "Times the checkpoint thread started the WAL over while the writer held still",
+            m.wal_restarts.clone(),
         );
         registry.register(
             "retention_pruned_events",
@@ -244,6 +259,33 @@ impl Metrics {
     pub(crate) fn commit(&self, ops: usize, took: Duration) {
         self.commit_seconds.observe(took.as_secs_f64());
         self.commit_ops.observe(ops as f64);
+    }
+
+    /// One fsync of the journal took `took`.
+    pub(crate) fn fsync(&self, took: Duration) {
+        self.fsync_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The checkpoint thread started the WAL over.
+    pub(crate) fn wal_restarted(&self) {
+        self.wal_restarts.inc();
+    }
+
+    /// How many times the checkpoint thread started the WAL over.
+    #[cfg(test)]
+    pub(crate) fn wal_restarts(&self) -> u64 {
+        self.wal_restarts.get()
+    }
+
+    /// How many fsyncs made commits durable.
+    #[cfg(test)]
+    pub(crate) fn fsyncs(&self) -> u64 {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text.lines()
+            .find_map(|l| l.strip_prefix("hookline_journal_fsync_duration_seconds_count "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Retention pruned `n` events.

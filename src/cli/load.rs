@@ -8,9 +8,11 @@
 //!
 //! Unless `--tenant` names one, the run creates its own tenant `load-<random>` with the admin
 //! key and publishes with that tenant's key. With `--sink` it also starts a receiver on
-//! 127.0.0.1 that answers 200 at once and subscribes to it, so deliveries are part of the load
-//! and the run reports how fast they arrived (the server must allow loopback destinations:
-//! `HOOKLINE_ALLOW_NETWORKS=127.0.0.0/8`); the subscription is deleted at the end.
+//! 127.0.0.1 that answers 200 at once (see [`receiver`](super::receiver)) and subscribes it
+//! `--subs` times (default 1), event `n` going to subscription `n % subs` by its workflow id, so
+//! deliveries are part of the load: the run reports how fast they arrived and each event's
+//! publish→receipt latency (the server must allow loopback destinations:
+//! `HOOKLINE_ALLOW_NETWORKS=127.0.0.0/8`); the subscriptions are deleted at the end.
 //!
 //! The report ends with one JSON object on its own line (the last line of stdout), for scripts.
 
@@ -22,10 +24,10 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::client::{Api, CallError, Conn};
+use super::receiver::{self, Receiver};
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
@@ -50,9 +52,14 @@ pub struct LoadArgs {
     /// a fresh one with the admin key.
     #[arg(long)]
     pub(super) tenant: Option<String>,
-    /// Start a 200-OK receiver on 127.0.0.1 and subscribe to it, to load the delivery path too.
+    /// Start a 200-OK receiver on 127.0.0.1 and subscribe it --subs times, to load the delivery
+    /// path too.
     #[arg(long)]
     sink: bool,
+    /// Subscriptions the events are spread over (event n to subscription n % subs, by workflow
+    /// id): with --sink (default 1) and with --rate (default 100).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(super) subs: Option<u32>,
     /// With --sink: how long to wait, after publishing, for every delivery to arrive.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub(super) drain_timeout: Duration,
@@ -105,79 +112,28 @@ impl Totals {
     }
 }
 
-/// Builds the event envelopes of a run: unique ids, a fixed size.
+/// Builds the event envelopes of a run: unique ids, a fixed size, spread over `subs`
+/// subscriptions, stamped with their send time on `origin`'s clock (the receiver's).
 #[derive(Debug, Clone)]
 struct EventMaker {
     run: String,
     tenant: String,
-    timestamp: String,
     size: usize,
+    subs: u64,
+    origin: Instant,
 }
 
 impl EventMaker {
     fn event(&self, n: u64) -> String {
-        let make = |pad: &str| {
-            json!({
-                "id": format!("ld-{}-{n}", self.run),
-                "tenantId": self.tenant,
-                "transactionId": format!("tx-{n}"),
-                "notificationType": "NODE_EVENT",
-                "workflowId": "load",
-                "payLoad": {"n": n, "pad": pad},
-                "timestamp": self.timestamp,
-            })
-            .to_string()
-        };
-        let bare = make("");
-        let pad = self.size.saturating_sub(bare.len());
-        if pad == 0 {
-            return bare;
-        }
-        make(&"x".repeat(pad))
-    }
-}
-
-/// A receiver answering 200 to everything, counting what it got.
-#[derive(Debug)]
-struct Sink {
-    url: String,
-    received: Arc<AtomicU64>,
-    last_at: Arc<Mutex<Option<Instant>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Sink {
-    async fn start() -> anyhow::Result<Sink> {
-        let received = Arc::new(AtomicU64::new(0));
-        let last_at = Arc::new(Mutex::new(None));
-        let (r, l) = (received.clone(), last_at.clone());
-        let app = axum::Router::new().fallback(move || {
-            let (r, l) = (r.clone(), l.clone());
-            async move {
-                r.fetch_add(1, Ordering::Relaxed);
-                *l.lock().await = Some(Instant::now());
-                StatusCode::OK
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/sink", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("hookline load: the sink stopped: {e}");
-            }
-        });
-        Ok(Sink {
-            url,
-            received,
-            last_at,
-            task,
-        })
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.task.abort();
+        let sent_us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        receiver::event(
+            &format!("ld-{}", self.run),
+            &self.tenant,
+            n,
+            self.subs,
+            sent_us,
+            self.size,
+        )
     }
 }
 
@@ -249,27 +205,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let run_id = run_id();
     let (tenant, publisher) = tenant_and_publisher(&args, &http, &run_id).await?;
 
+    let subs = args.subs.unwrap_or(1);
     let sink = if args.sink {
-        let sink = Sink::start().await?;
-        let sub = publisher
-            .post(
-                &["v1", "subscriptions"],
-                &json!({"tenantId": tenant, "url": sink.url, "onFailure": "skip"}),
-            )
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "subscribing the sink {} (the server must allow 127.0.0.0/8: \
-                     HOOKLINE_ALLOW_NETWORKS): {e}",
-                    sink.url
-                )
-            })?;
-        let id = sub
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("the subscription answer has no id"))?;
-        Some((sink, id))
+        Some(Receiver::start(&publisher, &tenant, subs, 0.0, None).await?)
     } else {
         None
     };
@@ -277,9 +215,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let maker = EventMaker {
         run: run_id,
         tenant: tenant.clone(),
-        timestamp: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)?,
         size: args.size as usize,
+        subs: u64::from(subs),
+        origin: sink.as_ref().map_or_else(Instant::now, |s| s.seen.origin),
     };
     if !quiet {
         let until = match args.duration {
@@ -293,9 +231,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             args.concurrency,
             args.conn.url,
             if sink.is_some() {
-                ", delivering to a local sink"
+                format!(", delivering to a local sink through {subs} subscription(s)")
             } else {
-                ""
+                String::new()
             }
         );
     }
@@ -324,25 +262,24 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
 
     let mut delivered = None;
-    let mut delivery_secs = None;
-    if let Some((sink, sub_id)) = &sink {
-        let want = totals.accepted;
-        let drain_until = Instant::now() + args.drain_timeout;
-        while sink.received.load(Ordering::Relaxed) < want && Instant::now() < drain_until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let got = sink.received.load(Ordering::Relaxed);
+    let mut deliveries_per_s = None;
+    let mut receipt = None;
+    if let Some(sink) = &sink {
+        let got = sink
+            .drain(totals.accepted, Instant::now() + args.drain_timeout)
+            .await;
         delivered = Some(got);
-        delivery_secs = sink
-            .last_at
-            .lock()
-            .await
-            .map(|at| at.duration_since(started).as_secs_f64());
-        if let Err(e) = publisher.delete(&["v1", "subscriptions", sub_id]).await {
-            eprintln!("hookline load: could not delete the sink's subscription {sub_id}: {e}");
-        }
+        // From the first publish to the last first receipt.
+        let last_us = sink.seen.last_receipt_us.load(Ordering::Relaxed);
+        let from_start = started.saturating_duration_since(sink.seen.origin);
+        let secs = (last_us as f64 / 1e6 - from_start.as_secs_f64()).max(1e-9);
+        deliveries_per_s = (got > 0).then(|| got as f64 / secs);
+        receipt = Some((
+            sink.seen.overall(),
+            sink.seen.duplicates.load(Ordering::Relaxed),
+        ));
+        sink.unsubscribe(&publisher).await;
     }
-
     let secs = elapsed.as_secs_f64().max(1e-9);
     let ms = |q: f64| totals.latency_us.value_at_quantile(q) as f64 / 1000.0;
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
@@ -365,11 +302,13 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         "p90Ms": round(ms(0.9)),
         "p99Ms": round(ms(0.99)),
         "maxMs": round(totals.latency_us.max() as f64 / 1000.0),
+        "subs": sink.as_ref().map(|_| subs),
         "delivered": delivered,
-        "deliveriesPerS": match (delivered, delivery_secs) {
-            (Some(n), Some(s)) if s > 0.0 => Some(round(n as f64 / s)),
-            _ => None,
-        },
+        "deliveriesPerS": deliveries_per_s.map(round),
+        "receiptP50Ms": receipt.as_ref().map(|(h, _)| round(h.value_at_quantile(0.5) as f64 / 1000.0)),
+        "receiptP99Ms": receipt.as_ref().map(|(h, _)| round(h.value_at_quantile(0.99) as f64 / 1000.0)),
+        "receiptMaxMs": receipt.as_ref().map(|(h, _)| round(h.max() as f64 / 1000.0)),
+        "duplicateReceipts": receipt.as_ref().map(|(_, d)| *d),
     });
     if !quiet {
         println!(
@@ -388,13 +327,21 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             ms(0.99),
             totals.latency_us.max() as f64 / 1000.0
         );
-        if let (Some(n), Some(rate)) = (delivered, report["deliveriesPerS"].as_f64()) {
+        if let Some(n) = delivered {
             println!(
-                "delivered {n} of {} to the sink: {rate:.0} deliveries/s (from the start)",
-                totals.accepted
+                "delivered {n} of {} to the sink over {subs} subscription(s): {:.0} deliveries/s \
+                 (from the first publish to the last receipt)",
+                totals.accepted,
+                deliveries_per_s.unwrap_or(0.0)
             );
-        } else if let Some(n) = delivered {
-            println!("delivered {n} of {} to the sink", totals.accepted);
+        }
+        if let Some((h, dups)) = &receipt {
+            println!(
+                "publish→receipt: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {dups} duplicate receipts",
+                h.value_at_quantile(0.5) as f64 / 1000.0,
+                h.value_at_quantile(0.99) as f64 / 1000.0,
+                h.max() as f64 / 1000.0
+            );
         }
     }
     println!("{report}");
@@ -511,8 +458,9 @@ mod tests {
         let m = EventMaker {
             run: "r1".into(),
             tenant: "acme".into(),
-            timestamp: "2026-11-23T10:00:00Z".into(),
             size: 1024,
+            subs: 10,
+            origin: Instant::now(),
         };
         let (a, b) = (m.event(1), m.event(123_456));
         assert_eq!(a.len(), 1024);
@@ -524,5 +472,9 @@ mod tests {
         assert_ne!(a["id"], b["id"]);
         assert_eq!(a["tenantId"], "acme");
         assert!(a["payLoad"].is_object());
+        // Spread over the subscriptions by workflow id, stamped for the receiver.
+        assert_eq!(a["workflowId"], "w1");
+        assert_eq!(b["workflowId"], "w6");
+        assert!(a["payLoad"]["sentUs"].is_u64());
     }
 }

@@ -20,6 +20,7 @@ mod load;
 pub(crate) mod log_sink;
 mod output;
 mod publish;
+mod receiver;
 mod soak;
 
 use clap::{Args, Subcommand};

@@ -6,8 +6,9 @@
 //! (accepted but not yet received).
 //!
 //! Each event goes to exactly one of `--subs` subscriptions (by `workflowIds`), all pointing at
-//! a receiver on 127.0.0.1 in this process that answers 500 to `--fail-percent` of the attempts
-//! at random and 200 to the others, so retries are part of the load. An event's payload carries
+//! a receiver on 127.0.0.1 in this process (see [`receiver`](super::receiver)) that answers 500
+//! to `--fail-percent` of the attempts at random and 200 to the others, so retries are part of
+//! the load. An event's payload carries
 //! its send time, so latency is measured by the receiver against the same clock. Publishing is
 //! open-loop: event n is due at `n / rate` seconds and is sent then, whatever the answers to
 //! earlier ones, by up to `--concurrency` workers; if the server falls behind, the interval's
@@ -18,26 +19,22 @@
 //! with every sample. It exits non-zero if an accepted event never arrived.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use hdrhistogram::Histogram;
-use rand::Rng;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::client::Api;
 use super::load::{LoadArgs, http_client, run_id, tenant_and_publisher};
+use super::receiver::{self, Receiver, Seen};
 
 /// The soak mode's own flags (used with `--rate`).
 #[derive(Args, Debug)]
 pub struct SoakArgs {
-    /// With --rate: subscriptions the events are spread over.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    subs: u32,
     /// With --rate: percentage of attempts the local receiver answers with 500.
     #[arg(long, default_value_t = 5.0)]
     fail_percent: f64,
@@ -50,69 +47,6 @@ pub struct SoakArgs {
     /// With --rate: the server's journal file, to report its size and its WAL's.
     #[arg(long)]
     journal: Option<PathBuf>,
-}
-
-/// What the receiver has seen; shared with its handler.
-#[derive(Debug)]
-struct Seen {
-    origin: Instant,
-    fail: f64,
-    /// One bit per event number: first 2xx receipt already counted.
-    received: Mutex<Vec<u64>>,
-    first_receipts: AtomicU64,
-    duplicates: AtomicU64,
-    failed_answers: AtomicU64,
-    /// Publish→receipt of the events first received in the current interval, and overall.
-    interval: Mutex<Histogram<u64>>,
-    overall: Mutex<Histogram<u64>>,
-}
-
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    // 1 µs to 1 h, 3 significant digits.
-    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
-}
-
-impl Seen {
-    /// Records a 2xx for event `n` sent at `sent_us` (since the origin); false for a repeat.
-    fn receipt(&self, n: u64, sent_us: u64) -> bool {
-        {
-            let mut bits = self.received.lock().unwrap_or_else(|p| p.into_inner());
-            let (word, bit) = ((n / 64) as usize, n % 64);
-            if bits.len() <= word {
-                bits.resize(word + 1, 0);
-            }
-            if bits[word] & (1 << bit) != 0 {
-                return false;
-            }
-            bits[word] |= 1 << bit;
-        }
-        let now_us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let us = now_us.saturating_sub(sent_us).max(1);
-        for h in [&self.interval, &self.overall] {
-            h.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .saturating_record(us);
-        }
-        self.first_receipts.fetch_add(1, Ordering::Relaxed);
-        true
-    }
-}
-
-async fn receive(seen: Arc<Seen>, body: axum::body::Bytes) -> StatusCode {
-    if rand::rng().random_bool(seen.fail) {
-        seen.failed_answers.fetch_add(1, Ordering::Relaxed);
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let (Some(n), Some(sent)) = (v["payLoad"]["n"].as_u64(), v["payLoad"]["sentUs"].as_u64())
-    else {
-        // Not one of ours: say so, the run's counts would not add up otherwise.
-        return StatusCode::BAD_REQUEST;
-    };
-    if !seen.receipt(n, sent) {
-        seen.duplicates.fetch_add(1, Ordering::Relaxed);
-    }
-    StatusCode::OK
 }
 
 /// The server's health from outside: `/proc` and the journal's files.
@@ -153,28 +87,6 @@ impl Probe {
     }
 }
 
-/// One event of the run: to subscription `n % subs`, padded to `size`, stamped with its send
-/// time.
-fn event(run: &str, tenant: &str, n: u64, subs: u64, sent_us: u64, size: usize) -> String {
-    let make = |pad: &str| {
-        json!({
-            "id": format!("soak-{run}-{n}"),
-            "tenantId": tenant,
-            "transactionId": format!("tx-{n}"),
-            "notificationType": "NODE_EVENT",
-            "workflowId": format!("w{}", n % subs),
-            "payLoad": {"n": n, "sentUs": sent_us, "pad": pad},
-            "timestamp": "2026-12-05T10:00:00Z",
-        })
-        .to_string()
-    };
-    let bare = make("");
-    match size.checked_sub(bare.len()) {
-        Some(pad) if pad > 0 => make(&"x".repeat(pad)),
-        _ => bare,
-    }
-}
-
 /// Publishers' shared counters.
 #[derive(Debug, Default)]
 struct Published {
@@ -194,52 +106,11 @@ pub(super) async fn run(args: LoadArgs, rate: u32) -> anyhow::Result<()> {
     let run = run_id();
     let (tenant, publisher) = tenant_and_publisher(&args, &http, &run).await?;
 
-    let origin = Instant::now();
-    let seen = Arc::new(Seen {
-        origin,
-        fail: soak.fail_percent / 100.0,
-        received: Mutex::new(Vec::new()),
-        first_receipts: AtomicU64::new(0),
-        duplicates: AtomicU64::new(0),
-        failed_answers: AtomicU64::new(0),
-        interval: Mutex::new(histogram()?),
-        overall: Mutex::new(histogram()?),
-    });
-    let app = {
-        let seen = seen.clone();
-        axum::Router::new().fallback(move |body: axum::body::Bytes| receive(seen.clone(), body))
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let receiver = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            eprintln!("hookline load: the receiver stopped: {e}");
-        }
-    });
-    let _stop_receiver = AbortOnDrop(receiver.abort_handle());
-
-    let mut subs = Vec::new();
-    for k in 0..soak.subs {
-        let sub = publisher
-            .post(
-                &["v1", "subscriptions"],
-                &json!({
-                    "tenantId": tenant, "url": format!("http://{addr}/s/{k}"),
-                    "workflowIds": [format!("w{k}")], "onFailure": "skip",
-                    // Short backoffs so a failed attempt costs latency, not minutes.
-                    "retry": {"maxAttempts": 20, "backoffMs": [100, 500, 1000]},
-                }),
-            )
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "subscribing the receiver (the server must allow 127.0.0.0/8: \
-                     HOOKLINE_ALLOW_NETWORKS): {e}"
-                )
-            })?;
-        let id = sub["id"].as_str().unwrap_or_default().to_owned();
-        subs.push(id);
-    }
+    let subs_n = args.subs.unwrap_or(100);
+    // Short backoffs so a failed attempt costs latency, not minutes.
+    let retry = json!({"maxAttempts": 20, "backoffMs": [100, 500, 1000]});
+    let rx = Receiver::start(&publisher, &tenant, subs_n, soak.fail_percent, Some(retry)).await?;
+    let seen = rx.seen.clone();
 
     let probe = Probe {
         pid: soak.server_pid,
@@ -249,7 +120,7 @@ pub(super) async fn run(args: LoadArgs, rate: u32) -> anyhow::Result<()> {
         "hookline load: soak at {rate} events/s for {} over {} subscriptions, {}% of attempts \
          failing, reporting every {}",
         humantime::format_duration(duration),
-        soak.subs,
+        subs_n,
         soak.fail_percent,
         humantime::format_duration(soak.every)
     );
@@ -276,13 +147,13 @@ pub(super) async fn run(args: LoadArgs, rate: u32) -> anyhow::Result<()> {
         let w = SoakWorker {
             api: publisher.clone(),
             published: published.clone(),
-            origin,
+            seen: seen.clone(),
             start,
             end,
             rate: f64::from(rate),
             run: run.clone(),
             tenant: tenant.clone(),
-            subs: u64::from(soak.subs),
+            subs: u64::from(subs_n),
             size: args.size as usize,
         };
         workers.push(tokio::spawn(w.run()));
@@ -294,12 +165,7 @@ pub(super) async fn run(args: LoadArgs, rate: u32) -> anyhow::Result<()> {
     let mut sample = |at: Instant, samples: &mut Vec<Value>| {
         let accepted = published.accepted.load(Ordering::Relaxed);
         let received = seen.first_receipts.load(Ordering::Relaxed);
-        let h = {
-            let mut h = seen.interval.lock().unwrap_or_else(|p| p.into_inner());
-            let copy = h.clone();
-            h.reset();
-            copy
-        };
+        let h = seen.take_interval();
         let ms = |q: f64| (h.value_at_quantile(q) as f64 / 10.0).round() / 100.0;
         let secs = at.duration_since(last_at).as_secs_f64().max(1e-9);
         let s = json!({
@@ -347,28 +213,18 @@ pub(super) async fn run(args: LoadArgs, rate: u32) -> anyhow::Result<()> {
     }
     let accepted = published.accepted.load(Ordering::Relaxed);
     let drain_until = Instant::now() + args.drain_timeout;
-    while seen.first_receipts.load(Ordering::Relaxed) < accepted && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    rx.drain(accepted, drain_until).await;
     sample(Instant::now(), &mut samples);
-    for id in &subs {
-        if let Err(e) = publisher.delete(&["v1", "subscriptions", id]).await {
-            eprintln!("hookline load: could not delete subscription {id}: {e}");
-        }
-    }
+    rx.unsubscribe(&publisher).await;
 
     let received = seen.first_receipts.load(Ordering::Relaxed);
     let lost = accepted.saturating_sub(received);
-    let overall = seen
-        .overall
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let overall = seen.overall();
     let ms = |v: u64| (v as f64 / 10.0).round() / 100.0;
     let report = json!({
         "mode": "soak",
         "rate": rate,
-        "subs": soak.subs,
+        "subs": subs_n,
         "failPercent": soak.fail_percent,
         "durationS": duration.as_secs(),
         "events": accepted,
@@ -396,19 +252,12 @@ pub(super) async fn run(args: LoadArgs, rate: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// One open-loop publisher: claims the next event number and sends it when it is due.
 struct SoakWorker {
     api: Api,
     published: Arc<Published>,
-    origin: Instant,
+    /// The receiver, whose clock events are stamped on.
+    seen: Arc<Seen>,
     start: Instant,
     end: Instant,
     rate: f64,
@@ -427,8 +276,9 @@ impl SoakWorker {
                 return;
             }
             tokio::time::sleep_until(due).await;
-            let sent_us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let body = event(&self.run, &self.tenant, n, self.subs, sent_us, self.size);
+            let sent_us = self.seen.now_us();
+            let prefix = format!("soak-{}", self.run);
+            let body = receiver::event(&prefix, &self.tenant, n, self.subs, sent_us, self.size);
             // An event refused for overload is sent again (same id: idempotent) until accepted,
             // so every number is eventually published and the receiver's counts add up.
             loop {

@@ -1050,12 +1050,18 @@ fn check_report(report: &Value, events: u64) {
             "{k}: {report:#}"
         );
     }
-    let (p50, p99, max) = (
-        report["p50Ms"].as_f64().unwrap_or(0.0),
-        report["p99Ms"].as_f64().unwrap_or(0.0),
-        report["maxMs"].as_f64().unwrap_or(0.0),
-    );
-    assert!(p50 <= p99 && p99 <= max, "{report:#}");
+    for (p50, p99, max) in [
+        ("p50Ms", "p99Ms", "maxMs"),
+        ("receiptP50Ms", "receiptP99Ms", "receiptMaxMs"),
+    ] {
+        let (p50, p99, max) = (
+            report[p50].as_f64().unwrap_or(0.0),
+            report[p99].as_f64().unwrap_or(0.0),
+            report[max].as_f64().unwrap_or(0.0),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report:#}");
+    }
+    assert_eq!(report["duplicateReceipts"], 0, "{report:#}");
 }
 
 #[tokio::test]
@@ -1066,6 +1072,14 @@ async fn load_publishes_single_events_and_reports_a_json_line() {
     assert_eq!(report["mode"], "single");
     assert_eq!(report["requests"], 300);
     assert_eq!(report["sizeBytes"], 1024);
+}
+
+#[tokio::test]
+async fn load_spreads_events_over_several_sink_subscriptions() {
+    let server = Server::start().await;
+    let report = load(&server, &["--events", "300", "--subs", "5"]).await;
+    check_report(&report, 300);
+    assert_eq!(report["subs"], 5, "{report:#}");
 }
 
 #[tokio::test]

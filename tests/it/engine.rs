@@ -1243,7 +1243,16 @@ async fn repeated_panics_fault_the_subscription_until_resumed() {
     assert_eq!(resumed.state, SubscriptionState::Active);
     rx.wait_delivered_at("/fault", &expected, WITHIN).await;
     assert_strict_order(&rx.requests(), &expected, 0);
-    assert_eq!(h.live_actors().await.expect("count"), 1);
+    if h.postgres.is_none() {
+        assert_eq!(h.live_actors().await.expect("count"), 1);
+    } else {
+        // On a shared store the resumed actor gives the lease up once the queue is empty and
+        // stops (seen failing about one run in four when the release beat this count).
+        crate::support::eventually_true("the resumed actor went idle", WITHIN, || async {
+            h.live_actors().await.expect("count") == 0
+        })
+        .await;
+    }
 }
 
 // ---- 12. recovery across an engine restart ------------------------------------------------

@@ -4,8 +4,10 @@
 //! - **Durable accept** (guarantee 1): every write goes through the single [writer](writer) task,
 //!   which groups the operations waiting for it into one `BEGIN IMMEDIATE … COMMIT` (group
 //!   commit) and answers each caller only after that commit returned. With the default
-//!   [`Durability::Fsync`](crate::store::Durability::Fsync) the connection runs WAL with
-//!   `synchronous=FULL`, so an answered write survives `kill -9` and power loss.
+//!   [`Durability::Fsync`](crate::store::Durability::Fsync), a promise commit (a publish, an
+//!   operator's action) is answered only after the [sync thread](durable) fsynced the WAL
+//!   behind it, so an answered write survives `kill -9` and power loss; delivery progress is
+//!   fsynced within 50 ms.
 //! - **Order**: an event's `seq` is assigned inside the commit that makes it durable (one
 //!   counter for the whole file), so `seq` order is commit order, and a subscription's
 //!   deliveries are read back in `seq` order.
@@ -20,8 +22,8 @@
 //!   get an `interrupted` attempt and go back to `pending`; their subscriptions are reported so
 //!   the engine resumes them in order.
 //!
-//! The writer drives its own synchronous connection inline (see [`writer`]); WAL checkpoints and
-//! the periodic fsync of delivery progress run on the [`checkpoint`] thread. Readers use a
+//! The writer drives its own synchronous connection inline (see [`writer`]); fsyncs run on the
+//! [`durable`] thread, WAL checkpoints on the [`checkpoint`] thread. Readers use a
 //! separate pool of read-only sqlx connections ([`reads`]), except the delivery path's queue
 //! refill, which reads inline ([`inline_read`]); WAL lets them all run beside the writer.
 //! [`seam`] implements the store's traits on [`Journal`]; [`coordination`] the cluster seam, as
@@ -37,6 +39,7 @@ mod checkpoint;
     reason = "the seam is committed first; the engine uses it next"
 )]
 mod coordination;
+mod durable;
 mod inline_read;
 mod insight;
 mod leases;
@@ -92,6 +95,8 @@ struct Inner {
     queue_readers: InlineReaders,
     sealer: Arc<SecretBox>,
     writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Which commits are durable: the queue refill waits on it (see `durable`).
+    frontier: Arc<durable::Frontier>,
     /// The subscriptions with a lease (kept by the writer's lease table).
     leases_held: Arc<std::sync::atomic::AtomicU64>,
     /// This process, the only node (see `coordination`).
@@ -120,11 +125,11 @@ impl Journal {
         // sqlx's part ends here: the writer drives its own connection (see `writer`). That one
         // is opened first: closing the last connection to a WAL database checkpoints the whole
         // WAL, which after a crash under load took half a second of the restart.
-        let mut wconn = open::writer(path, cfg.durability)?;
+        let mut wconn = open::writer(path)?;
         conn.close().await.map_err(open::sql_err("open"))?;
         let recovery = recovery::recover(&mut wconn)?;
         let routing = routing::Routing::load(&wconn, sealer.clone())?;
-        let checkpointer = checkpoint::Checkpointer::start(path, cfg.durability)?;
+        let checkpointer = checkpoint::Checkpointer::start(path, metrics.clone())?;
 
         let readers = SqlitePoolOptions::new()
             .max_connections(cfg.reader_connections)
@@ -136,6 +141,19 @@ impl Journal {
         let leases_held = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(cfg.intake_queue);
         let (wakes, wake_rx) = wake_channel();
+        let wakes = Arc::new(wakes);
+        let (frontier, syncer) = match cfg.durability {
+            super::Durability::Fsync => {
+                let last_seq: i64 = wconn
+                    .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))
+                    .map_err(|e| Error::unavailable("journal open failed", e))?;
+                let frontier = durable::Frontier::new(last_seq);
+                let syncer =
+                    durable::Syncer::start(path, frontier.clone(), wakes.clone(), metrics.clone())?;
+                (frontier, Some(syncer))
+            }
+            super::Durability::Os => (durable::Frontier::new(i64::MAX), None),
+        };
         let task = tokio::spawn(writer::run(
             writer::Writer {
                 conn: wconn,
@@ -143,9 +161,10 @@ impl Journal {
                 leases: leases::Leases::counted(leases_held.clone()),
                 wakes,
                 batch_max: cfg.commit_batch_max,
-                durability: cfg.durability,
                 metrics,
                 checkpointer,
+                frontier: frontier.clone(),
+                syncer,
             },
             rx,
         ));
@@ -157,6 +176,7 @@ impl Journal {
                 queue_readers: InlineReaders::new(path, cfg.reader_connections as usize),
                 sealer,
                 writer_task: Mutex::new(Some(task)),
+                frontier,
                 leases_held,
                 node: std::sync::Mutex::new(None),
             }),

@@ -12,6 +12,7 @@
 //! until its batch committed, and answers only then.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
@@ -29,6 +30,18 @@ pub(super) struct Cx<'a> {
     pub leases: &'a mut Leases,
     /// Subscriptions that received deliveries in this batch (woken after the commit).
     pub wakes: &'a mut HashSet<SubscriptionId>,
+    /// The highest `seq` of the events this batch created (0 if none): its deliveries may be
+    /// sent once that is durable (see `durable`).
+    pub max_seq: i64,
+}
+
+impl Cx<'_> {
+    /// Notes the events `receipts` created.
+    pub(super) fn created(&mut self, receipts: &[Result<crate::domain::PublishReceipt>]) {
+        for r in receipts.iter().flatten().filter(|r| !r.duplicate) {
+            self.max_seq = self.max_seq.max(r.seq);
+        }
+    }
 }
 
 /// A request the writer can apply.
@@ -36,7 +49,7 @@ pub(super) trait Write {
     /// What the caller gets back.
     type Out;
     /// Delivery progress only (in-flight marks, attempt records): nothing a caller was promised
-    /// durability for, so its commit need not fsync (see `writer::SyncState`).
+    /// durability for, so it is answered without waiting for an fsync (see `durable`).
     const PROGRESS: bool = false;
     fn apply(&self, cx: &mut Cx<'_>) -> rusqlite::Result<Result<Self::Out>>;
 }
@@ -46,6 +59,8 @@ pub(super) struct Call<W: Write> {
     pub(super) req: W,
     reply: Option<oneshot::Sender<Result<W::Out>>>,
     out: Option<Result<W::Out>>,
+    /// When the caller handed it in: the writer reports how long writes waited for it.
+    queued: Instant,
 }
 
 impl<W: Write> Call<W> {
@@ -54,6 +69,7 @@ impl<W: Write> Call<W> {
             req,
             reply: Some(reply),
             out: None,
+            queued: Instant::now(),
         }
     }
 
@@ -63,6 +79,7 @@ impl<W: Write> Call<W> {
             req,
             reply: None,
             out: None,
+            queued: Instant::now(),
         }
     }
 
@@ -196,6 +213,16 @@ impl Op {
         each_op!(self, c => c.fail(e))
     }
 
+    /// When its caller handed it in.
+    pub(super) fn queued(&self) -> Instant {
+        each_op!(self, c => c.queued)
+    }
+
+    /// Whether it is a publish.
+    pub(super) fn is_publish(&self) -> bool {
+        matches!(self, Op::Publish(_))
+    }
+
     /// Delivery progress only (see [`Write::PROGRESS`]).
     pub(super) fn is_progress(&self) -> bool {
         fn progress<W: Write>(_: &Call<W>) -> bool {
@@ -205,6 +232,14 @@ impl Op {
     }
 }
 
+/// What committing a batch did.
+pub(super) struct Committed {
+    /// How long the commit itself took (writing the WAL).
+    pub took: std::time::Duration,
+    /// The highest `seq` of the events the batch created (0 if none).
+    pub max_seq: i64,
+}
+
 /// Applies `ops` and commits them; each keeps its result for [`Op::answer`].
 pub(super) fn apply_batch(
     conn: &mut Connection,
@@ -212,7 +247,7 @@ pub(super) fn apply_batch(
     leases: &mut Leases,
     ops: &mut [Op],
     wakes: &mut HashSet<SubscriptionId>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Committed> {
     if let [Op::RecordAttempt(c)] = ops
         && c.req.is_plain()
     {
@@ -223,8 +258,13 @@ pub(super) fn apply_batch(
             routing,
             leases,
             wakes,
+            max_seq: 0,
         };
-        return c.run(&mut cx);
+        c.run(&mut cx)?;
+        return Ok(Committed {
+            took: std::time::Duration::ZERO,
+            max_seq: cx.max_seq,
+        });
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut cx = Cx {
@@ -232,6 +272,7 @@ pub(super) fn apply_batch(
         routing,
         leases,
         wakes,
+        max_seq: 0,
     };
     let mut i = 0;
     while i < ops.len() {
@@ -251,5 +292,11 @@ pub(super) fn apply_batch(
             i += 1;
         }
     }
-    tx.commit()
+    let max_seq = cx.max_seq;
+    let committing = Instant::now();
+    tx.commit()?;
+    Ok(Committed {
+        took: committing.elapsed(),
+        max_seq,
+    })
 }

@@ -25,9 +25,10 @@ impl Write for Publish {
 
     fn apply(&self, cx: &mut Cx<'_>) -> rusqlite::Result<Result<Self::Out>> {
         let mut stmts = Statements::prepare(cx.conn)?;
-        stmts
-            .publish(cx.routing, &self.events, self.at, cx.wakes)
-            .map(Ok)
+        let receipts = stmts.publish(cx.routing, &self.events, self.at, cx.wakes)?;
+        drop(stmts);
+        cx.created(&receipts);
+        Ok(Ok(receipts))
     }
 }
 
@@ -39,18 +40,26 @@ pub(super) fn publish_in(
     at: i64,
 ) -> rusqlite::Result<Vec<Result<PublishReceipt>>> {
     let mut stmts = Statements::prepare(cx.conn)?;
-    stmts.publish(cx.routing, events, at, cx.wakes)
+    let receipts = stmts.publish(cx.routing, events, at, cx.wakes)?;
+    drop(stmts);
+    cx.created(&receipts);
+    Ok(receipts)
 }
 
 /// Applies a run of consecutive publishes with the statements prepared once.
 pub(super) fn publish_run(cx: &mut Cx<'_>, ops: &mut [Op]) -> rusqlite::Result<()> {
     let mut stmts = Statements::prepare(cx.conn)?;
+    let mut max_seq = cx.max_seq;
     for op in ops {
         if let Op::Publish(call) = op {
             let receipts = stmts.publish(cx.routing, &call.req.events, call.req.at, cx.wakes)?;
+            for r in receipts.iter().flatten().filter(|r| !r.duplicate) {
+                max_seq = max_seq.max(r.seq);
+            }
             call.settle(Ok(receipts));
         }
     }
+    cx.max_seq = max_seq;
     Ok(())
 }
 

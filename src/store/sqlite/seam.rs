@@ -220,7 +220,13 @@ impl Queue for Journal {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
-        self.read_next_deliveries(sub, after_seq, limit)
+        let queued = self.read_next_deliveries(sub, after_seq, limit)?;
+        // The read may have seen a publish committed but not yet fsynced: nothing of it is sent
+        // before it is durable (see `durable`). Queued in `seq` order: the last is the newest.
+        if let Some(last) = queued.last() {
+            self.inner.frontier.wait_durable(last.seq).await;
+        }
+        Ok(queued)
     }
 
     async fn next_heads(

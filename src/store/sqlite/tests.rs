@@ -1,10 +1,30 @@
 //! The journal's own internals, against a real SQLite file: a batch that SQLite fails is
-//! replayed one operation per transaction, and a writer command stays small. The store-level
-//! behaviour (shared with PostgreSQL) is tested by `store::suite` on both backends.
+//! replayed one operation per transaction, a writer command stays small, promises are answered
+//! through the sync thread under `Durability::Fsync`, and the WAL stays bounded under a steady
+//! stream of writes. The store-level behaviour (shared with PostgreSQL) is tested by
+//! `store::suite` on both backends.
+
+use std::sync::Arc;
 
 use crate::domain::NotificationType;
 use crate::error::Error;
-use crate::store::suite::{Backend, WAIT, event, open_ids, publish, subscription, tenant};
+use crate::metrics::Metrics;
+use crate::store::suite::{
+    Backend, WAIT, event, open_ids, options, publish, sealer, subscription, tenant,
+};
+use crate::store::{Durability, StoreOptions};
+
+/// Opens the journal at `path` with durability `fsync` (the suite uses `os`).
+async fn open_fsync(path: &std::path::Path, metrics: Arc<Metrics>) -> crate::store::SharedStore {
+    let cfg = StoreOptions {
+        durability: Durability::Fsync,
+        ..options()
+    };
+    super::Journal::open(path, &cfg, sealer(), metrics)
+        .await
+        .expect("open journal")
+        .store
+}
 
 #[tokio::test]
 async fn a_failed_batch_is_replayed_one_by_one_and_fails_only_the_bad_write() {
@@ -89,4 +109,75 @@ async fn the_newest_notifications_are_read_through_their_partial_indexes() {
     }
     drop(conn);
     store.close().await;
+}
+
+#[tokio::test]
+async fn under_fsync_promises_are_answered_after_an_fsync_and_their_deliveries_read_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    let metrics = Arc::new(Metrics::new(10));
+    let store = open_fsync(&path, metrics.clone()).await;
+    let t = tenant(&store, "t1").await;
+    let sub = subscription(&store, &t, &[]).await;
+    let before = metrics.fsyncs();
+    publish(&store, &["a", "b", "c"]).await;
+    assert!(
+        metrics.fsyncs() > before,
+        "the publish was answered through the sync thread"
+    );
+    // The refill reads them (after their fsync) in order.
+    assert_eq!(open_ids(&store, &sub).await.len(), 3);
+    store.close().await;
+    // And they are there after a reopen.
+    let store = open_fsync(&path, Arc::new(Metrics::new(10))).await;
+    assert_eq!(open_ids(&store, &sub).await.len(), 3);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_starts_over_under_a_steady_stream_of_writes() {
+    // Publishers that never let the writer idle: without the checkpoint thread's restarts (the
+    // writer holding still between two batches) the WAL only grows, since SQLite starts it
+    // over only when a write begins with the whole WAL copied.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    let metrics = Arc::new(Metrics::new(10));
+    let store = open_fsync(&path, metrics.clone()).await;
+    let t = tenant(&store, "t1").await;
+    subscription(&store, &t, &[]).await;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = std::path::PathBuf::from(wal);
+    let mut largest = 0;
+    let mut set = tokio::task::JoinSet::new();
+    for p in 0..8 {
+        let store = store.clone();
+        set.spawn(async move {
+            for i in 0..150 {
+                let id = format!("p{p}-{i}");
+                let events = vec![event("t1", &id, NotificationType::WorkflowEvent)];
+                for r in store.publish(events, WAIT).await.expect("publish") {
+                    r.expect("receipt");
+                }
+            }
+        });
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    while !set.is_empty() {
+        if tokio::time::timeout(std::time::Duration::from_millis(5), set.join_next())
+            .await
+            .is_ok_and(|r| r.is_some_and(|r| r.is_err()))
+        {
+            panic!("a publisher failed");
+        }
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    store.close().await;
+    // 1,200 publish commits write several thousand frames; the WAL is made to start over past
+    // 400 (test-sized, see `checkpoint`).
+    assert!(
+        metrics.wal_restarts() > 0,
+        "the checkpoint thread never started the WAL over (largest WAL {} frames)",
+        largest / 4_120
+    );
 }

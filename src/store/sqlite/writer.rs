@@ -2,9 +2,16 @@
 //!
 //! One task owns the only read-write connection. It takes the first waiting operation, then
 //! everything else already queued (up to `commit_batch_max`), applies them in arrival order
-//! inside one `BEGIN IMMEDIATE` transaction, commits once, and only then answers every caller
-//! (each with its own typed reply, see [`ops`](super::ops)). Many publishers therefore share
-//! one fsync.
+//! inside one `BEGIN IMMEDIATE` transaction, commits once, and then answers every caller (each
+//! with its own typed reply, see [`ops`](super::ops)).
+//!
+//! The commit writes the WAL and does not wait for the disk (`synchronous=NORMAL`). Under
+//! [`Durability::Fsync`](crate::store::Durability::Fsync) the batch's promise operations (a
+//! publish, anything a caller is told is durable) are answered by the [`Syncer`] thread after
+//! the fsync that follows the commit, with the wakes of the deliveries they created; its
+//! progress operations (in-flight marks, attempt outcomes) are answered at once, so delivery
+//! bookkeeping never waits for a publish's fsync, and the writer never waits for the disk:
+//! while one fsync runs, the next batches are applied and share the next fsync.
 //!
 //! Operations check their preconditions before writing and report a refusal (unknown tenant,
 //! duplicate id, a lost lease) as a per-operation error without touching the database, so one
@@ -12,11 +19,12 @@
 //! back, the routing table is reloaded, and the operations are replayed one per transaction so
 //! that only the ones that really cannot be written fail.
 //!
-//! The connection is a plain synchronous SQLite connection driven inline by the writer task:
-//! no statement crosses to another thread (see [`blocking_if`] for why, and for the commits that
-//! wait for the disk). WAL checkpoints, which also wait for the disk, are not run by this
-//! connection but by the [`Checkpointer`] thread beside it. After each commit that created
-//! deliveries, the subscriptions that received them are handed to the [`WakeSender`].
+//! The connection is a plain synchronous SQLite connection driven inline by the writer task: no
+//! statement crosses to another thread (on this kind of machine a hand-off to another thread
+//! and back, what an async SQLite driver does per statement, costs more than the statement).
+//! Nothing the writer runs per batch waits for the disk: fsyncs are the [`Syncer`]'s, WAL
+//! checkpoints the [`Checkpointer`]'s, each on a thread of its own. After each commit that
+//! created deliveries, the subscriptions that received them are handed to the [`WakeSender`].
 //!
 //! Every commit's fate goes to the engine's [`Health`]: a commit that fails because the disk is
 //! full or failing makes the journal "unwritable" (publishes answer 503, `/readyz` says why),
@@ -33,13 +41,14 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpointer;
+use super::durable::{Frontier, Pending, Syncer};
 use super::leases::Leases;
 use super::ops::{Op, apply_batch};
 use super::routing::Routing;
 use crate::domain::SubscriptionId;
 use crate::error::Error;
 use crate::health::{Health, WriteFailure};
-use crate::store::{Durability, WakeSender};
+use crate::store::WakeSender;
 
 // `Close` is sent once per engine; boxing the common variant would cost an allocation per write.
 #[allow(clippy::large_enum_variant)]
@@ -53,11 +62,13 @@ pub(super) struct Writer {
     pub conn: Connection,
     pub routing: Routing,
     pub leases: Leases,
-    pub wakes: WakeSender,
+    pub wakes: Arc<WakeSender>,
     pub batch_max: usize,
-    pub durability: Durability,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub checkpointer: Checkpointer,
+    pub frontier: Arc<Frontier>,
+    /// Answers promise operations after their fsync; `None` without fsyncs (`Durability::Os`).
+    pub syncer: Option<Syncer>,
 }
 
 /// How often an unwritable journal is probed while no write comes.
@@ -89,28 +100,46 @@ pub(super) async fn run(w: Writer, mut rx: mpsc::Receiver<Command>) {
     watch.armed = false;
 }
 
+/// The writer's state between batches.
+struct Batcher {
+    conn: Connection,
+    routing: Routing,
+    leases: Leases,
+    wakes: Arc<WakeSender>,
+    metrics: Arc<crate::metrics::Metrics>,
+    checkpointer: Checkpointer,
+    frontier: Arc<Frontier>,
+    syncer: Option<Syncer>,
+    /// The number of the last batch (see [`Frontier`]).
+    batch: u64,
+    /// Operations applied and committed, waiting for their answers.
+    done: Vec<Op>,
+}
+
 async fn run_inner(w: Writer, rx: &mut mpsc::Receiver<Command>) {
-    let Writer {
-        mut conn,
-        mut routing,
-        mut leases,
-        wakes,
-        batch_max,
-        durability,
-        metrics,
-        checkpointer,
-    } = w;
-    let mut sync = SyncState::new(durability);
+    let batch_max = w.batch_max;
+    let mut b = Batcher {
+        conn: w.conn,
+        routing: w.routing,
+        leases: w.leases,
+        wakes: w.wakes,
+        metrics: w.metrics,
+        checkpointer: w.checkpointer,
+        frontier: w.frontier,
+        syncer: w.syncer,
+        batch: 0,
+        done: Vec::with_capacity(batch_max),
+    };
     let mut ops: Vec<Op> = Vec::with_capacity(batch_max);
     let mut closing: Option<oneshot::Sender<()>> = None;
     let mut last_batch = 0;
-    let health = &metrics.health;
     loop {
-        let next = if health.unwritable().is_some() {
+        let next = if b.metrics.health.unwritable().is_some() {
             match tokio::time::timeout(PROBE_EVERY, rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    blocking_if(true, || match probe(&mut conn) {
+                    let health = &b.metrics.health;
+                    off_worker(|| match probe(&mut b.conn) {
                         Ok(()) => health.write_ok(),
                         Err(e) => health.write_failed(classify(&e), &e),
                     });
@@ -130,9 +159,11 @@ async fn run_inner(w: Writer, rx: &mut mpsc::Receiver<Command>) {
         // this commit instead of each paying for one (measured: 80 -> 65 µs of CPU per delivery
         // with 100 busy subscriptions). A lone writer (one busy subscription) would only lose a
         // trip through the scheduler per commit, so it does not yield.
+        let yielded = Instant::now();
         if closing.is_none() && last_batch > 1 {
             tokio::task::yield_now().await;
         }
+        let yielded = yielded.elapsed();
         while closing.is_none() && ops.len() < batch_max {
             match rx.try_recv() {
                 Ok(Command::Op(op)) => ops.push(op),
@@ -140,23 +171,23 @@ async fn run_inner(w: Writer, rx: &mut mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
+        if closing.is_none() && b.checkpointer.wants_quiet() {
+            // The WAL is to start over (see `checkpoint`): nothing is committed meanwhile.
+            b.checkpointer.hold_still().await;
+            while ops.len() < batch_max {
+                match rx.try_recv() {
+                    Ok(Command::Op(op)) => ops.push(op),
+                    Ok(Command::Close(done)) => {
+                        closing = Some(done);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
         if !ops.is_empty() {
-            let (n, started) = (ops.len(), Instant::now());
-            last_batch = n;
-            let fsyncs = sync.wants_full(&ops);
-            let woken = blocking_if(fsyncs, || {
-                process(
-                    &mut conn,
-                    &mut routing,
-                    &mut leases,
-                    &mut sync,
-                    &mut ops,
-                    health,
-                )
-            });
-            metrics.commit(n, started.elapsed());
-            checkpointer.committed();
-            wakes.wake(woken);
+            last_batch = ops.len();
+            b.commit(&mut ops, yielded);
         }
         if let Some(done) = closing.take() {
             rx.close();
@@ -165,60 +196,159 @@ async fn run_inner(w: Writer, rx: &mut mpsc::Receiver<Command>) {
                 ops.push(op);
             }
             if !ops.is_empty() {
-                blocking_if(true, || {
-                    process(
-                        &mut conn,
-                        &mut routing,
-                        &mut leases,
-                        &mut sync,
-                        &mut ops,
-                        health,
-                    )
-                });
+                b.commit(&mut ops, Duration::ZERO);
             }
-            checkpointer.stop();
-            blocking_if(true, || {
-                if let Err((_, e)) = conn.close() {
-                    tracing::warn!(error = %e, "journal writer connection did not close cleanly");
-                }
-            });
+            b.close();
             let _ = done.send(());
             return;
         }
     }
-    checkpointer.stop();
+    b.close();
 }
 
-/// Runs `f` on this tokio worker: SQLite is driven inline, because on this kind of machine a
-/// hand-off to another thread and back (what an async SQLite driver does per statement) costs
-/// more than the statement itself. A commit that waits for the disk (fsync) must not hold a
-/// worker that other tasks are queued on, so it goes through `block_in_place`, which moves the
-/// worker's other tasks elsewhere first (only possible on the multi-thread runtime; a
-/// current-thread runtime has nothing to move them to and simply waits).
-fn blocking_if<R>(fsyncs: bool, f: impl FnOnce() -> R) -> R {
+/// Runs `f`, which waits for the disk, without holding up the tokio worker's other tasks:
+/// `block_in_place` moves them to another worker first (only possible on the multi-thread
+/// runtime; a current-thread runtime has nothing to move them to and simply waits). Used only
+/// off the write path: the probe of an unwritable journal, and the close.
+fn off_worker<R>(f: impl FnOnce() -> R) -> R {
     let multi = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if fsyncs && multi {
+    if multi {
         tokio::task::block_in_place(f)
     } else {
         f()
     }
 }
 
-/// Applies and commits one batch, answers its callers, and returns the subscriptions to wake.
+/// A batch whose oldest write waited, plus the batch's own time, at least this long is logged
+/// (debug) with where the time went.
+const SLOW_BATCH: Duration = Duration::from_millis(10);
+
+/// What a batch held, for the slow-batch log.
+struct BatchShape {
+    publishes: usize,
+    progress: usize,
+    /// How long its oldest write waited before the batch started.
+    waited: Duration,
+}
+
+impl BatchShape {
+    fn of(ops: &[Op], started: Instant) -> BatchShape {
+        let oldest = ops.iter().map(Op::queued).min().unwrap_or(started);
+        BatchShape {
+            publishes: ops.iter().filter(|o| o.is_publish()).count(),
+            progress: ops.iter().filter(|o| o.is_progress()).count(),
+            waited: started.saturating_duration_since(oldest),
+        }
+    }
+}
+
+impl Batcher {
+    /// Applies and commits `ops` (emptying it), then answers them: progress operations at once,
+    /// promise operations after their fsync.
+    fn commit(&mut self, ops: &mut Vec<Op>, yielded: Duration) {
+        let (n, started) = (ops.len(), Instant::now());
+        let shape = BatchShape::of(ops, started);
+        self.batch += 1;
+        let mut commit = Duration::ZERO;
+        let mut max_seq = 0;
+        let woken = process(
+            &mut self.conn,
+            &mut self.routing,
+            &mut self.leases,
+            ops,
+            &mut self.done,
+            &self.metrics.health,
+            &mut commit,
+            &mut max_seq,
+        );
+        self.frontier.written(self.batch);
+        // Promises, and events (an outcome's notifications), wait for the fsync.
+        let deferred = shape.progress < n || max_seq > 0;
+        let took = started.elapsed();
+        self.metrics.commit(n, took);
+        if took + shape.waited >= SLOW_BATCH {
+            tracing::debug!(
+                ops = n,
+                publishes = shape.publishes,
+                progress = shape.progress,
+                waited_ms = shape.waited.as_secs_f64() * 1e3,
+                yielded_ms = yielded.as_secs_f64() * 1e3,
+                apply_ms = (took - commit).as_secs_f64() * 1e3,
+                commit_ms = commit.as_secs_f64() * 1e3,
+                "slow journal batch"
+            );
+        }
+        self.checkpointer.committed();
+        match &self.syncer {
+            Some(syncer) if deferred => {
+                let mut promised = Vec::new();
+                for op in self.done.drain(..) {
+                    if op.is_progress() {
+                        op.answer();
+                    } else {
+                        promised.push(op);
+                    }
+                }
+                syncer.after_sync(Pending {
+                    batch: self.batch,
+                    ops: promised,
+                    wakes: woken,
+                    max_seq,
+                });
+            }
+            _ => {
+                self.done.drain(..).for_each(Op::answer);
+                self.wakes.wake(woken);
+            }
+        }
+    }
+
+    /// Makes everything committed durable and answered, then stops the threads and closes the
+    /// connection.
+    fn close(self) {
+        let Batcher {
+            conn,
+            checkpointer,
+            syncer,
+            ..
+        } = self;
+        off_worker(move || {
+            if let Some(s) = syncer {
+                s.stop();
+            }
+            checkpointer.stop();
+            if let Err((_, e)) = conn.close() {
+                tracing::warn!(error = %e, "journal writer connection did not close cleanly");
+            }
+        });
+    }
+}
+
+/// Applies and commits one batch, moving the operations that committed to `done` (to be
+/// answered) and failing the others, and returns the subscriptions to wake. `commit` gets the
+/// time the commit itself took, `max_seq` the highest `seq` of the events it created.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the writer's parts, borrowed separately"
+)]
 fn process(
     conn: &mut Connection,
     routing: &mut Routing,
     leases: &mut Leases,
-    sync: &mut SyncState,
     ops: &mut Vec<Op>,
+    done: &mut Vec<Op>,
     health: &Health,
+    commit: &mut Duration,
+    max_seq: &mut i64,
 ) -> HashSet<SubscriptionId> {
     let mut wakes = HashSet::new();
-    match sync_then_apply(conn, routing, leases, sync, ops, &mut wakes) {
-        Ok(()) => {
+    match apply_batch(conn, routing, leases, ops, &mut wakes) {
+        Ok(c) => {
+            *commit = c.took;
+            *max_seq = c.max_seq;
             health.write_ok();
-            ops.drain(..).for_each(Op::answer);
+            done.append(ops);
         }
         Err(batch_err) => {
             // A full or failing disk is reported (rate-limited) by `health`: a line per failed
@@ -231,11 +361,12 @@ fn process(
             for mut op in ops.drain(..) {
                 let mut single = HashSet::new();
                 let one = std::slice::from_mut(&mut op);
-                match sync_then_apply(conn, routing, leases, sync, one, &mut single) {
-                    Ok(()) => {
+                match apply_batch(conn, routing, leases, one, &mut single) {
+                    Ok(c) => {
+                        *max_seq = (*max_seq).max(c.max_seq);
                         health.write_ok();
                         wakes.extend(single);
-                        op.answer();
+                        done.push(op);
                     }
                     Err(e) => {
                         health.write_failed(classify(&e), &e);
@@ -247,53 +378,6 @@ fn process(
         }
     }
     wakes
-}
-
-/// Which commits fsync.
-///
-/// Under [`Durability::Fsync`], a commit that answers a promise (a publish, a tenant, a
-/// subscription, an operator's action: anything a caller is told is durable) fsyncs the WAL
-/// (`synchronous=FULL`). A commit of delivery progress only (in-flight marks, attempt records,
-/// acquires) does not (`NORMAL`): once written to the WAL it survives a `kill -9` of the
-/// process, which is what strict order and the one-duplicate bound rest on, and an fsync per
-/// delivery would cap one subscription at the disk's commit rate. The [`Checkpointer`] fsyncs
-/// the WAL at least every [`super::checkpoint::PROGRESS_SYNC_EVERY`] while progress is written,
-/// and every FULL commit makes all earlier ones durable too, so a power failure can roll
-/// progress back by at most that much: those deliveries are sent again, in order.
-struct SyncState {
-    durability: Durability,
-    full: bool,
-}
-
-impl SyncState {
-    fn new(durability: Durability) -> Self {
-        SyncState {
-            durability,
-            // The journal opens the connection with its durability's setting.
-            full: durability == Durability::Fsync,
-        }
-    }
-
-    /// Whether a commit of `ops` fsyncs.
-    fn wants_full(&self, ops: &[Op]) -> bool {
-        self.durability == Durability::Fsync && ops.iter().any(|op| !op.is_progress())
-    }
-}
-
-fn sync_then_apply(
-    conn: &mut Connection,
-    routing: &mut Routing,
-    leases: &mut Leases,
-    sync: &mut SyncState,
-    ops: &mut [Op],
-    wakes: &mut HashSet<SubscriptionId>,
-) -> rusqlite::Result<()> {
-    let full = sync.wants_full(ops);
-    if full != sync.full {
-        conn.pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
-        sync.full = full;
-    }
-    apply_batch(conn, routing, leases, ops, wakes)
 }
 
 /// What kind of failure `e` is, for the engine's [`Health`].
