@@ -476,7 +476,10 @@ async fn retention_keeps_the_file_bounded_under_steady_load() {
     // 64 MiB (`sqlite/checkpoint.rs`), so it stays under that plus what one round writes.
     let wal_sizes: Vec<u64> = sizes.iter().map(|(_, w)| *w).collect();
     assert!(
-        wal_sizes.windows(2).skip(1).any(|w| w[0] > 0 && w[1] == w[0]),
+        wal_sizes
+            .windows(2)
+            .skip(1)
+            .any(|w| w[0] > 0 && w[1] == w[0]),
         "the WAL is checkpointed and written over, not only appended to: {wal_sizes:?}"
     );
     let (_, last_wal) = sizes[ROUNDS - 1];
