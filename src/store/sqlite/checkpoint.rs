@@ -282,6 +282,12 @@ fn checkpoint(conn: &Connection, state: &State, what: &'static str) -> Option<(i
             crate::crashpoint::hit("checkpoint");
             state.copied.store(copied, Ordering::Release);
             let took = started.elapsed();
+            tracing::trace!(
+                wal_pages,
+                copied,
+                took_ms = took.as_secs_f64() * 1e3,
+                "{what}"
+            );
             if took >= SLOW_CHECKPOINT {
                 tracing::debug!(
                     wal_pages,
