@@ -1177,10 +1177,17 @@ fn main() {
             .init();
     }
     let sizes = Sizes::from_args();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // `HOOKLINE_BENCH_WORKERS=N`: the runtime's worker threads (default: one per core), to see
+    // what spreading one subscription's loop over several workers costs on a given machine.
+    if let Some(n) = std::env::var("HOOKLINE_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        builder.worker_threads(n);
+    }
+    let runtime = builder.enable_all().build().expect("tokio runtime");
     runtime.block_on(run_all(sizes));
 }
 
