@@ -1081,7 +1081,11 @@ async fn a_node_cut_from_postgres_is_taken_over_and_rejoins() {
         .post(2, &format!("/v1/subscriptions/{s0}/resume"), &json!({}))
         .await;
     assert_eq!(s, 200, "{v}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Cut once node 2 holds something (a fixed pause of 1 s missed it once in a full run).
+    let ready = Instant::now() + Duration::from_secs(10);
+    while held_by(&url, &c.nodes[2].id).await.is_empty() && Instant::now() < ready {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let pid = c.nodes[2].pid().expect("running");
     let t = Instant::now();
     proxy.cut();

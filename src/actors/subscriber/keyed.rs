@@ -376,6 +376,18 @@ impl SubscriberState {
         if let Some((next, _, _)) = u.record.next_in_flight {
             self.successors.remove(&next);
         }
+        self.settle_keyed_record(myself, u, result).await
+    }
+
+    /// The store's answer to a keyed record: `Ok(true)` is a deleted subscription; a journal
+    /// that cannot write keeps the record for later and stalls the actor (nothing starts
+    /// before it is recorded).
+    async fn settle_keyed_record(
+        &mut self,
+        myself: &ActorRef<SubscriberMsg>,
+        u: Unrecorded,
+        result: Result<()>,
+    ) -> Result<bool> {
         match result {
             Ok(()) => {
                 self.stall.cleared();
@@ -384,7 +396,6 @@ impl SubscriberState {
             }
             Err(Error::NotFound { .. }) => Ok(true),
             Err(e) if stall::waits_for_journal(&e) => {
-                // Nothing starts before it is recorded (the actor is stalled meanwhile).
                 self.retry_store_later(myself, &e);
                 self.stall.unrecorded_keyed.push(u);
                 Ok(false)
@@ -443,20 +454,8 @@ impl SubscriberState {
         u: Unrecorded,
     ) -> Result<bool> {
         let lease = held(&self.lease, &self.row.id)?;
-        match self.ctx.store.record_attempt(lease, u.record.clone()).await {
-            Ok(()) => {
-                self.stall.cleared();
-                self.after_keyed_record(&u).await;
-                Ok(false)
-            }
-            Err(Error::NotFound { .. }) => Ok(true),
-            Err(e) if stall::waits_for_journal(&e) => {
-                self.retry_store_later(myself, &e);
-                self.stall.unrecorded_keyed.push(u);
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
+        let result = self.ctx.store.record_attempt(lease, u.record.clone()).await;
+        self.settle_keyed_record(myself, u, result).await
     }
 
     /// What follows a committed keyed record: metrics and log, the subscription's flags, the

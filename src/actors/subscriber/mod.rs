@@ -325,23 +325,7 @@ impl Actor for SubscriberActor {
                 } else {
                     state.on_attempt_done(&myself, *done).await
                 };
-                match result {
-                    Ok(true) => {
-                        myself.stop(Some("subscription deleted".into()));
-                        return Ok(());
-                    }
-                    Ok(false) => {}
-                    Err(Error::LeaseLost { .. }) => {
-                        state.lost(&myself);
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                if state.draining && !state.busy() && !state.stall.stalled() {
-                    myself.stop(Some("drained".into()));
-                    return Ok(());
-                }
-                state.step(&myself).await?;
+                state.after_record(&myself, result).await?;
             }
             SubscriberMsg::TimerFired { delivery } => {
                 if state.timer.as_ref().is_some_and(|t| t.delivery == delivery) {
@@ -364,23 +348,8 @@ impl Actor for SubscriberActor {
                 state.step(&myself).await?;
             }
             SubscriberMsg::Recorded(rec) => {
-                match state.on_keyed_recorded(&myself, *rec).await {
-                    Ok(true) => {
-                        myself.stop(Some("subscription deleted".into()));
-                        return Ok(());
-                    }
-                    Ok(false) => {}
-                    Err(Error::LeaseLost { .. }) => {
-                        state.lost(&myself);
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                if state.draining && !state.busy() && !state.stall.stalled() {
-                    myself.stop(Some("drained".into()));
-                    return Ok(());
-                }
-                state.step(&myself).await?;
+                let result = state.on_keyed_recorded(&myself, *rec).await;
+                state.after_record(&myself, result).await?;
             }
             SubscriberMsg::RetryStore => {
                 state.stall.fired();
@@ -391,23 +360,7 @@ impl Actor for SubscriberActor {
                 if let Ok(false) = recorded {
                     recorded = state.record_unrecorded_keyed(&myself).await;
                 }
-                match recorded {
-                    Ok(true) => {
-                        myself.stop(Some("subscription deleted".into()));
-                        return Ok(());
-                    }
-                    Ok(false) => {}
-                    Err(Error::LeaseLost { .. }) => {
-                        state.lost(&myself);
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                if state.draining && !state.busy() && !state.stall.stalled() {
-                    myself.stop(Some("drained".into()));
-                    return Ok(());
-                }
-                state.step(&myself).await?;
+                state.after_record(&myself, recorded).await?;
             }
             SubscriberMsg::Drain => {
                 state.draining = true;
@@ -427,6 +380,34 @@ impl SubscriberState {
     /// Whether an attempt is in flight, on either path.
     fn busy(&self) -> bool {
         self.in_flight.is_some() || !self.attempts.is_empty()
+    }
+
+    /// What follows an outcome's record, on either path: `Ok(true)` is a deleted subscription
+    /// (the actor stops), a lost lease gives the subscription up, a draining actor with nothing
+    /// left stops, otherwise the queue moves on.
+    async fn after_record(
+        &mut self,
+        myself: &ActorRef<SubscriberMsg>,
+        recorded: Result<bool>,
+    ) -> Result<(), ActorProcessingErr> {
+        match recorded {
+            Ok(true) => {
+                myself.stop(Some("subscription deleted".into()));
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(Error::LeaseLost { .. }) => {
+                self.lost(myself);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if self.draining && !self.busy() && !self.stall.stalled() {
+            myself.stop(Some("drained".into()));
+            return Ok(());
+        }
+        self.step(myself).await?;
+        Ok(())
     }
 }
 

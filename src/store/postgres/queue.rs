@@ -218,17 +218,34 @@ impl PgStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
-        let found = sqlx::query(concat!(
-            pg_queued_select!(),
-            " WHERE d.subscription_id = $1 AND d.state IN ('pending', 'in_flight') \
-              AND d.seq > $2 ORDER BY d.seq LIMIT $3"
-        ))
-        .bind(sub.as_str())
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        self.pg_read_queued(
+            concat!(
+                pg_queued_select!(),
+                " WHERE d.subscription_id = $1 AND d.state IN ('pending', 'in_flight') \
+                  AND d.seq > $2 ORDER BY d.seq LIMIT $3"
+            ),
+            sub,
+            after_seq,
+            limit,
+        )
         .await
-        .map_err(sql_err("read"))?;
+    }
+
+    /// Runs a queue read `sql` taking (subscription, after `seq`, limit).
+    async fn pg_read_queued(
+        &self,
+        sql: &'static str,
+        sub: &SubscriptionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedDelivery>> {
+        let found = sqlx::query(sql)
+            .bind(sub.as_str())
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await
+            .map_err(sql_err("read"))?;
         found.iter().map(rows::queued).collect()
     }
 
@@ -239,24 +256,23 @@ impl PgStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
-        let found = sqlx::query(concat!(
-            pg_queued_select!(),
-            " WHERE d.subscription_id = $1 AND d.state IN ('pending', 'in_flight') \
-              AND d.seq > $2 \
-              AND NOT EXISTS (SELECT 1 FROM deliveries p \
-                WHERE p.subscription_id = $1 AND p.order_epoch = d.order_epoch \
-                  AND p.order_key = d.order_key AND p.seq < d.seq \
-                  AND p.order_key IS NOT NULL \
-                  AND (p.state IN ('pending', 'in_flight') OR p.holds_key)) \
-              ORDER BY d.seq LIMIT $3"
-        ))
-        .bind(sub.as_str())
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
+        self.pg_read_queued(
+            concat!(
+                pg_queued_select!(),
+                " WHERE d.subscription_id = $1 AND d.state IN ('pending', 'in_flight') \
+                  AND d.seq > $2 \
+                  AND NOT EXISTS (SELECT 1 FROM deliveries p \
+                    WHERE p.subscription_id = $1 AND p.order_epoch = d.order_epoch \
+                      AND p.order_key = d.order_key AND p.seq < d.seq \
+                      AND p.order_key IS NOT NULL \
+                      AND (p.state IN ('pending', 'in_flight') OR p.holds_key)) \
+                  ORDER BY d.seq LIMIT $3"
+            ),
+            sub,
+            after_seq,
+            limit,
+        )
         .await
-        .map_err(sql_err("read"))?;
-        found.iter().map(rows::queued).collect()
     }
 
     pub(super) async fn pg_next_in_group(

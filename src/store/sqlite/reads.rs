@@ -125,15 +125,29 @@ impl Journal {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
+        self.read_queued(
+            "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
+                    d.budget_used, d.next_at, d.order_key, d.order_epoch, d.holds_key \
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+             WHERE d.subscription_id = ?1 AND d.state IN ('pending', 'in_flight') \
+               AND d.event_seq > ?2 \
+             ORDER BY d.event_seq LIMIT ?3",
+            sub,
+            after_seq,
+            limit,
+        )
+    }
+
+    /// Runs a queue read `sql` taking (subscription, after `seq`, limit), inline.
+    fn read_queued(
+        &self,
+        sql: &str,
+        sub: &SubscriptionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<QueuedDelivery>> {
         let raws = self.inner.queue_readers.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
-                        d.budget_used, d.next_at, d.order_key, d.order_epoch, d.holds_key \
-                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-                 WHERE d.subscription_id = ?1 AND d.state IN ('pending', 'in_flight') \
-                   AND d.event_seq > ?2 \
-                 ORDER BY d.event_seq LIMIT ?3",
-            )?;
+            let mut stmt = conn.prepare_cached(sql)?;
             let raws = stmt.query_map(
                 rusqlite::params![sub.as_str(), after_seq, i64::from(limit)],
                 |r| rows::queued_raw(r),
@@ -152,27 +166,22 @@ impl Journal {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
-        let raws = self.inner.queue_readers.with(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
-                        d.budget_used, d.next_at, d.order_key, d.order_epoch, d.holds_key \
-                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-                 WHERE d.subscription_id = ?1 AND d.state IN ('pending', 'in_flight') \
-                   AND d.event_seq > ?2 \
-                   AND NOT EXISTS (SELECT 1 FROM deliveries p \
-                     WHERE p.subscription_id = ?1 AND p.order_epoch = d.order_epoch \
-                       AND p.order_key = d.order_key AND p.event_seq < d.event_seq \
-                       AND order_key IS NOT NULL \
-                       AND (state IN ('pending', 'in_flight') OR holds_key = 1)) \
-                 ORDER BY d.event_seq LIMIT ?3",
-            )?;
-            let raws = stmt.query_map(
-                rusqlite::params![sub.as_str(), after_seq, i64::from(limit)],
-                |r| rows::queued_raw(r),
-            )?;
-            raws.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        raws.into_iter().map(rows::queued).collect()
+        self.read_queued(
+            "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
+                    d.budget_used, d.next_at, d.order_key, d.order_epoch, d.holds_key \
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+             WHERE d.subscription_id = ?1 AND d.state IN ('pending', 'in_flight') \
+               AND d.event_seq > ?2 \
+               AND NOT EXISTS (SELECT 1 FROM deliveries p \
+                 WHERE p.subscription_id = ?1 AND p.order_epoch = d.order_epoch \
+                   AND p.order_key = d.order_key AND p.event_seq < d.event_seq \
+                   AND order_key IS NOT NULL \
+                   AND (state IN ('pending', 'in_flight') OR holds_key = 1)) \
+             ORDER BY d.event_seq LIMIT ?3",
+            sub,
+            after_seq,
+            limit,
+        )
     }
 
     pub(super) fn read_next_in_group(
