@@ -269,6 +269,12 @@ impl Coordination for PgStore {
         let horizon_us = i64::try_from(horizon.as_micros()).unwrap_or(i64::MAX);
         // On the progress pool: a reservation needs no flush to disk (losing one in a crash
         // of PostgreSQL grants its slots again, a burst at worst).
+        let mut conn = self
+            .inner
+            .progress
+            .lend()
+            .await
+            .map_err(sql_err("rate-limit reservation"))?;
         let row = sqlx::query(
             "SELECT now_us, first_us, granted FROM hookline_reserve_slots($1, $2, $3, $4, $5)",
         )
@@ -277,9 +283,10 @@ impl Coordination for PgStore {
         .bind(i32::try_from(limit.burst).unwrap_or(i32::MAX))
         .bind(i32::try_from(want).unwrap_or(i32::MAX))
         .bind(horizon_us)
-        .fetch_one(&self.inner.progress)
+        .fetch_one(conn.conn())
         .await
         .map_err(sql_err("rate-limit reservation"))?;
+        conn.answered();
         let get = |e: sqlx::Error| sql_err("rate-limit reservation")(e);
         let now_us: i64 = row.try_get(0).map_err(get)?;
         let first_us: i64 = row.try_get(1).map_err(get)?;

@@ -39,6 +39,7 @@ mod group;
 mod ingest;
 mod keycheck;
 mod listen;
+mod progress;
 mod queue;
 mod reads;
 mod seam;
@@ -106,7 +107,7 @@ struct Inner {
     pool: PgPool,
     /// Connections whose commits do not wait for the WAL flush (`synchronous_commit = off`),
     /// for delivery progress only (see [`queue`]).
-    progress: PgPool,
+    progress: progress::Progress,
     /// Publishes waiting for their group commit (see [`group`]).
     publishes: group::Publishes,
     sealer: Arc<SecretBox>,
@@ -165,10 +166,7 @@ impl PgStore {
             .await
             .map_err(sql_err("connect"))?;
         // Opened lazily: a node that delivers nothing holds none of these connections.
-        let progress = PgPoolOptions::new()
-            .max_connections(size)
-            .acquire_timeout(CONNECTION_WAIT)
-            .connect_lazy_with(progress_connect);
+        let progress = progress::Progress::new(progress_connect, size, CONNECTION_WAIT);
         sqlx::migrate!("./schemas/postgres")
             .run(&pool)
             .await

@@ -345,6 +345,7 @@ impl PgStore {
         at: i64,
     ) -> Result<()> {
         self.open_for_writes()?;
+        let mut conn = self.inner.progress.lend().await.map_err(sql_err(W))?;
         let held: bool = sqlx::query_scalar(concat!(
             "WITH ",
             fence!(),
@@ -360,9 +361,10 @@ impl PgStore {
         .bind(delivery.raw())
         .bind(i64::from(attempt))
         .bind(at)
-        .fetch_one(&self.inner.progress)
+        .fetch_one(conn.conn())
         .await
         .map_err(sql_err(W))?;
+        conn.answered();
         if held { Ok(()) } else { Err(lease_lost(lease)) }
     }
 
@@ -381,6 +383,7 @@ impl PgStore {
             Some((d, n, at)) => (Some(d.raw()), Some(i64::from(n)), Some(at)),
             None => (None, None, None),
         };
+        let mut conn = self.inner.progress.lend().await.map_err(sql_err(W))?;
         let row = sqlx::query(concat!(
             "WITH ",
             fence!(),
@@ -418,9 +421,10 @@ impl PgStore {
         .bind(next)
         .bind(next_n)
         .bind(next_at)
-        .fetch_one(&self.inner.progress)
+        .fetch_one(conn.conn())
         .await
         .map_err(sql_err(W))?;
+        conn.answered();
         let held: bool = row.try_get(0).map_err(sql_err(W))?;
         // No outcome row: deleted with its subscription while the attempt ran; nothing to record.
         if held { Ok(()) } else { Err(lease_lost(lease)) }
