@@ -267,7 +267,7 @@ impl Coordination for PgStore {
             .unwrap_or(i64::MAX)
             .max(1);
         let horizon_us = i64::try_from(horizon.as_micros()).unwrap_or(i64::MAX);
-        // On the progress pool: a reservation needs no flush to disk (losing one in a crash
+        // On a progress connection: a reservation needs no flush to disk (losing one in a crash
         // of PostgreSQL grants its slots again, a burst at worst).
         let mut conn = self
             .inner

@@ -15,7 +15,8 @@
 //! the SQLite journal fsyncs it within 50 ms rather than at once: losing the last few of them
 //! in a crash of PostgreSQL's host means an attempt is retried, never that an accepted event is
 //! lost. The two writes of every delivery (its in-flight mark, its outcome with the next mark)
-//! are each one statement on the progress pool, whose connections commit that way: the fence
+//! are each one statement on a progress connection ([`progress`](super::progress)), which
+//! commits that way: the fence
 //! is the statement's first common table expression and every write in it requires the fence's
 //! row, so one round trip does what a fenced transaction does in five.
 
@@ -336,7 +337,8 @@ impl PgStore {
             .collect()
     }
 
-    /// One statement on the progress pool: the fence and the mark commit together (see `fence!`).
+    /// One statement on a progress connection: the fence and the mark commit together (see
+    /// `fence!`).
     pub(super) async fn pg_mark_in_flight(
         &self,
         lease: &Lease,
@@ -370,10 +372,10 @@ impl PgStore {
 
     /// An attempt's outcome. Without flag changes, a key held (ordering keys) or notifications
     /// (every outcome but the one that blocks, disables or faults the subscription, holds a
-    /// key, exhausts a delivery or ends a block) it is one statement on the progress pool: the
-    /// fence, the attempt's log row, the delivery's new state and the next delivery's in-flight
-    /// mark commit together in one round trip. With any, a transaction (the notifications
-    /// commit with the outcome).
+    /// key, exhausts a delivery or ends a block) it is one statement on a progress connection:
+    /// the fence, the attempt's log row, the delivery's new state and the next delivery's
+    /// in-flight mark commit together in one round trip. With any, a transaction (the
+    /// notifications commit with the outcome).
     pub(super) async fn pg_record_attempt(&self, lease: &Lease, rec: AttemptRecord) -> Result<()> {
         if rec.flags.is_some() || rec.holds_key || !rec.notices.is_empty() {
             return self.record_with_flags(lease, rec).await;
