@@ -126,12 +126,12 @@ impl Journal {
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
         self.read_queued(
-            "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
-                    d.budget_used, d.next_at, d.order_key, d.order_epoch, d.holds_key \
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-             WHERE d.subscription_id = ?1 AND d.state IN ('pending', 'in_flight') \
-               AND d.event_seq > ?2 \
-             ORDER BY d.event_seq LIMIT ?3",
+            concat!(
+                queued_select!(),
+                " WHERE d.subscription_id = ?1 AND d.state IN ('pending', 'in_flight') \
+                   AND d.event_seq > ?2 \
+                 ORDER BY d.event_seq LIMIT ?3"
+            ),
             sub,
             after_seq,
             limit,
@@ -167,17 +167,17 @@ impl Journal {
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
         self.read_queued(
-            "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
-                    d.budget_used, d.next_at, d.order_key, d.order_epoch, d.holds_key \
-             FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-             WHERE d.subscription_id = ?1 AND d.state IN ('pending', 'in_flight') \
-               AND d.event_seq > ?2 \
-               AND NOT EXISTS (SELECT 1 FROM deliveries p \
-                 WHERE p.subscription_id = ?1 AND p.order_epoch = d.order_epoch \
-                   AND p.order_key = d.order_key AND p.event_seq < d.event_seq \
-                   AND order_key IS NOT NULL \
-                   AND (state IN ('pending', 'in_flight') OR holds_key = 1)) \
-             ORDER BY d.event_seq LIMIT ?3",
+            concat!(
+                queued_select!(),
+                " WHERE d.subscription_id = ?1 AND d.state IN ('pending', 'in_flight') \
+                   AND d.event_seq > ?2 \
+                   AND NOT EXISTS (SELECT 1 FROM deliveries p \
+                     WHERE p.subscription_id = ?1 AND p.order_epoch = d.order_epoch \
+                       AND p.order_key = d.order_key AND p.event_seq < d.event_seq \
+                       AND order_key IS NOT NULL \
+                       AND (state IN ('pending', 'in_flight') OR holds_key = 1)) \
+                 ORDER BY d.event_seq LIMIT ?3"
+            ),
             sub,
             after_seq,
             limit,
@@ -193,15 +193,13 @@ impl Journal {
     ) -> Result<Option<QueuedDelivery>> {
         let raw = self.inner.queue_readers.with(|conn| {
             use rusqlite::OptionalExtension;
-            conn.prepare_cached(
-                "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
-                        d.budget_used, d.next_at, d.order_key, d.order_epoch, d.holds_key \
-                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-                 WHERE d.subscription_id = ?1 AND d.order_epoch = ?2 AND d.order_key = ?3 \
+            conn.prepare_cached(concat!(
+                queued_select!(),
+                " WHERE d.subscription_id = ?1 AND d.order_epoch = ?2 AND d.order_key = ?3 \
                    AND d.event_seq > ?4 AND d.order_key IS NOT NULL \
                    AND (d.state IN ('pending', 'in_flight') OR d.holds_key = 1) \
-                 ORDER BY d.event_seq LIMIT 1",
-            )?
+                 ORDER BY d.event_seq LIMIT 1"
+            ))?
             .query_row(
                 rusqlite::params![sub.as_str(), i64::from(order_epoch), order_key, after_seq],
                 |r| rows::queued_raw(r),

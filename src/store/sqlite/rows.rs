@@ -30,6 +30,15 @@ macro_rules! sub_select {
 }
 
 /// The tenant columns [`tenant_raw`] reads.
+/// The queue reads' columns, in the order [`queued_raw`] reads them; a WHERE follows.
+macro_rules! queued_select {
+    () => {
+        "SELECT d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, \
+         d.budget_used, d.next_at, d.order_key, d.order_epoch, d.holds_key \
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+    };
+}
+
 macro_rules! tenant_select {
     () => {
         "SELECT id, name, created_at, rate_limit FROM tenants"
@@ -281,7 +290,7 @@ pub(super) struct QueuedRaw {
 }
 
 /// `d.id, d.event_seq, e.id, e.notification_type, e.body, d.attempts, d.budget_used, d.next_at,
-/// d.order_key, d.order_epoch, d.holds_key`.
+/// d.order_key, d.order_epoch, d.holds_key` (as [`queued_select!`] selects them).
 pub(super) fn queued_raw<R: Columns>(r: &R) -> std::result::Result<QueuedRaw, R::Error> {
     Ok(QueuedRaw {
         id: r.col(0)?,
