@@ -1591,6 +1591,11 @@ async fn ordering_keys_one_node_owns_the_lanes() {
     };
     let ordering = json!({"ordering": {"key": "/payLoad/key", "lanes": 4}});
     let mut c = Cluster::start_with(&[url.clone(), url.clone(), url.clone()], 2, ordering).await;
+    // Answers slower than the publish pace (80 ms against one event per 25 ms), so keys overlap
+    // from the start: with the default 10 ms they went side by side only behind the backlog the
+    // kill leaves, and when the victim held nothing at that moment (an idle subscription is
+    // held by no node) there was none, and nothing showed that the lanes run at once.
+    c.rx.state.lock().expect("rx").answer_after = Some(Duration::from_millis(80));
     let producer = produce_keyed(
         &c,
         &c.tenant_key,
