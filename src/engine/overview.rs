@@ -46,6 +46,19 @@ impl EngineHandle {
             .collect())
     }
 
+    /// How many keys each keyed subscription has held by a failed delivery, by subscription
+    /// id (one grouped read of a small partial index; subscriptions holding none are absent).
+    /// The subscription stays `active` meanwhile, so lists show this beside its state.
+    pub(crate) async fn held_key_counts(&self) -> Result<HashMap<SubscriptionId, u64>> {
+        Ok(self
+            .store()
+            .held_key_counts()
+            .await?
+            .into_iter()
+            .map(|(sub, n)| (SubscriptionId::from(sub), n))
+            .collect())
+    }
+
     /// The delivery holding a subscription's queue: the one it is blocked on, else its first
     /// open (pending or in-flight) delivery in `seq` order, else `None` (nothing waiting).
     pub(crate) async fn head_of_line(&self, sub: &Subscription) -> Result<Option<Delivery>> {

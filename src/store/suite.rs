@@ -878,6 +878,11 @@ async fn ordering_keys_are_stored_at_fan_out_and_heads_skip_a_keys_later_events(
         (held[0].delivery, &*held[0].order_key, held[0].order_epoch),
         (e[1], "\"T2\"", 0)
     );
+    assert_eq!(
+        store.held_key_counts().await.expect("counts"),
+        [(keyed.as_str().to_owned(), 1)],
+        "the lists' count of held keys"
+    );
     let behind = store
         .next_in_group(&keyed, 0, "\"T2\"", 0)
         .await
@@ -890,6 +895,7 @@ async fn ordering_keys_are_stored_at_fan_out_and_heads_skip_a_keys_later_events(
         .await
         .expect("skip");
     assert!(store.held_keys(&keyed).await.expect("held").is_empty());
+    assert!(store.held_key_counts().await.expect("counts").is_empty());
     assert_eq!(heads(&store, &keyed).await, [e[2], e[3], e[4]]);
 
     // A changed key starts a new epoch; removing ordering gives NULL keys again.

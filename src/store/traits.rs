@@ -274,6 +274,11 @@ pub(crate) trait Reads: Send + Sync {
     /// (both from small partial indexes).
     async fn key_state(&self, sub: &SubscriptionId) -> Result<KeyState>;
 
+    /// How many keys each subscription has held by a failed delivery (`onFailure: block`
+    /// with ordering keys), by subscription id; subscriptions holding none are absent. One
+    /// grouped read of the small `deliveries_holding` index, for the dashboard's lists.
+    async fn held_key_counts(&self) -> Result<Vec<(String, u64)>>;
+
     /// Every subscription's open queue: depth and age of the oldest open delivery's event.
     async fn queue_stats(&self) -> Result<Vec<QueueStat>>;
 

@@ -99,6 +99,15 @@ pub(super) fn age(d: Duration) -> String {
     }
 }
 
+/// How a subscription's held keys read in a list: `1 key held`, `3 keys held`, or nothing.
+pub(super) fn keys_held(n: u64) -> String {
+    match n {
+        0 => String::new(),
+        1 => "1 key held".into(),
+        n => format!("{n} keys held"),
+    }
+}
+
 /// Whether `tenant` is hookline's own system tenant, whose subscriptions are the receivers of
 /// operational notifications (pages mark it so no one takes it for a customer).
 pub(super) fn is_system(tenant: &str) -> bool {
@@ -341,6 +350,13 @@ mod tests {
         assert_eq!(age(Duration::from_secs(190)), "3 min");
         assert_eq!(age(Duration::from_secs(5 * 3600 + 120)), "5 h 2 min");
         assert_eq!(age(Duration::from_secs(3 * 86_400 + 4 * 3600)), "3 d 4 h");
+    }
+
+    #[test]
+    fn held_keys_are_counted_in_words() {
+        assert_eq!(keys_held(0), "");
+        assert_eq!(keys_held(1), "1 key held");
+        assert_eq!(keys_held(12), "12 keys held");
     }
 
     #[test]

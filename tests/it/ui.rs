@@ -1716,4 +1716,29 @@ async fn the_subscription_page_shows_ordering_keys() {
         page.html
             .contains(&format!(r#"href="/ui/deliveries/{}""#, held.delivery.id))
     );
+    // The list and the overview say it too: the subscription is active, one key held.
+    let list = b.get("/ui/subscriptions").await;
+    w.check_page("subscriptions with a held key", &list);
+    let row = list
+        .html
+        .split(r#"data-testid="subscription-row""#)
+        .find(|r| r.contains(sub.id.as_str()))
+        .unwrap_or_default();
+    assert!(
+        row.contains(r#"data-testid="keys-held">1 key held<"#) && row.contains(">active<"),
+        "{row}"
+    );
+    let overview = b.get("/ui/").await;
+    w.check_page("overview with a held key", &overview);
+    let attention = overview
+        .html
+        .split(r#"data-testid="attention""#)
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_default();
+    assert!(
+        attention.contains(&format!("/ui/subscriptions/{}", sub.id))
+            && attention.contains("1 key held"),
+        "{attention}"
+    );
 }

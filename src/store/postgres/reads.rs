@@ -138,6 +138,21 @@ impl PgStore {
         })
     }
 
+    /// See [`Reads::held_key_counts`](crate::store::Reads::held_key_counts) (`deliveries_holding`).
+    pub(super) async fn pg_held_key_counts(&self) -> Result<Vec<(String, u64)>> {
+        let found: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT subscription_id, COUNT(*) FROM deliveries \
+             WHERE holds_key AND order_key IS NOT NULL GROUP BY subscription_id",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err(R))?;
+        Ok(found
+            .into_iter()
+            .map(|(sub, n)| (sub, n.max(0) as u64))
+            .collect())
+    }
+
     pub(super) async fn pg_queue_stats(&self) -> Result<Vec<QueueStat>> {
         let found: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT q.sub, q.n, e.created_at FROM \

@@ -256,6 +256,10 @@ impl Reads for PgStore {
         self.pg_key_state(sub).await
     }
 
+    async fn held_key_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.pg_held_key_counts().await
+    }
+
     async fn queue_stats(&self) -> Result<Vec<QueueStat>> {
         self.pg_queue_stats().await
     }

@@ -325,6 +325,21 @@ impl Journal {
         })
     }
 
+    /// See [`Reads::held_key_counts`](crate::store::Reads::held_key_counts).
+    pub(super) async fn read_held_key_counts(&self) -> Result<Vec<(String, u64)>> {
+        let found: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT subscription_id, COUNT(*) FROM deliveries INDEXED BY deliveries_holding \
+             WHERE holds_key = 1 AND order_key IS NOT NULL GROUP BY subscription_id",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql_err("read"))?;
+        Ok(found
+            .into_iter()
+            .map(|(sub, n)| (sub, n.max(0) as u64))
+            .collect())
+    }
+
     /// Every subscription's open queue: depth and age of the oldest open delivery's event.
     pub(super) async fn read_queue_stats(&self) -> Result<Vec<QueueStat>> {
         let found: Vec<(String, i64, i64)> = sqlx::query_as(

@@ -345,6 +345,10 @@ impl Reads for Journal {
         self.read_key_state(sub).await
     }
 
+    async fn held_key_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.read_held_key_counts().await
+    }
+
     async fn queue_stats(&self) -> Result<Vec<QueueStat>> {
         self.read_queue_stats().await
     }

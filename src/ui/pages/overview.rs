@@ -101,6 +101,7 @@ struct OverviewPage {
 async fn overview(State(state): State<UiState>, viewer: Viewer) -> UiResult<Html<String>> {
     let subs = state.engine.list_subscriptions(viewer.own_tenant()).await?;
     let depths = state.engine.queue_depths().await?;
+    let held = state.engine.held_key_counts().await?;
     let (hour, day) = state.engine.attempt_stats(viewer.own_tenant()).await?;
     let minutes = ColumnChart::per_minute(
         &hour
@@ -155,17 +156,26 @@ async fn overview(State(state): State<UiState>, viewer: Viewer) -> UiResult<Html
             .map(|t| (t.state.to_owned(), t.count as u64, t.state))
             .collect(),
     );
+    // An active subscription with keys held by failed deliveries needs an operator too: those
+    // keys wait for a resubmit or a skip while the others flow.
     let mut attention: Vec<_> = subs
         .iter()
-        .filter(|s| s.state != SubscriptionState::Active)
-        .map(|s| AttentionRow {
-            id: s.id.to_string(),
-            url: s.url.clone(),
-            tenant: s.tenant_id.to_string(),
-            system: is_system(s.tenant_id.as_str()),
-            state: state_name(s.state),
-            reason: s.state_reason.clone().unwrap_or_default(),
-            backlog: depths.get(&s.id).map_or(0, |d| d.depth),
+        .filter(|s| s.state != SubscriptionState::Active || held.contains_key(&s.id))
+        .map(|s| {
+            let keys = view::keys_held(held.get(&s.id).copied().unwrap_or(0));
+            AttentionRow {
+                id: s.id.to_string(),
+                url: s.url.clone(),
+                tenant: s.tenant_id.to_string(),
+                system: is_system(s.tenant_id.as_str()),
+                state: state_name(s.state),
+                reason: match (&s.state_reason, keys.is_empty()) {
+                    (Some(r), true) => r.clone(),
+                    (Some(r), false) => format!("{r}; {keys}"),
+                    (None, _) => keys,
+                },
+                backlog: depths.get(&s.id).map_or(0, |d| d.depth),
+            }
         })
         .collect();
     // The ones holding most work first.

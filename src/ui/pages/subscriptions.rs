@@ -47,6 +47,9 @@ struct Row {
     state: &'static str,
     reason: String,
     backlog: u64,
+    /// With ordering keys: "2 keys held" while failed deliveries hold keys (the subscription
+    /// itself stays active, its other keys flowing); empty otherwise.
+    held: String,
     head_age: String,
     head: String,
     last_code: String,
@@ -103,6 +106,7 @@ async fn list(
     let total = matching.len();
     let page = lq.page.unwrap_or(0);
     let depths = state.engine.queue_depths().await?;
+    let held = state.engine.held_key_counts().await?;
     let on_page: Vec<_> = matching
         .iter()
         .skip(page.saturating_mul(PAGE))
@@ -127,6 +131,7 @@ async fn list(
             state: state_name(s.state),
             reason: s.state_reason.clone().unwrap_or_default(),
             backlog: depth.depth,
+            held: view::keys_held(held.get(&s.id).copied().unwrap_or(0)),
             head_age: if depth.depth > 0 {
                 age(depth.oldest_age)
             } else {
