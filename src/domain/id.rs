@@ -96,6 +96,41 @@ impl DeliveryId {
     }
 }
 
+/// Hashes delivery ids for the actors' in-memory maps with one multiplication. std's default
+/// (SipHash, built against chosen keys) cost ~20 ns a lookup, and the pick of an ordered
+/// subscription's next head looks up every head in flight (up to 256) twice per start: 4 % of
+/// the CPU of 100 lanes. Delivery ids are the journal's row ids, never chosen by a client, so
+/// a keyed hash buys nothing here; the odd multiplier keeps consecutive ids apart in both the
+/// low bits (the bucket) and the high ones (the table's tag byte).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct DeliveryIdHasher(u64);
+
+impl std::hash::Hasher for DeliveryIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for a `DeliveryId` (its `Hash` writes one i64); anything else still
+        // hashes, byte by byte.
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by delivery id, hashed by [`DeliveryIdHasher`].
+pub(crate) type DeliveryMap<V> =
+    std::collections::HashMap<DeliveryId, V, std::hash::BuildHasherDefault<DeliveryIdHasher>>;
+
+/// A set of delivery ids, hashed by [`DeliveryIdHasher`].
+pub(crate) type DeliverySet =
+    std::collections::HashSet<DeliveryId, std::hash::BuildHasherDefault<DeliveryIdHasher>>;
+
 impl fmt::Display for DeliveryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", Self::PREFIX, self.0)

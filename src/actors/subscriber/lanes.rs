@@ -19,8 +19,9 @@
 //!
 //! Plain data, no I/O: the actor does the reads and writes it is told to.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
+use crate::domain::id::DeliveryMap;
 use crate::domain::{DeliveryId, DeliveryStatus};
 use crate::store::{HeldKey, QueuedDelivery};
 
@@ -49,7 +50,7 @@ pub(super) struct Lanes {
     /// The known heads by `seq`, those in flight included.
     heads: BTreeMap<i64, QueuedDelivery>,
     /// The `seq` of each known head, by delivery (every lookup by id is one probe).
-    seq_of: HashMap<DeliveryId, i64>,
+    seq_of: DeliveryMap<i64>,
     /// Keyed deliveries failed under `onFailure: block`, by `seq`.
     held: Vec<HeldKey>,
     /// Every head with a `seq` up to here is known.
@@ -74,7 +75,7 @@ impl Lanes {
     pub(super) fn new(cap: usize) -> Lanes {
         Lanes {
             heads: BTreeMap::new(),
-            seq_of: HashMap::new(),
+            seq_of: DeliveryMap::default(),
             held: Vec::new(),
             horizon: 0,
             more: true,
@@ -283,6 +284,14 @@ impl Lanes {
         holds_key: bool,
     ) -> After {
         let Some(&seq) = self.seq_of.get(&id) else {
+            // An attempt that started before the heads started over, whose delivery the new
+            // reads have not reached yet. Its key, if it now holds it, must still hold back
+            // everything after it (a NULL key or another epoch starts only once nothing
+            // earlier is held): only the store knows that hold now, so read it again. Any
+            // other outcome is found by the next read of heads.
+            if holds_key {
+                self.stale = true;
+            }
             return After::Done;
         };
         if status == DeliveryStatus::Pending {

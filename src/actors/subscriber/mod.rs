@@ -41,7 +41,6 @@ mod queue;
 mod stall;
 mod tenure;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -53,6 +52,7 @@ use tokio::task::AbortHandle;
 
 use super::SharedCtx;
 use super::supervisor::SupervisorMsg;
+use crate::domain::id::{DeliveryMap, DeliverySet};
 use crate::domain::{Delivery, DeliveryId, Subscription, SubscriptionId, SubscriptionPatch};
 use crate::error::{Error, Result};
 use crate::outbound::AttemptResult;
@@ -193,10 +193,10 @@ pub(crate) struct SubscriberState {
     keyed: Option<Lanes>,
     /// The attempts in flight with ordering keys, by delivery (at most `lanes`, one per key);
     /// an attempt stays here until its outcome's record committed.
-    attempts: HashMap<DeliveryId, KeyedFlight>,
+    attempts: DeliveryMap<KeyedFlight>,
     /// Heads to be marked in flight by the commit of a record on its way (`keyed`): no other
     /// lane starts them meanwhile.
-    successors: std::collections::HashSet<DeliveryId>,
+    successors: DeliverySet,
     timer: Option<Timer>,
     draining: bool,
     rng: StdRng,
@@ -238,8 +238,8 @@ impl Actor for SubscriberActor {
             queue: Prefetch::default(),
             in_flight: None,
             keyed: None,
-            attempts: HashMap::new(),
-            successors: std::collections::HashSet::new(),
+            attempts: DeliveryMap::default(),
+            successors: DeliverySet::default(),
             timer: None,
             draining: false,
             rng: StdRng::from_os_rng(),

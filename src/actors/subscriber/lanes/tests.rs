@@ -190,6 +190,33 @@ fn settling_moves_the_key_on_or_holds_it() {
     assert_eq!(l.len(), 0);
 }
 
+/// Found by the model with 20,000 cases: an attempt started before the heads started over
+/// (an operator's skip elsewhere) fails holding its key before the new reads reached its
+/// delivery. The hold was dropped, and a NULL-keyed delivery after it could start.
+#[test]
+fn a_hold_by_an_attempt_the_new_heads_do_not_know_rereads_the_store() {
+    let mut l = lanes_with(vec![queued(5, Some("a"), 0), queued(7, Some("b"), 0)], 7);
+    // Both in flight; an operator's action elsewhere makes the heads start over, and the new
+    // read (one head at a time) has reached only delivery 4 when 5 ends.
+    l.rebuild();
+    l.restart(Vec::new());
+    l.extend(vec![queued(4, Some("d"), 0)], 1, 8);
+    assert_eq!(
+        l.settle(DeliveryId(5), DeliveryStatus::Failed, 1, 1, None, true),
+        After::Done
+    );
+    assert!(l.is_stale(), "the hold is read from the store again");
+    assert_eq!(
+        l.pick(0, |_| false),
+        Pick::Nothing { read: true },
+        "nothing starts before it is"
+    );
+    // Any other outcome of an unknown delivery is found by the next read of heads.
+    let mut l = lanes_with(vec![queued(1, Some("a"), 0)], 1);
+    l.settle(DeliveryId(9), DeliveryStatus::Delivered, 1, 1, None, false);
+    assert!(!l.is_stale());
+}
+
 // ---- the model ------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
