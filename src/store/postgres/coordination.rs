@@ -83,6 +83,7 @@ impl Coordination for PgStore {
                JOIN subscriptions s ON s.id = c.subscription_id \
                WHERE (c.owner IS NULL OR c.lease_until IS NULL OR c.lease_until < now()) \
                  AND (c.next_due_at IS NULL OR c.next_due_at <= now()) \
+                 AND (c.quiet_until IS NULL OR c.quiet_until <= now()) \
                  AND NOT s.paused AND s.blocked_on IS NULL AND s.disabled_reason IS NULL \
                  AND s.faulted_reason IS NULL \
                  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.subscription_id = c.subscription_id \
@@ -130,19 +131,26 @@ impl Coordination for PgStore {
         self.open_for_writes()?;
         let sent = Instant::now();
         let mut tx = self.pool().begin().await.map_err(sql_err(C))?;
-        // How long the fenced lease still had to run, measured on the database's clock. A lease
-        // this node held is not waited out: node ids are unique among live processes, and
-        // within one the supervisor takes a subscription over only once its previous actor
-        // is gone (a restart after a panic), its attempt aborted with it.
+        // How long the fenced lease still had to run, measured on the database's clock, or what
+        // an earlier takeover stored of the lease it fenced, whichever ends later: a node that
+        // took the subscription over and released it at once (a pause) has not waited that
+        // lease out. It is stored for whoever comes next (`claim_due` waits for it too). A
+        // lease this node held is not waited out: node ids are unique among live processes,
+        // and within one the supervisor takes a subscription over only once its previous
+        // actor is gone (a restart after a panic), its attempt aborted with it.
         let row = sqlx::query(
-            "WITH old AS (SELECT subscription_id, owner, lease_until FROM sub_cursor \
-                          WHERE subscription_id = $1 FOR UPDATE) \
+            "WITH old AS (SELECT subscription_id, owner, lease_until, quiet_until FROM sub_cursor \
+                          WHERE subscription_id = $1 FOR UPDATE), \
+             quiet AS (SELECT subscription_id, GREATEST( \
+                 CASE WHEN quiet_until > now() THEN quiet_until END, \
+                 CASE WHEN owner IS NOT NULL AND owner <> $2 AND lease_until > now() \
+                   THEN lease_until END) AS until FROM old) \
              UPDATE sub_cursor c SET owner = $2, epoch = c.epoch + 1, next_due_at = NULL, \
-               lease_until = now() + make_interval(secs => $3::float8 / 1000) \
-             FROM old WHERE c.subscription_id = old.subscription_id \
-             RETURNING c.epoch, CASE WHEN old.owner IS NOT NULL AND old.owner <> $2 \
-               AND old.lease_until > now() \
-               THEN (EXTRACT(EPOCH FROM (old.lease_until - now())) * 1000)::int8 END, \
+               lease_until = now() + make_interval(secs => $3::float8 / 1000), \
+               quiet_until = quiet.until \
+             FROM quiet WHERE c.subscription_id = quiet.subscription_id \
+             RETURNING c.epoch, \
+               (EXTRACT(EPOCH FROM (quiet.until - now())) * 1000)::int8, \
                GREATEST(0, COALESCE(EXTRACT(EPOCH FROM (c.pace_at - now())) * 1000000, 0))::int8",
         )
         .bind(sub.as_str())

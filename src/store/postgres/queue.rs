@@ -188,10 +188,12 @@ impl PgStore {
         self.open_for_writes()?;
         let sent = tokio::time::Instant::now();
         let mut tx = self.pool().begin().await.map_err(sql_err(W))?;
-        let epoch: Option<i64> = sqlx::query_scalar(
+        // What an operator's takeover stored of the lease it fenced is waited out here too.
+        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
             "UPDATE sub_cursor SET epoch = epoch + 1, owner = $2, \
                lease_until = now() + make_interval(secs => $3::float8 / 1000) \
-             WHERE subscription_id = $1 RETURNING epoch",
+             WHERE subscription_id = $1 RETURNING epoch, CASE WHEN quiet_until > now() \
+               THEN (EXTRACT(EPOCH FROM (quiet_until - now())) * 1000)::int8 END",
         )
         .bind(sub.as_str())
         .bind(&self.inner.node)
@@ -199,17 +201,20 @@ impl PgStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(sql_err(W))?;
-        let Some(epoch) = epoch else {
+        let Some((epoch, quiet_ms)) = row else {
             return Err(Error::not_found("subscription", sub));
         };
         interrupt_in_flight(&mut tx, &[sub.as_str().to_owned()], now_ms()).await?;
         tx.commit().await.map_err(sql_err("commit"))?;
         let ttl = std::time::Duration::from_millis(self.inner.lease_ttl_ms.max(0) as u64);
+        let quiet = quiet_ms.map(|ms| {
+            tokio::time::Instant::now() + std::time::Duration::from_millis(ms.max(0) as u64)
+        });
         Ok(Lease::expiring(
             sub.clone(),
             epoch.max(0) as u64,
             sent + ttl,
-            None,
+            quiet,
         ))
     }
 
