@@ -36,7 +36,7 @@
 //! | `run_delay_ms_per_s` | time this process's threads spent runnable but waiting for a CPU (schedstat), per second of the run: how much of a latency the machine took, not the engine |
 //! | `peak_rss_mb`, `rss_mb` | VmHWM of the process at the end; VmRSS at the start of each phase (from /proc/self/status) |
 //! | `keys_lanes_{1,16,100}_per_s` | ordering keys: `--events` events over 1,000 keys (`payLoad.k = i % 1000`) pre-published to ONE paused subscription with `ordering: {key: "/payLoad/k", lanes}`, then resumed: time until the receiver has them all; `keys_lanes_*_vs_100_subs` divides by `deliveries_100_per_s` (100 separate subscriptions, same run, same receiver, same number of deliveries), `keys_lanes_*_vs_ceiling` by `ceiling_conc_rps`; `keys_order_violations` counts arrivals not after an earlier event of their key (expected 0) |
-//! | `postgres.*` | the ingest and drain figures again on a durable PostgreSQL server this run starts, with 1 and 3 nodes, and the takeover of a killed node (see `e2e/postgres.rs`); `null` when PostgreSQL is not installed |
+//! | `postgres.*` | the ingest and drain figures again on a durable PostgreSQL server this run starts, with 1 and 3 nodes, one subscription with 100 ordering-key lanes (`keys_lanes_100_per_s`), and the takeover of a killed node (see `e2e/postgres.rs`); `null` when PostgreSQL is not installed |
 //!
 //! The receiver records, per subscription path, the arrival of each event id, which gives the
 //! latencies and a check of the strict per-subscription order (`order_violations`, expected 0).
@@ -788,16 +788,17 @@ struct KeyedDrain {
 }
 
 /// `events` events over [`KEYS`] keys pre-published to one paused subscription with
-/// `ordering: {key: "/payLoad/k", lanes}` (SQLite, fsync), then resumed: time until the
-/// receiver has every delivery, and the order violations per key.
+/// `ordering: {key: "/payLoad/k", lanes}` (on a fresh journal of `store`, fsync), then
+/// resumed: time until the receiver has every delivery, and the order violations per key.
 async fn drain_keyed(
     rx: &Receiver,
     addr: SocketAddr,
+    store: Store<'_>,
     lanes: u16,
     events: u32,
     pad: &str,
 ) -> KeyedDrain {
-    let j = Journaled::start(Durability::Fsync).await;
+    let j = Journaled::open(store, Durability::Fsync).await;
     j.engine
         .create_tenant(NewTenant {
             id: "keys".into(),
@@ -1422,7 +1423,7 @@ async fn run(
         let deliveries = (sz.events / sz.subs).max(1) * sz.subs;
         for lanes in KEY_LANES {
             step(&format!("deliveries: ordering keys, {lanes} lanes"));
-            keyed.push(drain_keyed(rx, addr, lanes, deliveries, &pad).await);
+            keyed.push(drain_keyed(rx, addr, Store::Sqlite, lanes, deliveries, &pad).await);
         }
     }
 
@@ -1633,7 +1634,14 @@ async fn run(
         );
     }
     if let Some(p) = &pg {
-        postgres_rows(p, (ingest_rate, batch_rate, one.per_s, fan.per_s));
+        let keyed_100 = keyed
+            .iter()
+            .find(|k| k.lanes == 100)
+            .map_or(f64::NAN, |k| k.per_s);
+        postgres_rows(
+            p,
+            (ingest_rate, batch_rate, one.per_s, fan.per_s, keyed_100),
+        );
     }
     row("peak RSS (VmHWM)".into(), format!("{peak_rss:.0} MiB"));
     row(
@@ -1742,7 +1750,7 @@ async fn run(
 
 /// The PostgreSQL column: each figure beside the SQLite one of the same run (`sqlite`: ingest,
 /// `publish_batch`, 1 subscription, `--subs` subscriptions).
-fn postgres_rows(p: &postgres::Figures, sqlite: (f64, f64, f64, f64)) {
+fn postgres_rows(p: &postgres::Figures, sqlite: (f64, f64, f64, f64, f64)) {
     let row = |label: String, value: String| println!("  {label:<44} {value}");
     let ms = |v: &[f64]| format!("p50 {:.2} ms, p99 {:.2} ms", pct(v, 50.0), pct(v, 99.0));
     println!(
@@ -1780,6 +1788,15 @@ fn postgres_rows(p: &postgres::Figures, sqlite: (f64, f64, f64, f64)) {
             ),
         );
     }
+    let (per_s, cpu) = p.keyed;
+    row(
+        format!("pg deliveries, 1 subscription, 100 lanes, {KEYS} keys"),
+        format!(
+            "{per_s:>8.0} /s       sqlite {:.0}, ratio {:.3}; cpu {cpu:.0} µs/delivery",
+            sqlite.4,
+            per_s / sqlite.4
+        ),
+    );
     let t = &p.takeover;
     row(
         format!("pg takeover of a killed node ({} subs)", t.ms.len()),

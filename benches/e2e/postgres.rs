@@ -237,6 +237,9 @@ pub struct Figures {
     /// Deliveries/s and CPU µs per delivery: 1 subscription with 1 and 3 nodes, then
     /// `--subs` subscriptions with 1 and 3 nodes.
     pub drains: Vec<(String, u32, u32, f64, f64)>,
+    /// One subscription with ordering keys, 100 lanes over 1,000 keys, one node: deliveries/s
+    /// and CPU µs per delivery.
+    pub keyed: (f64, f64),
     pub order_violations: u64,
     pub takeover: Takeover,
 }
@@ -269,6 +272,9 @@ pub async fn run(
             d.shutdown().await;
         }
     }
+    step("postgres: deliveries: ordering keys, 100 lanes");
+    let k = super::drain_keyed(rx, addr, store, 100, fan_events * sz.subs, pad).await;
+    order_violations += k.order_violations;
     step("postgres: takeover of a killed node");
     let takeover = takeover(rx, addr, pg, pad).await;
     Figures {
@@ -277,6 +283,7 @@ pub async fn run(
         batch_per_s,
         batch_lat,
         drains,
+        keyed: (k.per_s, k.cpu_us),
         order_violations,
         takeover,
     }
@@ -300,6 +307,8 @@ impl Figures {
             "ingest_batch_p50_ms": r2(pct(&self.batch_lat, 50.0)),
             "ingest_batch_p99_ms": r2(pct(&self.batch_lat, 99.0)),
             "deliveries": serde_json::Value::Object(drains),
+            "keys_lanes_100_per_s": r2(self.keyed.0),
+            "keys_lanes_100_cpu_us": r2(self.keyed.1),
             "order_violations": self.order_violations,
             "takeover": self.takeover.json(),
             "takeover_max_over_ttl": round(
