@@ -34,7 +34,7 @@ use ractor::ActorRef;
 
 use super::advance::{RESERVE_AGAIN, log_outcome};
 use super::holding::Cleared;
-use super::lanes::{After, Lanes, Pick};
+use super::lanes::{After, Lanes, Pick, ends_key_head};
 use super::stall::{self, Unrecorded};
 use super::{AbortOnDrop, AttemptDone, SubscriberMsg, SubscriberState, held};
 use crate::domain::clock::{now_ms, until_ms};
@@ -367,9 +367,7 @@ impl SubscriberState {
             let result = store.record_attempt(&lease, record.clone()).await;
             let next = match (&result, &head.order_key) {
                 (Ok(()), Some(key))
-                    if read_next
-                        && record.new_status != DeliveryStatus::Pending
-                        && !record.holds_key =>
+                    if read_next && ends_key_head(record.new_status, record.holds_key) =>
                 {
                     Some(
                         store

@@ -36,6 +36,14 @@ pub(super) enum Pick {
     Nothing { read: bool },
 }
 
+/// Whether an outcome of a keyed head ends it, so that its key moves on to its next delivery:
+/// the rule by which [`Lanes::settle`] answers [`After::NextOf`] (a retry keeps the head, a
+/// failure that holds the key keeps the key). On a shared store the record's task reads the
+/// next delivery ahead by the same rule.
+pub(super) fn ends_key_head(status: DeliveryStatus, holds_key: bool) -> bool {
+    status != DeliveryStatus::Pending && !holds_key
+}
+
 /// What the actor must do after a delivery's outcome was settled here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum After {
