@@ -252,6 +252,7 @@ on_both_backends!(
     replay_reopens_finished_deliveries_and_retention_prunes_only_finished_events,
     a_closed_journal_refuses_writes,
     ordering_keys_are_stored_at_fan_out_and_heads_skip_a_keys_later_events,
+    a_record_that_ends_a_keys_head_reads_the_keys_next_delivery,
     an_outcomes_notifications_commit_with_it_and_fan_out,
 );
 
@@ -929,6 +930,88 @@ async fn ordering_keys_are_stored_at_fan_out_and_heads_skip_a_keys_later_events(
         [(Some(""), 1), (None, 2)],
         "no loanId: the no-key sequence"
     );
+    store.close().await;
+}
+
+/// `record_attempt_following`: the record commits as `record_attempt` would, and the read
+/// answers what `next_in_group` answers after that commit (SQLite makes it on the writer's
+/// connection, PostgreSQL with a second call); nothing is read for a refused record or when
+/// no read is asked for.
+async fn a_record_that_ends_a_keys_head_reads_the_keys_next_delivery(f: Backend) {
+    let store = f.open().await.store;
+    let t = tenant(&store, "t1").await;
+    let mut keyed_spec = spec(&[]);
+    keyed_spec.ordering = Some(crate::domain::Ordering {
+        key: "/transactionId".into(),
+        lanes: 4,
+    });
+    let keyed = store
+        .create_subscription(SubscriptionId::generate(), t.clone(), keyed_spec)
+        .await
+        .expect("subscription")
+        .id;
+    publish_keyed(&store, &[("e1", "T1"), ("e2", "T2"), ("e3", "T1")]).await;
+    let queued = store.next_deliveries(&keyed, 0, 10).await.expect("queue");
+    let e: Vec<DeliveryId> = queued.iter().map(|d| d.id).collect();
+    let key = queued[0].order_key.clone().expect("keyed");
+    let follow = |after: i64| crate::store::KeyFollow {
+        order_epoch: 0,
+        order_key: key.clone(),
+        after_seq: after,
+    };
+    let lease = store.acquire(&keyed).await.expect("lease");
+    let at = crate::domain::clock::now_ms();
+    store
+        .mark_in_flight(&lease, e[0], 1, at)
+        .await
+        .expect("mark");
+
+    let rec = outcome(&keyed, e[0], 1, DeliveryStatus::Delivered);
+    let (result, next) = store
+        .record_attempt_following(&lease, rec, Some(follow(queued[0].seq)))
+        .await;
+    result.expect("recorded");
+    let next = next.expect("asked").expect("read").expect("e3 follows e1");
+    assert_eq!((next.id, next.order_key.as_deref()), (e[2], Some("\"T1\"")));
+    assert_eq!(
+        heads(&store, &keyed).await,
+        [e[1], e[2]],
+        "e1 is no longer open"
+    );
+
+    // The last of its key: nothing follows. No read asked: none made.
+    store
+        .mark_in_flight(&lease, e[2], 1, at)
+        .await
+        .expect("mark");
+    let rec = outcome(&keyed, e[2], 1, DeliveryStatus::Delivered);
+    let (result, next) = store
+        .record_attempt_following(&lease, rec, Some(follow(queued[2].seq)))
+        .await;
+    result.expect("recorded");
+    assert!(next.expect("asked").expect("read").is_none());
+    store
+        .mark_in_flight(&lease, e[1], 1, at)
+        .await
+        .expect("mark");
+    let rec = outcome(&keyed, e[1], 1, DeliveryStatus::Delivered);
+    let (result, next) = store.record_attempt_following(&lease, rec, None).await;
+    result.expect("recorded");
+    assert!(next.is_none());
+
+    // A fenced record writes nothing and reads nothing.
+    publish_keyed(&store, &[("e4", "T1"), ("e5", "T1")]).await;
+    let stale = lease.clone();
+    let newer = store.acquire(&keyed).await.expect("lease");
+    assert!(newer.token() > stale.token());
+    let e4 = store.next_deliveries(&keyed, 0, 10).await.expect("queue")[0].clone();
+    let rec = outcome(&keyed, e4.id, 1, DeliveryStatus::Delivered);
+    let (result, next) = store
+        .record_attempt_following(&stale, rec, Some(follow(queued[2].seq)))
+        .await;
+    assert!(matches!(result, Err(Error::LeaseLost { .. })), "{result:?}");
+    assert!(next.is_none());
+    assert_eq!(heads(&store, &keyed).await, [e4.id], "e4 still open");
     store.close().await;
 }
 

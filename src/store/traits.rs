@@ -29,7 +29,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AttemptRecord, Coordination, FlagChange, HeldKey, KeyState, Lease, NewTransformRow,
+    AttemptRecord, Coordination, FlagChange, HeldKey, KeyFollow, KeyState, Lease, NewTransformRow,
     QueuedDelivery, Retention, StoredTransform, SubscriptionRow,
 };
 use crate::domain::{
@@ -232,6 +232,33 @@ pub(crate) trait Queue: Send + Sync {
     /// changes and its `next_in_flight` mark. A delivery deleted meanwhile (with its
     /// subscription) records nothing: `Ok` for a plain outcome, `NotFound` when it carried flags.
     async fn record_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<()>;
+
+    /// [`record_attempt`](Queue::record_attempt), then, if it committed and `follow` is given,
+    /// the [`next_in_group`](Queue::next_in_group) of that key as read right after the commit:
+    /// the record's result, and the read's (`None`: not made). A store that can make the read
+    /// in the record's own step overrides this (SQLite: on the writer's connection, whose page
+    /// cache the commit left warm, where a reader's starts cold after every commit).
+    async fn record_attempt_following(
+        &self,
+        lease: &Lease,
+        record: AttemptRecord,
+        follow: Option<KeyFollow>,
+    ) -> (Result<()>, Option<Result<Option<QueuedDelivery>>>) {
+        let result = self.record_attempt(lease, record).await;
+        let next = match (&result, follow) {
+            (Ok(()), Some(f)) => Some(
+                self.next_in_group(
+                    lease.subscription(),
+                    f.order_epoch,
+                    &f.order_key,
+                    f.after_seq,
+                )
+                .await,
+            ),
+            _ => None,
+        };
+        (result, next)
+    }
 
     /// The holder's own change of its subscription's state flags (pause, resume).
     async fn set_queue_flags(&self, lease: &Lease, flags: FlagChange) -> Result<SubscriptionRow>;

@@ -77,6 +77,17 @@ pub(crate) struct QueuedDelivery {
     pub holds_key: bool,
 }
 
+/// Where a key's next delivery is looked for once an outcome ended its head: the group
+/// `(order_epoch, order_key)` after `after_seq` (see [`Queue::record_attempt_following`]).
+///
+/// [`Queue::record_attempt_following`]: super::Queue::record_attempt_following
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyFollow {
+    pub order_epoch: u32,
+    pub order_key: Arc<str>,
+    pub after_seq: i64,
+}
+
 /// A keyed delivery that failed under `onFailure: block`: its key's later deliveries wait until
 /// it is resubmitted or skipped (see docs/ordering.md).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,8 +5,10 @@
 //! the same lease checks, pacing and journal stalls as the one-at-a-time path in `advance`:
 //! - every attempt is marked in flight (fenced, guarantee 9) before it starts, and its key
 //!   moves on only after its outcome committed: the next delivery of the key is read from the
-//!   store after that commit ([`Queue::next_in_group`](crate::store::Queue::next_in_group)),
-//!   on a shared store by the record's task, so that the round trips of several lanes overlap;
+//!   store after that commit, asked for with the record itself
+//!   ([`Queue::record_attempt_following`](crate::store::Queue::record_attempt_following)):
+//!   SQLite reads it on its writer's warm connection, PostgreSQL in the record's task, so that
+//!   the round trips of several lanes overlap;
 //! - outcomes are recorded by tasks of their own, whose answers come back as
 //!   [`SubscriberMsg::Recorded`]: the actor goes on with other keys meanwhile, and the records
 //!   of several lanes share the store's commits (one round trip per record would bound a
@@ -42,7 +44,7 @@ use crate::domain::{DeliveryId, DeliveryStatus, SubscriptionSpec};
 use crate::error::{Error, Result};
 use crate::outbound::AttemptOutcome;
 use crate::policy::ratelimit::Pace;
-use crate::store::{AttemptRecord, QueuedDelivery, Tenure};
+use crate::store::{AttemptRecord, KeyFollow, QueuedDelivery};
 
 /// An attempt in flight on an ordered subscription.
 pub(super) struct KeyedFlight {
@@ -67,6 +69,18 @@ pub(crate) struct Recorded {
     /// The next delivery of the record's key, read by the task after the commit when the
     /// record ends its key's head (`None`: not read).
     next: Option<crate::error::Result<Option<QueuedDelivery>>>,
+}
+
+/// The read of its key's next delivery that `record` asks the store for (see
+/// [`Queue::record_attempt_following`](crate::store::Queue::record_attempt_following)): when
+/// it ends `head`, a keyed head, by the rule `Lanes::settle` applies.
+fn follow_for(head: &QueuedDelivery, record: &AttemptRecord) -> Option<KeyFollow> {
+    let key = head.order_key.as_ref()?;
+    ends_key_head(record.new_status, record.holds_key).then(|| KeyFollow {
+        order_epoch: head.order_epoch,
+        order_key: key.clone(),
+        after_seq: head.seq,
+    })
 }
 
 /// Whether `spec`'s deliveries are ordered by keys (docs/ordering.md): it has `ordering`, or
@@ -355,28 +369,16 @@ impl SubscriberState {
             return self.record_keyed_outcome(myself, u).await;
         }
         let (store, me) = (self.ctx.store.clone(), myself.clone());
-        let sub = self.row.id.clone();
-        // On a shared store, a record that ends its key's head (what `Lanes::settle` answers
-        // with `NextOf`) is followed here by the read of the key's next delivery, after the
-        // commit as the actor would read it. Each such read is a round trip to PostgreSQL,
-        // and made by the actor they were one at a time for all lanes of the subscription:
-        // 2,300 deliveries/s with 100 lanes, 3,600 from the tasks (CPU 205 -> 148 µs). On
-        // SQLite the read is an in-process call of a few µs and the task only added to it.
-        let read_next = self.ctx.tenure == Tenure::Shared;
+        // A record that ends its key's head (what `Lanes::settle` answers with `NextOf`) asks
+        // the store for the key's next delivery in the same call: on PostgreSQL the read is a
+        // round trip, which made by the actor was one at a time for all lanes (2,300
+        // deliveries/s with 100 lanes, 3,600 from the tasks); SQLite reads it on the writer's
+        // connection, whose cache the commit left warm.
+        let follow = follow_for(&head, &record);
         self.ctx.tasks.spawn(async move {
-            let result = store.record_attempt(&lease, record.clone()).await;
-            let next = match (&result, &head.order_key) {
-                (Ok(()), Some(key))
-                    if read_next && ends_key_head(record.new_status, record.holds_key) =>
-                {
-                    Some(
-                        store
-                            .next_in_group(&sub, head.order_epoch, key, head.seq)
-                            .await,
-                    )
-                }
-                _ => None,
-            };
+            let (result, next) = store
+                .record_attempt_following(&lease, record.clone(), follow)
+                .await;
             let u = Unrecorded {
                 record,
                 span,
@@ -483,13 +485,23 @@ impl SubscriberState {
         u: Unrecorded,
     ) -> Result<bool> {
         let lease = held(&self.lease, &self.row.id)?;
-        let result = self.ctx.store.record_attempt(lease, u.record.clone()).await;
-        self.settle_keyed_record(myself, u, result, None).await
+        let follow = self
+            .keyed
+            .as_ref()
+            .and_then(|l| l.get(u.record.delivery))
+            .and_then(|head| follow_for(head, &u.record));
+        let (result, next) = self
+            .ctx
+            .store
+            .record_attempt_following(lease, u.record.clone(), follow)
+            .await;
+        self.settle_keyed_record(myself, u, result, next).await
     }
 
     /// What follows a committed keyed record: metrics and log, the subscription's flags, the
     /// head settled in the lanes, the head its commit marked in flight, and the next delivery
-    /// of its key: `next` when the record's task read it, else read here.
+    /// of its key: `next` as the record's call read it, else (not asked for: the head was not
+    /// known when the record was made) read here.
     async fn after_keyed_record(
         &mut self,
         u: &Unrecorded,

@@ -38,8 +38,8 @@ pub(super) enum Pick {
 
 /// Whether an outcome of a keyed head ends it, so that its key moves on to its next delivery:
 /// the rule by which [`Lanes::settle`] answers [`After::NextOf`] (a retry keeps the head, a
-/// failure that holds the key keeps the key). On a shared store the record's task reads the
-/// next delivery ahead by the same rule.
+/// failure that holds the key keeps the key). The record asks the store for the next delivery
+/// by the same rule (`keyed::follow_for`).
 pub(super) fn ends_key_head(status: DeliveryStatus, holds_key: bool) -> bool {
     status != DeliveryStatus::Pending && !holds_key
 }

@@ -28,9 +28,10 @@
 //!   WAL stays durable across restarts of the WAL.
 //! - **The frontier.** A commit is visible to readers as soon as it returns, before its fsync.
 //!   Nothing may be sent to a receiver on the strength of a publish that a power failure could
-//!   still take back: the queue refill waits until the events of the deliveries it read are
-//!   durable ([`Frontier::wait_durable`], by `seq`: every event up to
-//!   [`Frontier`]'s durable `seq` is on disk). A batch that created events is handed to this
+//!   still take back: every queue read (the refill, a keyed subscription's heads, a key's
+//!   next delivery, whether read by a reader or by the writer after a record) waits until the
+//!   events of the deliveries it read are durable ([`Frontier::wait_durable`], by `seq`: every
+//!   event up to [`Frontier`]'s durable `seq` is on disk). A batch that created events is handed to this
 //!   thread even if it holds no promise (an attempt outcome with its operational
 //!   notifications), so its events become durable, and its wakes go out, after an fsync.
 //!   A subscriber's own operator commands need no such wait: the actor waits for their answer,

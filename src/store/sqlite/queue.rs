@@ -13,7 +13,7 @@ use super::recovery::interrupt_in_flight;
 use crate::domain::clock::now_ms;
 use crate::domain::{DeliveryId, DeliveryStatus, SubscriptionId};
 use crate::error::{Error, Result};
-use crate::store::{AttemptRecord, Lease};
+use crate::store::{AttemptRecord, KeyFollow, Lease, QueuedDelivery};
 
 /// Takes a subscription's queue over: a new lease, and the previous holder's attempts left in
 /// flight logged as interrupted.
@@ -71,6 +71,9 @@ fn mark_in_flight(
 pub(super) struct RecordAttempt {
     pub lease: Lease,
     pub record: Box<AttemptRecord>,
+    /// Once recorded, read this key's next delivery on the writer's connection (see
+    /// [`Queue::record_attempt_following`](crate::store::Queue::record_attempt_following)).
+    pub follow: Option<KeyFollow>,
 }
 
 impl RecordAttempt {
@@ -82,10 +85,27 @@ impl RecordAttempt {
 }
 
 impl Write for RecordAttempt {
-    type Out = ();
+    /// The read `follow` asked for (`None`: none asked). A read that fails does not fail the
+    /// record: the actor rebuilds its lanes instead.
+    type Out = Option<Result<Option<QueuedDelivery>>>;
     const PROGRESS: bool = true;
 
-    fn apply(&self, cx: &mut Cx<'_>) -> rusqlite::Result<Result<()>> {
+    fn apply(&self, cx: &mut Cx<'_>) -> rusqlite::Result<Result<Self::Out>> {
+        let recorded = self.record(cx)?;
+        let (Ok(()), Some(f)) = (&recorded, &self.follow) else {
+            return Ok(recorded.map(|()| None));
+        };
+        let sub = self.lease.subscription();
+        let next =
+            super::reads::next_in_group_on(cx.conn, sub, f.order_epoch, &f.order_key, f.after_seq)
+                .map_err(|e| Error::unavailable("reading a key's next delivery failed", e))
+                .and_then(|raw| raw.map(super::rows::queued).transpose());
+        Ok(Ok(Some(next)))
+    }
+}
+
+impl RecordAttempt {
+    fn record(&self, cx: &mut Cx<'_>) -> rusqlite::Result<Result<()>> {
         if let Err(e) = cx.leases.check(&self.lease) {
             return Ok(Err(e));
         }

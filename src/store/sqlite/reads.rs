@@ -191,21 +191,10 @@ impl Journal {
         order_key: &str,
         after_seq: i64,
     ) -> Result<Option<QueuedDelivery>> {
-        let raw = self.inner.queue_readers.with(|conn| {
-            use rusqlite::OptionalExtension;
-            conn.prepare_cached(concat!(
-                queued_select!(),
-                " WHERE d.subscription_id = ?1 AND d.order_epoch = ?2 AND d.order_key = ?3 \
-                   AND d.event_seq > ?4 AND d.order_key IS NOT NULL \
-                   AND (d.state IN ('pending', 'in_flight') OR d.holds_key = 1) \
-                 ORDER BY d.event_seq LIMIT 1"
-            ))?
-            .query_row(
-                rusqlite::params![sub.as_str(), i64::from(order_epoch), order_key, after_seq],
-                |r| rows::queued_raw(r),
-            )
-            .optional()
-        })?;
+        let raw = self
+            .inner
+            .queue_readers
+            .with(|conn| next_in_group_on(conn, sub, order_epoch, order_key, after_seq))?;
         raw.map(rows::queued).transpose()
     }
 
@@ -445,4 +434,29 @@ impl Journal {
         .await
         .map_err(sql_err("read"))
     }
+}
+
+/// The first open delivery of `sub`'s group `(order_epoch, order_key)` after `after_seq`, read
+/// on `conn`: a reader's, or the writer's right after it recorded the outcome that ended the
+/// group's head (see `queue::RecordAttempt::follow`).
+pub(super) fn next_in_group_on(
+    conn: &rusqlite::Connection,
+    sub: &SubscriptionId,
+    order_epoch: u32,
+    order_key: &str,
+    after_seq: i64,
+) -> rusqlite::Result<Option<rows::QueuedRaw>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached(concat!(
+        queued_select!(),
+        " WHERE d.subscription_id = ?1 AND d.order_epoch = ?2 AND d.order_key = ?3 \
+           AND d.event_seq > ?4 AND d.order_key IS NOT NULL \
+           AND (d.state IN ('pending', 'in_flight') OR d.holds_key = 1) \
+         ORDER BY d.event_seq LIMIT 1"
+    ))?
+    .query_row(
+        rusqlite::params![sub.as_str(), i64::from(order_epoch), order_key, after_seq],
+        |r| rows::queued_raw(r),
+    )
+    .optional()
 }

@@ -25,8 +25,8 @@ use crate::error::Result;
 use crate::metrics::QueueStat;
 use crate::policy::ratelimit::RateLimit;
 use crate::store::{
-    AttemptRecord, Catalog, FlagChange, HeldKey, Ingest, KeyState, Lease, NewTransformRow, Queue,
-    QueuedDelivery, Reads, Retention, StoredTransform, Upkeep,
+    AttemptRecord, Catalog, FlagChange, HeldKey, Ingest, KeyFollow, KeyState, Lease,
+    NewTransformRow, Queue, QueuedDelivery, Reads, Retention, StoredTransform, Upkeep,
 };
 
 #[async_trait]
@@ -235,7 +235,12 @@ impl Queue for Journal {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
-        self.read_next_heads(sub, after_seq, limit)
+        let heads = self.read_next_heads(sub, after_seq, limit)?;
+        // As in `next_deliveries`: nothing read is sent before its event is durable.
+        if let Some(last) = heads.last() {
+            self.inner.frontier.wait_durable(last.seq).await;
+        }
+        Ok(heads)
     }
 
     async fn next_in_group(
@@ -245,7 +250,11 @@ impl Queue for Journal {
         order_key: &str,
         after_seq: i64,
     ) -> Result<Option<QueuedDelivery>> {
-        self.read_next_in_group(sub, order_epoch, order_key, after_seq)
+        let next = self.read_next_in_group(sub, order_epoch, order_key, after_seq)?;
+        if let Some(d) = &next {
+            self.inner.frontier.wait_durable(d.seq).await;
+        }
+        Ok(next)
     }
 
     async fn held_keys(&self, sub: &SubscriptionId) -> Result<Vec<HeldKey>> {
@@ -277,8 +286,35 @@ impl Queue for Journal {
         self.call(RecordAttempt {
             lease: lease.clone(),
             record: Box::new(record),
+            follow: None,
         })
         .await
+        .map(|_| ())
+    }
+
+    async fn record_attempt_following(
+        &self,
+        lease: &Lease,
+        record: AttemptRecord,
+        follow: Option<KeyFollow>,
+    ) -> (Result<()>, Option<Result<Option<QueuedDelivery>>>) {
+        let out = self
+            .call(RecordAttempt {
+                lease: lease.clone(),
+                record: Box::new(record),
+                follow,
+            })
+            .await;
+        match out {
+            Err(e) => (Err(e), None),
+            Ok(next) => {
+                // As in `next_deliveries`: nothing read is sent before its event is durable.
+                if let Some(Ok(Some(d))) = &next {
+                    self.inner.frontier.wait_durable(d.seq).await;
+                }
+                (Ok(()), next)
+            }
+        }
     }
 
     async fn set_queue_flags(&self, lease: &Lease, flags: FlagChange) -> Result<SubscriptionRow> {
