@@ -783,7 +783,7 @@ proptest! {
 }
 
 /// Publishes one WORKFLOW_EVENT of tenant t1 per `(id, transactionId)`.
-async fn publish_keyed(store: &SharedStore, events: &[(&str, &str)]) {
+pub(in crate::store) async fn publish_keyed(store: &SharedStore, events: &[(&str, &str)]) {
     let events = events
         .iter()
         .map(|(id, tx)| {

@@ -57,6 +57,10 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::WakeSender;
 
+/// Tests: the WAL files whose fsyncs wait while they are listed (a disk that is slow to sync).
+#[cfg(test)]
+pub(super) static HELD: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
 /// How often, at least, delivery progress reaches the disk under `Durability::Fsync`.
 pub(super) const PROGRESS_SYNC_EVERY: Duration = Duration::from_millis(50);
 /// An fsync at least this long is logged (debug).
@@ -280,6 +284,10 @@ impl Sync {
     }
 
     fn fsync(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        while HELD.lock().is_ok_and(|held| held.contains(&self.wal)) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if self.file.is_none() {
             self.file = Some(std::fs::File::open(&self.wal)?);
         }

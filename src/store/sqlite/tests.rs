@@ -10,7 +10,8 @@ use crate::domain::NotificationType;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::store::suite::{
-    Backend, WAIT, event, open_ids, options, publish, sealer, subscription, tenant,
+    Backend, WAIT, event, open_ids, options, outcome, publish, publish_keyed, sealer, spec,
+    subscription, tenant,
 };
 use crate::store::{Durability, StoreOptions};
 
@@ -131,6 +132,89 @@ async fn under_fsync_promises_are_answered_after_an_fsync_and_their_deliveries_r
     // And they are there after a reopen.
     let store = open_fsync(&path, Arc::new(Metrics::new(10))).await;
     assert_eq!(open_ids(&store, &sub).await.len(), 3);
+    store.close().await;
+}
+
+/// A publish is visible to readers once committed, before its fsync: no queue read hands its
+/// deliveries out before then (they would be sent, and a power failure could take the event
+/// back). The one-at-a-time refill always waited; the reads of keyed subscriptions, and the
+/// next of a key read by the writer after a record, wait too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_reads_hand_out_nothing_before_its_event_is_durable() {
+    use crate::domain::{DeliveryStatus, Ordering, SubscriptionId};
+    use crate::store::KeyFollow;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("journal.db");
+    let store = open_fsync(&path, Arc::new(Metrics::new(10))).await;
+    let t = tenant(&store, "t1").await;
+    let mut keyed = spec(&[]);
+    keyed.ordering = Some(Ordering {
+        key: "/transactionId".into(),
+        lanes: 4,
+    });
+    let sub = store
+        .create_subscription(SubscriptionId::generate(), t, keyed)
+        .await
+        .expect("subscription")
+        .id;
+    publish_keyed(&store, &[("e1", "T1")]).await;
+    let e1 = store.next_heads(&sub, 0, 10).await.expect("heads")[0].clone();
+    let lease = store.acquire(&sub).await.expect("lease");
+    let at = crate::domain::clock::now_ms();
+    store
+        .mark_in_flight(&lease, e1.id, 1, at)
+        .await
+        .expect("mark");
+
+    // The next publish commits (its deliveries are in the file) but its fsync waits.
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    super::durable::HELD.lock().expect("held").push(wal.clone());
+    let publishing = {
+        let store = store.clone();
+        tokio::spawn(async move { publish_keyed(&store, &[("e2", "T1"), ("e3", "T2")]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !publishing.is_finished(),
+        "a publish is answered after its fsync"
+    );
+    let soon = Duration::from_millis(300);
+    let heads = tokio::time::timeout(soon, store.next_heads(&sub, e1.seq, 10)).await;
+    assert!(heads.is_err(), "heads handed out before durable: {heads:?}");
+    let next = tokio::time::timeout(soon, store.next_in_group(&sub, 0, "\"T1\"", e1.seq)).await;
+    assert!(
+        next.is_err(),
+        "a key's next handed out before durable: {next:?}"
+    );
+    let follow = KeyFollow {
+        order_epoch: 0,
+        order_key: e1.order_key.clone().expect("keyed"),
+        after_seq: e1.seq,
+    };
+    let rec = outcome(&sub, e1.id, 1, DeliveryStatus::Delivered);
+    let recorded = store.record_attempt_following(&lease, rec, Some(follow));
+    let recorded = tokio::time::timeout(soon, recorded).await;
+    assert!(
+        recorded.is_err(),
+        "the writer's read handed out before durable"
+    );
+
+    // Once synced, the same reads answer.
+    super::durable::HELD
+        .lock()
+        .expect("held")
+        .retain(|p| p != &wal);
+    publishing.await.expect("published");
+    let heads = store.next_heads(&sub, e1.seq, 10).await.expect("heads");
+    assert_eq!(heads.len(), 2, "e2 and e3 head their keys");
+    let next = store
+        .next_in_group(&sub, 0, "\"T1\"", e1.seq)
+        .await
+        .expect("read")
+        .expect("e2 follows e1");
+    assert_eq!(next.id, heads[0].id);
     store.close().await;
 }
 
