@@ -284,7 +284,10 @@ impl Sync {
     }
 
     fn fsync(&mut self) -> std::io::Result<()> {
+        // The sync thread is a thread of its own, not a tokio worker: sleeping here holds up
+        // nothing but the fsync being held.
         #[cfg(test)]
+        #[allow(clippy::disallowed_methods)]
         while HELD.lock().is_ok_and(|held| held.contains(&self.wal)) {
             std::thread::sleep(Duration::from_millis(1));
         }
