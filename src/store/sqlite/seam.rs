@@ -204,6 +204,18 @@ impl Ingest for Journal {
     }
 }
 
+impl Journal {
+    /// Returns once the event of `last` (a queue read's newest delivery, the reads being in
+    /// `seq` order) is durable. A read may see a publish committed but not yet fsynced, and
+    /// nothing of it may be sent before a power failure can no longer take it back (see
+    /// `durable`): every queue read hands its deliveries out through here.
+    async fn once_durable(&self, last: Option<&QueuedDelivery>) {
+        if let Some(d) = last {
+            self.inner.frontier.wait_durable(d.seq).await;
+        }
+    }
+}
+
 #[async_trait]
 impl Queue for Journal {
     async fn acquire(&self, sub: &SubscriptionId) -> Result<Lease> {
@@ -221,11 +233,7 @@ impl Queue for Journal {
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
         let queued = self.read_next_deliveries(sub, after_seq, limit)?;
-        // The read may have seen a publish committed but not yet fsynced: nothing of it is sent
-        // before it is durable (see `durable`). Queued in `seq` order: the last is the newest.
-        if let Some(last) = queued.last() {
-            self.inner.frontier.wait_durable(last.seq).await;
-        }
+        self.once_durable(queued.last()).await;
         Ok(queued)
     }
 
@@ -236,10 +244,7 @@ impl Queue for Journal {
         limit: u32,
     ) -> Result<Vec<QueuedDelivery>> {
         let heads = self.read_next_heads(sub, after_seq, limit)?;
-        // As in `next_deliveries`: nothing read is sent before its event is durable.
-        if let Some(last) = heads.last() {
-            self.inner.frontier.wait_durable(last.seq).await;
-        }
+        self.once_durable(heads.last()).await;
         Ok(heads)
     }
 
@@ -251,9 +256,7 @@ impl Queue for Journal {
         after_seq: i64,
     ) -> Result<Option<QueuedDelivery>> {
         let next = self.read_next_in_group(sub, order_epoch, order_key, after_seq)?;
-        if let Some(d) = &next {
-            self.inner.frontier.wait_durable(d.seq).await;
-        }
+        self.once_durable(next.as_ref()).await;
         Ok(next)
     }
 
@@ -283,13 +286,7 @@ impl Queue for Journal {
     }
 
     async fn record_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<()> {
-        self.call(RecordAttempt {
-            lease: lease.clone(),
-            record: Box::new(record),
-            follow: None,
-        })
-        .await
-        .map(|_| ())
+        self.record_attempt_following(lease, record, None).await.0
     }
 
     async fn record_attempt_following(
@@ -308,9 +305,8 @@ impl Queue for Journal {
         match out {
             Err(e) => (Err(e), None),
             Ok(next) => {
-                // As in `next_deliveries`: nothing read is sent before its event is durable.
-                if let Some(Ok(Some(d))) = &next {
-                    self.inner.frontier.wait_durable(d.seq).await;
+                if let Some(Ok(read)) = &next {
+                    self.once_durable(read.as_ref()).await;
                 }
                 (Ok(()), next)
             }
