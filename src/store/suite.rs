@@ -966,13 +966,21 @@ async fn a_record_that_ends_a_keys_head_reads_the_keys_next_delivery(f: Backend)
         .await
         .expect("mark");
 
-    let rec = outcome(&keyed, e[0], 1, DeliveryStatus::Delivered);
+    // With another key's head marked in flight in the same commit, as the actor does.
+    let mut rec = outcome(&keyed, e[0], 1, DeliveryStatus::Delivered);
+    rec.next_in_flight = Some((e[1], 1, at));
     let (result, next) = store
         .record_attempt_following(&lease, rec, Some(follow(queued[0].seq)))
         .await;
     result.expect("recorded");
     let next = next.expect("asked").expect("read").expect("e3 follows e1");
     assert_eq!((next.id, next.order_key.as_deref()), (e[2], Some("\"T1\"")));
+    let marked = store.get_delivery(e[1]).await.expect("read").expect("e2");
+    assert_eq!(
+        marked.status,
+        DeliveryStatus::InFlight,
+        "e2 marked with the record"
+    );
     assert_eq!(
         heads(&store, &keyed).await,
         [e[1], e[2]],

@@ -30,7 +30,9 @@ use crate::domain::clock::now_ms;
 use crate::domain::{DeliveryId, DeliveryStatus, SubscriptionId, SubscriptionRow};
 use crate::error::{Error, Result};
 use crate::policy::ErrorKind;
-use crate::store::{AttemptRecord, FlagChange, HeldKey, Lease, QueuedDelivery, Recovery};
+use crate::store::{
+    AttemptRecord, FlagChange, HeldKey, KeyFollow, Lease, QueuedDelivery, Recovery,
+};
 
 const W: &str = "queue write";
 
@@ -54,6 +56,31 @@ macro_rules! attempt_upsert {
          response_snippet = EXCLUDED.response_snippet, \
          transform_log = EXCLUDED.transform_log, node_id = EXCLUDED.node_id, \
          epoch = EXCLUDED.epoch"
+    };
+}
+
+/// The common table expressions of an outcome's one-statement record: the fence, the
+/// delivery's new state (`outcome`), the attempt's log row and the next delivery's in-flight
+/// mark, each requiring the one before (`$1`..`$19`, see `record_plain`).
+macro_rules! record_ctes {
+    () => {
+        concat!(
+            "WITH ",
+            fence!(),
+            ", outcome AS (UPDATE deliveries SET state = $6, attempts = $5, budget_used = $7, \
+               next_at = $8, started_at = NULL, last_status = $9, last_error = $10, \
+               updated_at = $11 \
+             WHERE id = $4 AND EXISTS (SELECT 1 FROM fence) RETURNING id), \
+             logged AS (INSERT INTO attempts (delivery_id, n, started_at, duration_ms, \
+               status_code, error_kind, error, response_snippet, transform_log, node_id, epoch) \
+             SELECT id, $5, $12, $13, $9, $14, $10, $15, $16, $3, $2 FROM outcome ",
+            attempt_upsert!(),
+            " RETURNING 1), \
+             marked AS (UPDATE deliveries SET state = 'in_flight', attempts = $18, \
+               started_at = $19, next_at = NULL, updated_at = $19 \
+             WHERE id = $17 AND state IN ('pending', 'in_flight') \
+               AND EXISTS (SELECT 1 FROM outcome) RETURNING 1)"
+        )
     };
 }
 
@@ -385,56 +412,123 @@ impl PgStore {
         if rec.flags.is_some() || rec.holds_key || !rec.notices.is_empty() {
             return self.record_with_flags(lease, rec).await;
         }
+        self.record_plain(lease, rec, None).await.map(|_| ())
+    }
+
+    /// [`pg_record_attempt`](Self::pg_record_attempt), and with `follow` the key's next
+    /// delivery (see [`Queue::record_attempt_following`](crate::store::Queue)). A plain outcome
+    /// (no flags, no key held, no notifications) reads it in the record's own statement: one
+    /// round trip per lane instead of two. The read sees the snapshot the statement started
+    /// from: for the key's deliveries after the one recorded that is what a read right after
+    /// the commit sees, but for one published in between (which the next heads read finds, as
+    /// it finds one published right after a separate read). The statement's `next_in_flight`
+    /// mark is another key's head (the actor never picks one that conflicts with the record's
+    /// key), so the row read is not one the statement changes.
+    pub(super) async fn pg_record_attempt_following(
+        &self,
+        lease: &Lease,
+        rec: AttemptRecord,
+        follow: Option<KeyFollow>,
+    ) -> (Result<()>, Option<Result<Option<QueuedDelivery>>>) {
+        let plain = rec.flags.is_none() && !rec.holds_key && rec.notices.is_empty();
+        match follow {
+            Some(f) if plain => match self.record_plain(lease, rec, Some(&f)).await {
+                Ok(next) => (Ok(()), Some(Ok(next))),
+                Err(e) => (Err(e), None),
+            },
+            follow => {
+                let result = self.pg_record_attempt(lease, rec).await;
+                let next = match (&result, follow) {
+                    (Ok(()), Some(f)) => Some(
+                        self.pg_next_in_group(
+                            lease.subscription(),
+                            f.order_epoch,
+                            &f.order_key,
+                            f.after_seq,
+                        )
+                        .await,
+                    ),
+                    _ => None,
+                };
+                (result, next)
+            }
+        }
+    }
+
+    /// The one-statement outcome of [`pg_record_attempt`](Self::pg_record_attempt), with the
+    /// key's next delivery when `follow` is given (`None` otherwise, or when there is none).
+    async fn record_plain(
+        &self,
+        lease: &Lease,
+        rec: AttemptRecord,
+        follow: Option<&KeyFollow>,
+    ) -> Result<Option<QueuedDelivery>> {
         self.open_for_writes()?;
         let (next, next_n, next_at) = match rec.next_in_flight {
             Some((d, n, at)) => (Some(d.raw()), Some(i64::from(n)), Some(at)),
             None => (None, None, None),
         };
+        let sql = if follow.is_some() {
+            concat!(
+                record_ctes!(),
+                ", following (id, seq, event_id, notification_type, body, attempts, budget_used, \
+                   next_at, order_key, order_epoch, holds_key) AS (",
+                pg_queued_select!(),
+                " WHERE d.subscription_id = $1 AND d.order_epoch = $20 AND d.order_key = $21 \
+                   AND d.seq > $22 AND d.order_key IS NOT NULL \
+                   AND (d.state IN ('pending', 'in_flight') OR d.holds_key) \
+                   AND EXISTS (SELECT 1 FROM outcome) ORDER BY d.seq LIMIT 1) \
+                 SELECT EXISTS (SELECT 1 FROM fence), EXISTS (SELECT 1 FROM outcome), f.* \
+                 FROM (SELECT 1) AS one LEFT JOIN following f ON true"
+            )
+        } else {
+            concat!(
+                record_ctes!(),
+                " SELECT EXISTS (SELECT 1 FROM fence), EXISTS (SELECT 1 FROM outcome)"
+            )
+        };
         let mut conn = self.inner.progress.lend().await.map_err(sql_err(W))?;
-        let row = sqlx::query(concat!(
-            "WITH ",
-            fence!(),
-            ", outcome AS (UPDATE deliveries SET state = $6, attempts = $5, budget_used = $7, \
-               next_at = $8, started_at = NULL, last_status = $9, last_error = $10, \
-               updated_at = $11 \
-             WHERE id = $4 AND EXISTS (SELECT 1 FROM fence) RETURNING id), \
-             logged AS (INSERT INTO attempts (delivery_id, n, started_at, duration_ms, \
-               status_code, error_kind, error, response_snippet, transform_log, node_id, epoch) \
-             SELECT id, $5, $12, $13, $9, $14, $10, $15, $16, $3, $2 FROM outcome ",
-            attempt_upsert!(),
-            " RETURNING 1), \
-             marked AS (UPDATE deliveries SET state = 'in_flight', attempts = $18, \
-               started_at = $19, next_at = NULL, updated_at = $19 \
-             WHERE id = $17 AND state IN ('pending', 'in_flight') \
-               AND EXISTS (SELECT 1 FROM outcome) RETURNING 1) \
-             SELECT EXISTS (SELECT 1 FROM fence), EXISTS (SELECT 1 FROM outcome)"
-        ))
-        .bind(lease.subscription().as_str())
-        .bind(lease.token() as i64)
-        .bind(&self.inner.node)
-        .bind(rec.delivery.raw())
-        .bind(i64::from(rec.n))
-        .bind(rec.new_status.as_str())
-        .bind(i64::from(rec.budget_used))
-        .bind(rec.next_at)
-        .bind(rec.status_code.map(i64::from))
-        .bind(&rec.error)
-        .bind(now_ms())
-        .bind(rec.started_at)
-        .bind(i64::try_from(rec.duration_ms).unwrap_or(i64::MAX))
-        .bind(rec.error_kind.map(ErrorKind::as_str))
-        .bind(&rec.snippet)
-        .bind(&rec.transform_log)
-        .bind(next)
-        .bind(next_n)
-        .bind(next_at)
-        .fetch_one(conn.conn())
-        .await
-        .map_err(sql_err(W))?;
+        let mut query = sqlx::query(sql)
+            .bind(lease.subscription().as_str())
+            .bind(lease.token() as i64)
+            .bind(&self.inner.node)
+            .bind(rec.delivery.raw())
+            .bind(i64::from(rec.n))
+            .bind(rec.new_status.as_str())
+            .bind(i64::from(rec.budget_used))
+            .bind(rec.next_at)
+            .bind(rec.status_code.map(i64::from))
+            .bind(&rec.error)
+            .bind(now_ms())
+            .bind(rec.started_at)
+            .bind(i64::try_from(rec.duration_ms).unwrap_or(i64::MAX))
+            .bind(rec.error_kind.map(ErrorKind::as_str))
+            .bind(&rec.snippet)
+            .bind(&rec.transform_log)
+            .bind(next)
+            .bind(next_n)
+            .bind(next_at);
+        if let Some(f) = follow {
+            query = query
+                .bind(i64::from(f.order_epoch))
+                .bind(&*f.order_key)
+                .bind(f.after_seq);
+        }
+        let row = query.fetch_one(conn.conn()).await.map_err(sql_err(W))?;
         conn.answered();
         let held: bool = row.try_get(0).map_err(sql_err(W))?;
         // No outcome row: deleted with its subscription while the attempt ran; nothing to record.
-        if held { Ok(()) } else { Err(lease_lost(lease)) }
+        if !held {
+            return Err(lease_lost(lease));
+        }
+        if follow.is_none() {
+            return Ok(None);
+        }
+        let found: Option<i64> = row.try_get(2).map_err(sql_err("read"))?;
+        match found {
+            Some(_) => rows::queued_from(&row, 2).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// An outcome that changes the subscription's flags or carries notifications: a

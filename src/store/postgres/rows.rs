@@ -132,20 +132,26 @@ pub(super) fn attempt(r: &PgRow) -> Result<Attempt> {
 }
 
 pub(super) fn queued(r: &PgRow) -> Result<QueuedDelivery> {
-    let ty: String = read(r.try_get(3))?;
+    queued_from(r, 0)
+}
+
+/// A [`pg_queued_select!`] row whose columns start at `at` (a statement that returns other
+/// columns before them).
+pub(super) fn queued_from(r: &PgRow, at: usize) -> Result<QueuedDelivery> {
+    let ty: String = read(r.try_get(at + 3))?;
     Ok(QueuedDelivery {
-        id: DeliveryId(read(r.try_get(0))?),
-        seq: read(r.try_get(1))?,
-        event_id: EventId::from(read::<String>(r.try_get(2))?),
+        id: DeliveryId(read(r.try_get(at))?),
+        seq: read(r.try_get(at + 1))?,
+        event_id: EventId::from(read::<String>(r.try_get(at + 2))?),
         notification_type: NotificationType::parse(&ty)
             .ok_or_else(|| Error::Internal(format!("bad notification type {ty}")))?,
-        body: Arc::from(read::<String>(r.try_get(4))?),
-        attempts: read::<i64>(r.try_get(5))?.clamp(0, i64::from(u32::MAX)) as u32,
-        budget_used: read::<i64>(r.try_get(6))?.clamp(0, i64::from(u32::MAX)) as u32,
-        next_at: read(r.try_get(7))?,
+        body: Arc::from(read::<String>(r.try_get(at + 4))?),
+        attempts: read::<i64>(r.try_get(at + 5))?.clamp(0, i64::from(u32::MAX)) as u32,
+        budget_used: read::<i64>(r.try_get(at + 6))?.clamp(0, i64::from(u32::MAX)) as u32,
+        next_at: read(r.try_get(at + 7))?,
         marked: false,
-        order_key: read::<Option<String>>(r.try_get(8))?.map(Arc::from),
-        order_epoch: read::<i64>(r.try_get(9))?.clamp(0, i64::from(u32::MAX)) as u32,
-        holds_key: read(r.try_get(10))?,
+        order_key: read::<Option<String>>(r.try_get(at + 8))?.map(Arc::from),
+        order_epoch: read::<i64>(r.try_get(at + 9))?.clamp(0, i64::from(u32::MAX)) as u32,
+        holds_key: read(r.try_get(at + 10))?,
     })
 }

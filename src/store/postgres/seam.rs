@@ -16,8 +16,8 @@ use crate::error::Result;
 use crate::metrics::QueueStat;
 use crate::policy::ratelimit::RateLimit;
 use crate::store::{
-    AttemptRecord, Catalog, FlagChange, HeldKey, Ingest, KeyState, Lease, NewTransformRow, Queue,
-    QueuedDelivery, Reads, Retention, StoredTransform, Upkeep,
+    AttemptRecord, Catalog, FlagChange, HeldKey, Ingest, KeyFollow, KeyState, Lease,
+    NewTransformRow, Queue, QueuedDelivery, Reads, Retention, StoredTransform, Upkeep,
 };
 
 #[async_trait]
@@ -211,6 +211,16 @@ impl Queue for PgStore {
 
     async fn record_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<()> {
         self.pg_record_attempt(lease, record).await
+    }
+
+    async fn record_attempt_following(
+        &self,
+        lease: &Lease,
+        record: AttemptRecord,
+        follow: Option<KeyFollow>,
+    ) -> (Result<()>, Option<Result<Option<QueuedDelivery>>>) {
+        self.pg_record_attempt_following(lease, record, follow)
+            .await
     }
 
     async fn set_queue_flags(&self, lease: &Lease, flags: FlagChange) -> Result<SubscriptionRow> {

@@ -354,6 +354,7 @@ fn start_over(conn: &Connection, state: &State, mut copied: i32, mut took: Durat
     }
     let held = Instant::now();
     let rest = checkpoint(conn, state, "checkpoint while the writer holds still");
+    let copied_rest = held.elapsed();
     let restarted = rest.is_some_and(|(w, c)| w == c)
         && q.compare_exchange(
             QUIET_GRANTED,
@@ -370,6 +371,8 @@ fn start_over(conn: &Connection, state: &State, mut copied: i32, mut took: Durat
     tracing::debug!(
         waited_ms = (held - asked).as_secs_f64() * 1e3,
         held_ms = held.elapsed().as_secs_f64() * 1e3,
+        rest_ms = copied_rest.as_secs_f64() * 1e3,
+        rest_frames = rest.map_or(0, |(w, _)| w - copied),
         restarted,
         "journal writer held still for the WAL to start over"
     );
