@@ -244,20 +244,7 @@ pub(crate) trait Queue: Send + Sync {
         record: AttemptRecord,
         follow: Option<KeyFollow>,
     ) -> (Result<()>, Option<Result<Option<QueuedDelivery>>>) {
-        let result = self.record_attempt(lease, record).await;
-        let next = match (&result, follow) {
-            (Ok(()), Some(f)) => Some(
-                self.next_in_group(
-                    lease.subscription(),
-                    f.order_epoch,
-                    &f.order_key,
-                    f.after_seq,
-                )
-                .await,
-            ),
-            _ => None,
-        };
-        (result, next)
+        record_then_read_next(self, lease, record, follow).await
     }
 
     /// The holder's own change of its subscription's state flags (pause, resume).
@@ -396,3 +383,28 @@ pub(crate) trait Store:
 }
 
 impl<T: Catalog + Ingest + Queue + Reads + Upkeep + Coordination + std::fmt::Debug> Store for T {}
+
+/// [`Queue::record_attempt_following`] in two store calls: the record, then, if it committed
+/// and `follow` is given, the [`next_in_group`](Queue::next_in_group) read. The trait's default,
+/// and what a store that overrides it does for the records it cannot make in one step.
+pub(crate) async fn record_then_read_next<Q: Queue + ?Sized>(
+    q: &Q,
+    lease: &Lease,
+    record: AttemptRecord,
+    follow: Option<KeyFollow>,
+) -> (Result<()>, Option<Result<Option<QueuedDelivery>>>) {
+    let result = q.record_attempt(lease, record).await;
+    let next = match (&result, follow) {
+        (Ok(()), Some(f)) => Some(
+            q.next_in_group(
+                lease.subscription(),
+                f.order_epoch,
+                &f.order_key,
+                f.after_seq,
+            )
+            .await,
+        ),
+        _ => None,
+    };
+    (result, next)
+}

@@ -54,6 +54,15 @@ pub(crate) struct AttemptRecord {
     pub notices: Vec<crate::domain::Event>,
 }
 
+impl AttemptRecord {
+    /// No flag change, no key held, no notification: an outcome that changes only its
+    /// delivery (and the next one's in-flight mark), which a store may record without a
+    /// transaction of its own.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.flags.is_none() && !self.holds_key && self.notices.is_empty()
+    }
+}
+
 /// A pending delivery as a subscription actor needs it to make an attempt.
 #[derive(Debug, Clone)]
 pub(crate) struct QueuedDelivery {

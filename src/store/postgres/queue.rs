@@ -409,49 +409,29 @@ impl PgStore {
     /// in-flight mark commit together in one round trip. With any, a transaction (the
     /// notifications commit with the outcome).
     pub(super) async fn pg_record_attempt(&self, lease: &Lease, rec: AttemptRecord) -> Result<()> {
-        if rec.flags.is_some() || rec.holds_key || !rec.notices.is_empty() {
+        if !rec.is_plain() {
             return self.record_with_flags(lease, rec).await;
         }
         self.record_plain(lease, rec, None).await.map(|_| ())
     }
 
-    /// [`pg_record_attempt`](Self::pg_record_attempt), and with `follow` the key's next
-    /// delivery (see [`Queue::record_attempt_following`](crate::store::Queue)). A plain outcome
-    /// (no flags, no key held, no notifications) reads it in the record's own statement: one
-    /// round trip per lane instead of two. The read sees the snapshot the statement started
-    /// from: for the key's deliveries after the one recorded that is what a read right after
-    /// the commit sees, but for one published in between (which the next heads read finds, as
-    /// it finds one published right after a separate read). The statement's `next_in_flight`
-    /// mark is another key's head (the actor never picks one that conflicts with the record's
-    /// key), so the row read is not one the statement changes.
-    pub(super) async fn pg_record_attempt_following(
+    /// A plain record (see [`AttemptRecord::is_plain`]) with the key's next delivery read in
+    /// the record's own statement (see [`Queue::record_attempt_following`](crate::store::Queue)):
+    /// one round trip per lane instead of two. The read sees the snapshot the statement started
+    /// from: for the key's deliveries after the recorded one that is what a read right after
+    /// the commit would see, except one published in between, which the next heads read finds
+    /// (as it finds one published right after a separate read). The statement's
+    /// `next_in_flight` mark is another key's head (the actor never picks one that conflicts
+    /// with the record's key), so the row read is not one the statement changes.
+    pub(super) async fn pg_record_plain_following(
         &self,
         lease: &Lease,
         rec: AttemptRecord,
-        follow: Option<KeyFollow>,
+        follow: &KeyFollow,
     ) -> (Result<()>, Option<Result<Option<QueuedDelivery>>>) {
-        let plain = rec.flags.is_none() && !rec.holds_key && rec.notices.is_empty();
-        match follow {
-            Some(f) if plain => match self.record_plain(lease, rec, Some(&f)).await {
-                Ok(next) => (Ok(()), Some(Ok(next))),
-                Err(e) => (Err(e), None),
-            },
-            follow => {
-                let result = self.pg_record_attempt(lease, rec).await;
-                let next = match (&result, follow) {
-                    (Ok(()), Some(f)) => Some(
-                        self.pg_next_in_group(
-                            lease.subscription(),
-                            f.order_epoch,
-                            &f.order_key,
-                            f.after_seq,
-                        )
-                        .await,
-                    ),
-                    _ => None,
-                };
-                (result, next)
-            }
+        match self.record_plain(lease, rec, Some(follow)).await {
+            Ok(next) => (Ok(()), Some(Ok(next))),
+            Err(e) => (Err(e), None),
         }
     }
 

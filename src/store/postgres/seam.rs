@@ -219,8 +219,12 @@ impl Queue for PgStore {
         record: AttemptRecord,
         follow: Option<KeyFollow>,
     ) -> (Result<()>, Option<Result<Option<QueuedDelivery>>>) {
-        self.pg_record_attempt_following(lease, record, follow)
-            .await
+        match follow {
+            Some(f) if record.is_plain() => self.pg_record_plain_following(lease, record, &f).await,
+            follow => {
+                crate::store::traits::record_then_read_next(self, lease, record, follow).await
+            }
+        }
     }
 
     async fn set_queue_flags(&self, lease: &Lease, flags: FlagChange) -> Result<SubscriptionRow> {
