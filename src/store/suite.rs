@@ -12,8 +12,8 @@ use proptest::prelude::*;
 
 use super::sqlite::Journal;
 use crate::domain::{
-    DeliveryId, DeliveryStatus, Event, EventInput, NewSubscription, NotificationType, RetryPolicy,
-    SubscriptionDefaults, SubscriptionId, SubscriptionSpec, TenantId, TransformRef,
+    DeliveryId, DeliveryStatus, Event, EventInput, NewSubscription, NotificationType, Principal,
+    RetryPolicy, SubscriptionDefaults, SubscriptionId, SubscriptionSpec, TenantId, TransformRef,
 };
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -254,7 +254,45 @@ on_both_backends!(
     ordering_keys_are_stored_at_fan_out_and_heads_skip_a_keys_later_events,
     a_record_that_ends_a_keys_head_reads_the_keys_next_delivery,
     an_outcomes_notifications_commit_with_it_and_fan_out,
+    an_api_keys_hash_names_its_principal,
 );
+
+/// The lookup behind every authenticated API request: a tenant's key hash names the tenant,
+/// the stored admin key's the admin, anything else nobody; a key added after the read is
+/// found by the next one (SQLite reads it on an inline reader, not sqlx's pool).
+async fn an_api_keys_hash_names_its_principal(f: Backend) {
+    let store = f.open().await.store;
+    assert_eq!(
+        store.principal_for_key_hash("hash-t1").await.expect("read"),
+        None
+    );
+    let t = tenant(&store, "t1").await;
+    assert_eq!(
+        store.principal_for_key_hash("hash-t1").await.expect("read"),
+        Some(Principal::Tenant(t))
+    );
+    assert!(!store.has_admin_key().await.expect("read"));
+    store
+        .insert_admin_key("admin-hash".into())
+        .await
+        .expect("admin key");
+    assert_eq!(
+        store
+            .principal_for_key_hash("admin-hash")
+            .await
+            .expect("read"),
+        Some(Principal::Admin)
+    );
+    assert!(store.has_admin_key().await.expect("read"));
+    for other in ["", "hash-t2", "admin-hash ", "HASH-T1"] {
+        assert_eq!(
+            store.principal_for_key_hash(other).await.expect("read"),
+            None,
+            "{other:?}"
+        );
+    }
+    store.close().await;
+}
 
 async fn publish_fans_out_to_matching_subscriptions_in_seq_order_and_wakes_them(f: Backend) {
     let Opened {

@@ -1,5 +1,6 @@
 //! Reads: the API's through the pool of read-only sqlx connections, the delivery path's queue
-//! refill inline (see [`InlineReaders`](super::inline_read::InlineReaders)).
+//! refill and the API key lookup of every request inline (see
+//! [`InlineReaders`](super::inline_read::InlineReaders)).
 //!
 //! Reads run beside the writer (WAL) and see the last commit; none of them takes a lease.
 
@@ -26,13 +27,14 @@ impl Journal {
 
     // ---- tenants and keys ---------------------------------------------------------------
 
+    /// Every authenticated API request makes this read, so it runs on an inline reader (one
+    /// primary-key probe; through sqlx's thread and channel the hand-offs cost more than it).
     pub(super) async fn read_principal(&self, hash: &str) -> Result<Option<Principal>> {
-        let tenant: Option<Option<String>> =
-            sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_hash = ?1")
-                .bind(hash)
-                .fetch_optional(self.pool())
-                .await
-                .map_err(sql_err("read"))?;
+        let tenant: Option<Option<String>> = self.inner.queue_readers.with(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT tenant_id FROM api_keys WHERE key_hash = ?1")?;
+            rusqlite::OptionalExtension::optional(stmt.query_row([hash], |r| r.get(0)))
+        })?;
         Ok(tenant.map(|t| match t {
             None => Principal::Admin,
             Some(t) => Principal::Tenant(TenantId::from(t)),
